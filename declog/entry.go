@@ -1,0 +1,60 @@
+// Package declog owns egressd's decision log: the one event type every edge
+// emits (Entry), the JSON-lines writer with size rotation and throttling of
+// repeated denials, live subscribers (the admin SSE stream), and the reader
+// behind `egressd tail` and `egressd suggest`.
+package declog
+
+import (
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Event kinds.
+const (
+	EventDecision = "decision" // a request, tunnel or query was decided
+	EventClose    = "close"    // a tunnel or request finished: bytes and duration
+	EventSummary  = "summary"  // Count identical denials folded into one line
+	EventUsage    = "usage"    // the gateway settled a metered call
+)
+
+// Entry is one decision-log line. Field names are constant (they are the
+// JSON keys); never log query strings, credentials or bodies.
+type Entry struct {
+	Time     time.Time      `json:"time"`
+	Event    string         `json:"event"`
+	Client   string         `json:"client"`
+	Proto    policy.Proto   `json:"proto"`
+	Host     string         `json:"host"`
+	Port     uint16         `json:"port,omitempty"`
+	Method   string         `json:"method,omitempty"`
+	QType    string         `json:"qtype,omitempty"`
+	Verdict  policy.Verdict `json:"verdict"`
+	Reason   policy.Reason  `json:"reason"`
+	Rule     string         `json:"rule,omitempty"`
+	Status   int            `json:"status,omitempty"`
+	BytesUp  int64          `json:"bytes_up,omitempty"`
+	BytesDn  int64          `json:"bytes_down,omitempty"`
+	Duration time.Duration  `json:"duration_ms,omitempty"`
+	Count    int            `json:"count,omitempty"`
+
+	// Gateway usage (Event == EventUsage).
+	Provider     string  `json:"provider,omitempty"`
+	Model        string  `json:"model,omitempty"`
+	InputTokens  int64   `json:"input_tokens,omitempty"`
+	OutputTokens int64   `json:"output_tokens,omitempty"`
+	CostUSD      float64 `json:"cost_usd,omitempty"`
+	Estimated    bool    `json:"estimated,omitempty"`
+}
+
+// Recorder receives entries. Edges depend on this, not on the writer; nil
+// Recorder fields in edge configs mean "discard".
+type Recorder interface {
+	Record(Entry)
+}
+
+// Discard is a Recorder that drops everything.
+type Discard struct{}
+
+// Record implements Recorder.
+func (Discard) Record(Entry) {}

@@ -1,0 +1,125 @@
+package policy
+
+import "time"
+
+// Config is policy.yaml as written by the user. Key names are the interface
+// users, docs and tests rely on: add keys, never rename them. Zero values are
+// replaced by the defaults documented on each field when the policy is
+// compiled.
+type Config struct {
+	Version   int                       `mapstructure:"version"`  // required: 1
+	Mode      string                    `mapstructure:"mode"`     // enforce (default) | report
+	Listen    ListenConfig              `mapstructure:"listen"`   //
+	Resolver  ResolverConfig            `mapstructure:"resolver"` //
+	Allow     []AllowRule               `mapstructure:"allow"`    // empty = deny all
+	Networks  NetworksConfig            `mapstructure:"networks"`
+	Limits    LimitsConfig              `mapstructure:"limits"`
+	Timeouts  TimeoutsConfig            `mapstructure:"timeouts"`
+	DNS       DNSConfig                 `mapstructure:"dns"`
+	Log       LogConfig                 `mapstructure:"log"`
+	Admin     AdminConfig               `mapstructure:"admin"`
+	Providers map[string]ProviderConfig `mapstructure:"providers"`
+	Budget    BudgetConfig              `mapstructure:"budget"`
+}
+
+// ListenConfig holds the listener addresses; "" disables a listener.
+// Listener changes need a restart (a reload logs that they were not applied).
+type ListenConfig struct {
+	Proxy   string `mapstructure:"proxy"`   // default 127.0.0.1:3128
+	DNS     string `mapstructure:"dns"`     // default 127.0.0.1:5353
+	Gateway string `mapstructure:"gateway"` // default 127.0.0.1:8080
+	Admin   string `mapstructure:"admin"`   // default 127.0.0.1:9090
+}
+
+// ResolverConfig configures the one resolver shared by the proxy and DNS.
+type ResolverConfig struct {
+	Upstreams []string      `mapstructure:"upstreams"`  // host:port; default [127.0.0.11:53]
+	Timeout   time.Duration `mapstructure:"timeout"`    // per upstream try; default 2s
+	MinTTL    time.Duration `mapstructure:"min_ttl"`    // default 5s
+	MaxTTL    time.Duration `mapstructure:"max_ttl"`    // default 5m
+	CacheSize int           `mapstructure:"cache_size"` // entries; default 10000
+}
+
+// AllowRule is one grant: exactly one of Host or CIDR.
+type AllowRule struct {
+	Host  string      `mapstructure:"host"`  // exact name or "*.suffix" (subdomains only)
+	CIDR  string      `mapstructure:"cidr"`  // IP-literal destinations
+	Ports []int       `mapstructure:"ports"` // default [443]
+	Rate  *RateConfig `mapstructure:"rate"`  // per-destination override of limits.host
+}
+
+// NetworksConfig adjusts the built-in private/special address list.
+type NetworksConfig struct {
+	Allow []string `mapstructure:"allow"` // CIDRs that may be dialed even though private (never metadata)
+	Deny  []string `mapstructure:"deny"`  // extra CIDRs to deny
+}
+
+// RateConfig is a token bucket. RPS 0 with Burst 0 means unlimited.
+type RateConfig struct {
+	RPS   float64 `mapstructure:"rps"`
+	Burst int     `mapstructure:"burst"`
+}
+
+// LimitsConfig bounds what one client (or all clients) can make egressd do.
+type LimitsConfig struct {
+	Client            RateConfig `mapstructure:"client"`               // default {20, 40}
+	Host              RateConfig `mapstructure:"host"`                 // default {10, 20}
+	DNS               RateConfig `mapstructure:"dns"`                  // default {50, 100}
+	MaxConnsPerClient int        `mapstructure:"max_conns_per_client"` // default 256
+	MaxConns          int        `mapstructure:"max_conns"`            // default 8192
+	MaxHeaderBytes    int        `mapstructure:"max_header_bytes"`     // default 64 KiB
+}
+
+// TimeoutsConfig bounds every wait.
+type TimeoutsConfig struct {
+	Dial     time.Duration `mapstructure:"dial"`     // default 10s
+	Header   time.Duration `mapstructure:"header"`   // request headers / TLS ClientHello; default 10s
+	Idle     time.Duration `mapstructure:"idle"`     // idle tunnel or keep-alive; default 5m
+	Shutdown time.Duration `mapstructure:"shutdown"` // SIGTERM drain deadline; default 15s
+}
+
+// DNSConfig configures the allow-list DNS server.
+type DNSConfig struct {
+	QTypes []string `mapstructure:"qtypes"` // answered types; default [A, AAAA, CNAME, HTTPS]
+}
+
+// LogConfig configures the JSON-lines decision log.
+type LogConfig struct {
+	File      string `mapstructure:"file"`        // "" = stdout only
+	MaxSizeMB int    `mapstructure:"max_size_mb"` // rotate at; default 50
+	Keep      int    `mapstructure:"keep"`        // rotated files kept; default 5
+}
+
+// AdminConfig protects the admin listener.
+type AdminConfig struct {
+	TokenEnv string `mapstructure:"token_env"` // env var holding a bearer token; "" = no token
+}
+
+// ProviderConfig is one LLM provider route on the gateway, served under
+// /<name>/ on listen.gateway.
+type ProviderConfig struct {
+	Upstream        string `mapstructure:"upstream"`          // https://openrouter.ai
+	Format          string `mapstructure:"format"`            // openai | anthropic
+	APIKeyEnv       string `mapstructure:"api_key_env"`       // env var with the real key (egressd only)
+	ClientTokenEnv  string `mapstructure:"client_token_env"`  // env var with the token the agent sends
+	TokensPerMinute int    `mapstructure:"tokens_per_minute"` // 0 = unlimited
+}
+
+// BudgetConfig is the hard spend cap.
+type BudgetConfig struct {
+	CapUSD           float64          `mapstructure:"cap_usd"`            // 0 = no gateway traffic allowed when providers exist
+	Period           string           `mapstructure:"period"`             // day | week | month (default) | total, UTC
+	WarnAt           float64          `mapstructure:"warn_at"`            // fraction of cap; default 0.8
+	Ledger           string           `mapstructure:"ledger"`             // default /var/lib/egressd/ledger.json
+	UnknownModel     string           `mapstructure:"unknown_model"`      // deny (default) | default
+	DefaultMaxTokens int              `mapstructure:"default_max_tokens"` // output reserve when the request names none; default 4096
+	Prices           map[string]Price `mapstructure:"prices"`             // USD per million tokens; key "default" for unknown_model: default
+}
+
+// Price is USD per million tokens.
+type Price struct {
+	Input      float64 `mapstructure:"input"`
+	Output     float64 `mapstructure:"output"`
+	CacheRead  float64 `mapstructure:"cache_read"`  // default: Input
+	CacheWrite float64 `mapstructure:"cache_write"` // default: Input
+}
