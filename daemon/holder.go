@@ -1,0 +1,113 @@
+// Package daemon owns egressd's running life: it loads the policy, holds the
+// current one behind an atomic pointer that every edge reads, reloads it on
+// file change or SIGHUP (a bad edit keeps the last good policy), wires the
+// edges together in one declared order, and stops them gracefully.
+package daemon
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Holder keeps the current policy and the outcome of the last reload.
+// Edges read Current on every decision; a reload swaps the pointer, so a
+// decision sees either the old policy or the new one, never a mixture.
+type Holder struct {
+	cur atomic.Pointer[policy.Policy]
+
+	// Path is the policy file; "" means the built-in default (no reloads).
+	Path string
+	// Load reads and validates a policy file; nil means policy.Load.
+	Load func(path string) (*policy.Policy, error)
+	// Clock is nil for time.Now.
+	Clock func() time.Time
+
+	mu        sync.Mutex
+	loadedAt  time.Time
+	lastErr   error
+	lastErrAt time.Time
+	reloads   uint64
+	failures  uint64
+}
+
+// Current returns the policy in force. Never nil once Init succeeded.
+func (h *Holder) Current() *policy.Policy { return h.cur.Load() }
+
+// Init loads the first policy; without it egressd must not start.
+func (h *Holder) Init() error {
+	p, err := h.read()
+	if err != nil {
+		return err
+	}
+	h.cur.Store(p)
+	h.mu.Lock()
+	h.loadedAt = h.now()
+	h.mu.Unlock()
+	return nil
+}
+
+// Reload reads the file again. On success the new policy replaces the old
+// and both are returned; on failure the old one stays in force and the
+// error (naming the key path) is returned and remembered for status.
+func (h *Holder) Reload() (old, cur *policy.Policy, err error) {
+	p, err := h.read()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.failures++
+		h.lastErr, h.lastErrAt = err, h.now()
+		return nil, nil, err
+	}
+	h.reloads++
+	h.lastErr = nil
+	h.loadedAt = h.now()
+	old = h.cur.Swap(p)
+	return old, p, nil
+}
+
+// ReloadState describes the holder for status and metrics.
+type ReloadState struct {
+	Path      string
+	LoadedAt  time.Time
+	LastError string
+	LastErrAt time.Time
+	Reloads   uint64
+	Failures  uint64
+}
+
+// State returns a snapshot of the reload history.
+func (h *Holder) State() ReloadState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := ReloadState{Path: h.Path, LoadedAt: h.loadedAt, LastErrAt: h.lastErrAt, Reloads: h.reloads, Failures: h.failures}
+	if h.lastErr != nil {
+		s.LastError = h.lastErr.Error()
+	}
+	return s
+}
+
+func (h *Holder) read() (*policy.Policy, error) {
+	if h.Path == "" {
+		return policy.Default(), nil
+	}
+	load := h.Load
+	if load == nil {
+		load = policy.Load
+	}
+	p, err := load(h.Path)
+	if err != nil {
+		return nil, fmt.Errorf("load policy %s: %w", h.Path, err)
+	}
+	return p, nil
+}
+
+func (h *Holder) now() time.Time {
+	if h.Clock != nil {
+		return h.Clock()
+	}
+	return time.Now()
+}
