@@ -1,0 +1,147 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// maxChain bounds how many CNAME hops are followed, inside one answer and
+// across follow-up queries, so a looping or absurd chain ends.
+const maxChain = 8
+
+// LookupNetIP resolves host to its IPv4 then IPv6 addresses, asking for A
+// and AAAA concurrently through the same cache as Exchange, so the proxy
+// dials exactly what the DNS server would answer. CNAME chains are followed
+// inside each answer and, when an upstream stops half-way, by asking for
+// the chain's end. IPv4-mapped IPv6 answers are unmapped, so callers
+// classify the address that will really be reached. An IP literal is
+// returned as is without a query. A name with no addresses gives an error
+// wrapping ErrNotFound; if only one family fails upstream, the other's
+// addresses are returned.
+func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	type result struct {
+		addrs []netip.Addr
+		err   error
+	}
+	six := make(chan result, 1)
+	go func() {
+		a, err := r.lookupType(ctx, host, dns.TypeAAAA)
+		six <- result{a, err}
+	}()
+	v4, err4 := r.lookupType(ctx, host, dns.TypeA)
+	res := <-six
+	v6, err6 := res.addrs, res.err
+	addrs := append(v4, v6...)
+	if len(addrs) > 0 {
+		return addrs, nil
+	}
+	// Prefer the upstream failure over "not found": it is the real cause.
+	for _, err := range []error{err4, err6} {
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, host)
+}
+
+// lookupType returns the addresses of one type at the end of host's CNAME
+// chain.
+func (r *Resolver) lookupType(ctx context.Context, host string, qtype uint16) ([]netip.Addr, error) {
+	name := dns.Fqdn(host)
+	for range maxChain {
+		m, err := r.Exchange(ctx, name, qtype)
+		if err != nil {
+			return nil, err
+		}
+		end, ok := ChainEnd(m.Answer, name)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s: cname loop", ErrNotFound, host)
+		}
+		if addrs := Addrs(m.Answer, end, qtype); len(addrs) > 0 {
+			return addrs, nil
+		}
+		if m.Rcode != dns.RcodeSuccess || strings.EqualFold(end, name) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, host)
+		}
+		name = end // chain stops at a name the upstream did not resolve
+	}
+	return nil, fmt.Errorf("%w: %s: cname chain too long", ErrNotFound, host)
+}
+
+// ChainEnd follows the CNAME chain that starts at name within answer and
+// returns the name at its end (name itself when there is no CNAME). Names
+// compare case-insensitively. ok is false when the chain loops or is
+// longer than maxChain hops. It does not allocate.
+func ChainEnd(answer []dns.RR, name string) (end string, ok bool) {
+	end = name
+	for range maxChain + 1 {
+		next, found := cnameOf(answer, end)
+		if !found {
+			return end, true
+		}
+		end = next
+	}
+	return end, false
+}
+
+// OnChain reports whether owner is one of the names on the CNAME chain from
+// name to its end within answer.
+func OnChain(answer []dns.RR, name, owner string) bool {
+	cur := name
+	for range maxChain + 1 {
+		if strings.EqualFold(cur, owner) {
+			return true
+		}
+		next, found := cnameOf(answer, cur)
+		if !found {
+			return false
+		}
+		cur = next
+	}
+	return false
+}
+
+func cnameOf(answer []dns.RR, owner string) (string, bool) {
+	for _, rr := range answer {
+		if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, owner) {
+			return c.Target, true
+		}
+	}
+	return "", false
+}
+
+// Addrs returns the addresses of type qtype (A or AAAA) owned by name in
+// answer, unmapped.
+func Addrs(answer []dns.RR, name string, qtype uint16) []netip.Addr {
+	var out []netip.Addr
+	for _, rr := range answer {
+		if rr.Header().Rrtype != qtype || !strings.EqualFold(rr.Header().Name, name) {
+			continue
+		}
+		if a, ok := RRAddr(rr); ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// RRAddr returns the address an A or AAAA record holds, unmapped.
+func RRAddr(rr dns.RR) (netip.Addr, bool) {
+	var a netip.Addr
+	var ok bool
+	switch v := rr.(type) {
+	case *dns.A:
+		a, ok = netip.AddrFromSlice(v.A.To4())
+	case *dns.AAAA:
+		a, ok = netip.AddrFromSlice(v.AAAA.To16())
+	}
+	return a.Unmap(), ok
+}
