@@ -1,0 +1,173 @@
+// Package meter owns egressd's LLM spend accounting: usage parsing for each
+// provider format (JSON bodies and SSE streams, incrementally), pricing,
+// reservations against a hard cap, and the durable ledger that keeps spend
+// across restarts. It does no networking; the gateway feeds it bytes and
+// asks it for permission.
+//
+// The cap is enforced with reservations: before a call is forwarded its
+// worst case is reserved, and a reservation that would take spent+reserved
+// past the cap is refused, so concurrent calls cannot overshoot together.
+// Amounts are kept in integer nano-USD so concurrent sums are exact.
+package meter
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// Sentinel errors; callers branch with errors.Is.
+var (
+	// ErrBudgetExceeded: the reservation would cross the cap. The error is
+	// a *BudgetError carrying the numbers for the client's message.
+	ErrBudgetExceeded = errors.New("budget exceeded")
+	// ErrLedgerUnavailable: the ledger cannot be written; metered calls are
+	// refused until a write succeeds.
+	ErrLedgerUnavailable = errors.New("spend ledger unavailable")
+	// ErrLedgerCorrupt: the ledger file exists but is not a valid ledger.
+	ErrLedgerCorrupt = errors.New("spend ledger corrupt")
+	// ErrUnknownModel: the model has no price and unknown_model is deny.
+	ErrUnknownModel = errors.New("unknown model")
+)
+
+// Defaults for zero BudgetConfig fields (the policy fills the same ones;
+// the meter repeats them so a hand-built config works too).
+const (
+	DefaultPeriod     = PeriodMonth
+	DefaultWarnAt     = 0.8
+	DefaultLedger     = "/var/lib/egressd/ledger.json"
+	DefaultMaxTokens  = 4096
+	unknownModelDeny  = "deny"
+	defaultPriceKey   = "default"
+	writeRetryBackoff = time.Second
+)
+
+// BudgetError is the ErrBudgetExceeded error with the figures the client
+// is told.
+type BudgetError struct {
+	SpentUSD, ReservedUSD, CapUSD, NeedUSD float64
+	ResetsAt                               time.Time // zero for period total
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("budget exceeded: spent $%.4f + in flight $%.4f + this call up to $%.4f > cap $%.2f",
+		e.SpentUSD, e.ReservedUSD, e.NeedUSD, e.CapUSD)
+}
+
+// Is makes errors.Is(err, ErrBudgetExceeded) true.
+func (e *BudgetError) Is(target error) bool { return target == ErrBudgetExceeded }
+
+// Options are Open's optional hooks.
+type Options struct {
+	Clock  func() time.Time // nil = time.Now
+	Logger *slog.Logger     // nil = slog.Default()
+}
+
+// Meter tracks spend against the cap. Safe for concurrent use.
+type Meter struct {
+	clock func() time.Time
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	cfg      policy.BudgetConfig // normalised
+	capNano  int64
+	path     string
+	led      ledger
+	reserved int64
+	inFlight int
+	version  uint64    // bumped on every change to led
+	writeErr error     // last ledger write failure; nil when healthy
+	lastTry  time.Time // last write attempt while failing
+
+	wmu     sync.Mutex // serialises ledger writes (group commit)
+	written uint64     // version on disk
+}
+
+// Open loads the ledger named by cfg and returns a meter. A missing ledger
+// is a fresh one; a ledger that cannot be read or parsed is an error, never
+// a silent reset. The ledger is written once at open to prove it can be:
+// when that fails the meter is returned in the unavailable state (metered
+// calls refused, retried on demand) and the failure is logged.
+func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
+	cfg, err := normalise(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := &Meter{clock: opt.Clock, log: opt.Logger}
+	if m.clock == nil {
+		m.clock = time.Now
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	led, found, err := readLedger(cfg.Ledger)
+	if err != nil {
+		return nil, err
+	}
+	now := m.clock()
+	if !found {
+		led = ledger{Version: ledgerVersion, Period: cfg.Period, PeriodStart: periodStart(cfg.Period, now)}
+	}
+	m.cfg, m.capNano, m.path, m.led = cfg, toNano(cfg.CapUSD, false), cfg.Ledger, led
+	m.mu.Lock()
+	m.adoptPeriod(now)
+	m.version++
+	m.mu.Unlock()
+	_ = m.persist() // failure is logged and held in writeErr
+	return m, nil
+}
+
+func normalise(cfg policy.BudgetConfig) (policy.BudgetConfig, error) {
+	if cfg.Period == "" {
+		cfg.Period = DefaultPeriod
+	}
+	cfg.Period = strings.ToLower(cfg.Period)
+	if err := checkPeriod(cfg.Period); err != nil {
+		return cfg, err
+	}
+	if cfg.WarnAt <= 0 {
+		cfg.WarnAt = DefaultWarnAt
+	}
+	if cfg.Ledger == "" {
+		cfg.Ledger = DefaultLedger
+	}
+	if cfg.UnknownModel == "" {
+		cfg.UnknownModel = unknownModelDeny
+	}
+	if cfg.DefaultMaxTokens <= 0 {
+		cfg.DefaultMaxTokens = DefaultMaxTokens
+	}
+	if cfg.CapUSD < 0 {
+		return cfg, fmt.Errorf("budget.cap_usd: %v is negative", cfg.CapUSD)
+	}
+	prices := make(map[string]policy.Price, len(cfg.Prices))
+	for k, p := range cfg.Prices {
+		prices[strings.ToLower(k)] = fillPrice(p)
+	}
+	cfg.Prices = prices
+	return cfg, nil
+}
+
+// adoptPeriod rolls the period over when the clock has left it, and moves
+// the ledger to a changed period kind without resetting it: spend only
+// ever resets because time passed. Called with mu held.
+func (m *Meter) adoptPeriod(now time.Time) {
+	cur := periodStart(m.cfg.Period, now)
+	if m.led.Period != m.cfg.Period {
+		m.led.Period, m.led.PeriodStart = m.cfg.Period, cur
+		m.version++
+		return
+	}
+	if m.cfg.Period == PeriodTotal || !cur.After(m.led.PeriodStart) {
+		return
+	}
+	m.log.Info("budget period rolled over", "period", m.cfg.Period,
+		"previous_start", m.led.PeriodStart, "previous_spent_usd", toUSD(m.led.SpentNano))
+	m.led.PeriodStart, m.led.SpentNano, m.led.Warned, m.led.Models = cur, 0, false, nil
+	m.version++
+}

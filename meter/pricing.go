@@ -1,0 +1,123 @@
+package meter
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// UnknownModelError is the ErrUnknownModel error; Key is the policy key an
+// operator would add to price the model.
+type UnknownModelError struct {
+	Model string
+	Key   string // e.g. budget.prices."gpt-9"
+}
+
+func (e *UnknownModelError) Error() string {
+	if e.Model == "" {
+		return "the request names no model; the gateway can only forward priced models"
+	}
+	return fmt.Sprintf("model %q has no price: add %s: {input: ..., output: ...} to the policy (USD per million tokens) or set budget.unknown_model: default", e.Model, e.Key)
+}
+
+// Is makes errors.Is(err, ErrUnknownModel) true.
+func (e *UnknownModelError) Is(target error) bool { return target == ErrUnknownModel }
+
+// Quote is the worst-case price of one call, computed before it is sent.
+type Quote struct {
+	Model        string       // lowercased, as looked up
+	PriceKey     string       // the budget.prices key used ("default" for the fallback)
+	Price        policy.Price // cache prices filled in
+	InputTokens  int64        // estimated from the request
+	OutputTokens int64        // max tokens of the request, or default_max_tokens
+	MaxCostUSD   float64      // what to Reserve
+}
+
+// Quote prices a call to model with an estimated inputTokens and the
+// request's output limit maxOutputTokens (0 = none given, use
+// budget.default_max_tokens). Model names are compared lowercased because
+// the policy loader lowercases map keys. The input estimate is priced at
+// the highest input-side price so that cache writes cannot outrun it.
+func (m *Meter) Quote(model string, inputTokens, maxOutputTokens int64) (Quote, error) {
+	m.mu.Lock()
+	cfg := m.cfg
+	m.mu.Unlock()
+	key := strings.ToLower(model)
+	q := Quote{Model: key, PriceKey: key, InputTokens: max(inputTokens, 0), OutputTokens: maxOutputTokens}
+	p, ok := cfg.Prices[key]
+	if key == "" {
+		return q, &UnknownModelError{}
+	}
+	if !ok && cfg.UnknownModel == "default" {
+		p, ok = cfg.Prices[defaultPriceKey]
+		q.PriceKey = defaultPriceKey
+	}
+	if !ok {
+		return q, &UnknownModelError{Model: model, Key: fmt.Sprintf("budget.prices.%q", key)}
+	}
+	if q.OutputTokens <= 0 {
+		q.OutputTokens = int64(cfg.DefaultMaxTokens)
+	}
+	q.InputTokens, q.OutputTokens = min(q.InputTokens, maxTokens), min(q.OutputTokens, maxTokens)
+	q.Price = p
+	inPrice := max(p.Input, p.CacheRead, p.CacheWrite)
+	q.MaxCostUSD = clampUSD((float64(q.InputTokens)*inPrice + float64(q.OutputTokens)*p.Output) / 1e6)
+	return q, nil
+}
+
+// Reconfigure applies a reloaded budget section: cap, period, warn_at,
+// prices and unknown_model take effect at once. A changed ledger path is
+// reopened: an existing valid file there is adopted (never lowering the
+// current period's spend), a missing one receives the current state, and
+// an unreadable or corrupt one is an error that leaves the old ledger in
+// use.
+func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
+	cfg, err := normalise(cfg)
+	if err != nil {
+		return err
+	}
+	m.wmu.Lock()
+	m.mu.Lock()
+	oldPath := m.path
+	m.mu.Unlock()
+	var other ledger
+	var found bool
+	if cfg.Ledger != oldPath {
+		other, found, err = readLedger(cfg.Ledger)
+		if err != nil {
+			m.wmu.Unlock()
+			return fmt.Errorf("reopen ledger: %w", err)
+		}
+	}
+	m.mu.Lock()
+	m.cfg, m.capNano = cfg, toNano(cfg.CapUSD, false)
+	m.adoptPeriod(m.clock())
+	if cfg.Ledger != oldPath {
+		m.path = cfg.Ledger
+		if found {
+			m.mergeLedger(other)
+		}
+		m.written = 0 // the new file must receive the state
+		m.version++
+	}
+	m.mu.Unlock()
+	m.wmu.Unlock()
+	// Writes the new path, or a period change; a failure is logged and
+	// puts the meter in the unavailable state.
+	return m.persist()
+}
+
+// mergeLedger adopts a ledger found at a new path: same period, the larger
+// spend wins, so pointing at a stale copy cannot lower spend. Called with
+// mu held.
+func (m *Meter) mergeLedger(other ledger) {
+	if other.Period != m.cfg.Period || !other.PeriodStart.Equal(m.led.PeriodStart) {
+		return // a different period's figures: the live one stands
+	}
+	if other.SpentNano > m.led.SpentNano {
+		m.led.SpentNano, m.led.Models = other.SpentNano, other.Models
+	}
+	m.led.LifetimeNano = max(m.led.LifetimeNano, other.LifetimeNano)
+	m.led.Warned = m.led.Warned || other.Warned
+}
