@@ -5,59 +5,52 @@ import (
 	"net/netip"
 )
 
-// TEMPORARY CONTRACT STUBS: the policy implementation replaces every body in
-// this file. Signatures are the contract other packages code against.
-
-// Rule is one compiled allow entry.
+// Rule is one compiled allow entry, or the reservation of a provider's
+// upstream host for the gateway (Provider set, Index -1).
 type Rule struct {
-	Index  int          // position in allow:, for allow[i] in messages
+	Index  int          // position in allow:, for allow[i] in messages; -1 for provider rules
 	Host   string       // normalised exact name, or "*.suffix"; "" for cidr rules
 	Prefix netip.Prefix // cidr rules only
 	Ports  []uint16     // granted ports (default [443])
 	Rate   *RateConfig  // per-destination override, nil = limits.host
+
+	// Provider names the providers: entry whose upstream host this is, for
+	// use_gateway denials (and gateway allows); "" for allow rules.
+	Provider string
 }
 
-// String renders the rule as it would appear in policy.yaml, one line:
-// `allow[3] host: "*.github.com" ports: [443]`.
-func (r *Rule) String() string { panic("unimplemented") }
-
 // Policy is a compiled, validated, immutable policy. Safe for concurrent use;
-// a reload builds a new one and swaps the pointer.
-type Policy struct{ cfg Config }
+// a reload builds a new one and swaps the pointer. The zero Policy denies
+// everything.
+type Policy struct {
+	cfg    Config
+	hash   string
+	report bool // mode: report
+
+	rules     []Rule             // allow:, by index
+	exact     map[string]*Rule   // host: name
+	wild      map[string]*Rule   // host: "*.suffix", keyed by suffix
+	cidr      prefixTable[*Rule] // cidr:
+	prov      []Rule             // provider reservations, one per providers: entry
+	provHosts map[string]*Rule   // provider upstream names
+	provIPs   map[netip.Addr]*Rule
+
+	netAllow prefixTable[struct{}]
+	netDeny  prefixTable[struct{}]
+
+	qtypes [1 << 10]uint64 // bitset of answered DNS types
+}
 
 // ErrInvalid wraps every validation failure; errors.As to *ValidationError
-// (or Errors) gives each problem with its key path.
+// (or Errors) gives each problem with its key path and line.
 var ErrInvalid = errors.New("invalid policy")
-
-// Load reads, strictly decodes (unknown keys are errors), applies
-// EGRESSD_* environment overrides, validates and compiles path.
-func Load(path string) (*Policy, error) { panic("unimplemented") }
-
-// Default is the built-in policy used without --config: loopback listeners,
-// empty allow-list (deny all).
-func Default() *Policy { panic("unimplemented") }
 
 // Config returns the validated config with defaults filled in. Read only.
 func (p *Policy) Config() *Config { return &p.cfg }
 
-// Hash is a short stable hash of the effective config, for status output.
-func (p *Policy) Hash() string { panic("unimplemented") }
+// Hash is a short stable hash of the effective config (after defaults and
+// environment overrides), for status output and reload logs.
+func (p *Policy) Hash() string { return p.hash }
 
-// Decide answers whether req may proceed. Pure: no I/O, no clock, no
-// allocation. It does not resolve names; callers classify each resolved
-// address with CheckAddr.
-func (p *Policy) Decide(req Request) Decision { panic("unimplemented") }
-
-// CheckAddr classifies an address egressd is about to dial (or that DNS is
-// about to answer): private/special ranges are denied unless networks.allow
-// grants them, metadata addresses always, networks.deny on top. Mode report
-// never relaxes this check.
-func (p *Policy) CheckAddr(addr netip.Addr) Decision { panic("unimplemented") }
-
-// QTypeAllowed reports whether DNS answers queries of this type (numeric
-// RR type, as on the wire).
-func (p *Policy) QTypeAllowed(qtype uint16) bool { panic("unimplemented") }
-
-// Hint is the one-line, actionable grant text for a denial, e.g.
-// `add "- host: evil.example" under allow:`; "" when no grant can help.
-func Hint(req Request, d Decision) string { panic("unimplemented") }
+// Rules returns the compiled allow rules in file order. Read only.
+func (p *Policy) Rules() []Rule { return p.rules }

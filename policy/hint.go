@@ -1,0 +1,104 @@
+package policy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// String renders the rule as it would appear in policy.yaml, one line:
+// `allow[3] host: "*.github.com" ports: [443]`. Provider reservations
+// render as `providers.openrouter host: "openrouter.ai"`.
+func (r *Rule) String() string {
+	if r == nil {
+		return ""
+	}
+	var b strings.Builder
+	if r.Provider != "" {
+		b.WriteString(joinKey("providers", r.Provider))
+	} else {
+		fmt.Fprintf(&b, "allow[%d]", r.Index)
+	}
+	if r.Host != "" {
+		fmt.Fprintf(&b, " host: %q", r.Host)
+	} else {
+		fmt.Fprintf(&b, " cidr: %s", r.Prefix)
+	}
+	if r.Provider != "" {
+		return b.String()
+	}
+	b.WriteString(" ports: ")
+	b.WriteString(portList(r.Ports))
+	if r.Rate != nil {
+		fmt.Fprintf(&b, " rate: {rps: %v, burst: %d}", r.Rate.RPS, r.Rate.Burst)
+	}
+	return b.String()
+}
+
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+// Hint is the one-line, actionable grant text for a denial, e.g.
+// `add "- host: evil.example" under allow:`; "" when no grant can help
+// (allowed requests, rate limits, malformed requests, ...).
+func Hint(req Request, d Decision) string {
+	if d.Verdict == Allow {
+		return ""
+	}
+	switch d.Reason {
+	case ReasonNotAllowlisted:
+		name, ip, prob := normalizeHost(req.Host)
+		if prob != hostOK || ip.IsValid() {
+			return ""
+		}
+		return grantHint("host: "+name, req)
+	case ReasonPortNotAllowed:
+		if d.Rule == nil || d.Rule.Index < 0 {
+			return ""
+		}
+		return fmt.Sprintf("add %d to ports: of allow[%d]", req.Port, d.Rule.Index)
+	case ReasonIPLiteralNotAllowed:
+		_, ip, prob := normalizeHost(req.Host)
+		if prob != hostOK || !ip.IsValid() {
+			return ""
+		}
+		return grantHint("cidr: "+hostPrefix(ip).String(), req)
+	case ReasonPrivateAddress:
+		return privateHint(req)
+	case ReasonMetadataAddress:
+		return "cloud metadata addresses can never be granted"
+	case ReasonUseGateway:
+		if d.Rule == nil || d.Rule.Provider == "" {
+			return ""
+		}
+		return fmt.Sprintf("send provider calls to the egressd gateway at /%s/ instead", d.Rule.Provider)
+	case ReasonDeniedNetwork:
+		return "the address is in networks.deny:"
+	}
+	return ""
+}
+
+// grantHint writes an allow entry as copy-pastable YAML: the plain form for
+// port 443 (and DNS, where ports do not matter), the flow form otherwise.
+func grantHint(target string, req Request) string {
+	if req.Proto == ProtoDNS || req.Port == 443 || req.Port == 0 {
+		return fmt.Sprintf("add \"- %s\" under allow:", target)
+	}
+	return fmt.Sprintf("add \"- {%s, ports: [%d]}\" under allow:", target, req.Port)
+}
+
+// privateHint explains that allow: cannot grant a private address: only
+// networks.allow can, and only on purpose.
+func privateHint(req Request) string {
+	_, ip, prob := normalizeHost(req.Host)
+	if prob != hostOK || !ip.IsValid() {
+		return "the name resolves to a private or special address; allow: cannot grant it (only networks.allow: can)"
+	}
+	return fmt.Sprintf("%s is a %s address; allow: cannot grant it, only \"- %s\" under networks.allow: can",
+		ip, Classify(ip), hostPrefix(ip))
+}

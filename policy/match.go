@@ -1,0 +1,171 @@
+package policy
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// Matching semantics (the README documents the same):
+//
+//   - host: api.example.com matches that name only; case and one trailing
+//     dot are ignored and internationalised names match their punycode.
+//   - host: "*.example.com" matches every name below example.com at any
+//     depth (a.example.com, a.b.example.com), never example.com itself and
+//     never evilexample.com or example.com.evil.net.
+//   - A request is allowed when any rule matching its host grants its port.
+//     Rules are tried most specific first (the exact name, then wildcards
+//     from the longest suffix to the shortest); the first that grants the
+//     port is the Decision's Rule. When rules match the host but none grants
+//     the port, the most specific one is reported with port_not_allowed.
+//   - IP-literal targets never match host rules; a cidr rule must cover the
+//     address (longest prefix first, same port logic) and CheckAddr must
+//     accept it.
+//   - DNS ignores ports: a name granted on any port is answered.
+//   - Provider upstream hosts are reserved for the gateway: HTTP, CONNECT
+//     and DNS for them are denied with use_gateway even when allow-listed.
+//     The gateway dials and resolves them itself, so the agent never needs
+//     their addresses; denying DNS too stops a configured key-bearing
+//     route from being bypassed with the agent's own credentials.
+
+// Decide answers whether req may proceed. Pure: no I/O, no clock, and no
+// allocation when req.Host is already canonical (lowercase ASCII) or an IP
+// literal. It does not resolve names; callers classify each resolved
+// address with CheckAddr.
+//
+// In report mode, denials for allow-list reasons (not_allowlisted,
+// port_not_allowed, ip_literal_not_allowed, use_gateway) come back with
+// Verdict Report; address denials (private, metadata, denied network) and
+// malformed requests are never relaxed.
+func (p *Policy) Decide(req Request) Decision {
+	d := p.decide(req)
+	if p.report && d.Verdict == Deny && relaxable(d.Reason) {
+		d.Verdict = Report
+	}
+	return d
+}
+
+func relaxable(r Reason) bool {
+	switch r {
+	case ReasonNotAllowlisted, ReasonPortNotAllowed, ReasonIPLiteralNotAllowed, ReasonUseGateway:
+		return true
+	}
+	return false
+}
+
+func (p *Policy) decide(req Request) Decision {
+	name, ip, prob := normalizeHost(req.Host)
+	if prob != hostOK {
+		if req.Proto == ProtoDNS && prob == hostBadIPLiteral {
+			return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+		}
+		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+	}
+	if req.Proto > ProtoGateway {
+		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+	}
+	if req.Port == 0 && (req.Proto == ProtoHTTP || req.Proto == ProtoConnect) {
+		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+	}
+	if ip.IsValid() {
+		if req.Proto == ProtoDNS {
+			// A query for a name that is an address: nothing to answer.
+			return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+		}
+		return p.decideIP(ip, req)
+	}
+	if r := p.provHosts[name]; r != nil {
+		if req.Proto == ProtoGateway {
+			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+		}
+		return Decision{Verdict: Deny, Reason: ReasonUseGateway, Rule: r}
+	}
+	if req.Proto == ProtoGateway {
+		return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+	}
+	return p.decideName(name, req)
+}
+
+// decideName walks the candidate rules for name, most specific first,
+// without allocating: the exact map, then each proper suffix in the
+// wildcard map.
+func (p *Policy) decideName(name string, req Request) Decision {
+	var first *Rule
+	if r := p.exact[name]; r != nil {
+		if req.Proto == ProtoDNS || r.grants(req.Port) {
+			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+		}
+		first = r
+	}
+	if len(p.wild) > 0 {
+		for i := 0; i < len(name); i++ {
+			if name[i] != '.' {
+				continue
+			}
+			r := p.wild[name[i+1:]]
+			if r == nil {
+				continue
+			}
+			if req.Proto == ProtoDNS || r.grants(req.Port) {
+				return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			}
+			if first == nil {
+				first = r
+			}
+		}
+	}
+	if first != nil {
+		return Decision{Verdict: Deny, Reason: ReasonPortNotAllowed, Rule: first}
+	}
+	return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+}
+
+// decideIP handles IP-literal targets: the address check first (never
+// relaxed, and the more useful reason for a private literal), then the
+// gateway reservation, then cidr rules.
+//
+// For ProtoGateway only the configured upstreams are allowed, and an
+// upstream written as an IP literal is allowed even when special (the
+// operator chose it, e.g. a loopback test server or a LAN model server).
+func (p *Policy) decideIP(ip netip.Addr, req Request) Decision {
+	r := p.provIPs[ip]
+	if req.Proto == ProtoGateway {
+		if r != nil && Classify(ip) != ClassMetadata {
+			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+		}
+		return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+	}
+	if d := p.CheckAddr(ip); d.Verdict == Deny {
+		return d
+	}
+	if r != nil {
+		return Decision{Verdict: Deny, Reason: ReasonUseGateway, Rule: r}
+	}
+	var first *Rule
+	for _, l := range p.cidr.lensFor(ip) {
+		pfx, _ := ip.Prefix(l)
+		r := p.cidr.m[pfx]
+		if r == nil {
+			continue
+		}
+		if r.grants(req.Port) {
+			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+		}
+		if first == nil {
+			first = r
+		}
+	}
+	if first != nil {
+		return Decision{Verdict: Deny, Reason: ReasonPortNotAllowed, Rule: first}
+	}
+	return Decision{Verdict: Deny, Reason: ReasonIPLiteralNotAllowed}
+}
+
+func (r *Rule) grants(port uint16) bool {
+	return slices.Contains(r.Ports, port)
+}
+
+// QTypeAllowed reports whether DNS answers queries of this type (numeric
+// RR type, as on the wire), per dns.qtypes.
+func (p *Policy) QTypeAllowed(qtype uint16) bool {
+	return p.qtypes[qtype>>6]&(1<<(qtype&63)) != 0
+}
