@@ -110,7 +110,7 @@ func classify6(b [16]byte) Class {
 		return c
 	}
 	switch {
-	case b == [16]byte{0xfd, 0x00, 0x0e, 0xc2, 15: 0x54}:
+	case b == [16]byte{0xfd, 0x00, 0x0e, 0xc2, 14: 0x02, 15: 0x54}:
 		return ClassMetadata // fd00:ec2::254, AWS IMDS over IPv6
 	case b[0]&0xfe == 0xfc:
 		return ClassPrivate
