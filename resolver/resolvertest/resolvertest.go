@@ -79,9 +79,20 @@ func (u *Upstream) handler(network string) dns.HandlerFunc {
 			u.total++
 			u.mu.Unlock()
 		}
-		if resp := u.h(network, q); resp != nil {
-			_ = w.WriteMsg(resp)
+		resp := u.h(network, q)
+		if resp == nil {
+			return
 		}
+		if network == "udp" && !resp.Truncated {
+			// Like a real server: fit the answer into what the query
+			// advertised, setting TC when records had to go.
+			size := dns.MinMsgSize
+			if opt := q.IsEdns0(); opt != nil {
+				size = max(size, int(opt.UDPSize()))
+			}
+			resp.Truncate(size)
+		}
+		_ = w.WriteMsg(resp)
 	}
 }
 

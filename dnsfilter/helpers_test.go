@@ -1,0 +1,170 @@
+package dnsfilter
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/resolver/resolvertest"
+)
+
+// basePolicy grants one name and one wildcard; tests append to it.
+const basePolicy = `version: 1
+allow:
+  - host: granted.example
+  - host: "*.wild.example"
+limits:
+  dns: {rps: 1000, burst: 1000}
+`
+
+func loadPolicy(tb testing.TB, yaml string) *policy.Policy {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	p, err := policy.Load(path)
+	if err != nil {
+		tb.Fatalf("policy.Load: %v", err)
+	}
+	return p
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type recorder struct {
+	mu      sync.Mutex
+	entries []declog.Entry
+}
+
+func (r *recorder) Record(e declog.Entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.entries = append(r.entries, e)
+}
+
+func (r *recorder) all() []declog.Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]declog.Entry(nil), r.entries...)
+}
+
+func (r *recorder) last(tb testing.TB) declog.Entry {
+	tb.Helper()
+	all := r.all()
+	if len(all) == 0 {
+		tb.Fatal("no decision logged")
+	}
+	return all[len(all)-1]
+}
+
+// testEnv is a server wired to a real resolver and an in-process upstream.
+type testEnv struct {
+	up    *resolvertest.Upstream
+	res   *resolver.Resolver
+	srv   *Server
+	rec   *recorder
+	clock *fakeClock
+}
+
+func newEnv(tb testing.TB, policyYAML string, h resolvertest.Handler) *testEnv {
+	tb.Helper()
+	p := loadPolicy(tb, policyYAML)
+	e := &testEnv{
+		up:    resolvertest.Start(tb, h),
+		rec:   &recorder{},
+		clock: &fakeClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)},
+	}
+	e.res = resolver.New(resolver.Config{Upstreams: []string{e.up.Addr}, Timeout: 300 * time.Millisecond, Clock: e.clock.Now})
+	e.srv = New(Config{
+		Policy:   func() *policy.Policy { return p },
+		Resolver: e.res,
+		Recorder: e.rec,
+		Clock:    e.clock.Now,
+	})
+	return e
+}
+
+// testWriter is a dns.ResponseWriter that keeps the reply after a round
+// trip through the wire format, as the client would see it.
+type testWriter struct {
+	remote net.Addr
+	reply  *dns.Msg
+	size   int
+	writes int
+}
+
+func newWriter() *testWriter {
+	return &testWriter{remote: &net.UDPAddr{IP: net.IPv4(172, 30, 0, 2), Port: 40000}}
+}
+
+func (w *testWriter) LocalAddr() net.Addr  { return &net.UDPAddr{IP: net.IPv4(172, 30, 0, 1), Port: 53} }
+func (w *testWriter) RemoteAddr() net.Addr { return w.remote }
+func (w *testWriter) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+func (w *testWriter) Write(b []byte) (int, error) {
+	w.writes++
+	w.size = len(b)
+	w.reply = new(dns.Msg)
+	return len(b), w.reply.Unpack(b)
+}
+func (w *testWriter) Close() error        { return nil }
+func (w *testWriter) TsigStatus() error   { return nil }
+func (w *testWriter) TsigTimersOnly(bool) {}
+func (w *testWriter) Hijack()             {}
+
+func query(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
+
+// ask sends q through the handler and returns the reply.
+func (e *testEnv) ask(tb testing.TB, q *dns.Msg) *dns.Msg {
+	tb.Helper()
+	w := newWriter()
+	e.srv.ServeDNS(w, q)
+	if w.writes != 1 {
+		tb.Fatalf("%s: got %d replies, want 1", q.Question[0].Name, w.writes)
+	}
+	return w.reply
+}
+
+func answerAddrs(m *dns.Msg) []string {
+	var out []string
+	for _, rr := range m.Answer {
+		if a, ok := resolver.RRAddr(rr); ok {
+			out = append(out, a.String())
+		}
+	}
+	return out
+}

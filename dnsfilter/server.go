@@ -1,0 +1,269 @@
+// Package dnsfilter owns egressd's allow-list DNS server: the resolver the
+// agent's container points its DNS at. It answers names the policy grants,
+// through the shared resolver, with addresses in private and special ranges
+// removed; every other name gets NXDOMAIN without any upstream query, so
+// the DNS path cannot carry data out. Query types other than the policy's
+// dns.qtypes are refused, each client is rate limited, and every query
+// leaves one decision line in the decision log.
+package dnsfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/netutil"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/ratelimit"
+)
+
+// Limits of the server itself; few knobs, safe values.
+const (
+	// queryTimeout caps one query end to end. The resolver gives up
+	// earlier (its Timeout per upstream); this is the backstop that keeps
+	// a client from ever hanging.
+	queryTimeout = 5 * time.Second
+	// maxUDPSize is the largest UDP answer sent, whatever the client
+	// advertises: the DNS flag day 2020 value, which avoids fragmentation.
+	maxUDPSize = 1232
+	// maxTCPConns bounds concurrent TCP connections; further ones wait in
+	// the kernel backlog.
+	maxTCPConns = 256
+	// shutdownGrace bounds how long Serve waits for queries in progress.
+	shutdownGrace = 5 * time.Second
+)
+
+// Resolver is what the server needs from the shared resolver. Exchange
+// returns a message the caller owns (it is filtered in place), with Rcode
+// NOERROR or NXDOMAIN; anything else is an error. *resolver.Resolver
+// implements it.
+type Resolver interface {
+	Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error)
+}
+
+// Config wires a Server.
+type Config struct {
+	// Policy returns the current policy; it is called once per query, so
+	// a reload applies to the next query. A nil func or nil policy makes
+	// every query fail with SERVFAIL (closed).
+	Policy func() *policy.Policy
+	// Resolver answers granted names; nil makes granted queries SERVFAIL.
+	Resolver Resolver
+	// Recorder receives one decision entry per query (plus summaries of
+	// rate-limited queries); nil discards. Counting entries by verdict and
+	// reason gives the query metrics.
+	Recorder declog.Recorder
+	// Logger gets operational problems (write failures); nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source for rate limits and log times; nil means
+	// time.Now.
+	Clock func() time.Time
+}
+
+// Server is the allow-list DNS server. Its ServeDNS is safe for concurrent
+// use; Serve runs it on sockets.
+type Server struct {
+	policy func() *policy.Policy
+	res    Resolver
+	rec    declog.Recorder
+	log    *slog.Logger
+	clock  func() time.Time
+
+	limits   *ratelimit.Table[netip.Addr]
+	limitLog limitLog
+	rules    atomic.Pointer[ruleNames]
+	base     atomic.Pointer[context.Context] // Serve's context, for queries
+}
+
+// New returns a server for cfg; see Config for what nil fields mean.
+func New(cfg Config) *Server {
+	s := &Server{
+		policy: cfg.Policy,
+		res:    cfg.Resolver,
+		rec:    cfg.Recorder,
+		log:    cfg.Logger,
+		clock:  cfg.Clock,
+		limits: ratelimit.NewTable[netip.Addr](0, 0),
+	}
+	if s.policy == nil {
+		s.policy = func() *policy.Policy { return nil }
+	}
+	if s.rec == nil {
+		s.rec = declog.Discard{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	s.limitLog.init()
+	return s
+}
+
+// Serve answers DNS on pc (UDP) and ln (TCP), either of which may be nil,
+// until ctx ends or a socket fails. It closes both. On return every
+// handler goroutine has finished, or shutdownGrace has passed.
+func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
+	if pc == nil && ln == nil {
+		return errors.New("dnsfilter: no socket to serve")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.base.Store(&ctx)
+
+	var servers []*dns.Server
+	errc := make(chan error, 2)
+	start := func(srv *dns.Server) error {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { errc <- srv.ActivateAndServe() }()
+		select {
+		case <-started:
+			servers = append(servers, srv)
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("dnsfilter: serve: %w", err)
+		}
+	}
+	var err error
+	if pc != nil {
+		err = start(s.newServer(func(srv *dns.Server) { srv.PacketConn = pc }))
+	}
+	if ln != nil && err == nil {
+		err = start(s.newServer(func(srv *dns.Server) { srv.Listener = netutil.LimitListener(ln, maxTCPConns) }))
+	}
+	stopped := 0
+	if err == nil {
+		stopped, err = s.run(ctx, errc)
+	}
+	s.shutdown(servers, len(servers)-stopped, errc)
+	if pc != nil {
+		pc.Close()
+	}
+	if ln != nil {
+		ln.Close()
+	}
+	return err
+}
+
+// run waits for ctx or a server failure, flushing rate-limit summaries as
+// their windows end.
+// It reports how many servers it saw stop.
+func (s *Server) run(ctx context.Context, errc <-chan error) (int, error) {
+	tick := time.NewTicker(limitLogWindow)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, nil
+		case err := <-errc:
+			if err == nil {
+				err = errors.New("stopped")
+			}
+			return 1, fmt.Errorf("dnsfilter: serve: %w", err)
+		case <-tick.C:
+			s.flushLimitLog(false)
+		}
+	}
+}
+
+// shutdown stops servers and waits for the running ones to return.
+func (s *Server) shutdown(servers []*dns.Server, running int, errc <-chan error) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.ShutdownContext(ctx); err != nil {
+			s.log.Warn("dns server shutdown", "err", err)
+		}
+	}
+	for range running {
+		select {
+		case <-errc:
+		case <-ctx.Done():
+			return
+		}
+	}
+	s.flushLimitLog(true)
+}
+
+func (s *Server) newServer(set func(*dns.Server)) *dns.Server {
+	srv := &dns.Server{
+		Handler:       s,
+		UDPSize:       maxUDPSize,
+		ReadTimeout:   2 * time.Second,
+		WriteTimeout:  2 * time.Second,
+		MsgAcceptFunc: acceptQuery,
+	}
+	set(srv)
+	return srv
+}
+
+// acceptQuery rejects, before the message is parsed, what is not a plain
+// query: answers are dropped (never answer an answer), other opcodes get
+// NOTIMP, anything but one question or with records a query does not carry
+// gets FORMERR.
+func acceptQuery(h dns.Header) dns.MsgAcceptAction {
+	const qrBit = 1 << 15
+	switch {
+	case h.Bits&qrBit != 0:
+		return dns.MsgIgnore
+	case int(h.Bits>>11)&0xF != dns.OpcodeQuery:
+		return dns.MsgRejectNotImplemented
+	case h.Qdcount != 1 || h.Ancount != 0 || h.Nscount != 0 || h.Arcount > 2:
+		return dns.MsgReject
+	}
+	return dns.MsgAccept
+}
+
+// clientAddr is the rate-limit key and log identity of the sender.
+func clientAddr(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		return v.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return v.AddrPort().Addr().Unmap()
+	case nil:
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// ruleNames caches Rule.String per policy: a log line per query should not
+// format the rule every time. Rules are immutable and live as long as
+// their policy, so their pointers are stable keys; a new policy starts a
+// new cache, which bounds it by the rule count.
+type ruleNames struct {
+	pol   *policy.Policy
+	names sync.Map // *policy.Rule → string
+}
+
+func (s *Server) ruleName(p *policy.Policy, r *policy.Rule) string {
+	if r == nil {
+		return ""
+	}
+	rn := s.rules.Load()
+	if rn == nil || rn.pol != p {
+		rn = &ruleNames{pol: p}
+		s.rules.Store(rn)
+	}
+	if v, ok := rn.names.Load(r); ok {
+		return v.(string)
+	}
+	name := r.String()
+	rn.names.Store(r, name)
+	return name
+}
