@@ -32,6 +32,7 @@ type Entry struct {
 	Verdict  policy.Verdict `json:"verdict"`
 	Reason   policy.Reason  `json:"reason"`
 	Rule     string         `json:"rule,omitempty"`
+	Hint     string         `json:"hint,omitempty"` // denials: the grant that would allow it (policy.Hint)
 	Status   int            `json:"status,omitempty"`
 	BytesUp  int64          `json:"bytes_up,omitempty"`
 	BytesDn  int64          `json:"bytes_down,omitempty"`

@@ -1,0 +1,165 @@
+package declog
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// ANSI colours for the verdict column.
+const (
+	ansiRed    = "\x1b[31m"
+	ansiYellow = "\x1b[33m"
+	ansiGreen  = "\x1b[32m"
+	ansiDim    = "\x1b[2m"
+	ansiReset  = "\x1b[0m"
+)
+
+// Column widths. They fit the common case; longer values push the rest of
+// the line right rather than being cut, because a cut host name misleads.
+const (
+	wVerdict = 10 // would_deny
+	wProto   = 7  // connect, gateway
+	wClient  = 15 // IPv4
+	wTarget  = 36
+	wReason  = 22
+)
+
+// Denied reports whether e is a denial or would-denial (including a
+// summary of folded denials): what `egressd tail --denied` shows.
+func Denied(e Entry) bool {
+	return (e.Event == EventDecision || e.Event == EventSummary) && e.Verdict != policy.Allow
+}
+
+// Format writes e as one aligned line for a person: local time, verdict,
+// proto, client, host:port, reason, then the rule or hint. With color the
+// verdict is red (deny), yellow (would_deny) or green (allow). Every field
+// the agent could influence is escaped, so a hostile host name cannot move
+// the cursor or recolour the terminal.
+func Format(w io.Writer, e Entry, color bool) error {
+	var b strings.Builder
+	b.WriteString(e.Time.Local().Format(time.TimeOnly))
+	b.WriteByte(' ')
+	label, col := verdictLabel(e)
+	if color && col != "" {
+		b.WriteString(col)
+		b.WriteString(pad(label, wVerdict))
+		b.WriteString(ansiReset)
+	} else {
+		b.WriteString(pad(label, wVerdict))
+	}
+	b.WriteByte(' ')
+	b.WriteString(pad(e.Proto.String(), wProto))
+	b.WriteByte(' ')
+	b.WriteString(pad(safe(e.Client), wClient))
+	b.WriteByte(' ')
+	b.WriteString(pad(target(e), wTarget))
+	b.WriteByte(' ')
+	detail, tail := details(e)
+	b.WriteString(pad(detail, wReason))
+	if tail != "" {
+		b.WriteByte(' ')
+		if color {
+			b.WriteString(ansiDim + tail + ansiReset)
+		} else {
+			b.WriteString(tail)
+		}
+	}
+	b.WriteByte('\n')
+	_, err := io.WriteString(w, strings.TrimRight(b.String(), " \n")+"\n")
+	return err
+}
+
+func verdictLabel(e Entry) (string, string) {
+	switch e.Event {
+	case EventClose:
+		return "close", ""
+	case EventUsage:
+		return "usage", ""
+	}
+	switch e.Verdict {
+	case policy.Deny:
+		return e.Verdict.String(), ansiRed
+	case policy.Report:
+		return e.Verdict.String(), ansiYellow
+	case policy.Allow:
+		return e.Verdict.String(), ansiGreen
+	}
+	return e.Verdict.String(), ""
+}
+
+// target is host:port, "host A" for DNS, the provider/model for usage.
+func target(e Entry) string {
+	host := safe(e.Host)
+	switch {
+	case e.Event == EventUsage:
+		return safe(e.Provider) + "/" + safe(e.Model)
+	case e.Proto == policy.ProtoDNS:
+		if e.QType != "" {
+			return host + " " + safe(e.QType)
+		}
+		return host
+	case e.Port != 0:
+		return net.JoinHostPort(host, strconv.Itoa(int(e.Port)))
+	}
+	return host
+}
+
+// details is the reason column and what follows it.
+func details(e Entry) (string, string) {
+	switch e.Event {
+	case EventClose:
+		return fmt.Sprintf("up %s down %s", size(e.BytesUp), size(e.BytesDn)),
+			e.Duration.Round(time.Millisecond).String()
+	case EventUsage:
+		est := ""
+		if e.Estimated {
+			est = " (estimated)"
+		}
+		return fmt.Sprintf("in %d out %d", e.InputTokens, e.OutputTokens),
+			fmt.Sprintf("$%.4f%s", e.CostUSD, est)
+	case EventSummary:
+		return e.Reason.String(), fmt.Sprintf("x%d more in the last window", e.Count)
+	}
+	tail := e.Hint
+	if e.Verdict == policy.Allow || tail == "" {
+		tail = e.Rule
+	}
+	return e.Reason.String(), safe(tail)
+}
+
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + "B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func pad(s string, w int) string {
+	if len(s) >= w {
+		return s
+	}
+	return s + strings.Repeat(" ", w-len(s))
+}
+
+// safe returns s unchanged when it is plain printable ASCII, and quoted
+// with escapes otherwise.
+func safe(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
+}

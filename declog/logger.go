@@ -1,0 +1,396 @@
+package declog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxSizeMB      = 50
+	DefaultKeep           = 5
+	DefaultThrottleWindow = 10 * time.Second
+	DefaultBuffer         = 8192
+	DefaultMaxThrottle    = 10000
+)
+
+// errReportEvery rate-limits the stderr notes about write errors and drops:
+// a full disk must not turn into a flood on stderr instead.
+const errReportEvery = 10 * time.Second
+
+// Options configures a Logger. Zero values give the documented defaults.
+type Options struct {
+	File      string // decision log file; "" = stdout only
+	MaxSizeMB int    // rotate File at this size; 0 = DefaultMaxSizeMB
+	MaxBytes  int64  // if > 0, overrides MaxSizeMB (tests rotate at a few KB)
+	Keep      int    // rotated files kept (File.1 ... File.Keep); 0 = DefaultKeep, < 0 = none
+
+	Stdout io.Writer        // every line is also written here; nil = os.Stdout, io.Discard = file only
+	Stderr io.Writer        // write errors and drops are reported here, rate-limited; nil = os.Stderr
+	Clock  func() time.Time // stamps entries without a Time and ends throttle windows; nil = time.Now
+
+	// ThrottleWindow folds repeated identical denials: 0 = DefaultThrottleWindow,
+	// < 0 = never fold.
+	ThrottleWindow time.Duration
+	// MaxThrottleKeys bounds the throttle table; 0 = DefaultMaxThrottle.
+	MaxThrottleKeys int
+	// Buffer is how many entries may wait for the writer; when it is full,
+	// Record drops the entry and counts it instead of blocking. 0 = DefaultBuffer.
+	Buffer int
+}
+
+// Stats counts what the Logger did with the entries it was given.
+type Stats struct {
+	Written     uint64 // lines handed to the writers
+	Suppressed  uint64 // denials folded into a summary line
+	Dropped     uint64 // entries lost because the writer fell behind (or after Close)
+	WriteErrors uint64 // failed writes to stdout or the file
+	SubDropped  uint64 // entries a slow subscriber missed
+}
+
+// Logger writes entries as JSON lines to stdout and, optionally, to a
+// size-rotated file. Record never blocks on I/O: entries go through a
+// bounded queue to one writer goroutine, and are dropped (and counted) if
+// the disk is so slow that the queue fills. It is safe for concurrent use.
+type Logger struct {
+	clock func() time.Time
+	ch    chan Entry
+	thr   *throttle // nil when folding is off
+
+	closing   chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closed    atomic.Bool
+	closeErr  error
+
+	subsMu     sync.RWMutex
+	subs       map[*subscriber]struct{}
+	nsubs      atomic.Int32
+	subsClosed bool
+
+	written, suppressed, dropped, writeErrors, subDropped atomic.Uint64
+
+	// Owned by the writer goroutine.
+	file          *rotator
+	handler       slog.Handler
+	errLog        *slog.Logger
+	attrs         []slog.Attr
+	tickEvery     time.Duration
+	reportedDrops uint64
+	lastErrReport time.Time
+}
+
+type subscriber struct{ ch chan Entry }
+
+// New opens the log file (if any) and starts the writer. Close it to flush.
+func New(opts Options) (*Logger, error) {
+	l := &Logger{
+		clock:   opts.Clock,
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		subs:    make(map[*subscriber]struct{}),
+		attrs:   make([]slog.Attr, 0, 24),
+	}
+	if l.clock == nil {
+		l.clock = time.Now
+	}
+	stdout, stderr := opts.Stdout, opts.Stderr
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	l.errLog = slog.New(slog.NewJSONHandler(stderr, nil))
+	if opts.File != "" {
+		l.file = &rotator{path: opts.File, maxBytes: maxBytes(opts), keep: opts.Keep}
+		if opts.Keep == 0 {
+			l.file.keep = DefaultKeep
+		}
+		if err := l.file.open(); err != nil {
+			return nil, err
+		}
+	}
+	l.handler = slog.NewJSONHandler(&tee{l: l, stdout: stdout}, handlerOptions)
+	window := opts.ThrottleWindow
+	if window == 0 {
+		window = DefaultThrottleWindow
+	}
+	l.tickEvery = time.Second
+	if window > 0 {
+		keys := opts.MaxThrottleKeys
+		if keys <= 0 {
+			keys = DefaultMaxThrottle
+		}
+		l.thr = newThrottle(window, keys)
+		l.tickEvery = min(max(window/4, 50*time.Millisecond), time.Second)
+	}
+	buf := opts.Buffer
+	if buf <= 0 {
+		buf = DefaultBuffer
+	}
+	l.ch = make(chan Entry, buf)
+	go l.run()
+	return l, nil
+}
+
+func maxBytes(o Options) int64 {
+	if o.MaxBytes > 0 {
+		return o.MaxBytes
+	}
+	if o.MaxSizeMB > 0 {
+		return int64(o.MaxSizeMB) << 20
+	}
+	return DefaultMaxSizeMB << 20
+}
+
+// Record queues e for writing and hands it to subscribers. An entry
+// without Time is stamped with the clock; one without Event is a decision.
+// Repeated identical denials within the throttle window are counted, not
+// written; the count is written as one summary line when the window ends.
+func (l *Logger) Record(e Entry) {
+	if l.closed.Load() {
+		l.dropped.Add(1)
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = l.clock()
+	}
+	if e.Event == "" {
+		e.Event = EventDecision
+	}
+	if l.thr != nil && throttled(&e) {
+		suppress, sum, ok := l.thr.check(&e)
+		if suppress {
+			l.suppressed.Add(1)
+			return
+		}
+		if ok {
+			l.emit(&sum)
+		}
+	}
+	l.emit(&e)
+}
+
+func (l *Logger) emit(e *Entry) {
+	l.publish(e)
+	select {
+	case l.ch <- *e:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Stats returns the counters so far.
+func (l *Logger) Stats() Stats {
+	return Stats{
+		Written:     l.written.Load(),
+		Suppressed:  l.suppressed.Load(),
+		Dropped:     l.dropped.Load(),
+		WriteErrors: l.writeErrors.Load(),
+		SubDropped:  l.subDropped.Load(),
+	}
+}
+
+// Close writes the summaries of open throttle windows, waits for queued
+// entries to be written, closes the file and ends every subscription.
+// Entries recorded after Close are dropped. It is safe to call twice.
+func (l *Logger) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		if l.thr != nil {
+			for _, sum := range l.thr.sweep(l.clock(), true) {
+				l.publish(&sum)
+				l.ch <- sum // the writer is still draining, so this waits at most briefly
+			}
+		}
+		close(l.closing)
+		<-l.done
+		if l.file != nil {
+			if err := l.file.closeFile(); err != nil {
+				l.closeErr = fmt.Errorf("close decision log: %w", err)
+			}
+		}
+		l.closeSubscribers()
+	})
+	return l.closeErr
+}
+
+// run is the writer goroutine; it ends when Close is called.
+func (l *Logger) run() {
+	defer close(l.done)
+	tick := time.NewTicker(l.tickEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case e := <-l.ch:
+			l.write(&e)
+		case <-tick.C:
+			l.housekeep()
+		case <-l.closing:
+			for {
+				select {
+				case e := <-l.ch:
+					l.write(&e)
+				default:
+					l.noteDrops()
+					return
+				}
+			}
+		}
+	}
+}
+
+func (l *Logger) write(e *Entry) {
+	var r slog.Record
+	r, l.attrs = record(e, l.attrs)
+	_ = l.handler.Handle(context.Background(), r) // tee never fails; errors are counted there
+	l.written.Add(1)
+}
+
+// housekeep ends expired throttle windows and notes drops. Summaries are
+// written directly: this is the writer goroutine, so queueing them could
+// only lose them.
+func (l *Logger) housekeep() {
+	if l.thr != nil {
+		for _, sum := range l.thr.sweep(l.clock(), false) {
+			l.publish(&sum)
+			l.write(&sum)
+		}
+	}
+	l.noteDrops()
+}
+
+// noteDrops writes one ordinary slog line (not an Entry, so readers skip
+// it) saying how many entries were lost since the last note.
+func (l *Logger) noteDrops() {
+	d := l.dropped.Load()
+	if d == l.reportedDrops {
+		return
+	}
+	n := d - l.reportedDrops
+	l.reportedDrops = d
+	r := slog.NewRecord(l.clock().UTC(), slog.LevelWarn, "decision log dropped entries", 0)
+	r.AddAttrs(slog.Uint64("dropped", n), slog.Uint64("dropped_total", d))
+	_ = l.handler.Handle(context.Background(), r)
+	l.reportError("queue", errors.New("writer fell behind; entries dropped"))
+}
+
+// reportError counts a failure and tells stderr, at most once per
+// errReportEvery (wall clock: this is about not spamming a real stderr).
+func (l *Logger) reportError(target string, err error) {
+	now := time.Now()
+	if !l.lastErrReport.IsZero() && now.Sub(l.lastErrReport) < errReportEvery {
+		return
+	}
+	l.lastErrReport = now
+	l.errLog.Error("decision log write failed", "target", target, "error", err,
+		"write_errors_total", l.writeErrors.Load(), "dropped_total", l.dropped.Load())
+}
+
+// tee gives every line to stdout and the file: both get the same bytes.
+// It always reports success so the slog handler carries on; failures are
+// counted and reported instead.
+type tee struct {
+	l      *Logger
+	stdout io.Writer
+}
+
+func (t *tee) Write(p []byte) (int, error) {
+	if _, err := t.stdout.Write(p); err != nil {
+		t.l.writeErrors.Add(1)
+		t.l.reportError("stdout", err)
+	}
+	if t.l.file != nil {
+		if _, err := t.l.file.Write(p); err != nil {
+			t.l.writeErrors.Add(1)
+			t.l.reportError("file", err)
+		}
+	}
+	return len(p), nil
+}
+
+// Subscribe returns a channel receiving every entry written from now on
+// (throttle summaries included, suppressed denials not), and a function
+// that ends the subscription. A subscriber that does not keep up misses
+// entries; it never slows the Logger. buf <= 0 means 256. The channel is
+// closed by the cancel function or by Close.
+func (l *Logger) Subscribe(buf int) (<-chan Entry, func()) {
+	if buf <= 0 {
+		buf = 256
+	}
+	s := &subscriber{ch: make(chan Entry, buf)}
+	l.subsMu.Lock()
+	defer l.subsMu.Unlock()
+	if l.subsClosed {
+		close(s.ch)
+		return s.ch, func() {}
+	}
+	l.subs[s] = struct{}{}
+	l.nsubs.Add(1)
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			l.subsMu.Lock()
+			defer l.subsMu.Unlock()
+			if _, ok := l.subs[s]; ok {
+				delete(l.subs, s)
+				l.nsubs.Add(-1)
+				close(s.ch)
+			}
+		})
+	}
+}
+
+func (l *Logger) publish(e *Entry) {
+	if l.nsubs.Load() == 0 {
+		return
+	}
+	l.subsMu.RLock()
+	defer l.subsMu.RUnlock()
+	for s := range l.subs {
+		select {
+		case s.ch <- *e:
+		default:
+			l.subDropped.Add(1)
+		}
+	}
+}
+
+func (l *Logger) closeSubscribers() {
+	l.subsMu.Lock()
+	defer l.subsMu.Unlock()
+	for s := range l.subs {
+		close(s.ch)
+		delete(l.subs, s)
+	}
+	l.nsubs.Store(0)
+	l.subsClosed = true
+}
+
+// Tee returns a Recorder that gives every entry to each non-nil r in
+// order: the daemon uses it to feed the Logger and the admin metrics.
+func Tee(rs ...Recorder) Recorder {
+	var out teeRecorder
+	for _, r := range rs {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+type teeRecorder []Recorder
+
+func (t teeRecorder) Record(e Entry) {
+	for _, r := range t {
+		r.Record(e)
+	}
+}
