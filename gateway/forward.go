@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/egressd/egressd/meter"
+	"github.com/egressd/egressd/policy"
+)
+
+// forwardMetered is the path of every call that may cost money: shape the
+// body, price it, check tokens_per_minute, reserve, forward, settle.
+func (c *call) forwardMetered(target string) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.h.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest, "request_too_large",
+				"request body over "+strconv.FormatInt(c.h.maxBody, 10)+" bytes")
+			return
+		}
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
+		return
+	}
+	s, err := shapeBody(body, c.r.URL.Path)
+	if err != nil {
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
+		return
+	}
+	c.model, c.bytesUp = s.model, int64(len(s.body))
+	m := c.h.meter
+	if m == nil {
+		c.refuseLedger(errors.New("no meter: the ledger could not be opened at start"))
+		return
+	}
+	q, err := m.Quote(s.model, s.inputTokens(), s.maxOut*s.choices)
+	if err != nil {
+		c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(s.model))
+		return
+	}
+	if ok, wait := c.h.tpm.take(c.name, c.prov.TokensPerMinute, q.InputTokens, c.h.clock()); !ok {
+		secs := max(1, int(math.Ceil(wait.Seconds())))
+		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
+		c.refuse(http.StatusTooManyRequests, policy.ReasonRateLimited, "rate_limited",
+			"provider "+c.name+" is over its tokens_per_minute limit in egressd; retry in "+strconv.Itoa(secs)+"s")
+		return
+	}
+	res, err := m.Reserve(q.Model, q.MaxCostUSD)
+	if err != nil {
+		c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, -q.InputTokens)
+		c.refuseReservation(err)
+		return
+	}
+	c.exchange(target, s.body, &meterState{q: q, res: res})
+}
+
+// forwardFree passes GET and HEAD calls (model lists, key info) through
+// with the key swapped and nothing reserved: providers do not bill them.
+func (c *call) forwardFree(target string) {
+	if c.r.ContentLength != 0 {
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", c.r.Method+" with a body is not forwarded")
+		return
+	}
+	c.exchange(target, nil, nil)
+}
+
+// meterState is the metering side of one forwarded call.
+type meterState struct {
+	q   meter.Quote
+	res *meter.Reservation
+}
+
+// exchange sends the call upstream and streams the answer back. The
+// upstream request is detached from the agent's connection: if the agent
+// leaves, the upstream is still read (bounded) so the usage the provider
+// bills is the usage charged.
+func (c *call) exchange(target string, body []byte, ms *meterState) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(c.r.Context()))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, c.r.Method, target, bytes.NewReader(body))
+	if err != nil {
+		c.release(ms)
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "cannot build the upstream request")
+		return
+	}
+	req.ContentLength = int64(len(body))
+	if body == nil {
+		req.Body = http.NoBody
+	}
+	c.upstreamHeaders(req)
+	resp, err := c.h.transport.RoundTrip(req)
+	if err != nil {
+		c.release(ms)
+		c.upstreamFailed(err)
+		return
+	}
+	defer resp.Body.Close()
+	c.copyResponseHeaders(resp)
+	c.w.WriteHeader(resp.StatusCode)
+
+	d := newDrainer(c.h, cancel)
+	stop := context.AfterFunc(c.r.Context(), d.start)
+	var ex *meter.Extractor
+	if ms != nil {
+		ex = meter.NewExtractor(c.format, isEventStream(resp.Header))
+	}
+	n, readErr := c.pump(resp.Body, ex, d)
+	stop()
+	d.finish()
+	cost, estimated, note := c.settle(ms, resp.StatusCode, ex, readErr)
+	if d.gone() {
+		note = joinNote(note, "agent disconnected mid-response")
+	}
+	c.record(policy.Allow, policy.ReasonAllowlisted, resp.StatusCode, n)
+	c.logDone(resp.StatusCode, n, cost, estimated, note)
+}
+
+// upstreamHeaders copies the agent's headers minus hop-by-hop ones and
+// both credential headers, then injects the real key in the format's
+// header. The agent token never goes upstream.
+func (c *call) upstreamHeaders(req *http.Request) {
+	for k, vs := range c.r.Header {
+		if hopByHop(k, c.r.Header) || k == "Authorization" || k == "X-Api-Key" || k == "Accept-Encoding" ||
+			k == "Content-Length" || k == "Host" || k == "Cookie" {
+			continue
+		}
+		req.Header[k] = vs
+	}
+	// Identity, so the usage parser sees plain bytes and nothing waits on
+	// a compressor's buffer.
+	req.Header.Set("Accept-Encoding", "identity")
+	if c.format == meter.FormatAnthropic {
+		req.Header.Set("X-Api-Key", c.key)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+}
+
+// copyResponseHeaders passes the provider's headers through, minus
+// hop-by-hop ones and any header that would carry the key.
+func (c *call) copyResponseHeaders(resp *http.Response) {
+	dst := c.w.Header()
+	for k, vs := range resp.Header {
+		// Header names are canonicalised, so compare them case-blind.
+		if hopByHop(k, resp.Header) || strings.Contains(strings.ToLower(k), strings.ToLower(c.key)) || containsAny(vs, c.key) {
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+func containsAny(vs []string, s string) bool {
+	for _, v := range vs {
+		if strings.Contains(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func hopByHop(k string, h http.Header) bool {
+	for _, hk := range hopHeaders {
+		if k == hk {
+			return true
+		}
+	}
+	for _, v := range h.Values("Connection") {
+		for _, f := range strings.Split(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isEventStream(h http.Header) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Get("Content-Type"))), "text/event-stream")
+}
+
+func (c *call) upstreamFailed(err error) {
+	msg := "the provider could not be reached"
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg = "the provider did not answer in time"
+	}
+	c.h.log.Warn("gateway: upstream failed", "provider", c.name, "err", scrubString(err.Error(), c.key))
+	body := errorBody(c.format, "upstream_error", msg)
+	c.w.Header().Set("Content-Type", "application/json")
+	c.w.WriteHeader(http.StatusBadGateway)
+	c.w.Write(body)
+	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, int64(len(body)))
+}
+
+func (c *call) release(ms *meterState) {
+	if ms != nil {
+		ms.res.Release()
+		c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, -ms.q.InputTokens)
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pump copies the upstream body to the agent as it arrives (one flush per
+// read, so nothing is held back), feeding every byte to the usage
+// extractor first. Once the agent is gone it keeps reading for the usage
+// until EOF, the drain deadline or Close. ex is nil for unmetered calls.
+// It returns the bytes read from upstream.
+func (c *call) pump(body io.Reader, ex *meter.Extractor, d *drainer) (total int64, err error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	sc := newScrubber(c.w, c.key)
+	rc := http.NewResponseController(c.w)
+	for {
+		n, err := body.Read(buf)
+		total += int64(n)
+		if n > 0 && ex != nil {
+			ex.Write(buf[:n])
+		}
+		if n > 0 {
+			if !d.gone() {
+				if _, werr := sc.Write(buf[:n]); werr != nil || rc.Flush() != nil {
+					d.start()
+				}
+			}
+		}
+		if err == io.EOF {
+			if !d.gone() {
+				sc.Close()
+				rc.Flush()
+			}
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}

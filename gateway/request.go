@@ -1,0 +1,214 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+)
+
+// BytesPerInputToken is how the input of a call is estimated before it is
+// sent: one token per this many bytes of request body, rounded up. Real
+// tokenisers average 3-4 bytes per token for English and code and rarely
+// go below 2 (CJK text, long digit runs); JSON framing and escapes add
+// bytes but no tokens. So 2 over-reserves typical calls about twofold,
+// which keeps the cap hard at the price of refusing a little early.
+// Known under-estimates: images given by URL and provider-side system
+// prompts cost tokens the body does not show.
+const BytesPerInputToken = 2
+
+// maxChoices bounds the n (choices) multiplier of the output reserve.
+const maxChoices = 128
+
+// shaped is what the gateway needs from a request body.
+type shaped struct {
+	model     string
+	stream    bool
+	maxOut    int64 // largest of max_tokens, max_completion_tokens, max_output_tokens; 0 = none
+	choices   int64 // n, at least 1
+	body      []byte
+	addedOpts bool // stream_options.include_usage was set by egressd
+}
+
+// inputTokens is the pre-send estimate of the call's input.
+func (s *shaped) inputTokens() int64 {
+	return (int64(len(s.body)) + BytesPerInputToken - 1) / BytesPerInputToken
+}
+
+// member is one top-level key of a JSON object, kept raw and in order.
+type member struct {
+	key string
+	raw json.RawMessage
+}
+
+// shapeBody parses a JSON request body strictly enough that egressd and
+// the provider cannot read it differently (one object, no duplicate
+// top-level keys, nothing after it), extracts what metering needs, and for
+// Chat Completions streams makes sure the final usage chunk is asked for.
+func shapeBody(body []byte, path string) (shaped, error) {
+	members, err := topLevel(body)
+	if err != nil {
+		return shaped{}, err
+	}
+	s := shaped{body: body, choices: 1}
+	optsAt := -1
+	for i, m := range members {
+		switch m.key {
+		case "model":
+			if err := json.Unmarshal(m.raw, &s.model); err != nil {
+				return shaped{}, errors.New(`"model" must be a string`)
+			}
+		case "stream":
+			if string(m.raw) != "null" && json.Unmarshal(m.raw, &s.stream) != nil {
+				return shaped{}, errors.New(`"stream" must be true or false`)
+			}
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			n, err := positiveInt(m.raw, m.key)
+			if err != nil {
+				return shaped{}, err
+			}
+			s.maxOut = max(s.maxOut, n)
+		case "n":
+			n, err := positiveInt(m.raw, m.key)
+			if err != nil {
+				return shaped{}, err
+			}
+			s.choices = min(max(n, 1), maxChoices)
+		case "stream_options":
+			optsAt = i
+		}
+	}
+	if s.stream && strings.HasSuffix(path, "/chat/completions") {
+		if members, s.addedOpts, err = withIncludeUsage(members, optsAt); err != nil {
+			return shaped{}, err
+		}
+		if s.addedOpts {
+			s.body = encodeObject(members)
+		}
+	}
+	return s, nil
+}
+
+func topLevel(body []byte) ([]member, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("the request body must be a JSON object")
+	}
+	var ms []member
+	seen := make(map[string]bool)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("invalid JSON body: %w", err)
+		}
+		key := tok.(string) // object keys are always strings
+		if seen[key] {
+			return nil, fmt.Errorf("duplicate key %s in the request body", quote(key))
+		}
+		seen[key] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("invalid JSON body: %w", err)
+		}
+		ms = append(ms, member{key, raw})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, fmt.Errorf("invalid JSON body: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("invalid JSON body: data after the object")
+	}
+	return ms, nil
+}
+
+func positiveInt(raw json.RawMessage, key string) (int64, error) {
+	if string(raw) == "null" {
+		return 0, nil
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil || f < 0 {
+		return 0, fmt.Errorf("%q must be a non-negative number", key)
+	}
+	return int64(min(f, 1<<40)), nil
+}
+
+// withIncludeUsage sets stream_options.include_usage to true, keeping any
+// other stream options. Forcing it even when the agent set false is what
+// lets the call be metered exactly; the extra final chunk (choices: [])
+// is standard and the SDKs expect it.
+func withIncludeUsage(ms []member, at int) ([]member, bool, error) {
+	opts := map[string]json.RawMessage{}
+	if at >= 0 && string(ms[at].raw) != "null" {
+		if err := json.Unmarshal(ms[at].raw, &opts); err != nil {
+			return nil, false, errors.New(`"stream_options" must be an object`)
+		}
+		if string(bytes.TrimSpace(opts["include_usage"])) == "true" {
+			return ms, false, nil
+		}
+	}
+	opts["include_usage"] = json.RawMessage("true")
+	raw, err := json.Marshal(opts)
+	if err != nil {
+		return nil, false, fmt.Errorf("stream_options: %w", err)
+	}
+	if at >= 0 {
+		ms[at].raw = raw
+	} else {
+		ms = append(ms, member{"stream_options", raw})
+	}
+	return ms, true, nil
+}
+
+// encodeObject writes members back in their order, values untouched.
+func encodeObject(ms []member) []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, m := range ms {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(m.key)
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(m.raw)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// upstreamURL joins the provider's upstream with the escaped request path
+// and query. Dot segments are refused so that a path cannot climb out of
+// an upstream base path.
+func upstreamURL(upstream, escapedRest, rawQuery string) (string, error) {
+	u, err := url.Parse(upstream)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("provider upstream %q is not an http(s) URL", upstream)
+	}
+	dec, err := url.PathUnescape(escapedRest)
+	if err != nil {
+		return "", fmt.Errorf("invalid path: %w", err)
+	}
+	for _, seg := range strings.Split(dec, "/") {
+		if seg == "." || seg == ".." {
+			return "", errors.New("invalid path: dot segments are not forwarded")
+		}
+	}
+	base := strings.TrimSuffix(u.EscapedPath(), "/")
+	out := u.Scheme + "://" + u.Host + base + escapedRest
+	if rawQuery != "" {
+		out += "?" + rawQuery
+	}
+	return out, nil
+}
+
+// escapedRest is the request's escaped path after "/<provider>".
+func escapedRest(escapedPath string) string {
+	p := strings.TrimPrefix(escapedPath, "/")
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[i:]
+	}
+	return "/"
+}
