@@ -11,6 +11,24 @@ import (
 	"github.com/egressd/egressd/resolver"
 )
 
+// checker decides whether an address may appear in an answer.
+type checker struct {
+	p    *policy.Policy
+	self []netip.Addr
+}
+
+// check is CheckAddr plus egressd's own addresses, which are never
+// answered: the agent must not be pointed at egressd under another name.
+func (c checker) check(a netip.Addr) policy.Decision {
+	a = a.Unmap()
+	for _, s := range c.self {
+		if a == s {
+			return policy.Decision{Verdict: policy.Deny, Reason: policy.ReasonSelfAddress}
+		}
+	}
+	return c.p.CheckAddr(a)
+}
+
 // filtered summarises what filterAnswer did to an answer.
 type filtered struct {
 	had, kept int             // A/AAAA records at the chain's end, before and after
@@ -20,12 +38,13 @@ type filtered struct {
 // filterAnswer rewrites m (which the caller owns) to what the agent may
 // see: the CNAME chain from the question name, in order, then the records
 // of the asked type at the chain's end, minus every address CheckAddr
-// refuses (private, special, metadata, networks.deny). HTTPS and SVCB
-// records lose the address hints CheckAddr refuses. Records off the chain
+// refuses (private, special, metadata, networks.deny) and egressd's own
+// addresses. HTTPS and SVCB records lose the address hints refused the
+// same way. Records off the chain
 // and the additional section are dropped; the authority section keeps only
 // its SOA, which clients need for negative caching. ok is false when the
 // chain loops.
-func filterAnswer(p *policy.Policy, m *dns.Msg, q dns.Question) (f filtered, ok bool) {
+func filterAnswer(c checker, m *dns.Msg, q dns.Question) (f filtered, ok bool) {
 	end, ok := resolver.ChainEnd(m.Answer, q.Name)
 	if !ok {
 		return f, false
@@ -38,7 +57,7 @@ func filterAnswer(p *policy.Policy, m *dns.Msg, q dns.Question) (f filtered, ok 
 			if h.Rrtype != q.Qtype || !strings.EqualFold(h.Name, end) {
 				continue
 			}
-			if keepRecord(p, rr, &f) {
+			if keepRecord(c, rr, &f) {
 				out = append(out, rr)
 			}
 		}
@@ -75,7 +94,7 @@ func appendChain(out, answer []dns.RR, name string) []dns.RR {
 
 // keepRecord reports whether rr (of the asked type, at the chain's end)
 // stays in the answer, pruning HTTPS/SVCB hints on the way.
-func keepRecord(p *policy.Policy, rr dns.RR, f *filtered) bool {
+func keepRecord(c checker, rr dns.RR, f *filtered) bool {
 	switch v := rr.(type) {
 	case *dns.A, *dns.AAAA:
 		f.had++
@@ -83,7 +102,7 @@ func keepRecord(p *policy.Policy, rr dns.RR, f *filtered) bool {
 		if !ok {
 			return false
 		}
-		if d := p.CheckAddr(a); !d.Verdict.Allowed() {
+		if d := c.check(a); !d.Verdict.Allowed() {
 			if f.refused.Reason == policy.ReasonNone {
 				f.refused = d // CheckAddr denials always carry a reason
 			}
@@ -91,26 +110,26 @@ func keepRecord(p *policy.Policy, rr dns.RR, f *filtered) bool {
 		}
 		f.kept++
 	case *dns.HTTPS:
-		pruneHints(p, &v.SVCB)
+		pruneHints(c, &v.SVCB)
 	case *dns.SVCB:
-		pruneHints(p, v)
+		pruneHints(c, v)
 	}
 	return true
 }
 
-// pruneHints removes ipv4hint/ipv6hint addresses CheckAddr refuses, and a
+// pruneHints removes ipv4hint/ipv6hint addresses check refuses, and a
 // hint key left empty. Clients then fall back to A/AAAA, which are
 // filtered the same way.
-func pruneHints(p *policy.Policy, rr *dns.SVCB) {
+func pruneHints(c checker, rr *dns.SVCB) {
 	vals := rr.Value[:0]
 	for _, kv := range rr.Value {
 		switch h := kv.(type) {
 		case *dns.SVCBIPv4Hint:
-			if h.Hint = allowedIPs(p, h.Hint); len(h.Hint) == 0 {
+			if h.Hint = allowedIPs(c, h.Hint); len(h.Hint) == 0 {
 				continue
 			}
 		case *dns.SVCBIPv6Hint:
-			if h.Hint = allowedIPs(p, h.Hint); len(h.Hint) == 0 {
+			if h.Hint = allowedIPs(c, h.Hint); len(h.Hint) == 0 {
 				continue
 			}
 		}
@@ -119,11 +138,11 @@ func pruneHints(p *policy.Policy, rr *dns.SVCB) {
 	rr.Value = vals
 }
 
-func allowedIPs(p *policy.Policy, ips []net.IP) []net.IP {
+func allowedIPs(c checker, ips []net.IP) []net.IP {
 	out := ips[:0]
 	for _, ip := range ips {
 		a, ok := netip.AddrFromSlice(ip)
-		if ok && p.CheckAddr(a.Unmap()).Verdict.Allowed() {
+		if ok && c.check(a).Verdict.Allowed() {
 			out = append(out, ip)
 		}
 	}

@@ -118,7 +118,7 @@ func (s *Server) resolve(p *policy.Policy, q dns.Question, d policy.Decision) ou
 		s.log.Debug("dns upstream failed", "name", q.Name, "err", err)
 		return fail
 	}
-	f, ok := filterAnswer(p, m, q)
+	f, ok := filterAnswer(checker{p: p, self: s.self}, m, q)
 	if !ok {
 		return fail // CNAME loop: nothing sound to answer
 	}

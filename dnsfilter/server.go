@@ -24,6 +24,7 @@ import (
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
+	"github.com/egressd/egressd/resolver"
 )
 
 // Limits of the server itself; few knobs, safe values.
@@ -62,6 +63,11 @@ type Config struct {
 	// rate-limited queries); nil discards. Counting entries by verdict and
 	// reason gives the query metrics.
 	Recorder declog.Recorder
+	// Self lists egressd's own addresses (its listeners on the agent's
+	// network); answers pointing at them are removed like private ones,
+	// with reason self_address. Unspecified addresses are ignored: pass
+	// the concrete interface addresses. nil means none.
+	Self []netip.Addr
 	// Logger gets operational problems (write failures); nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -75,6 +81,7 @@ type Config struct {
 type Server struct {
 	policy func() *policy.Policy
 	res    Resolver
+	self   []netip.Addr
 	rec    declog.Recorder
 	log    *slog.Logger
 	clock  func() time.Time
@@ -90,6 +97,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		policy: cfg.Policy,
 		res:    cfg.Resolver,
+		self:   selfAddrs(cfg.Self),
 		rec:    cfg.Recorder,
 		log:    cfg.Logger,
 		clock:  cfg.Clock,
@@ -109,6 +117,19 @@ func New(cfg Config) *Server {
 	}
 	s.limitLog.init()
 	return s
+}
+
+// Compile-time check: the shared resolver is what the server expects.
+var _ Resolver = (*resolver.Resolver)(nil)
+
+func selfAddrs(in []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range in {
+		if a.IsValid() && !a.IsUnspecified() {
+			out = append(out, a.Unmap().WithZone(""))
+		}
+	}
+	return out
 }
 
 // Serve answers DNS on pc (UDP) and ln (TCP), either of which may be nil,

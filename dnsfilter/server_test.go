@@ -3,6 +3,7 @@ package dnsfilter
 import (
 	"context"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -451,8 +452,46 @@ func TestServeUDPAndTCP(t *testing.T) {
 	}
 }
 
-func TestServeNeedsASocket(t *testing.T) {
+func TestServeSocketErrors(t *testing.T) {
 	if err := New(Config{}).Serve(context.Background(), nil, nil); err == nil {
 		t.Error("Serve(nil, nil): got nil error, want one")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	done := make(chan error, 1)
+	go func() { done <- New(Config{}).Serve(context.Background(), nil, ln) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Serve on a closed listener: got nil error, want one")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve on a closed listener did not return")
+	}
+}
+
+func TestSelfAddressNeverAnswered(t *testing.T) {
+	yaml := basePolicy + "networks:\n  allow: [10.9.0.0/16]\n"
+	e := newEnv(t, yaml, resolvertest.Zone(testZone...))
+	p := loadPolicy(t, yaml)
+	e.srv = New(Config{
+		Policy:   func() *policy.Policy { return p },
+		Resolver: e.res,
+		Recorder: e.rec,
+		Self:     []netip.Addr{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("::ffff:10.9.0.5")},
+	})
+	r := e.ask(t, query("allowednet.wild.example.", dns.TypeA))
+	if r.Rcode != dns.RcodeNameError {
+		t.Errorf("got %s %v, want NXDOMAIN", dns.RcodeToString[r.Rcode], answerAddrs(r))
+	}
+	if got := e.rec.last(t).Reason; got != policy.ReasonSelfAddress {
+		t.Errorf("logged %s, want self_address", got)
+	}
+	// The unspecified address was ignored, not taken to mean "everything".
+	if r := e.ask(t, query("granted.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("granted.example: got %s, want NOERROR", dns.RcodeToString[r.Rcode])
 	}
 }
