@@ -179,8 +179,8 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 }
 
 // run waits for ctx or a server failure, flushing rate-limit summaries as
-// their windows end.
-// It reports how many servers it saw stop.
+// their windows end. It reports how many servers it saw stop. Queries in
+// progress see ctx end, so their resolution stops and they get SERVFAIL.
 func (s *Server) run(ctx context.Context, errc <-chan error) (int, error) {
 	tick := time.NewTicker(limitLogWindow)
 	defer tick.Stop()
