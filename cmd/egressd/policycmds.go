@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/spf13/cobra"
+)
+
+func newCheckCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check POLICY",
+		Short: "Validate a policy file",
+		Long: `Validate a policy file without running anything. Prints one summary line and
+exits 0 when it is valid; otherwise prints every problem with its key path
+and line, and exits 1. Environment overrides (EGRESSD_*) apply, as in serve.`,
+		Example: "  egressd check policy.yaml\n  egressd check /etc/egressd/policy.yaml && systemctl reload egressd",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := policy.Load(args[0])
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), err)
+				return exitError{1}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: %s: %s\n", args[0], p.Summary())
+			return nil
+		},
+	}
+}
+
+func newExplainCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "explain [--config POLICY] TARGET",
+		Short: "Say what the policy decides for a destination, and why",
+		Long: `Explain asks the policy the same question the proxy asks and prints the
+verdict, the reason and the rule (or the line that would grant it).
+TARGET is host[:port] (a CONNECT, port 443 by default) or an http:// or
+https:// URL. Names are not resolved: the addresses a name resolves to are
+checked again when egressd dials them. Exit status is 0 when allowed, 1
+when denied.`,
+		Example: `  egressd explain --config policy.yaml api.github.com
+  egressd explain --config policy.yaml http://pypi.org/simple/
+  egressd explain --config policy.yaml 169.254.169.254:80`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := loadPolicy(config)
+			if err != nil {
+				return err
+			}
+			req, err := policy.ParseTarget(args[0])
+			if err != nil {
+				return err
+			}
+			d := decideTarget(p, req)
+			detail := d.Rule.String()
+			if d.Verdict != policy.Allow {
+				if hint := policy.Hint(req, d); hint != "" {
+					detail = "(" + hint + ")"
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%-10s %s  %s  %s\n", d.Verdict, hostPort(req), d.Reason, detail)
+			if !d.Verdict.Allowed() {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&config, "config", "c", "", "policy file (default: the built-in deny-all policy)")
+	return cmd
+}
+
+// decideTarget is Decide plus, for an IP literal that a rule grants, the
+// address check the proxy would make before dialing.
+func decideTarget(p *policy.Policy, req policy.Request) policy.Decision {
+	d := p.Decide(req)
+	if !d.Verdict.Allowed() {
+		return d
+	}
+	if _, ip, err := policy.NormalizeHost(req.Host); err == nil && ip.IsValid() {
+		if ad := p.CheckAddr(ip); !ad.Verdict.Allowed() {
+			return ad
+		}
+	}
+	return d
+}
+
+func hostPort(req policy.Request) string {
+	if a, err := netip.ParseAddr(req.Host); err == nil && a.Is6() {
+		return fmt.Sprintf("[%s]:%d", req.Host, req.Port)
+	}
+	return fmt.Sprintf("%s:%d", req.Host, req.Port)
+}
+
+// loadPolicy loads path, or the built-in default (with environment
+// overrides) when path is empty.
+func loadPolicy(path string) (*policy.Policy, error) {
+	if path == "" {
+		return policy.LoadDefault()
+	}
+	p, err := policy.Load(path)
+	if err != nil {
+		var errs policy.Errors
+		if errors.As(err, &errs) {
+			return nil, fmt.Errorf("%s is not valid:\n%w", path, err)
+		}
+		return nil, err
+	}
+	return p, nil
+}

@@ -1,0 +1,57 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseTarget(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Request
+	}{
+		{"example.com", Request{Host: "example.com", Port: 443, Proto: ProtoConnect}},
+		{"example.com:8443", Request{Host: "example.com", Port: 8443, Proto: ProtoConnect}},
+		{"http://example.com/path?q=1", Request{Host: "example.com", Port: 80, Proto: ProtoHTTP}},
+		{"http://example.com:8080/", Request{Host: "example.com", Port: 8080, Proto: ProtoHTTP}},
+		{"https://Example.COM/", Request{Host: "Example.COM", Port: 443, Proto: ProtoConnect}},
+		{"[::1]:22", Request{Host: "::1", Port: 22, Proto: ProtoConnect}},
+		{"[::1]", Request{Host: "::1", Port: 443, Proto: ProtoConnect}},
+		{"2001:db8::1", Request{Host: "2001:db8::1", Port: 443, Proto: ProtoConnect}},
+		{"2130706433:80", Request{Host: "2130706433", Port: 80, Proto: ProtoConnect}},
+	}
+	for _, tc := range tests {
+		got, err := ParseTarget(tc.in)
+		if err != nil {
+			t.Errorf("ParseTarget(%q) error %v", tc.in, err)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("ParseTarget(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseTargetErrors(t *testing.T) {
+	for _, in := range []string{"", "ftp://example.com/", "example.com:0", "example.com:70000", "example.com:x", "http://user@example.com/", ":443", "a:b:c:"} {
+		if _, err := ParseTarget(in); !errors.Is(err, ErrBadTarget) {
+			t.Errorf("ParseTarget(%q) error = %v, want ErrBadTarget", in, err)
+		}
+	}
+}
+
+func TestSummary(t *testing.T) {
+	p, err := LoadBytes([]byte("version: 1\nallow:\n  - host: a.example\n  - host: \"*.b.example\"\n  - cidr: 203.0.113.0/24\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.Summary()
+	want := "version 1, mode enforce, 3 allow rules (1 hosts, 1 wildcards, 1 cidrs)"
+	if got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
+	}
+	if got := Default().Summary(); !strings.HasSuffix(got, "everything is denied") {
+		t.Errorf("default Summary = %q, want it to say everything is denied", got)
+	}
+}
