@@ -1,0 +1,190 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+func TestShapeBody(t *testing.T) {
+	tests := []struct {
+		name, path, body string
+		wantModel        string
+		wantStream       bool
+		wantMaxOut       int64
+		wantChoices      int64
+		wantOpts         string // stream_options as forwarded; "" = absent
+		wantErr          string
+	}{
+		{name: "chat stream gets include_usage", path: "/v1/chat/completions",
+			body: `{"model":"m","stream":true,"max_tokens":10}`, wantModel: "m", wantStream: true, wantMaxOut: 10, wantChoices: 1,
+			wantOpts: `{"include_usage":true}`},
+		{name: "other stream options kept", path: "/v1/chat/completions",
+			body: `{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}`, wantModel: "m", wantStream: true, wantChoices: 1,
+			wantOpts: `{"include_obfuscation":false,"include_usage":true}`},
+		{name: "include_usage false is forced", path: "/v1/chat/completions",
+			body: `{"model":"m","stream":true,"stream_options":{"include_usage":false}}`, wantModel: "m", wantStream: true, wantChoices: 1,
+			wantOpts: `{"include_usage":true}`},
+		{name: "responses stream untouched", path: "/v1/responses",
+			body: `{"model":"m","stream":true,"max_output_tokens":99}`, wantModel: "m", wantStream: true, wantMaxOut: 99, wantChoices: 1},
+		{name: "non-stream chat untouched", path: "/v1/chat/completions",
+			body: `{"model":"m","max_completion_tokens":7,"max_tokens":5,"n":3}`, wantModel: "m", wantMaxOut: 7, wantChoices: 3},
+		{name: "null values", path: "/v1/chat/completions",
+			body: `{"model":"m","stream":null,"max_tokens":null}`, wantModel: "m", wantChoices: 1},
+		{name: "duplicate model", path: "/v1/chat/completions", body: `{"model":"cheap","model":"dear"}`, wantErr: "duplicate key"},
+		{name: "not an object", path: "/v1/chat/completions", body: `["model"]`, wantErr: "JSON object"},
+		{name: "trailing data", path: "/v1/chat/completions", body: `{"model":"m"} {"model":"x"}`, wantErr: "after the object"},
+		{name: "model not a string", path: "/v1/chat/completions", body: `{"model":5}`, wantErr: "model"},
+		{name: "stream not a bool", path: "/v1/chat/completions", body: `{"model":"m","stream":"yes"}`, wantErr: "stream"},
+		{name: "negative max_tokens", path: "/v1/messages", body: `{"model":"m","max_tokens":-1}`, wantErr: "max_tokens"},
+		{name: "truncated", path: "/v1/messages", body: `{"model":"m",`, wantErr: "invalid JSON"},
+		{name: "empty", path: "/v1/messages", body: ``, wantErr: "JSON object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := shapeBody([]byte(tt.body), tt.path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.model != tt.wantModel || s.stream != tt.wantStream || s.maxOut != tt.wantMaxOut || s.choices != tt.wantChoices {
+				t.Errorf("got model %q stream %v max %d n %d, want %q %v %d %d",
+					s.model, s.stream, s.maxOut, s.choices, tt.wantModel, tt.wantStream, tt.wantMaxOut, tt.wantChoices)
+			}
+			var out map[string]json.RawMessage
+			if err := json.Unmarshal(s.body, &out); err != nil {
+				t.Fatalf("forwarded body %q is not JSON: %v", s.body, err)
+			}
+			if got := string(out["stream_options"]); got != tt.wantOpts {
+				t.Errorf("stream_options %q, want %q", got, tt.wantOpts)
+			}
+			if tt.wantOpts == "" && !bytes.Equal(s.body, []byte(tt.body)) {
+				t.Errorf("body rewritten to %q, want it forwarded byte for byte", s.body)
+			}
+		})
+	}
+}
+
+func TestBodyTooLarge(t *testing.T) {
+	r := newRig(t, openRouterJSON(0.001, 1, 1), func(c *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) { c.MaxBodyBytes = 64 })
+	resp := r.post("/openrouter/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","messages":[{"content":"`+strings.Repeat("x", 100)+`"}]}`)
+	if body := readAll(t, resp); resp.StatusCode != http.StatusRequestEntityTooLarge || errType(t, body) != "request_too_large" {
+		t.Errorf("got %d %s, want 413 request_too_large", resp.StatusCode, body)
+	}
+	if n := len(r.fake.requests()); n != 0 {
+		t.Errorf("provider saw %d calls, want 0", n)
+	}
+}
+
+func TestUpstreamURL(t *testing.T) {
+	tests := []struct{ upstream, rest, query, want, wantErr string }{
+		{"https://openrouter.ai", "/api/v1/chat/completions", "", "https://openrouter.ai/api/v1/chat/completions", ""},
+		{"https://api.openai.com/v1/", "/responses", "a=1", "https://api.openai.com/v1/responses?a=1", ""},
+		{"https://h", "/a%2Fb", "", "https://h/a%2Fb", ""},
+		{"https://h/base", "/../x", "", "", "dot segments"},
+		{"https://h/base", "/%2e%2e/x", "", "", "dot segments"},
+		{"ftp://h", "/x", "", "", "not an http(s) URL"},
+		{"https://", "/x", "", "", "not an http(s) URL"},
+	}
+	for _, tt := range tests {
+		got, err := upstreamURL(tt.upstream, tt.rest, tt.query)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s + %s: got %q, %v, want error %q", tt.upstream, tt.rest, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%s + %s: got %q, %v, want %q", tt.upstream, tt.rest, got, err, tt.want)
+		}
+	}
+}
+
+// scrubAll runs the scrubber over chunks and returns what it wrote.
+func scrubAll(key string, chunks ...[]byte) string {
+	var out bytes.Buffer
+	s := newScrubber(&out, key)
+	for _, c := range chunks {
+		s.Write(c)
+	}
+	s.Close()
+	return out.String()
+}
+
+func TestScrubber(t *testing.T) {
+	key := "sk-abcabd"
+	tests := []struct{ in, want string }{
+		{"no secret here", "no secret here"},
+		{"x sk-abcabd y sk-abcabd", "x ********* y *********"},
+		{"sk-sk-abcabd", "sk-*********"}, // a false start just before the key
+		{"ends with a partial sk-abc", "ends with a partial sk-abc"},
+		{"sk-abcabdsk-abcabd", "******************"},
+	}
+	for _, tt := range tests {
+		if got := scrubAll(key, []byte(tt.in)); got != tt.want {
+			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
+		}
+		var bytewise [][]byte
+		for i := range len(tt.in) {
+			bytewise = append(bytewise, []byte(tt.in[i:i+1]))
+		}
+		if got := scrubAll(key, bytewise...); got != tt.want {
+			t.Errorf("%q byte by byte: got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := string(maskFor(len(realKey))); len(got) != len(realKey) || !strings.HasPrefix(got, maskText) {
+		t.Errorf("mask %q: want %d bytes starting with %q", got, len(realKey), maskText)
+	}
+}
+
+// FuzzScrubber: however the stream is cut, the output is the input with
+// every key occurrence masked, and never contains the key.
+func FuzzScrubber(f *testing.F) {
+	f.Add("k3y!", []byte("a k3y! b k3k3y! k3"), []byte{1, 3, 2})
+	f.Add("aa", []byte("aaaaa"), []byte{1, 1, 1})
+	f.Fuzz(func(t *testing.T, key string, in, cuts []byte) {
+		if key == "" || len(key) > 64 {
+			return
+		}
+		want := strings.ReplaceAll(string(in), key, string(maskFor(len(key))))
+		var chunks [][]byte
+		rest := in
+		for _, c := range cuts {
+			n := min(int(c)%16, len(rest))
+			chunks, rest = append(chunks, rest[:n]), rest[n:]
+		}
+		got := scrubAll(key, append(chunks, rest)...)
+		if got != want {
+			t.Fatalf("key %q in %q cuts %v: got %q, want %q", key, in, cuts, got, want)
+		}
+	})
+}
+
+func TestTPMBuckets(t *testing.T) {
+	var b tpmBuckets
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if ok, _ := b.take("p", 0, 1e9, now); !ok {
+		t.Error("limit 0 must be unlimited")
+	}
+	if ok, _ := b.take("p", 60, 100, now); !ok {
+		t.Fatal("a full bucket must admit")
+	}
+	ok, wait := b.take("p", 60, 1, now)
+	if ok || wait != 41*time.Second {
+		t.Errorf("in debt by 40 at 1 token/s: got %v wait %v, want refused for 41s", ok, wait)
+	}
+	b.adjust("p", 60, -100) // refund
+	if ok, _ := b.take("p", 60, 1, now); !ok {
+		t.Error("after a refund: refused, want admitted")
+	}
+}
