@@ -468,7 +468,7 @@ func BenchmarkRecord(b *testing.B) {
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "decisions.log")
-			l, err := New(Options{File: path, Stdout: io.Discard})
+			l, err := New(Options{File: path, Stdout: io.Discard, Stderr: io.Discard})
 			if err != nil {
 				b.Fatal(err)
 			}
