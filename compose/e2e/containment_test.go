@@ -57,12 +57,13 @@ const caFile = "/e2e/certs/ca.pem"
 
 func (s *stack) proxyURL() string { return "http://egressd:3128" }
 
-func (s *stack) testWall(t *testing.T, ctx context.Context, agent string) {
+// wallChecks is what the agent tries in testWall.
+func (s *stack) wallChecks() []check {
 	p, eip := s.proxyURL(), s.egressdIP.String()
 	tcp := func(id string, ip fmt.Stringer, port int) check {
 		return check{ID: id, Kind: "tcp", Target: net.JoinHostPort(ip.String(), fmt.Sprint(port)), TimeoutMS: 2000}
 	}
-	res := s.fromAgent(t, ctx, agent, []check{
+	return []check{
 		{ID: "http-granted", Kind: "http", Proxy: p, URL: "http://" + nameGranted + "/plain"},
 		{ID: "https-granted", Kind: "http", Proxy: p, URL: "https://" + nameGranted + "/tls", CAFile: caFile},
 		{ID: "dns-granted-docker", Kind: "dns", Server: "127.0.0.11:53", Name: nameGranted},
@@ -81,7 +82,11 @@ func (s *stack) testWall(t *testing.T, ctx context.Context, agent string) {
 		tcp("admin", s.egressdIP, 9090),
 		tcp("host-gateway-22", s.gatewayIP, 22),
 		tcp("host-gateway-80", s.gatewayIP, 80),
-	})
+	}
+}
+
+func (s *stack) testWall(t *testing.T, ctx context.Context, agent string) {
+	res := s.fromAgent(t, ctx, agent, s.wallChecks())
 
 	wantStatus(t, res["http-granted"], 200, "host="+nameGranted, "path=/plain", "tls=false")
 	wantStatus(t, res["https-granted"], 200, "host="+nameGranted, "path=/tls", "tls=true")
@@ -116,6 +121,12 @@ func (s *stack) testWall(t *testing.T, ctx context.Context, agent string) {
 		t.Logf("%s: %d %s", id, res[id].Status, res[id].Reason)
 	}
 
+	s.checkNothingLeaked(t, ctx)
+}
+
+// checkNothingLeaked asks the fake internet what reached it: never the
+// denied name, in DNS or HTTP; the granted name, through egressd's resolver.
+func (s *stack) checkNothingLeaked(t *testing.T, ctx context.Context) {
 	sn := s.fakeSeen(t, ctx)
 	if sn.queried(nameDenied) {
 		t.Errorf("the fake internet's DNS saw a query for %s: egressd forwarded an ungranted name", nameDenied)

@@ -128,6 +128,11 @@ func (s *stack) override() string {
 	records += fmt.Sprintf("      - -record=%s=%s\n", nameDB, s.dbIP)
 	return fmt.Sprintf(`# Written by the containment test: the agent is the prober.
 services:
+  egressd:
+    # Whatever egressd resolves through the container's own resolver
+    # (Docker's, which forwards to these servers) stays on the test's
+    # networks too: nothing may reach the host's real resolvers.
+    dns: [%[4]s]
   agent:
     image: %[1]s
     entrypoint: ["/prober"]
