@@ -58,11 +58,14 @@ func (c *call) forwardMetered(target string) {
 		c.refuseReservation(err)
 		return
 	}
+	// A no-op after Settle; returns the money if anything below panics.
+	defer res.Release()
 	c.exchange(target, s.body, &meterState{q: q, res: res})
 }
 
-// forwardFree passes GET and HEAD calls (model lists, key info) through
-// with the key swapped and nothing reserved: providers do not bill them.
+// forwardFree passes bodiless GET, HEAD and DELETE calls (model lists, key
+// info, deleting a stored response) through with the key swapped and
+// nothing reserved: providers do not bill them.
 func (c *call) forwardFree(target string) {
 	if c.r.ContentLength != 0 {
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", c.r.Method+" with a body is not forwarded")
@@ -128,7 +131,7 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 func (c *call) upstreamHeaders(req *http.Request) {
 	for k, vs := range c.r.Header {
 		if hopByHop(k, c.r.Header) || k == "Authorization" || k == "X-Api-Key" || k == "Accept-Encoding" ||
-			k == "Content-Length" || k == "Host" || k == "Cookie" {
+			k == "Content-Length" || k == "Host" || k == "Cookie" || k == "Expect" {
 			continue
 		}
 		req.Header[k] = vs
