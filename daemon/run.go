@@ -1,0 +1,312 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/dnsfilter"
+	"github.com/egressd/egressd/gateway"
+	"github.com/egressd/egressd/meter"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy"
+	"github.com/egressd/egressd/resolver"
+)
+
+// Options configure Run. Zero values work.
+type Options struct {
+	// ConfigPath is policy.yaml; "" runs the built-in default (loopback,
+	// deny all) with EGRESSD_* overrides.
+	ConfigPath string
+	// Logger is the operational log (start, reloads, errors); nil writes
+	// JSON to stderr. The decision log is separate (policy log.*).
+	Logger *slog.Logger
+	// Stdout receives the decision log lines; nil means os.Stdout.
+	Stdout io.Writer
+	// Env reads provider keys and tokens; nil means os.Getenv.
+	Env func(string) string
+	// Reload forces a policy reload (SIGHUP).
+	Reload <-chan struct{}
+	// Ready is called once every listener is up, with the bound addresses.
+	Ready func(Addrs)
+}
+
+// daemon is one running egressd: what Run builds, in wiring order.
+type daemon struct {
+	opts   Options
+	log    *slog.Logger
+	holder *Holder
+
+	declog   *declog.Logger
+	recorder declog.Recorder
+	resolver *resolver.Resolver
+	proxy    *proxy.Server
+	dns      *dnsfilter.Server
+	meter    *meter.Meter
+	gateway  *gateway.Handler
+	status   *statusSource
+}
+
+// Run serves until ctx ends, then drains within timeouts.shutdown.
+//
+// The wiring order, written down once: policy holder → decision log (the
+// recorder every edge writes to, teed to the admin metrics) → shared
+// resolver → listeners bound → proxy, DNS, gateway (each asks the same
+// policy through the holder) → admin → policy watcher. Inside the proxy a
+// request passes: parse target → Decide → rate limits → resolve → address
+// check → dial; the gateway: auth → Decide → budget reservation → forward →
+// meter → settle. Stopping runs the same list backwards.
+func Run(ctx context.Context, opts Options) error {
+	d := &daemon{opts: opts, log: opts.Logger}
+	if d.log == nil {
+		d.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	d.holder = &Holder{Path: opts.ConfigPath}
+	if opts.ConfigPath == "" {
+		d.holder.Load = func(string) (*policy.Policy, error) { return policy.LoadDefault() }
+		d.holder.Path = ""
+	}
+	if err := d.initPolicy(); err != nil {
+		return err
+	}
+	pol := d.holder.Current()
+	cfg := pol.Config()
+
+	if err := d.openDecisionLog(cfg); err != nil {
+		return err
+	}
+	defer d.declog.Close()
+
+	ls, err := bind(cfg.Listen.Proxy, cfg.Listen.DNS, cfg.Listen.Gateway, cfg.Listen.Admin)
+	if err != nil {
+		return err
+	}
+	defer ls.close()
+	addrs := ls.addrs()
+	if err := d.build(cfg, addrs); err != nil {
+		return err
+	}
+	d.status.addrs = addrs
+	return d.serve(ctx, ls, addrs)
+}
+
+func (d *daemon) initPolicy() error {
+	if d.opts.ConfigPath == "" {
+		p, err := policy.LoadDefault()
+		if err != nil {
+			return fmt.Errorf("built-in policy: %w", err)
+		}
+		d.holder.cur.Store(p)
+		d.holder.loadedAt = time.Now()
+		d.log.Warn("no --config: running the built-in default policy (loopback listeners, empty allow-list): every destination is denied")
+		return nil
+	}
+	if err := d.holder.Init(); err != nil {
+		return err
+	}
+	p := d.holder.Current()
+	d.log.Info("policy loaded", "file", d.opts.ConfigPath, "hash", p.Hash(), "summary", p.Summary())
+	return nil
+}
+
+func (d *daemon) openDecisionLog(cfg *policy.Config) error {
+	stdout := d.opts.Stdout
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	l, err := declog.New(declog.Options{
+		File: cfg.Log.File, MaxSizeMB: cfg.Log.MaxSizeMB, Keep: cfg.Log.Keep, Stdout: stdout,
+	})
+	if err != nil {
+		return fmt.Errorf("decision log: %w", err)
+	}
+	d.declog = l
+	d.status = newStatusSource(d)
+	d.recorder = declog.Tee(l, d.status)
+	return nil
+}
+
+func resolverConfig(cfg *policy.Config, log *slog.Logger) resolver.Config {
+	r := cfg.Resolver
+	return resolver.Config{Upstreams: r.Upstreams, Timeout: r.Timeout, MinTTL: r.MinTTL, MaxTTL: r.MaxTTL, CacheSize: r.CacheSize, Logger: log}
+}
+
+// build constructs the edges; nothing serves yet.
+func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
+	d.resolver = resolver.New(resolverConfig(cfg, d.log))
+	selfPorts, selfIPs := selfAddrs(addrs)
+	var err error
+	d.proxy, err = proxy.New(proxy.Config{
+		Policy: d.holder.Current, Resolver: d.resolver, Recorder: d.recorder,
+		Self: selfPorts, Logger: d.log,
+	})
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	d.dns = dnsfilter.New(dnsfilter.Config{
+		Policy: d.holder.Current, Resolver: d.resolver, Recorder: d.recorder,
+		Self: selfIPs, Logger: d.log,
+	})
+	d.openMeter(cfg)
+	d.gateway = gateway.New(gateway.Config{
+		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
+		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log,
+	})
+	return nil
+}
+
+// openMeter opens the spend ledger when providers are configured. A ledger
+// that cannot be opened leaves the meter nil: the gateway then refuses
+// every metered call (fail closed) and the rest of egressd still runs.
+func (d *daemon) openMeter(cfg *policy.Config) {
+	if len(cfg.Providers) == 0 {
+		return
+	}
+	m, err := meter.Open(cfg.Budget, meter.Options{Logger: d.log})
+	if err != nil {
+		d.log.Error("spend ledger unavailable: refusing every gateway call until egressd restarts with a readable ledger",
+			"ledger", cfg.Budget.Ledger, "error", err)
+		return
+	}
+	d.meter = m
+}
+
+func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
+	runCtx, stopDNS := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDNS()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	goServe := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	var gw, adm *http.Server
+	if ls.proxy != nil {
+		goServe("proxy", func() error { return d.proxy.Serve(ls.proxy) })
+	}
+	if ls.dnsUDP != nil {
+		goServe("dns", func() error { return d.dns.Serve(runCtx, ls.dnsUDP, ls.dnsTCP) })
+	}
+	if ls.gateway != nil {
+		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: 10 * time.Second}
+		goServe("gateway", func() error { return gw.Serve(ls.gateway) })
+	}
+	if ls.admin != nil {
+		adm = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		goServe("admin", func() error { return adm.Serve(ls.admin) })
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watchDone := d.watch(watchCtx)
+
+	d.status.setReady(true)
+	d.log.Info("egressd serving", "proxy", addrs.Proxy, "dns", addrs.DNS, "gateway", addrs.Gateway, "admin", addrs.Admin)
+	if d.opts.Ready != nil {
+		d.opts.Ready(addrs)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		d.log.Error("listener failed; stopping", "error", runErr)
+	}
+	stopWatch()
+	<-watchDone
+	d.shutdown(gw, adm, stopDNS)
+	wg.Wait()
+	return runErr
+}
+
+// shutdown stops the edges in reverse wiring order within timeouts.shutdown.
+func (d *daemon) shutdown(gw, adm *http.Server, stopDNS func()) {
+	d.status.setReady(false)
+	grace := d.holder.Current().Config().Timeouts.Shutdown
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	d.log.Info("stopping: draining open connections", "deadline", grace.String())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := d.proxy.Shutdown(ctx); err != nil {
+			d.log.Warn("proxy drain cut connections at the deadline", "error", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if gw != nil {
+			if err := gw.Shutdown(ctx); err != nil {
+				gw.Close()
+			}
+		}
+		d.gateway.Close()
+	}()
+	wg.Wait()
+	stopDNS()
+	if adm != nil {
+		adm.Close()
+	}
+}
+
+// watch starts the policy watcher (file changes and SIGHUP) when there is
+// a file to watch; the returned channel closes when it has stopped.
+func (d *daemon) watch(ctx context.Context) <-chan struct{} {
+	if d.opts.ConfigPath == "" {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-d.opts.Reload:
+					d.log.Info("reload requested, but egressd runs the built-in policy: nothing to reload")
+				}
+			}
+		}()
+		return done
+	}
+	w := &Watcher{Path: d.opts.ConfigPath, Reload: d.reload, Trigger: d.opts.Reload, Logger: d.log}
+	return w.Start(ctx)
+}
+
+// reload applies an edited policy, or keeps the last good one.
+func (d *daemon) reload() {
+	old, cur, err := d.holder.Reload()
+	if err != nil {
+		d.log.Error("policy reload failed; the last good policy stays in force", "file", d.opts.ConfigPath, "error", err)
+		return
+	}
+	d.log.Info("policy reloaded", "file", d.opts.ConfigPath, "hash", cur.Hash(), "summary", cur.Summary())
+	oc, nc := old.Config(), cur.Config()
+	if oc.Listen != nc.Listen || oc.Log != nc.Log {
+		d.log.Warn("listen: and log: changes need a restart; the running listeners and log are unchanged")
+	}
+	if err := d.resolver.Reconfigure(resolverConfig(nc, d.log)); err != nil {
+		d.log.Error("resolver reconfigure failed; keeping the previous upstreams", "error", err)
+	}
+	switch {
+	case d.meter != nil:
+		if err := d.meter.Reconfigure(nc.Budget); err != nil {
+			d.log.Error("budget reconfigure failed; the previous budget stays", "error", err)
+		}
+	case len(nc.Providers) > 0:
+		d.log.Warn("providers were added but no spend ledger is open: gateway calls are refused until egressd restarts")
+	}
+	// Revoke last: by now every edge decides with the new policy, so
+	// connections it no longer grants are the only ones cut.
+	d.proxy.Revoke()
+}
