@@ -30,6 +30,7 @@ type Policy struct {
 	rules     []Rule             // allow:, by index
 	exact     map[string]*Rule   // host: name
 	wild      map[string]*Rule   // host: "*.suffix", keyed by suffix
+	wildLens  lenSet             // lengths of the keys of wild, to skip hopeless lookups
 	cidr      prefixTable[*Rule] // cidr:
 	prov      []Rule             // provider reservations, one per providers: entry
 	provHosts map[string]*Rule   // provider upstream names

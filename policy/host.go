@@ -80,19 +80,25 @@ func NormalizeHost(s string) (name string, ip netip.Addr, err error) {
 
 // normalizeHost is NormalizeHost without the error value. It does not
 // allocate when s is already canonical (lowercase ASCII, optionally with one
-// trailing dot) or an IP literal.
+// trailing dot) or an IP literal: the ASCII check runs first and only a
+// failure pays for looking at case and Unicode.
 func normalizeHost(s string) (string, netip.Addr, hostProblem) {
+	name, ip, prob := normalizeASCII(s)
+	if prob != hostOK && needsMapping(s) {
+		m, mprob := mapHost(s)
+		if mprob != hostOK {
+			return "", netip.Addr{}, mprob
+		}
+		return normalizeASCII(m)
+	}
+	return name, ip, prob
+}
+
+func normalizeASCII(s string) (string, netip.Addr, hostProblem) {
 	if s == "" {
 		return "", netip.Addr{}, hostEmpty
 	}
-	if needsMapping(s) {
-		m, prob := mapHost(s)
-		if prob != hostOK {
-			return "", netip.Addr{}, prob
-		}
-		s = m
-	}
-	if s[0] == '[' || strings.IndexByte(s, ':') >= 0 {
+	if s[0] == '[' {
 		return parseIPv6Literal(s)
 	}
 	if s[len(s)-1] == '.' {
@@ -102,6 +108,9 @@ func normalizeHost(s string) (string, netip.Addr, hostProblem) {
 		}
 	}
 	numeric, puny, prob := checkLabels(s)
+	if prob == hostBadChar && strings.IndexByte(s, ':') >= 0 {
+		return parseIPv6Literal(s)
+	}
 	if prob != hostOK {
 		return "", netip.Addr{}, prob
 	}
@@ -161,6 +170,18 @@ func validPunycode(s string) bool {
 	return err == nil && m == s
 }
 
+// labelChar marks the bytes allowed in a canonical label.
+var labelChar = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	t['-'], t['_'] = true, true
+	return t
+}()
+
 // checkLabels validates a dotted ASCII name without allocating and reports
 // whether the last label is numeric (an attempted IP literal) and whether
 // any label is an A-label (xn--).
@@ -171,8 +192,7 @@ func checkLabels(s string) (numericLast, puny bool, prob hostProblem) {
 	start := 0
 	for i := 0; i <= len(s); i++ {
 		if i < len(s) && s[i] != '.' {
-			c := s[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			if !labelChar[s[i]] {
 				return false, false, hostBadChar
 			}
 			continue
@@ -185,14 +205,16 @@ func checkLabels(s string) (numericLast, puny bool, prob hostProblem) {
 			return false, false, hostLabelTooLong
 		case label[0] == '-' || label[len(label)-1] == '-':
 			return false, false, hostHyphen
-		}
-		if strings.HasPrefix(label, "xn--") {
+		case len(label) >= 4 && label[:4] == "xn--":
 			puny = true
 		}
-		numericLast = numericLabel(label)
 		start = i + 1
 	}
-	return numericLast, puny, hostOK
+	last := s
+	if i := strings.LastIndexByte(s, '.'); i >= 0 {
+		last = s[i+1:]
+	}
+	return numericLabel(last), puny, hostOK
 }
 
 // numericLabel reports whether a label is all digits or 0x followed by hex

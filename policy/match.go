@@ -98,7 +98,8 @@ func (p *Policy) decideName(name string, req Request) Decision {
 	}
 	if len(p.wild) > 0 {
 		for i := 0; i < len(name); i++ {
-			if name[i] != '.' {
+			// Only hash suffixes whose length some wildcard has.
+			if name[i] != '.' || !p.wildLens.has(len(name)-i-1) {
 				continue
 			}
 			r := p.wild[name[i+1:]]
@@ -169,3 +170,10 @@ func (r *Rule) grants(port uint16) bool {
 func (p *Policy) QTypeAllowed(qtype uint16) bool {
 	return p.qtypes[qtype>>6]&(1<<(qtype&63)) != 0
 }
+
+// lenSet is a set of name lengths (0-255), to skip map lookups for suffix
+// lengths no wildcard has.
+type lenSet [4]uint64
+
+func (s *lenSet) add(n int)      { s[n>>6&3] |= 1 << (n & 63) }
+func (s *lenSet) has(n int) bool { return n < 256 && s[n>>6]&(1<<(n&63)) != 0 }

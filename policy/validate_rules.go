@@ -45,6 +45,7 @@ func (c *compiler) allow() {
 			p.cidr.add(r.Prefix, r)
 		case strings.HasPrefix(r.Host, "*."):
 			p.wild[r.Host[2:]] = r
+			p.wildLens.add(len(r.Host) - 2)
 		default:
 			p.exact[r.Host] = r
 		}
@@ -207,6 +208,9 @@ func upstreamHost(s string) (string, string) {
 		if _, msg := parsePort(p, false); msg != "" {
 			return "", msg
 		}
+	}
+	if ip.IsValid() && Classify(ip) == ClassMetadata {
+		return "", "a cloud metadata address can never be an upstream"
 	}
 	loopback := name == "localhost" || (ip.IsValid() && ip.IsLoopback())
 	switch {
