@@ -181,3 +181,40 @@ func TestWarnAtLogsOncePerPeriod(t *testing.T) {
 		t.Errorf("got warn entries %+v, want one at spend 0.6", warns)
 	}
 }
+
+// TestLeaveBeforeHeaders: the agent gives up on a slow non-streaming call.
+// The wait for the provider is bounded by the drain deadline too, and the
+// call, which the provider may have run, is charged its estimated input.
+func TestLeaveBeforeHeaders(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		arrived <- struct{}{}
+		<-r.Context().Done() // never answers; ends when the gateway cuts the wait
+	}, withDrainTimeout(20*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.srv.URL+"/openrouter/chat/completions", strings.NewReader(sonnetCall))
+	req.Header.Set("Authorization", "Bearer "+agentToken)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := r.srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-arrived
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the agent's request succeeded, want it cancelled")
+	}
+	waitFor(t, "the call to settle", func() bool { return len(r.rec.byEvent(declog.EventUsage)) == 1 })
+	u := r.rec.byEvent(declog.EventUsage)[0]
+	// The estimate is the input only: ceil(len(body)/2) tokens at the input price.
+	wantIn := int64((len(sonnetCall) + 1) / 2)
+	if !u.Estimated || u.InputTokens != wantIn || u.OutputTokens != 0 || math.Abs(u.CostUSD-float64(wantIn)*3/1e6) > 1e-12 {
+		t.Errorf("got %+v, want an estimated charge of %d input tokens at $3/M", u, wantIn)
+	}
+	if s := r.meter.Snapshot(); s.ReservedUSD != 0 || r.gw.Draining() != 0 {
+		t.Errorf("reserved %v draining %d, want 0 0", s.ReservedUSD, r.gw.Draining())
+	}
+}

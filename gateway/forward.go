@@ -98,18 +98,20 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 		req.Body = http.NoBody
 	}
 	c.upstreamHeaders(req)
+	// Armed before the round trip: an agent that leaves while a slow
+	// non-streaming call is still running starts the drain bound too.
+	d := newDrainer(c.h, cancel)
+	stop := context.AfterFunc(c.r.Context(), d.start)
+	defer func() { stop(); d.finish() }()
 	resp, err := c.h.transport.RoundTrip(req)
 	if err != nil {
-		c.release(ms)
-		c.upstreamFailed(err)
+		c.roundTripFailed(ms, d, err)
 		return
 	}
 	defer resp.Body.Close()
 	c.copyResponseHeaders(resp)
 	c.w.WriteHeader(resp.StatusCode)
 
-	d := newDrainer(c.h, cancel)
-	stop := context.AfterFunc(c.r.Context(), d.start)
 	var ex *meter.Extractor
 	if ms != nil {
 		ex = meter.NewExtractor(c.format, isEventStream(resp.Header))
@@ -123,6 +125,23 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	}
 	c.record(policy.Allow, policy.ReasonAllowlisted, resp.StatusCode, n)
 	c.logDone(resp.StatusCode, n, cost, estimated, note)
+}
+
+// roundTripFailed handles a call that got no response. If the agent had
+// left and egressd cut the wait, the provider may have run (and billed)
+// the call: its estimated input is charged. Otherwise nothing is.
+func (c *call) roundTripFailed(ms *meterState, d *drainer, err error) {
+	if !d.gone() {
+		c.release(ms)
+		c.upstreamFailed(err)
+		return
+	}
+	var cost float64
+	if ms != nil {
+		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err)
+	}
+	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
+	c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
 }
 
 // upstreamHeaders copies the agent's headers minus hop-by-hop ones and
