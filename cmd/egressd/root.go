@@ -23,6 +23,11 @@ hard cap. Without --config it runs on loopback with an empty allow-list.`,
 		newCheckCmd(),
 		newExplainCmd(),
 		newVersionCmd(),
+		newTailCmd(),
+		newSuggestCmd(),
+		newProbeCmd(),
+		newHostwallCmd(),
+		newHealthCmd(),
 	)
 	return root
 }
