@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"strconv"
@@ -158,7 +159,7 @@ func load(data []byte, name string, useEnv bool) (*Policy, error) {
 		}
 	}
 	derr := v.UnmarshalExact(&cfg, func(c *mapstructure.DecoderConfig) {
-		c.DecodeHook = mapstructure.ComposeDecodeHookFunc(durationHook, commaListHook)
+		c.DecodeHook = mapstructure.ComposeDecodeHookFunc(durationHook, commaListHook, wholeNumberHook)
 		c.WeaklyTypedInput = false
 	})
 	errs = append(errs, decodeErrors(derr, len(unknown) > 0)...)
@@ -292,6 +293,25 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return nil, fmt.Errorf("want a duration such as \"2s\" or \"5m\", got %q", s)
 	}
 	return d, nil
+}
+
+// wholeNumberHook refuses to truncate: mapstructure would silently turn
+// ports: [443.9] into 443 and burst: 1e30 into garbage.
+func wholeNumberHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.Float32 && from.Kind() != reflect.Float64 {
+		return data, nil
+	}
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+	default:
+		return data, nil
+	}
+	f := reflect.ValueOf(data).Float()
+	if f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return nil, fmt.Errorf("want a whole number, got %v", data)
+	}
+	return data, nil
 }
 
 // commaListHook lets a string stand for a list (EGRESSD_RESOLVER_UPSTREAMS

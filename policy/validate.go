@@ -213,6 +213,10 @@ func (c *compiler) dns() {
 	}
 	for i, name := range q {
 		t, ok := ParseQType(name)
+		if !ok && name == "" {
+			c.errf(fmt.Sprintf("dns.qtypes[%d]", i), `empty (YAML reads a bare null as nothing: write "NULL" in quotes)`)
+			continue
+		}
 		if !ok {
 			c.errf(fmt.Sprintf("dns.qtypes[%d]", i), "%q: unknown type (e.g. A, AAAA, CNAME, HTTPS, or TYPE65)", name)
 			continue
