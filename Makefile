@@ -6,7 +6,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test lint unit e2e fuzz bench run
+.PHONY: build test lint unit e2e fuzz hardening bench run
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/egressd ./cmd/egressd
@@ -28,6 +28,9 @@ e2e:
 
 fuzz:
 	./scripts/test fuzz
+
+hardening:
+	./scripts/test hardening
 
 bench:
 	./benchmarks/run
