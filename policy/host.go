@@ -27,6 +27,8 @@ const (
 	hostBadIPLiteral // looks like an IP address (numeric last label) but is not one
 	hostZone
 	hostIDN
+	hostBadIPv6  // has ':' or brackets but is not an IPv6 address
+	hostWithPort // name:port where a host alone was expected
 )
 
 var hostProblemText = [...]string{
@@ -40,6 +42,8 @@ var hostProblemText = [...]string{
 	hostBadIPLiteral: "numeric last label: not a valid IP address and never looked up as a name",
 	hostZone:         "IPv6 zone not allowed",
 	hostIDN:          "invalid internationalised name",
+	hostBadIPv6:      "not a valid IPv6 address",
+	hostWithPort:     "contains a port; give the host alone",
 }
 
 func (p hostProblem) String() string { return hostProblemText[p] }
@@ -242,9 +246,12 @@ func isHex(c byte) bool {
 
 // parseIPv6Literal parses "[v6]" or a bare IPv6 address.
 func parseIPv6Literal(s string) (string, netip.Addr, hostProblem) {
+	if hostPortLike(s) || (s[0] == '[' && strings.Contains(s, "]:")) {
+		return "", netip.Addr{}, hostWithPort
+	}
 	if s[0] == '[' {
 		if len(s) < 2 || s[len(s)-1] != ']' {
-			return "", netip.Addr{}, hostBadIPLiteral
+			return "", netip.Addr{}, hostBadIPv6
 		}
 		s = s[1 : len(s)-1]
 	}
@@ -253,7 +260,7 @@ func parseIPv6Literal(s string) (string, netip.Addr, hostProblem) {
 	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil || !ip.Is6() {
-		return "", netip.Addr{}, hostBadIPLiteral
+		return "", netip.Addr{}, hostBadIPv6
 	}
 	return "", ip.Unmap(), hostOK
 }
