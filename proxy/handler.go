@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// ServeHTTP is the proxy's front door: it runs the decision pipeline (see
+// the package comment) and hands allowed requests and tunnels to goproxy.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.busy.add(1)
+	defer s.busy.add(-1)
+	cc := clientConnFrom(r.Context())
+	rq := &request{start: s.now(), method: r.Method, pol: s.policy(), proto: policy.ProtoHTTP}
+	if r.Method == http.MethodConnect {
+		rq.proto = policy.ProtoConnect
+	}
+	rq.client = clientAddr(r, cc)
+
+	head, dn := s.admit(r, cc, rq)
+	if dn.denied() {
+		s.deny(w, rq, dn, true)
+		return
+	}
+	if dn := s.limitClient(rq); dn.denied() {
+		s.deny(w, rq, dn, false)
+		return
+	}
+	if rq.proto == policy.ProtoConnect {
+		s.serveConnect(w, r, rq, cc)
+		return
+	}
+	s.serveHTTP(w, r, rq, cc, head)
+}
+
+// admit applies the connection cap verdict made at accept time and pairs
+// the request with the head the Host-header tracker parsed. A plain request
+// without a verified head is refused: egressd could not check its Host.
+func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (headRecord, denial) {
+	var head headRecord
+	if t := cc.tracker(); t != nil {
+		h, ok := t.pop(r.Context(), headerTimeout(rq.pol))
+		if !ok || h.method != r.Method || h.uri != r.RequestURI {
+			return head, denial{reason: policy.ReasonBadRequest, detail: "unparseable request head"}
+		}
+		head = h
+	} else if rq.proto != policy.ProtoConnect {
+		return head, denial{reason: policy.ReasonBadRequest, detail: "plain request after CONNECT"}
+	}
+	if cc != nil && cc.over {
+		return head, denial{reason: policy.ReasonTooManyConnections}
+	}
+	return head, denial{}
+}
+
+// serveConnect decides a CONNECT and lets goproxy dial (dialConnect) and
+// relay the tunnel.
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn) {
+	host, port, err := net.SplitHostPort(r.RequestURI)
+	if err != nil || strings.ContainsAny(r.RequestURI, "@/?#") {
+		s.deny(w, rq, denial{reason: policy.ReasonBadRequest, detail: "CONNECT target must be host:port"}, true)
+		return
+	}
+	if dn := rq.setTarget(host, port); dn.denied() {
+		s.deny(w, rq, dn, true)
+		return
+	}
+	if dn := s.decide(r.Context(), rq); dn.denied() {
+		s.deny(w, rq, dn, true)
+		return
+	}
+	s.recordDecision(rq)
+	rw := &respWriter{ResponseWriter: w, cc: cc}
+	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
+}
+
+// serveHTTP decides an absolute-URI request and lets goproxy relay it
+// through the transport, whose only dialer is dialHTTP.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn, head headRecord) {
+	if dn := parseAbsolute(r, rq); dn.denied() {
+		s.deny(w, rq, dn, false)
+		return
+	}
+	if !head.hostMatches(rq) {
+		s.deny(w, rq, denial{reason: policy.ReasonHostMismatch}, false)
+		return
+	}
+	if dn := s.decide(r.Context(), rq); dn.denied() {
+		s.deny(w, rq, dn, false)
+		return
+	}
+	s.recordDecision(rq)
+	prepareOutbound(r, rq)
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{ReadCloser: r.Body}
+		r.Body = body
+	}
+	rw := &respWriter{ResponseWriter: w, cc: cc}
+	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
+	up, down := rw.finish()
+	if body != nil {
+		up += body.n.Load()
+	}
+	s.recordClose(rq, policy.ReasonNone, rw.status, up, down)
+}
+
+// parseAbsolute is step 4 for plain HTTP: only absolute http:// URIs
+// without userinfo. The decision never looks at the Host header.
+func parseAbsolute(r *http.Request, rq *request) denial {
+	u := r.URL
+	switch {
+	case !u.IsAbs():
+		return denial{reason: policy.ReasonBadRequest,
+			detail: "origin-form request: egressd is a forward proxy, not a web server; send absolute URIs via HTTP_PROXY"}
+	case u.Scheme != "http":
+		return denial{reason: policy.ReasonBadRequest, detail: "only http:// URLs; use CONNECT for " + u.Scheme}
+	case u.User != nil:
+		// http://granted@evil/ reads as "granted" to a person and as "evil"
+		// to a parser: refuse instead of guessing which one was meant.
+		return denial{reason: policy.ReasonBadRequest, detail: "userinfo in URL"}
+	case u.Host == "":
+		return denial{reason: policy.ReasonBadRequest, detail: "no host in URL"}
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return rq.setTarget(u.Hostname(), port)
+}
+
+// prepareOutbound rewrites the request for the upstream: canonical host in
+// the URL (which the transport also sends as Host), no hop-by-hop or proxy
+// headers.
+func prepareOutbound(r *http.Request, rq *request) {
+	if rq.port == 80 {
+		host := rq.host
+		if rq.ip.Is6() {
+			host = "[" + host + "]"
+		}
+		r.URL.Host = host
+	} else {
+		r.URL.Host = net.JoinHostPort(rq.host, strconv.Itoa(int(rq.port)))
+	}
+	r.Host = ""
+	r.RequestURI = ""
+	removeHopHeaders(r.Header, isWebSocket(r.Header))
+}
+
+// hopHeaders are never forwarded (RFC 9110 §7.6.1 plus the proxy ones).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopHeaders strips hop-by-hop headers and every header the
+// Connection header names. A WebSocket handshake keeps exactly
+// "Connection: Upgrade" and its Upgrade header, which it needs end to end.
+func removeHopHeaders(h http.Header, websocket bool) {
+	var upgrade []string
+	if websocket {
+		upgrade = h["Upgrade"]
+	}
+	for _, v := range h["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	if websocket {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = upgrade
+	}
+}
+
+// isWebSocket reports a WebSocket handshake: Connection lists upgrade and
+// Upgrade names websocket.
+func isWebSocket(h http.Header) bool {
+	return headerHasToken(h, "Connection", "upgrade") && headerHasToken(h, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func clientAddr(r *http.Request, cc *clientConn) netip.Addr {
+	if cc != nil {
+		return cc.ip
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

@@ -1,0 +1,198 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"sync"
+	"time"
+)
+
+// Why this file exists: net/http deletes the Host header of every request
+// before a handler sees it (r.Host is the URI's host for absolute-URI
+// requests), yet egressd must refuse a request whose Host header disagrees
+// with its URI. So each plain-HTTP client connection gets a shadow parser:
+// every byte the server reads is copied to a goroutine that reads the same
+// stream with the same standard-library pieces the server uses — textproto
+// for the request line and header (keeping Host), http.ReadRequest on that
+// head for the body framing, the stdlib chunked reader for chunked bodies —
+// records each request's method, target and Host headers, and skips its
+// body. The handler pairs each request with the next record and refuses it
+// (bad_request) if method and target differ, so a desync fails closed.
+
+// headRecord is what the shadow parser saw of one request head.
+type headRecord struct {
+	method string
+	uri    string
+	hosts  []string
+}
+
+// hostMatches reports whether the recorded Host header (if any) names the
+// same host and port as the request target. No Host header (HTTP/1.0) is
+// accepted: there is nothing to disagree with.
+func (h headRecord) hostMatches(rq *request) bool {
+	switch len(h.hosts) {
+	case 0:
+		return true
+	case 1:
+	default:
+		return false
+	}
+	hdr := h.hosts[0]
+	host, port := hdr, "80"
+	if hh, pp, err := net.SplitHostPort(hdr); err == nil {
+		host, port = hh, pp
+		if port == "" {
+			port = "80"
+		}
+	}
+	var probe request
+	if probe.setTarget(host, port).denied() {
+		return false
+	}
+	return probe.host == rq.host && probe.port == rq.port
+}
+
+// hostTracker runs the shadow parser for one connection.
+type hostTracker struct {
+	pw *io.PipeWriter
+
+	mu     sync.Mutex
+	queue  []headRecord
+	dead   bool
+	signal chan struct{} // capacity 1: something was queued or the parser died
+}
+
+func newHostTracker() *hostTracker {
+	pr, pw := io.Pipe()
+	t := &hostTracker{pw: pw, signal: make(chan struct{}, 1)}
+	go t.run(pr)
+	return t
+}
+
+// run parses request heads until the stream ends (connection closed or
+// detached) or does not parse. Its goroutine ends with the connection.
+func (t *hostTracker) run(pr *io.PipeReader) {
+	br := bufio.NewReader(pr)
+	var err error
+	for err == nil {
+		err = t.next(br)
+	}
+	_ = pr.CloseWithError(err)
+	t.mu.Lock()
+	t.dead = true
+	t.mu.Unlock()
+	t.wake()
+}
+
+// next reads one request: head, record, body.
+func (t *hostTracker) next(br *bufio.Reader) error {
+	tp := textproto.NewReader(br)
+	line, err := tp.ReadLine()
+	if err != nil {
+		return err
+	}
+	hdr, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return err
+	}
+	// Let net/http decide method, target and framing from the same head.
+	var head bytes.Buffer
+	head.WriteString(line + "\r\n")
+	if err := http.Header(hdr).Write(&head); err != nil {
+		return err
+	}
+	head.WriteString("\r\n")
+	req, err := http.ReadRequest(bufio.NewReader(&head))
+	if err != nil {
+		return err
+	}
+	t.push(headRecord{method: req.Method, uri: req.RequestURI, hosts: hdr["Host"]})
+	switch {
+	case len(req.TransferEncoding) > 0 && req.TransferEncoding[0] == "chunked":
+		if _, err := io.Copy(io.Discard, httputil.NewChunkedReader(br)); err != nil {
+			return err
+		}
+		return skipTrailer(br)
+	case req.ContentLength > 0:
+		_, err = io.CopyN(io.Discard, br, req.ContentLength)
+	}
+	return err
+}
+
+// skipTrailer consumes what follows a chunked body's last chunk, as the
+// server's body reader does: a bare CRLF or a trailer header block.
+func skipTrailer(br *bufio.Reader) error {
+	b, err := br.Peek(2)
+	if err != nil {
+		return err
+	}
+	if string(b) == "\r\n" {
+		_, err = br.Discard(2)
+		return err
+	}
+	_, err = textproto.NewReader(br).ReadMIMEHeader()
+	return err
+}
+
+func (t *hostTracker) push(h headRecord) {
+	t.mu.Lock()
+	t.queue = append(t.queue, h)
+	t.mu.Unlock()
+	t.wake()
+}
+
+func (t *hostTracker) wake() {
+	select {
+	case t.signal <- struct{}{}:
+	default:
+	}
+}
+
+// feed copies bytes the server read. It returns once the shadow parser has
+// taken them; after the parser stopped it returns at once.
+func (t *hostTracker) feed(p []byte) { _, _ = t.pw.Write(p) }
+
+// close ends the shadow parser.
+func (t *hostTracker) close() { _ = t.pw.Close() }
+
+// pop returns the record of the next request. The server has read the
+// whole head before calling the handler, so the record is at most a parse
+// away; the wait is bounded anyway.
+func (t *hostTracker) pop(ctx context.Context, wait time.Duration) (headRecord, bool) {
+	var timer *time.Timer
+	for {
+		t.mu.Lock()
+		if len(t.queue) > 0 {
+			h := t.queue[0]
+			t.queue[0] = headRecord{}
+			t.queue = t.queue[1:]
+			t.mu.Unlock()
+			if timer != nil {
+				timer.Stop()
+			}
+			return h, true
+		}
+		dead := t.dead
+		t.mu.Unlock()
+		if dead {
+			return headRecord{}, false
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		}
+		select {
+		case <-t.signal:
+		case <-ctx.Done():
+			return headRecord{}, false
+		case <-timer.C:
+			return headRecord{}, false
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+)
+
+// listener counts client connections against limits.max_conns and
+// limits.max_conns_per_client. A connection over a cap is still served one
+// answer (503 too_many_connections, then closed) so the client learns why;
+// beyond twice a cap connections are closed at once, which bounds what a
+// flood can hold open.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := remoteIP(c)
+		lim := l.s.policy().Config().Limits
+		over, reject := l.s.conns.add(ip, lim.MaxConns, lim.MaxConnsPerClient)
+		if !reject {
+			return &clientConn{Conn: c, s: l.s, ip: ip, over: over}, nil
+		}
+		l.s.conns.remove(ip)
+		_ = c.Close()
+		l.s.rec.Record(declog.Entry{
+			Time: l.s.now(), Event: declog.EventDecision, Client: addrString(ip),
+			Proto: policy.ProtoHTTP, Verdict: policy.Deny, Reason: policy.ReasonTooManyConnections,
+		})
+	}
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// connCounter counts open client connections, in total and per client IP.
+// The map holds only clients with open connections, so it is bounded by
+// the connections themselves.
+type connCounter struct {
+	mu    sync.Mutex
+	total int
+	per   map[netip.Addr]int
+}
+
+func (c *connCounter) add(ip netip.Addr, maxTotal, maxPer int) (over, reject bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.per == nil {
+		c.per = make(map[netip.Addr]int)
+	}
+	c.total++
+	c.per[ip]++
+	n := c.per[ip]
+	over = (maxTotal > 0 && c.total > maxTotal) || (maxPer > 0 && n > maxPer)
+	reject = (maxTotal > 0 && c.total > 2*maxTotal) || (maxPer > 0 && n > 2*maxPer)
+	return over, reject
+}
+
+func (c *connCounter) remove(ip netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.per[ip]--; c.per[ip] <= 0 {
+		delete(c.per, ip)
+	}
+}
+
+// clientConn is one accepted client connection. It releases its cap slot
+// on Close (also after goproxy hijacked it) and feeds what the HTTP server
+// reads to the Host-header tracker until the connection becomes a tunnel.
+type clientConn struct {
+	net.Conn
+	s    *Server
+	ip   netip.Addr
+	over bool
+
+	sniffed atomic.Bool
+	hosts   atomic.Pointer[hostTracker]
+	closed  sync.Once
+}
+
+var connectPrefix = []byte("CONNECT ")
+
+func (c *clientConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.observe(p[:n])
+	}
+	return n, err
+}
+
+// observe starts the tracker on the first bytes unless the connection
+// opens with CONNECT: such a connection is either hijacked into a tunnel
+// or closed after its denial, so it never carries a plain request (and
+// admit refuses one if it tried).
+func (c *clientConn) observe(p []byte) {
+	if c.sniffed.CompareAndSwap(false, true) {
+		if !bytes.HasPrefix(p, connectPrefix) {
+			c.hosts.Store(newHostTracker())
+		}
+	}
+	if t := c.hosts.Load(); t != nil {
+		t.feed(p)
+	}
+}
+
+// tracker returns the connection's Host-header tracker, nil after detach
+// or for a connection that opened with CONNECT.
+func (c *clientConn) tracker() *hostTracker {
+	if c == nil {
+		return nil
+	}
+	return c.hosts.Load()
+}
+
+// detach stops the tracker: the bytes that follow are a tunnel's.
+func (c *clientConn) detach() {
+	if c == nil {
+		return
+	}
+	if t := c.hosts.Swap(nil); t != nil {
+		t.close()
+	}
+}
+
+func (c *clientConn) Close() error {
+	c.closed.Do(func() {
+		c.s.conns.remove(c.ip)
+		c.detach()
+	})
+	return c.Conn.Close()
+}
+
+// CloseWrite half-closes when the connection supports it.
+func (c *clientConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// CloseRead half-closes when the connection supports it.
+func (c *clientConn) CloseRead() error { return closeRead(c.Conn) }
+
+type clientConnKey struct{}
+
+// withClientConn is the http.Server's ConnContext hook.
+func withClientConn(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*clientConn); ok {
+		return context.WithValue(ctx, clientConnKey{}, cc)
+	}
+	return ctx
+}
+
+func clientConnFrom(ctx context.Context) *clientConn {
+	cc, _ := ctx.Value(clientConnKey{}).(*clientConn)
+	return cc
+}

@@ -1,0 +1,348 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/ratelimit"
+)
+
+// request is one proxied request or tunnel, from its decision to its
+// close entry. Fields up to pol are set before the pipeline runs and never
+// change afterwards, so upConn and Revoke may read them from any goroutine.
+type request struct {
+	start  time.Time
+	client netip.Addr
+	proto  policy.Proto
+	method string
+	host   string     // normalised name or IP literal; "" when unparseable
+	ip     netip.Addr // valid when the target is an IP literal
+	port   uint16
+	pol    *policy.Policy
+
+	d          policy.Decision
+	addrs      []netip.Addr // checked dial candidates, in order
+	reportRate bool         // report mode let an over-limit client through
+	status     int
+}
+
+// denial is why the pipeline stopped a request; the zero value means go on.
+type denial struct {
+	reason policy.Reason
+	retry  time.Duration // Retry-After for rate_limited
+	detail string        // extra words for bad_request bodies
+}
+
+func (d denial) denied() bool { return d.reason != policy.ReasonNone }
+
+type requestKey struct{}
+
+func withRequest(ctx context.Context, rq *request) context.Context {
+	return context.WithValue(ctx, requestKey{}, rq)
+}
+
+func requestFrom(ctx context.Context) *request {
+	rq, _ := ctx.Value(requestKey{}).(*request)
+	return rq
+}
+
+// targetString is host:port as it appears in bodies and log messages.
+func (rq *request) targetString() string {
+	if rq.host == "" {
+		return "request"
+	}
+	return net.JoinHostPort(rq.host, strconv.Itoa(int(rq.port)))
+}
+
+func (rq *request) policyRequest() policy.Request {
+	return policy.Request{Client: rq.client, Host: rq.host, Port: rq.port, Proto: rq.proto}
+}
+
+// setTarget normalises host (any IP spelling, IDN, case, trailing dot) and
+// port into rq.
+func (rq *request) setTarget(host, port string) denial {
+	name, ip, err := policy.NormalizeHost(host)
+	if err != nil {
+		return denial{reason: policy.ReasonBadRequest, detail: "malformed host"}
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return denial{reason: policy.ReasonBadRequest, detail: "malformed port"}
+	}
+	rq.host, rq.ip, rq.port = name, ip, uint16(p)
+	if ip.IsValid() {
+		rq.host = ip.String()
+	}
+	return denial{}
+}
+
+// limitClient is step 3: the client's token bucket.
+func (s *Server) limitClient(rq *request) denial {
+	c := rq.pol.Config()
+	ok, retry := s.clientRL.Allow(rq.client, limitOf(c.Limits.Client), rq.start)
+	if ok {
+		return denial{}
+	}
+	if reportMode(rq.pol) {
+		rq.reportRate = true
+		return denial{}
+	}
+	return denial{reason: policy.ReasonRateLimited, retry: retry}
+}
+
+// decide runs steps 6–9 on a parsed target: Decide, the destination
+// bucket, resolution and the address checks. On success rq.d is the
+// verdict to log and rq.addrs the addresses the dial may use.
+func (s *Server) decide(ctx context.Context, rq *request) denial {
+	rq.d = rq.pol.Decide(rq.policyRequest())
+	if !rq.d.Verdict.Allowed() {
+		return denial{reason: rq.d.Reason}
+	}
+	if dn := s.limitHost(rq); dn.denied() {
+		return dn
+	}
+	addrs, dn := s.resolve(ctx, rq)
+	if dn.denied() {
+		return dn
+	}
+	if dn := s.checkAddrs(rq, addrs); dn.denied() {
+		return dn
+	}
+	if rq.reportRate && rq.d.Verdict == policy.Allow {
+		rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
+	}
+	return denial{}
+}
+
+// limitHost is step 7: the destination's bucket, keyed by normalised host.
+func (s *Server) limitHost(rq *request) denial {
+	lim := limitOf(rq.pol.Config().Limits.Host)
+	if rq.d.Rule != nil && rq.d.Rule.Rate != nil {
+		lim = limitOf(*rq.d.Rule.Rate)
+	}
+	ok, retry := s.hostRL.Allow(rq.host, lim, rq.start)
+	switch {
+	case ok:
+		return denial{}
+	case reportMode(rq.pol):
+		if rq.d.Verdict == policy.Allow {
+			rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
+		}
+		return denial{}
+	}
+	return denial{reason: policy.ReasonRateLimited, retry: retry}
+}
+
+// resolve is step 8. IP literals are their own answer; names go to the
+// configured resolver only, bounded by timeouts.dial.
+func (s *Server) resolve(ctx context.Context, rq *request) ([]netip.Addr, denial) {
+	if rq.ip.IsValid() {
+		return []netip.Addr{rq.ip}, denial{}
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout(rq.pol))
+	defer cancel()
+	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, rq.host)
+	if err != nil || len(addrs) == 0 {
+		return nil, denial{reason: policy.ReasonResolveFailed}
+	}
+	return addrs, denial{}
+}
+
+// checkAddrs is step 9. A name with any denied address is denied as a
+// whole: picking the public half of a mixed answer would still let the
+// agent learn about, and race for, the private half, and a legitimate
+// public service never needs to publish private addresses.
+func (s *Server) checkAddrs(rq *request, addrs []netip.Addr) denial {
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		if d := rq.pol.CheckAddr(a); !d.Verdict.Allowed() {
+			return denial{reason: d.Reason}
+		}
+		if s.self.contains(netip.AddrPortFrom(a, rq.port)) {
+			return denial{reason: policy.ReasonSelfAddress}
+		}
+		out = append(out, a)
+	}
+	rq.addrs = out
+	return denial{}
+}
+
+// dialChecked is step 10: it connects to the checked addresses in order,
+// all within timeouts.dial. Nothing here resolves a name.
+func (s *Server) dialChecked(ctx context.Context, rq *request) (net.Conn, netip.AddrPort, error) {
+	if len(rq.addrs) == 0 {
+		return nil, netip.AddrPort{}, errors.New("no checked address to dial")
+	}
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout(rq.pol))
+	defer cancel()
+	var errs []error
+	for _, a := range rq.addrs {
+		ap := netip.AddrPortFrom(a, rq.port)
+		var c net.Conn
+		var err error
+		if s.cfg.Dial != nil {
+			c, err = s.cfg.Dial(ctx, "tcp", ap.String())
+		} else {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, "tcp", ap.String())
+		}
+		if err == nil {
+			return c, ap, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, netip.AddrPort{}, errors.Join(errs...)
+}
+
+// statusFor maps a denial reason to its HTTP status.
+func statusFor(r policy.Reason) int {
+	switch r {
+	case policy.ReasonRateLimited:
+		return http.StatusTooManyRequests
+	case policy.ReasonTooManyConnections:
+		return http.StatusServiceUnavailable
+	case policy.ReasonBadRequest:
+		return http.StatusBadRequest
+	case policy.ReasonResolveFailed:
+		return http.StatusBadGateway
+	}
+	return http.StatusForbidden
+}
+
+// deny answers a denied request and logs its decision. closeConn ends the
+// client connection after the answer (always for CONNECT, so a connection
+// that began with CONNECT never carries a plain request; see hosthdr.go).
+func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn bool) {
+	rq.d.Verdict, rq.d.Reason = policy.Deny, dn.reason
+	rq.status = statusFor(dn.reason)
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Egressd-Reason", dn.reason.String())
+	switch {
+	case dn.retry > 0:
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(dn.retry.Seconds()))))
+	case dn.reason == policy.ReasonTooManyConnections:
+		h.Set("Retry-After", "1")
+	}
+	if closeConn || rq.proto == policy.ProtoConnect {
+		h.Set("Connection", "close")
+	}
+	w.WriteHeader(rq.status)
+	_, _ = io.WriteString(w, s.denyBody(rq, dn))
+	s.recordDecision(rq)
+}
+
+// denyBody is the one line a person reads: what, why, and the grant that
+// would allow it.
+func (s *Server) denyBody(rq *request, dn denial) string {
+	line := "egressd: denied " + rq.method + " " + rq.targetString() + ": " + dn.reason.String()
+	if dn.detail != "" {
+		line += " (" + dn.detail + ")"
+	}
+	if hint := rq.hint(); hint != "" {
+		line += " — " + hint
+		if strings.HasPrefix(hint, "add ") {
+			line += " in policy.yaml"
+		}
+	}
+	return line + "\n"
+}
+
+// hint is policy.Hint for a denied request with a parsed target.
+func (rq *request) hint() string {
+	if rq.d.Verdict == policy.Allow || rq.host == "" || rq.port == 0 {
+		return ""
+	}
+	return policy.Hint(rq.policyRequest(), rq.d)
+}
+
+func (s *Server) recordDecision(rq *request) {
+	e := declog.Entry{
+		Time:    rq.start,
+		Event:   declog.EventDecision,
+		Client:  addrString(rq.client),
+		Proto:   rq.proto,
+		Host:    rq.host,
+		Port:    rq.port,
+		Method:  rq.method,
+		Verdict: rq.d.Verdict,
+		Reason:  rq.d.Reason,
+		Status:  rq.status,
+	}
+	if rq.d.Rule != nil {
+		e.Rule = rq.d.Rule.String()
+	}
+	if rq.d.Verdict != policy.Allow {
+		e.Hint = rq.hint()
+	}
+	s.rec.Record(e)
+}
+
+// recordClose logs the end of a request or tunnel.
+func (s *Server) recordClose(rq *request, reason policy.Reason, status int, up, down int64) {
+	now := s.now()
+	s.rec.Record(declog.Entry{
+		Time:     now,
+		Event:    declog.EventClose,
+		Client:   addrString(rq.client),
+		Proto:    rq.proto,
+		Host:     rq.host,
+		Port:     rq.port,
+		Method:   rq.method,
+		Verdict:  rq.d.Verdict,
+		Reason:   reason,
+		Status:   status,
+		BytesUp:  up,
+		BytesDn:  down,
+		Duration: now.Sub(rq.start),
+	})
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func limitOf(r policy.RateConfig) ratelimit.Limit {
+	return ratelimit.Limit{RPS: r.RPS, Burst: r.Burst}
+}
+
+func reportMode(p *policy.Policy) bool { return p.Config().Mode == "report" }
+
+// Fallbacks for a policy whose timeouts were left zero; a compiled policy
+// fills its own defaults, these only keep a zero from meaning "forever".
+const (
+	defaultDialTimeout   = 10 * time.Second
+	defaultHeaderTimeout = 10 * time.Second
+)
+
+func dialTimeout(p *policy.Policy) time.Duration {
+	if d := p.Config().Timeouts.Dial; d > 0 {
+		return d
+	}
+	return defaultDialTimeout
+}
+
+func headerTimeout(p *policy.Policy) time.Duration {
+	if d := p.Config().Timeouts.Header; d > 0 {
+		return d
+	}
+	return defaultHeaderTimeout
+}

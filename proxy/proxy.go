@@ -1,0 +1,249 @@
+// Package proxy owns egressd's HTTP forward proxy: CONNECT tunnels and
+// absolute-URI HTTP requests (including WebSocket upgrades and streamed
+// responses such as SSE). Every request and tunnel is decided by
+// policy.Decide; names are resolved once by egressd's resolver, every
+// address is classified with CheckAddr, and egressd dials exactly the
+// address it checked. It is the only package that imports goproxy.
+//
+// The order of checks for every request, written down once here:
+//
+//  1. connection caps (limits.max_conns, max_conns_per_client), applied when
+//     the connection is accepted: too_many_connections
+//  2. Host-header bookkeeping for the request (see hosthdr.go)
+//  3. client token bucket (limits.client): rate_limited
+//  4. request target parsing: origin-form, userinfo, non-http scheme,
+//     malformed host or port: bad_request
+//  5. Host header against the request URI (plain HTTP): host_mismatch
+//  6. policy.Decide on the request target (never the Host header)
+//  7. destination token bucket (rule rate:, else limits.host): rate_limited
+//  8. resolution through the Resolver: resolve_failed
+//  9. CheckAddr on every resolved address (any denied address denies the
+//     whole name), then egressd's own listeners: private_address, ...,
+//     self_address
+//  10. dial of exactly the checked addresses; for tunnels to names, the
+//     first client bytes are held until their TLS SNI is checked.
+//
+// In mode report, the Decide reasons policy relaxes and rate limits are
+// logged as would_deny and let through; caps, address checks, malformed
+// requests and SNI mismatches are always enforced.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/ratelimit"
+)
+
+// Resolver looks names up for the proxy. egressd passes its shared
+// resolver (resolver.upstreams), never the system's.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// Config wires a Server. Policy and Resolver are required.
+type Config struct {
+	// Policy returns the current policy; reloads swap what it returns and
+	// then call Revoke.
+	Policy func() *policy.Policy
+	// Resolver resolves names that Decide allowed.
+	Resolver Resolver
+	// Recorder receives the decision log. nil discards.
+	Recorder declog.Recorder
+	// Self lists egressd's own listener addresses, never dialed. An
+	// unspecified IP (0.0.0.0, ::) means every local address on that port.
+	Self []netip.AddrPort
+	// Dial connects to an already-checked "ip:port". nil uses a net.Dialer
+	// bounded by the policy's timeouts.dial.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives operational errors only (the Recorder is the decision
+	// log). nil uses slog.Default().
+	Logger *slog.Logger
+	// Clock stamps log entries and drives the token buckets. nil uses
+	// time.Now.
+	Clock func() time.Time
+}
+
+// Server is the proxy. Create it with New; it is safe for concurrent use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	rec   declog.Recorder
+	now   func() time.Time
+	epoch time.Time // monotonic base for idle tracking
+
+	gp  *goproxy.ProxyHttpServer
+	tr  *http.Transport
+	srv *http.Server
+
+	clientRL *ratelimit.Table[netip.Addr]
+	hostRL   *ratelimit.Table[string]
+	conns    connCounter
+	reg      registry
+	self     *selfSet
+	busy     busyCounter
+}
+
+// ErrConfig is wrapped by New's errors.
+var ErrConfig = errors.New("proxy config")
+
+// New builds a Server. The http.Server timeouts that cannot change while
+// serving (timeouts.header, timeouts.idle for client keep-alive,
+// limits.max_header_bytes) are read from the policy current at New; all
+// other limits and timeouts are read from the current policy at each use.
+func New(cfg Config) (*Server, error) {
+	if cfg.Policy == nil || cfg.Policy() == nil {
+		return nil, fmt.Errorf("%w: Policy is required", ErrConfig)
+	}
+	if cfg.Resolver == nil {
+		return nil, fmt.Errorf("%w: Resolver is required", ErrConfig)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, now: cfg.Clock, epoch: time.Now()}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.rec == nil {
+		s.rec = declog.Discard{}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.self = newSelfSet(cfg.Self)
+	s.reg.init()
+	s.clientRL = ratelimit.NewTable[netip.Addr](0, 0)
+	s.hostRL = ratelimit.NewTable[string](0, 0)
+	c := cfg.Policy().Config()
+	s.tr = s.newTransport(c.Timeouts.Idle)
+	s.gp = s.newGoproxy()
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: c.Timeouts.Header,
+		IdleTimeout:       c.Timeouts.Idle,
+		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       withClientConn,
+	}
+	return s, nil
+}
+
+// Serve accepts proxy clients on ln until Shutdown. Like http.Server it
+// returns http.ErrServerClosed after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(&listener{Listener: ln, s: s})
+}
+
+// Shutdown stops accepting, lets in-flight requests and open tunnels finish
+// until ctx is done, then closes whatever is still open. It returns
+// ctx.Err() when it had to cut connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err == nil {
+		err = s.busy.wait(ctx)
+	}
+	if err != nil {
+		s.reg.closeAll(policy.ReasonNone)
+		_ = s.srv.Close()
+	}
+	s.tr.CloseIdleConnections()
+	return err
+}
+
+// policy returns the current policy.
+func (s *Server) policy() *policy.Policy { return s.cfg.Policy() }
+
+// newTransport is the upstream transport for plain HTTP. Its only dialer
+// takes the addresses the request pipeline already checked, so nothing in
+// it resolves a name; it never proxies, never speaks TLS (https targets go
+// through CONNECT) and does not touch the payload encoding.
+func (s *Server) newTransport(idle time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:       nil,
+		DialContext: s.dialHTTP,
+		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+			return nil, errors.New("egressd does not originate tls")
+		},
+		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConns:           4096,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        idle,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+}
+
+// newGoproxy configures goproxy as the request/tunnel engine: it relays
+// bodies, upgrades and tunnels; every decision happened before it runs.
+func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Tr = s.tr
+	gp.Logger = printfLogger{s.log}
+	gp.KeepAcceptEncoding = true
+	gp.ConnectDial = nil // the default reads HTTPS_PROXY from the environment
+	gp.ConnectDialWithReq = s.dialConnect
+	gp.ConnectionErrHandler = s.connectFailed
+	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
+	})
+	gp.OnResponse().DoFunc(s.filterResponse)
+	return gp
+}
+
+// printfLogger sends goproxy's chatter (mostly copy errors on closed
+// connections) to slog at debug level.
+type printfLogger struct{ l *slog.Logger }
+
+func (p printfLogger) Printf(format string, v ...any) {
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		p.l.Debug("goproxy", "msg", fmt.Sprintf(format, v...))
+	}
+}
+
+// busyCounter counts running handlers and open tunnels so Shutdown can wait
+// for them (http.Server.Shutdown does not track hijacked connections).
+type busyCounter struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0 while someone waits
+}
+
+func (b *busyCounter) add(d int) {
+	b.mu.Lock()
+	b.n += d
+	if b.n == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
+	b.mu.Unlock()
+}
+
+func (b *busyCounter) wait(ctx context.Context) error {
+	b.mu.Lock()
+	if b.n == 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	if b.idle == nil {
+		b.idle = make(chan struct{})
+	}
+	ch := b.idle
+	b.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

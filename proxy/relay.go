@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// dialConnect is goproxy's CONNECT dialer: it dials the addresses the
+// pipeline checked for this request (never addr, which is the client's
+// spelling) and wraps the connection as a registered, inspected tunnel.
+func (s *Server) dialConnect(req *http.Request, _, _ string) (net.Conn, error) {
+	rq := requestFrom(req.Context())
+	if rq == nil {
+		return nil, errors.New("connect without a decision")
+	}
+	c, ap, err := s.dialChecked(req.Context(), rq)
+	if err != nil {
+		s.log.Warn("proxy dial failed", "proto", "connect", "host", rq.host, "port", rq.port, "err", err)
+		s.recordClose(rq, policy.ReasonNone, http.StatusBadGateway, 0, 0)
+		return nil, err
+	}
+	u := s.newUpConn(c, ap, rq, true)
+	if u == nil {
+		return nil, errRevoked
+	}
+	return u, nil
+}
+
+// connectFailed answers a CONNECT whose dial failed. goproxy closes the
+// client connection afterwards.
+func (s *Server) connectFailed(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
+	target := "upstream"
+	if rq := requestFrom(ctx.Req.Context()); rq != nil {
+		target = rq.targetString()
+	}
+	body := "egressd: could not connect to " + target + ": " + errCause(err) + "\n"
+	_, _ = fmt.Fprintf(w, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+		"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+}
+
+// filterResponse turns transport errors into a 502 that names no URL, and
+// strips hop-by-hop response headers (keeping a 101's upgrade headers).
+func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	if resp != nil {
+		removeHopHeaders(resp.Header, resp.StatusCode == http.StatusSwitchingProtocols && isWebSocket(resp.Header))
+		return resp
+	}
+	target := "upstream"
+	if rq := requestFrom(ctx.Req.Context()); rq != nil {
+		target = rq.targetString()
+		s.log.Warn("proxy upstream failed", "proto", "http", "host", rq.host, "port", rq.port, "err", errCause(ctx.Error))
+	}
+	body := "egressd: upstream " + target + " failed: " + errCause(ctx.Error) + "\n"
+	return &http.Response{
+		StatusCode:    http.StatusBadGateway,
+		Status:        "502 Bad Gateway",
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       ctx.Req,
+	}
+}
+
+// errCause drops the url.Error wrapper, whose text carries the full URL
+// (query strings included), which egressd never logs.
+func errCause(err error) string {
+	if err == nil {
+		return "no response"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return err.Error()
+}
+
+// respWriter flushes every write, so streamed responses (SSE, chunked)
+// reach the client as the upstream sends them, and counts what it relays.
+type respWriter struct {
+	http.ResponseWriter
+	cc       *clientConn
+	status   int
+	down     int64
+	hijacked *hijackedConn
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.down += int64(n)
+	w.Flush()
+	return n, err
+}
+
+// Flush implements http.Flusher.
+func (w *respWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ReadFrom relays a body with a pooled buffer (io.Copy would allocate one
+// per response) and flushes after each read, however small.
+func (w *respWriter) ReadFrom(src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	var total int64
+	for {
+		n, rerr := src.Read(*bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// Hijack hands the client connection to goproxy for a tunnel or an
+// upgraded connection; the Host-header tracker stops first, since what
+// follows is not HTTP.
+func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be hijacked")
+	}
+	w.cc.detach()
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.hijacked = &hijackedConn{Conn: c}
+	// The server may have read some of the client's first bytes already;
+	// goproxy replays them from brw, so count them here.
+	w.hijacked.up.Add(int64(brw.Reader.Buffered()))
+	return w.hijacked, brw, nil
+}
+
+// finish closes a connection goproxy hijacked for an upgrade (it leaves it
+// open when one direction ends) and returns the bytes relayed.
+func (w *respWriter) finish() (up, down int64) {
+	down = w.down
+	if h := w.hijacked; h != nil {
+		_ = h.Close()
+		up += h.up.Load()
+		down += h.down.Load()
+	}
+	return up, down
+}
+
+// hijackedConn counts an upgraded connection's bytes and keeps the half-close
+// methods goproxy's tunnel relay looks for.
+type hijackedConn struct {
+	net.Conn
+	up, down atomic.Int64
+}
+
+func (c *hijackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.up.Add(int64(n))
+	return n, err
+}
+
+func (c *hijackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.down.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite half-closes when the connection supports it.
+func (c *hijackedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// CloseRead half-closes when the connection supports it.
+func (c *hijackedConn) CloseRead() error { return closeRead(c.Conn) }
+
+func closeWrite(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}
+
+func closeRead(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseRead() error }); ok {
+		return hc.CloseRead()
+	}
+	return nil
+}
+
+// countingBody counts request body bytes sent upstream.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// selfRefresh is how long the list of local interface addresses is trusted
+// before it is read again.
+const selfRefresh = 10 * time.Second
+
+// selfSet answers "is this egressd itself?" for an address about to be
+// dialed. A listener on an unspecified address answers on every local
+// address, so for its port any loopback or interface address counts.
+type selfSet struct {
+	exact   map[netip.AddrPort]struct{}
+	anyPort map[uint16]struct{}
+
+	mu     sync.Mutex
+	local  map[netip.Addr]struct{}
+	loaded time.Time
+}
+
+func newSelfSet(self []netip.AddrPort) *selfSet {
+	s := &selfSet{exact: make(map[netip.AddrPort]struct{}), anyPort: make(map[uint16]struct{})}
+	for _, ap := range self {
+		a := ap.Addr().Unmap().WithZone("")
+		if a.IsUnspecified() {
+			s.anyPort[ap.Port()] = struct{}{}
+			continue
+		}
+		s.exact[netip.AddrPortFrom(a, ap.Port())] = struct{}{}
+	}
+	return s
+}
+
+func (s *selfSet) contains(ap netip.AddrPort) bool {
+	a := ap.Addr().Unmap().WithZone("")
+	if _, ok := s.exact[netip.AddrPortFrom(a, ap.Port())]; ok {
+		return true
+	}
+	if _, ok := s.anyPort[ap.Port()]; !ok {
+		return false
+	}
+	return a.IsLoopback() || a.IsUnspecified() || s.isLocal(a)
+}
+
+// isLocal reports whether a is assigned to a local interface. If the list
+// cannot be read, every address counts as local: fail closed.
+func (s *selfSet) isLocal(a netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.local == nil || time.Since(s.loaded) > selfRefresh {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return true
+		}
+		s.local = make(map[netip.Addr]struct{}, len(addrs))
+		for _, ia := range addrs {
+			if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
+				s.local[pfx.Addr().Unmap().WithZone("")] = struct{}{}
+			}
+		}
+		s.loaded = time.Now()
+	}
+	_, ok := s.local[a]
+	return ok
+}

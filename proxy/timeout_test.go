@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+)
+
+// TestSlowlorisHeader: a client that never finishes its request head is
+// cut off after timeouts.header.
+func TestSlowlorisHeader(t *testing.T) {
+	f := newFixture(t, fixOpts{timeouts: "  header: 200ms\n"})
+	for _, partial := range []string{
+		"GET http://" + f.hp("granted.test") + "/ HTTP/1.1\r\nHost: gra",
+		"CONNECT " + f.ep("granted.test") + " HTTP/1.1\r\n",
+		"",
+	} {
+		c := f.dial()
+		start := time.Now()
+		if _, err := io.WriteString(c, partial); err != nil {
+			t.Fatal(err)
+		}
+		expectClosed(t, c, c)
+		if took := time.Since(start); took < 150*time.Millisecond {
+			t.Errorf("%q: closed after %v, want about the 200ms header timeout", partial, took)
+		}
+	}
+	if n := f.http.count(); n != 0 {
+		t.Errorf("upstream reached %d times, want 0", n)
+	}
+}
+
+// TestSlowClientHello: a tunnel whose ClientHello starts but does not
+// finish within timeouts.header is closed, before anything reaches the
+// upstream.
+func TestSlowClientHello(t *testing.T) {
+	f := newFixture(t, fixOpts{timeouts: "  header: 200ms\n"})
+	c, br := f.connect(f.ep("granted.test"))
+	start := time.Now()
+	if _, err := c.Write([]byte{recordTypeHandshake, 3, 1, 0, 200, handshakeClientHell}); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c, br)
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Errorf("closed after %v, want about the 200ms header timeout", took)
+	}
+	e := f.rec.decisionFor(t, "granted.test", policy.ReasonBadRequest)
+	if e.Verdict != policy.Deny || e.Proto != policy.ProtoConnect {
+		t.Errorf("entry: got %+v, want a connect denial", e)
+	}
+	cl := f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool { return e.Event == declog.EventClose })
+	if cl.BytesUp != 0 {
+		t.Errorf("bytes sent upstream: got %d, want 0 (the partial hello is withheld)", cl.BytesUp)
+	}
+}
+
+// TestMalformedClientHello: bytes that claim to be TLS but do not parse as
+// a ClientHello are refused: a server might read a name from them.
+func TestMalformedClientHello(t *testing.T) {
+	f := newFixture(t, fixOpts{})
+	c, br := f.connect(f.ep("granted.test"))
+	// A handshake record holding a ServerHello (type 2) instead.
+	if _, err := c.Write([]byte{recordTypeHandshake, 3, 1, 0, 4, 2, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c, br)
+	f.rec.decisionFor(t, "granted.test", policy.ReasonBadRequest)
+}
+
+// TestNonTLSTunnelPassesThrough: a tunnel that does not start with TLS is
+// relayed untouched (documented: only TLS is inspected).
+func TestNonTLSTunnelPassesThrough(t *testing.T) {
+	f := newFixture(t, fixOpts{})
+	c, br := f.connect(f.ep("granted.test"))
+	echo(t, c, br, "SSH-2.0-test\r\n")
+	echo(t, c, br, "more bytes")
+}
+
+func TestIdleTunnelClosed(t *testing.T) {
+	f := newFixture(t, fixOpts{timeouts: "  header: 2s\n  idle: 300ms\n"})
+	c, br := f.connect(f.ep("granted.test"))
+	echo(t, c, br, "ping")
+	start := time.Now()
+	expectClosed(t, c, br)
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Errorf("idle tunnel closed after %v, want about 300ms", took)
+	}
+	cl := f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool { return e.Event == declog.EventClose })
+	if cl.BytesUp != 4 || cl.BytesDn != 4 {
+		t.Errorf("close entry: got up %d down %d, want 4 and 4", cl.BytesUp, cl.BytesDn)
+	}
+}
+
+// TestActiveTunnelNotIdle: traffic keeps a tunnel open past timeouts.idle.
+func TestActiveTunnelNotIdle(t *testing.T) {
+	f := newFixture(t, fixOpts{timeouts: "  header: 2s\n  idle: 300ms\n"})
+	c, br := f.connect(f.ep("granted.test"))
+	deadline := time.Now().Add(900 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		echo(t, c, br, "x")
+		<-tick.C
+	}
+	echo(t, c, br, "still open")
+}
+
+func TestRevokeClosesOnlyRevokedTunnels(t *testing.T) {
+	f := newFixture(t, fixOpts{})
+	revoked, rbr := f.connect(f.ep("granted.test"))
+	echo(t, revoked, rbr, "a")
+	kept, kbr := f.connect(f.ep("other.test"))
+	echo(t, kept, kbr, "b")
+	cl := f.client()
+	resp, err := cl.Get("http://" + f.hp("granted.test") + "/") // leaves a pooled upstream connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	f.pol.Store(mustPolicy(t, "version: 1\nallow:\n  - {host: other.test, ports: "+ports(f.echo)+"}\n"+
+		"networks:\n  allow: [127.0.0.0/8]\n"))
+	start := time.Now()
+	f.srv.Revoke()
+	expectClosed(t, revoked, rbr)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("revoked tunnel closed after %v, want within a second", took)
+	}
+	echo(t, kept, kbr, "still granted")
+	for _, proto := range []policy.Proto{policy.ProtoConnect, policy.ProtoHTTP} {
+		e := f.rec.waitFor(t, "revoked "+proto.String(), func(e declog.Entry) bool {
+			return e.Event == declog.EventDecision && e.Reason == policy.ReasonRevoked && e.Proto == proto
+		})
+		if e.Host != "granted.test" || e.Verdict != policy.Deny {
+			t.Errorf("revoke entry: got %+v, want deny granted.test", e)
+		}
+	}
+	f.rec.waitFor(t, "revoked tunnel close", func(e declog.Entry) bool {
+		return e.Event == declog.EventClose && e.Reason == policy.ReasonRevoked && e.Host == "granted.test"
+	})
+	resp2, body := f.get("http://"+f.hp("granted.test")+"/", f.hp("granted.test"))
+	if resp2.StatusCode != http.StatusForbidden {
+		t.Errorf("new request after revoke: got %d %q, want 403", resp2.StatusCode, body)
+	}
+}
+
+// TestRevokeAddressCheck: a reload that drops networks.allow cuts tunnels
+// to addresses that are now private, even though the name is still granted.
+func TestRevokeAddressCheck(t *testing.T) {
+	f := newFixture(t, fixOpts{})
+	c, br := f.connect(f.ep("granted.test"))
+	echo(t, c, br, "a")
+	f.pol.Store(mustPolicy(t, "version: 1\nallow:\n  - {host: granted.test, ports: "+ports(f.echo)+"}\n"))
+	f.srv.Revoke()
+	expectClosed(t, c, bufio.NewReader(c))
+	f.rec.decisionFor(t, "granted.test", policy.ReasonRevoked)
+}

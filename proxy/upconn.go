@@ -1,0 +1,337 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// maxHelloWrites bounds how many pieces a ClientHello may arrive in before
+// egressd gives up on it: real clients send it in one to three segments,
+// and every piece re-parses the buffer.
+const maxHelloWrites = 64
+
+var (
+	errDenied  = errors.New("connection denied by egressd")
+	errClosed  = errors.New("connection closed by egressd")
+	errRevoked = errors.New("grant revoked while dialing")
+)
+
+// upConn is a connection egressd dialed: the far end of a CONNECT tunnel
+// or a pooled HTTP transport connection. It counts bytes, closes itself
+// after timeouts.idle without a byte in either direction, is registered by
+// destination for Revoke and Shutdown, and for tunnels to names withholds
+// the client's first bytes until their TLS SNI is checked.
+type upConn struct {
+	net.Conn
+	s      *Server
+	rq     *request // the request that dialed it; only its immutable fields are read
+	key    destKey
+	addr   netip.AddrPort
+	tunnel bool
+	pol    atomic.Pointer[policy.Policy] // policy it was last checked against
+
+	up, down atomic.Int64
+	last     atomic.Int64 // time.Since(s.epoch) at the last byte
+	idle     time.Duration
+	timer    *time.Timer
+
+	// First-flight inspection, touched only by the client→upstream copier
+	// (Write) and, for inspecting, by the header-timeout timer.
+	inspecting  atomic.Bool
+	hello       []byte
+	helloWrites int
+	helloTimer  *time.Timer
+
+	ending atomic.Bool
+	reason policy.Reason // why it was ended; written once, before Close
+}
+
+// destKey groups connections by the destination Revoke re-decides.
+type destKey struct {
+	host  string
+	port  uint16
+	proto policy.Proto
+}
+
+// newUpConn wraps a freshly dialed connection and registers it. A policy
+// swap that happened between the decision and now is caught here, so Revoke
+// can never miss a connection that was being dialed while it ran; such a
+// connection is closed and nil returned.
+func (s *Server) newUpConn(c net.Conn, ap netip.AddrPort, rq *request, tunnel bool) *upConn {
+	u := &upConn{
+		Conn: c, s: s, rq: rq, addr: ap, tunnel: tunnel,
+		key:  destKey{host: rq.host, port: rq.port, proto: rq.proto},
+		idle: rq.pol.Config().Timeouts.Idle,
+	}
+	u.pol.Store(rq.pol)
+	u.touch()
+	u.inspecting.Store(tunnel && !rq.ip.IsValid())
+	if u.idle > 0 {
+		// Armed only after u.timer is set: checkIdle reads it.
+		u.timer = time.AfterFunc(time.Duration(math.MaxInt64), u.checkIdle)
+		u.timer.Reset(u.idle)
+	}
+	if tunnel {
+		s.busy.add(1)
+	}
+	s.reg.add(u)
+	if p := s.policy(); p != rq.pol && !s.stillAllowed(p, p.Decide(rq.policyRequest()), u) {
+		u.end(policy.ReasonRevoked)
+		return nil
+	}
+	return u
+}
+
+func (u *upConn) touch() { u.last.Store(int64(time.Since(u.s.epoch))) }
+
+func (u *upConn) Read(p []byte) (int, error) {
+	n, err := u.Conn.Read(p)
+	if n > 0 {
+		u.down.Add(int64(n))
+		u.touch()
+	}
+	return n, err
+}
+
+func (u *upConn) Write(p []byte) (int, error) {
+	if u.inspecting.Load() {
+		return u.inspectWrite(p)
+	}
+	n, err := u.Conn.Write(p)
+	u.up.Add(int64(n))
+	u.touch()
+	return n, err
+}
+
+// inspectWrite buffers the client's first bytes until they are either not
+// TLS (relayed as they are) or a whole ClientHello whose SNI is absent or
+// names the CONNECT host. A malformed or too slow ClientHello is denied:
+// a server might read a name from what egressd could not.
+func (u *upConn) inspectWrite(p []byte) (int, error) {
+	u.helloWrites++
+	u.hello = append(u.hello, p...)
+	u.touch()
+	sni, complete, err := parseSNI(u.hello)
+	switch {
+	case errors.Is(err, errNotTLS):
+	case err != nil:
+		return 0, u.deny(policy.ReasonBadRequest)
+	case !complete:
+		if u.helloWrites >= maxHelloWrites || len(u.hello) > 2*maxHelloLen {
+			return 0, u.deny(policy.ReasonBadRequest)
+		}
+		if u.helloTimer == nil {
+			u.helloTimer = time.AfterFunc(headerTimeout(u.rq.pol), u.helloExpired)
+		}
+		return len(p), nil
+	case !sniMatches(sni, u.rq.host):
+		return 0, u.deny(policy.ReasonSNIMismatch)
+	}
+	u.inspecting.Store(false)
+	if u.helloTimer != nil {
+		u.helloTimer.Stop()
+	}
+	buf := u.hello
+	u.hello = nil
+	n, err := u.Conn.Write(buf)
+	u.up.Add(int64(n))
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// sniMatches compares a ClientHello server name with the CONNECT host. No
+// SNI at all is allowed: the server then picks its default certificate and
+// the address was checked anyway.
+func sniMatches(sni, host string) bool {
+	if sni == "" {
+		return true
+	}
+	name, ip, err := policy.NormalizeHost(sni)
+	return err == nil && !ip.IsValid() && name == host
+}
+
+func (u *upConn) helloExpired() {
+	if u.inspecting.Load() {
+		u.deny(policy.ReasonBadRequest)
+	}
+}
+
+func (u *upConn) checkIdle() {
+	if u.ending.Load() {
+		return
+	}
+	quiet := time.Since(u.s.epoch) - time.Duration(u.last.Load())
+	if quiet >= u.idle {
+		u.end(policy.ReasonNone)
+		return
+	}
+	u.timer.Reset(u.idle - quiet)
+}
+
+// deny ends the connection with a logged denial.
+func (u *upConn) deny(reason policy.Reason) error {
+	u.end(reason)
+	return errDenied
+}
+
+// Close implements net.Conn.
+func (u *upConn) Close() error {
+	if !u.end(policy.ReasonNone) {
+		return errClosed
+	}
+	return nil
+}
+
+// end closes the connection once: a denial reason (revoked, sni_mismatch,
+// ...) is logged as a decision first, then the tunnel's close entry.
+func (u *upConn) end(reason policy.Reason) bool {
+	if !u.ending.CompareAndSwap(false, true) {
+		return false
+	}
+	u.reason = reason
+	if reason != policy.ReasonNone {
+		rq := *u.rq
+		rq.start = u.s.now()
+		rq.d = policy.Decision{Verdict: policy.Deny, Reason: reason, Rule: u.rq.d.Rule}
+		rq.status = 0
+		u.s.recordDecision(&rq)
+	}
+	_ = u.Conn.Close()
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+	u.s.reg.remove(u)
+	if u.tunnel {
+		u.s.recordClose(u.rq, reason, http.StatusOK, u.up.Load(), u.down.Load())
+		u.s.busy.add(-1)
+	}
+	return true
+}
+
+// CloseWrite half-closes the upstream when the client finished sending.
+func (u *upConn) CloseWrite() error { return closeWrite(u.Conn) }
+
+// CloseRead half-closes the read side.
+func (u *upConn) CloseRead() error { return closeRead(u.Conn) }
+
+// dialHTTP is the transport's dialer: it takes the addresses the pipeline
+// checked for the request that triggered the dial, so keep-alive reuse and
+// new connections alike only ever reach checked addresses.
+func (s *Server) dialHTTP(ctx context.Context, _, _ string) (net.Conn, error) {
+	rq := requestFrom(ctx)
+	if rq == nil {
+		return nil, errors.New("dial without a decision")
+	}
+	c, ap, err := s.dialChecked(ctx, rq)
+	if err != nil {
+		return nil, err
+	}
+	u := s.newUpConn(c, ap, rq, false)
+	if u == nil {
+		return nil, errRevoked
+	}
+	return u, nil
+}
+
+// registry holds every open upConn by destination.
+type registry struct {
+	mu sync.Mutex
+	m  map[destKey]map[*upConn]struct{}
+}
+
+func (r *registry) init() { r.m = make(map[destKey]map[*upConn]struct{}) }
+
+func (r *registry) add(u *upConn) {
+	r.mu.Lock()
+	set := r.m[u.key]
+	if set == nil {
+		set = make(map[*upConn]struct{})
+		r.m[u.key] = set
+	}
+	set[u] = struct{}{}
+	r.mu.Unlock()
+}
+
+func (r *registry) remove(u *upConn) {
+	r.mu.Lock()
+	if set := r.m[u.key]; set != nil {
+		delete(set, u)
+		if len(set) == 0 {
+			delete(r.m, u.key)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// snapshot returns the connections for which keep says false.
+func (r *registry) collect(keep func(destKey, *upConn) bool) []*upConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*upConn
+	for k, set := range r.m {
+		for u := range set {
+			if !keep(k, u) {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+func (r *registry) closeAll(reason policy.Reason) {
+	for _, u := range r.collect(func(destKey, *upConn) bool { return false }) {
+		u.end(reason)
+	}
+}
+
+// Len is the number of open upstream connections (tunnels and pooled HTTP
+// connections).
+func (s *Server) Len() int {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	n := 0
+	for _, set := range s.reg.m {
+		n += len(set)
+	}
+	return n
+}
+
+// Revoke re-decides every open tunnel and upstream connection against the
+// current policy and closes those it now denies (logged with reason
+// revoked); the rest are untouched. Call it after every policy swap.
+func (s *Server) Revoke() {
+	p := s.policy()
+	decided := make(map[destKey]policy.Decision)
+	victims := s.reg.collect(func(k destKey, u *upConn) bool {
+		d, ok := decided[k]
+		if !ok {
+			d = p.Decide(u.rq.policyRequest())
+			decided[k] = d
+		}
+		if !s.stillAllowed(p, d, u) {
+			return false
+		}
+		u.pol.Store(p)
+		return true
+	})
+	for _, u := range victims {
+		u.end(policy.ReasonRevoked)
+	}
+}
+
+// stillAllowed re-checks an open connection: its destination's decision,
+// the address it is connected to, and egressd's own listeners.
+func (s *Server) stillAllowed(p *policy.Policy, d policy.Decision, u *upConn) bool {
+	return d.Verdict.Allowed() && p.CheckAddr(u.addr.Addr()).Verdict.Allowed() && !s.self.contains(u.addr)
+}
