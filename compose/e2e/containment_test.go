@@ -258,6 +258,11 @@ func (s *stack) testReload(t *testing.T, ctx context.Context, agent string) {
 // listener the test opens on the host's address on hermes-net: without the
 // host wall it must report the hole and fail, with it pass.
 func (s *stack) testProbe(t *testing.T, ctx context.Context, agent string) {
+	gw := strings.TrimSpace(must(t, ctx, nil, "docker", "network", "inspect", "--format",
+		"{{range .IPAM.Config}}{{.Gateway}}{{end}}", s.project+"_hermes-net"))
+	if gw != s.gatewayIP.String() {
+		t.Fatalf("hermes-net gateway is %q, want %s (compose.yaml's HERMES_GATEWAY)", gw, s.gatewayIP)
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(s.gatewayIP.String(), "0"))
 	if err != nil {
 		t.Fatalf("listening on the hermes-net host address: %v", err)

@@ -58,6 +58,7 @@ func newStack(t *testing.T, ctx context.Context) *stack {
 		"EGRESSD_IMAGE=" + s.egressdImage,
 		"EGRESSD_IP=" + s.egressdIP.String(),
 		"HERMES_SUBNET=" + s.hermes.String(),
+		"HERMES_GATEWAY=" + s.gatewayIP.String(),
 		"HERMES_IP_RANGE=" + netip.PrefixFrom(nth(hermes, 8), 29).String(),
 		"HERMES_BRIDGE=" + s.bridge,
 		"HERMES_DATA_DIR=./hermes-data",

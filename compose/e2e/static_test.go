@@ -85,8 +85,8 @@ func TestComposeTopology(t *testing.T) {
 	if hn.DriverOpts["com.docker.network.bridge.name"] == "" || hn.DriverOpts["com.docker.network.bridge.gateway_mode_ipv4"] != "isolated" {
 		t.Errorf("hermes-net driver_opts %v: want a bridge name and gateway_mode_ipv4: isolated", hn.DriverOpts)
 	}
-	if len(hn.IPAM.Config) != 1 || hn.IPAM.Config[0]["subnet"] == "" || hn.IPAM.Config[0]["ip_range"] == "" {
-		t.Errorf("hermes-net ipam %v: want one fixed subnet with an ip_range", hn.IPAM.Config)
+	if len(hn.IPAM.Config) != 1 || hn.IPAM.Config[0]["subnet"] == "" || hn.IPAM.Config[0]["gateway"] == "" || hn.IPAM.Config[0]["ip_range"] == "" {
+		t.Errorf("hermes-net ipam %v: want one fixed subnet with a gateway and an ip_range", hn.IPAM.Config)
 	}
 
 	agent := c.Services["agent"]
