@@ -46,7 +46,13 @@ func (p *SSEParser) Write(b []byte) (int, error) {
 			break
 		}
 		if len(p.line) == 0 && !p.tooLong {
-			p.processLine(b[:i])
+			// The same bound as for carried lines, so that where the
+			// chunks were cut never changes the outcome.
+			if i > p.max() {
+				p.broken = true
+			} else {
+				p.processLine(b[:i])
+			}
 		} else {
 			p.carry(b[:i])
 			if p.tooLong {
