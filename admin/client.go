@@ -102,7 +102,17 @@ func FetchStatus(ctx context.Context, baseURL, token string) (Status, error) {
 // stream (ErrStreamEnded). It has the signature declog.TailOptions.Stream
 // wants once baseURL and token are bound.
 func Stream(ctx context.Context, baseURL, token string, fn func(declog.Entry) error) error {
-	resp, err := get(ctx, baseURL, "/events", token)
+	return stream(ctx, baseURL, "/events", token, fn)
+}
+
+// StreamDenied is Stream filtered on the server (/events?denied=1): only
+// denials, would-denies and their summaries cross the wire.
+func StreamDenied(ctx context.Context, baseURL, token string, fn func(declog.Entry) error) error {
+	return stream(ctx, baseURL, "/events?denied=1", token, fn)
+}
+
+func stream(ctx context.Context, baseURL, path, token string, fn func(declog.Entry) error) error {
+	resp, err := get(ctx, baseURL, path, token)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

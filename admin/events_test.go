@@ -154,8 +154,15 @@ func TestStreamCallbackError(t *testing.T) {
 }
 
 // TestTailAdmin is `egressd tail -f --admin URL --denied`: declog.Tail fed by
-// admin.Stream against a live server.
+// admin.Stream (or StreamDenied) against a live server.
 func TestTailAdmin(t *testing.T) {
+	// Filtered by the client (Tail's DeniedOnly) and by the server too.
+	for _, path := range []string{"/events", "/events?denied=1"} {
+		t.Run(path, func(t *testing.T) { testTailAdmin(t, path) })
+	}
+}
+
+func testTailAdmin(t *testing.T, path string) {
 	rig := newStreamRig(t, "")
 	var out syncWriter
 	ctx, cancel := context.WithCancel(context.Background())
@@ -164,7 +171,7 @@ func TestTailAdmin(t *testing.T) {
 		done <- declog.Tail(ctx, declog.TailOptions{
 			DeniedOnly: true, Follow: true, Out: &out,
 			Stream: func(ctx context.Context, fn func(declog.Entry) error) error {
-				return Stream(ctx, rig.ts.URL, "", fn)
+				return stream(ctx, rig.ts.URL, path, "", fn)
 			},
 		})
 	}()

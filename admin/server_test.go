@@ -293,3 +293,24 @@ func TestEndpointURL(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkServerRecord(b *testing.B) {
+	srv := New(Config{})
+	cases := []struct {
+		name string
+		e    declog.Entry
+	}{
+		{"allow", entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted)},
+		{"deny", entry(policy.ProtoConnect, "evil.example", 443, policy.Deny, policy.ReasonNotAllowlisted)},
+	}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					srv.Record(bc.e)
+				}
+			})
+		})
+	}
+}
