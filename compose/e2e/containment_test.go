@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -219,6 +220,34 @@ func (s *stack) testGateway(t *testing.T, ctx context.Context, agent string) {
 	}
 	if calls != 2 {
 		t.Errorf("the provider saw %d chat calls, want 2 (the wrong token must never reach it)", calls)
+	}
+	s.checkMetered(t, ctx, 2)
+}
+
+// checkMetered reads egressd's decision log (its stdout) and checks that
+// want calls were metered with the fake provider's usage and a cost.
+func (s *stack) checkMetered(t *testing.T, ctx context.Context, want int) {
+	logs := must(t, ctx, nil, "docker", "logs", s.container(ctx, "egressd"))
+	got := 0
+	for line := range strings.Lines(logs) {
+		var e struct {
+			Event        string  `json:"event"`
+			Provider     string  `json:"provider"`
+			Model        string  `json:"model"`
+			InputTokens  int64   `json:"input_tokens"`
+			OutputTokens int64   `json:"output_tokens"`
+			CostUSD      float64 `json:"cost_usd"`
+		}
+		if json.Unmarshal([]byte(line), &e) != nil || e.Event != "usage" {
+			continue
+		}
+		got++
+		if e.Provider != "openrouter" || e.Model != model || e.InputTokens != 11 || e.OutputTokens != 7 || e.CostUSD <= 0 {
+			t.Errorf("usage entry %+v: want openrouter %s, 11 in, 7 out, a cost", e, model)
+		}
+	}
+	if got != want {
+		t.Errorf("egressd logged %d usage entries, want %d", got, want)
 	}
 }
 
