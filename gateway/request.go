@@ -45,8 +45,8 @@ type member struct {
 }
 
 // shapeBody parses a JSON request body strictly enough that egressd and
-// the provider cannot read it differently (one object, no duplicate
-// top-level keys, nothing after it), extracts what metering needs, and for
+// the provider cannot read it differently (one object, no top-level keys
+// duplicated even ignoring case, nothing after it), extracts what metering needs, and for
 // Chat Completions streams makes sure the final usage chunk is asked for.
 func shapeBody(body []byte, path string) (shaped, error) {
 	members, err := topLevel(body)
@@ -56,7 +56,7 @@ func shapeBody(body []byte, path string) (shaped, error) {
 	s := shaped{body: body, choices: 1}
 	optsAt := -1
 	for i, m := range members {
-		switch m.key {
+		switch foldKey(m.key) {
 		case "model":
 			if err := json.Unmarshal(m.raw, &s.model); err != nil {
 				return shaped{}, errors.New(`"model" must be a string`)
@@ -105,10 +105,10 @@ func topLevel(body []byte) ([]member, error) {
 			return nil, fmt.Errorf("invalid JSON body: %w", err)
 		}
 		key := tok.(string) // object keys are always strings
-		if seen[key] {
-			return nil, fmt.Errorf("duplicate key %s in the request body", quote(key))
+		if seen[foldKey(key)] {
+			return nil, fmt.Errorf("duplicate key %s in the request body (keys are compared ignoring case)", quote(key))
 		}
-		seen[key] = true
+		seen[foldKey(key)] = true
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return nil, fmt.Errorf("invalid JSON body: %w", err)
@@ -123,6 +123,13 @@ func topLevel(body []byte) ([]member, error) {
 	}
 	return ms, nil
 }
+
+// foldKey is how the most lenient provider-side parser (Go's
+// encoding/json matches keys case-insensitively, with Unicode folding such
+// as the Kelvin sign for k) might read a key. Metering reads keys the same
+// way, and keys equal under it are refused as duplicates, so that no
+// parser can find a model or max_tokens egressd did not price.
+func foldKey(k string) string { return strings.ToLower(strings.ToUpper(k)) }
 
 func positiveInt(raw json.RawMessage, key string) (int64, error) {
 	if string(raw) == "null" {

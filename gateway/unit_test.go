@@ -37,6 +37,10 @@ func TestShapeBody(t *testing.T) {
 		{name: "null values", path: "/v1/chat/completions",
 			body: `{"model":"m","stream":null,"max_tokens":null}`, wantModel: "m", wantChoices: 1},
 		{name: "duplicate model", path: "/v1/chat/completions", body: `{"model":"cheap","model":"dear"}`, wantErr: "duplicate key"},
+		{name: "duplicate model by case", path: "/v1/chat/completions", body: `{"model":"cheap","Model":"dear"}`, wantErr: "duplicate key"},
+		{name: "max_tokens twice via the Kelvin sign", path: "/v1/messages", body: `{"model":"m","max_tokens":1,"max_to\u212aens":9}`, wantErr: "duplicate key"},
+		{name: "keys read case-blind", path: "/v1/responses",
+			body: `{"MODEL":"m","Max_Output_Tokens":5}`, wantModel: "m", wantMaxOut: 5, wantChoices: 1},
 		{name: "not an object", path: "/v1/chat/completions", body: `["model"]`, wantErr: "JSON object"},
 		{name: "trailing data", path: "/v1/chat/completions", body: `{"model":"m"} {"model":"x"}`, wantErr: "after the object"},
 		{name: "model not a string", path: "/v1/chat/completions", body: `{"model":5}`, wantErr: "model"},
@@ -187,4 +191,40 @@ func TestTPMBuckets(t *testing.T) {
 	if ok, _ := b.take("p", 60, 1, now); !ok {
 		t.Error("after a refund: refused, want admitted")
 	}
+}
+
+// FuzzShapeBody: agent bodies never crash the parser, and an accepted body
+// is forwarded as one JSON object with the same model, asking for usage on
+// Chat Completions streams.
+func FuzzShapeBody(f *testing.F) {
+	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"x":1}}`), true)
+	f.Add([]byte(`{"model":"m","max_tokens":1e3,"n":2}`), false)
+	f.Add([]byte(`{"a":{"model":"x"},"model":"m"}`), true)
+	f.Fuzz(func(t *testing.T, body []byte, chat bool) {
+		path := "/v1/responses"
+		if chat {
+			path = "/v1/chat/completions"
+		}
+		s, err := shapeBody(body, path)
+		if err != nil {
+			return
+		}
+		var out struct {
+			Model         string          `json:"model"`
+			StreamOptions json.RawMessage `json:"stream_options"`
+		}
+		if err := json.Unmarshal(s.body, &out); err != nil {
+			t.Fatalf("accepted %q, forwarded %q which is not a JSON object: %v", body, s.body, err)
+		}
+		if out.Model != s.model {
+			t.Fatalf("metered model %q, forwarded model %q", s.model, out.Model)
+		}
+		var opts struct {
+			IncludeUsage bool `json:"include_usage"`
+		}
+		json.Unmarshal(out.StreamOptions, &opts)
+		if chat && s.stream && !opts.IncludeUsage {
+			t.Fatalf("chat stream forwarded without include_usage: %q", s.body)
+		}
+	})
 }
