@@ -30,6 +30,7 @@ type Holder struct {
 	loadedAt  time.Time
 	lastErr   error
 	lastErrAt time.Time
+	attempted time.Time
 	reloads   uint64
 	failures  uint64
 }
@@ -57,6 +58,7 @@ func (h *Holder) Reload() (old, cur *policy.Policy, err error) {
 	p, err := h.read()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.attempted = h.now()
 	if err != nil {
 		h.failures++
 		h.lastErr, h.lastErrAt = err, h.now()
@@ -75,15 +77,17 @@ type ReloadState struct {
 	LoadedAt  time.Time
 	LastError string
 	LastErrAt time.Time
-	Reloads   uint64
-	Failures  uint64
+	// LastAttemptAt is the last reload, good or bad; zero before any.
+	LastAttemptAt time.Time
+	Reloads       uint64
+	Failures      uint64
 }
 
 // State returns a snapshot of the reload history.
 func (h *Holder) State() ReloadState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := ReloadState{Path: h.Path, LoadedAt: h.loadedAt, LastErrAt: h.lastErrAt, Reloads: h.reloads, Failures: h.failures}
+	s := ReloadState{Path: h.Path, LoadedAt: h.loadedAt, LastErrAt: h.lastErrAt, LastAttemptAt: h.attempted, Reloads: h.reloads, Failures: h.failures}
 	if h.lastErr != nil {
 		s.LastError = h.lastErr.Error()
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/admin"
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
@@ -36,6 +37,8 @@ type Options struct {
 	Reload <-chan struct{}
 	// Ready is called once every listener is up, with the bound addresses.
 	Ready func(Addrs)
+	// Version is shown in /status.
+	Version string
 }
 
 // daemon is one running egressd: what Run builds, in wiring order.
@@ -51,7 +54,8 @@ type daemon struct {
 	dns      *dnsfilter.Server
 	meter    *meter.Meter
 	gateway  *gateway.Handler
-	status   *statusSource
+	admin    *admin.Server
+	started  time.Time
 }
 
 // Run serves until ctx ends, then drains within timeouts.shutdown.
@@ -64,7 +68,7 @@ type daemon struct {
 // check → dial; the gateway: auth → Decide → budget reservation → forward →
 // meter → settle. Stopping runs the same list backwards.
 func Run(ctx context.Context, opts Options) error {
-	d := &daemon{opts: opts, log: opts.Logger}
+	d := &daemon{opts: opts, log: opts.Logger, started: time.Now()}
 	if d.log == nil {
 		d.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
@@ -93,7 +97,6 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.build(cfg, addrs); err != nil {
 		return err
 	}
-	d.status.addrs = addrs
 	return d.serve(ctx, ls, addrs)
 }
 
@@ -128,8 +131,11 @@ func (d *daemon) openDecisionLog(cfg *policy.Config) error {
 		return fmt.Errorf("decision log: %w", err)
 	}
 	d.declog = l
-	d.status = newStatusSource(d)
-	d.recorder = declog.Tee(l, d.status)
+	if d.admin, err = d.newAdmin(); err != nil {
+		l.Close()
+		return err
+	}
+	d.recorder = declog.Tee(l, d.admin)
 	return nil
 }
 
@@ -204,14 +210,15 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 		goServe("gateway", func() error { return gw.Serve(ls.gateway) })
 	}
 	if ls.admin != nil {
-		adm = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		adm = &http.Server{Handler: d.admin, ReadHeaderTimeout: 10 * time.Second}
+		adm.RegisterOnShutdown(d.admin.Close)
 		goServe("admin", func() error { return adm.Serve(ls.admin) })
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := d.watch(watchCtx)
 
-	d.status.setReady(true)
+	d.admin.SetReady(true)
 	d.log.Info("egressd serving", "proxy", addrs.Proxy, "dns", addrs.DNS, "gateway", addrs.Gateway, "admin", addrs.Admin)
 	if d.opts.Ready != nil {
 		d.opts.Ready(addrs)
@@ -232,7 +239,7 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 
 // shutdown stops the edges in reverse wiring order within timeouts.shutdown.
 func (d *daemon) shutdown(gw, adm *http.Server, stopDNS func()) {
-	d.status.setReady(false)
+	d.admin.SetReady(false)
 	grace := d.holder.Current().Config().Timeouts.Shutdown
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -256,6 +263,7 @@ func (d *daemon) shutdown(gw, adm *http.Server, stopDNS func()) {
 	}()
 	wg.Wait()
 	stopDNS()
+	d.admin.Close()
 	if adm != nil {
 		adm.Close()
 	}
@@ -286,6 +294,7 @@ func (d *daemon) watch(ctx context.Context) <-chan struct{} {
 // reload applies an edited policy, or keeps the last good one.
 func (d *daemon) reload() {
 	old, cur, err := d.holder.Reload()
+	d.admin.ObserveReload(err)
 	if err != nil {
 		d.log.Error("policy reload failed; the last good policy stays in force", "file", d.opts.ConfigPath, "error", err)
 		return

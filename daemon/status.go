@@ -1,36 +1,64 @@
 package daemon
 
 import (
-	"net/http"
-	"sync/atomic"
+	"fmt"
+	"os"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/admin"
 )
 
-// statusSource is what the admin listener reads: readiness and the
-// running state. It is also a Recorder so it sees every decision.
-type statusSource struct {
-	d     *daemon
-	ready atomic.Bool
-	addrs Addrs
+// newAdmin builds the admin listener's handler. A token_env that names an
+// empty variable is an error: the operator asked for protection, and
+// serving the admin listener open instead would be a silent downgrade.
+func (d *daemon) newAdmin() (*admin.Server, error) {
+	cfg := d.holder.Current().Config()
+	var token string
+	if env := cfg.Admin.TokenEnv; env != "" {
+		token = d.getenv(env)
+		if token == "" {
+			return nil, fmt.Errorf("admin.token_env names $%s, which is empty: set it or remove token_env", env)
+		}
+	}
+	return admin.New(admin.Config{
+		Token:     token,
+		Status:    d.adminStatus,
+		Subscribe: d.declog.Subscribe,
+		Logger:    d.log,
+	}), nil
 }
 
-func newStatusSource(d *daemon) *statusSource { return &statusSource{d: d} }
-
-func (s *statusSource) setReady(v bool) { s.ready.Store(v) }
-
-// Record implements declog.Recorder.
-func (s *statusSource) Record(declog.Entry) {}
-
-func (d *daemon) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !d.status.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
+// adminStatus is the daemon's part of /status; it runs on every scrape, so
+// it only reads snapshots.
+func (d *daemon) adminStatus() admin.Status {
+	p := d.holder.Current()
+	cfg := p.Config()
+	st := d.holder.State()
+	mode := cfg.Mode
+	if mode == "" {
+		mode = "enforce"
+	}
+	s := admin.Status{
+		Version:   d.opts.Version,
+		StartedAt: d.started,
+		Mode:      mode,
+		Policy: admin.PolicyStatus{
+			File: st.Path, Hash: p.Hash(), LoadedAt: st.LoadedAt, Rules: len(p.Rules()),
+			LastReloadAt: st.LastAttemptAt, LastReloadError: st.LastError,
+		},
+	}
+	if d.meter != nil {
+		m := d.meter.Snapshot()
+		s.Budget = &admin.Budget{
+			SpendUSD: m.SpentUSD, CapUSD: m.CapUSD, WarnAt: m.WarnAt, Period: m.Period,
+			PeriodEnd: m.PeriodEnd, ReservationsInFlight: m.InFlight,
 		}
-		w.Write([]byte("ready\n"))
-	})
-	return mux
+	}
+	return s
+}
+
+func (d *daemon) getenv(k string) string {
+	if d.opts.Env != nil {
+		return d.opts.Env(k)
+	}
+	return os.Getenv(k)
 }

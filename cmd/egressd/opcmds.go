@@ -73,11 +73,7 @@ would-denies (mode: report). -f keeps following, across rotation. With
 			o.Out = cmd.OutOrStdout()
 			o.Color = !noColor && !o.JSON && colorOut()
 			if adminURL != "" {
-				stream, err := adminStream(adminURL, tokenEnv, o.DeniedOnly)
-				if err != nil {
-					return err
-				}
-				o.Stream = stream
+				o.Stream = adminStream(adminURL, tokenEnv, o.DeniedOnly)
 			} else {
 				f, err := logFile(file, config)
 				if err != nil {

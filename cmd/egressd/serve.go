@@ -29,7 +29,7 @@ messages go to stderr.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return daemon.Run(ctx, daemon.Options{ConfigPath: config, Reload: hangups(ctx)})
+			return daemon.Run(ctx, daemon.Options{ConfigPath: config, Reload: hangups(ctx), Version: version})
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "", "policy file (default: the built-in deny-all policy)")
