@@ -322,3 +322,19 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// TestBypassRequestAfterDeniedConnect: a plain request pipelined behind a
+// denied CONNECT is never served: the connection closes after the denial.
+func TestBypassRequestAfterDeniedConnect(t *testing.T) {
+	f := newFixture(t, fixOpts{})
+	c := f.dial()
+	br := bufio.NewReader(c)
+	resp, _ := sendRaw(t, c, br, connectReq("evil.test:443")+getReq("http://"+f.hp("granted.test")+"/", f.hp("granted.test")))
+	if resp.StatusCode != http.StatusForbidden || !resp.Close {
+		t.Errorf("denied CONNECT: got %d close=%v, want 403 and close", resp.StatusCode, resp.Close)
+	}
+	expectClosed(t, c, br)
+	if n := f.http.count(); n != 0 {
+		t.Errorf("pipelined request reached the upstream %d times, want 0", n)
+	}
+}

@@ -79,9 +79,11 @@ func newHostTracker() *hostTracker {
 // detached) or does not parse. Its goroutine ends with the connection.
 func (t *hostTracker) run(pr *io.PipeReader) {
 	br := bufio.NewReader(pr)
+	var head bytes.Buffer
+	hbr := bufio.NewReaderSize(nil, 512)
 	var err error
 	for err == nil {
-		err = t.next(br)
+		err = t.next(br, &head, hbr)
 	}
 	_ = pr.CloseWithError(err)
 	t.mu.Lock()
@@ -90,8 +92,9 @@ func (t *hostTracker) run(pr *io.PipeReader) {
 	t.wake()
 }
 
-// next reads one request: head, record, body.
-func (t *hostTracker) next(br *bufio.Reader) error {
+// next reads one request: head, record, body. head and hbr are reused
+// buffers for the framing parse.
+func (t *hostTracker) next(br *bufio.Reader, head *bytes.Buffer, hbr *bufio.Reader) error {
 	tp := textproto.NewReader(br)
 	line, err := tp.ReadLine()
 	if err != nil {
@@ -101,14 +104,19 @@ func (t *hostTracker) next(br *bufio.Reader) error {
 	if err != nil {
 		return err
 	}
-	// Let net/http decide method, target and framing from the same head.
-	var head bytes.Buffer
-	head.WriteString(line + "\r\n")
-	if err := http.Header(hdr).Write(&head); err != nil {
-		return err
+	// Let net/http decide method, target and framing from the same request
+	// line and the headers framing depends on.
+	head.Reset()
+	head.WriteString(line)
+	head.WriteString("\r\n")
+	for _, k := range [...]string{"Content-Length", "Transfer-Encoding"} {
+		for _, v := range hdr[k] {
+			head.WriteString(k + ": " + v + "\r\n")
+		}
 	}
 	head.WriteString("\r\n")
-	req, err := http.ReadRequest(bufio.NewReader(&head))
+	hbr.Reset(head)
+	req, err := http.ReadRequest(hbr)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -94,6 +95,7 @@ type Server struct {
 	reg      registry
 	self     *selfSet
 	busy     busyCounter
+	rules    atomic.Pointer[ruleNames]
 }
 
 // ErrConfig is wrapped by New's errors.
@@ -132,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 		ReadHeaderTimeout: c.Timeouts.Header,
 		IdleTimeout:       c.Timeouts.Idle,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), // accept errors, handler panics
 		ConnContext:       withClientConn,
 	}
 	return s, nil

@@ -252,3 +252,30 @@ func TestShutdownWithoutTunnelsIsQuick(t *testing.T) {
 		t.Errorf("Shutdown: got %v, want nil", err)
 	}
 }
+
+func TestUpstreamDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	f := newFixture(t, fixOpts{extraAllow: func(*fixture) string {
+		return "  - {host: down.test, ports: " + ports(down) + "}\n"
+	}})
+	f.res.set("down.test", "127.0.0.1")
+	target := "down.test:" + strconv.Itoa(down)
+
+	resp, body := f.roundTrip(connectReq(target))
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not connect to "+target) {
+		t.Errorf("CONNECT to a closed port: got %d %q, want 502 naming the target", resp.StatusCode, body)
+	}
+	c := f.rec.waitFor(t, "close 502", func(e declog.Entry) bool { return e.Event == declog.EventClose && e.Status == 502 })
+	if c.Host != "down.test" || c.Proto != policy.ProtoConnect {
+		t.Errorf("close entry: got %+v", c)
+	}
+	resp, body = f.get("http://"+target+"/secret?token=x", target)
+	if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "secret") || strings.Contains(body, "token") {
+		t.Errorf("GET to a closed port: got %d %q, want 502 without the URL", resp.StatusCode, body)
+	}
+}
