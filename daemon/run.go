@@ -206,7 +206,10 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 		goServe("dns", func() error { return d.dns.Serve(runCtx, ls.dnsUDP, ls.dnsTCP) })
 	}
 	if ls.gateway != nil {
-		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: 10 * time.Second}
+		// No WriteTimeout: provider streams run for minutes. ReadTimeout
+		// bounds a slow upload of a request body.
+		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 2 * time.Minute, IdleTimeout: 5 * time.Minute}
 		goServe("gateway", func() error { return gw.Serve(ls.gateway) })
 	}
 	if ls.admin != nil {
@@ -254,12 +257,15 @@ func (d *daemon) shutdown(gw, adm *http.Server, stopDNS func()) {
 	}()
 	go func() {
 		defer wg.Done()
+		// Close first: drains of streams whose agent already left are cut
+		// and charged now, so their settles reach the ledger before exit.
+		// Streams with a connected agent are left to finish.
+		d.gateway.Close()
 		if gw != nil {
 			if err := gw.Shutdown(ctx); err != nil {
 				gw.Close()
 			}
 		}
-		d.gateway.Close()
 	}()
 	wg.Wait()
 	stopDNS()
