@@ -26,6 +26,33 @@
 // In mode report, the Decide reasons policy relaxes and rate limits are
 // logged as would_deny and let through; caps, address checks, malformed
 // requests and SNI mismatches are always enforced.
+//
+// Deliberate choices:
+//   - A name that resolves to any denied address is denied as a whole
+//     (reason of the first denied address), not trimmed to its public half.
+//   - URLs with userinfo (http://granted@evil/) and CONNECT targets with
+//     '@' are bad_request (400): refused rather than guessed at.
+//   - Only http:// absolute URIs are relayed; https:// goes through CONNECT
+//     (egressd never originates TLS). Origin-form requests are 400.
+//   - Statuses: 403 for policy denials, 429 + Retry-After for rate_limited,
+//     503 + Retry-After for too_many_connections (egressd is busy, the
+//     request itself is fine), 502 for resolve_failed and dial failures,
+//     400 for bad_request. Every denial carries X-Egressd-Reason and a
+//     one-line text/plain body with the policy.Hint grant.
+//   - SNI: the first bytes of a tunnel to a name are held until they are
+//     known not to be TLS (relayed as they are: egressd cannot inspect
+//     other protocols), or a whole ClientHello whose SNI is absent (the
+//     checked address serves its default) or equals the CONNECT host. A
+//     malformed or incomplete-after-timeouts.header ClientHello is denied
+//     (bad_request). Tunnels to IP literals (cidr grants) are not
+//     SNI-checked: the grant is for the address. Encrypted Client Hello
+//     shows its public name and is therefore refused unless that equals
+//     the CONNECT host.
+//   - Plain requests pipelined behind a CONNECT never run: a CONNECT is
+//     either a tunnel or answered with Connection: close.
+//   - http.Server settings (timeouts.header, client keep-alive
+//     timeouts.idle, limits.max_header_bytes) are read at New; all other
+//     limits and timeouts are read from the current policy at each use.
 package proxy
 
 import (

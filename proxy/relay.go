@@ -200,6 +200,9 @@ func (c *hijackedConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteTo lets goproxy's io.Copy of a tunnel use a pooled buffer.
+func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, c) }
+
 // CloseWrite half-closes when the connection supports it.
 func (c *hijackedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
@@ -219,6 +222,17 @@ func closeRead(c net.Conn) error {
 	}
 	return nil
 }
+
+// copyPooled copies src to dst with a buffer from copyBufs. io.Copy in
+// goproxy's tunnel relay would allocate 32 KiB per direction per tunnel.
+func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// readOnly hides src's WriteTo, which would call back here.
+	return io.CopyBuffer(dst, readOnly{src}, *bp)
+}
+
+type readOnly struct{ io.Reader }
 
 // countingBody counts request body bytes sent upstream.
 type countingBody struct {

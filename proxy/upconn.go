@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -218,6 +219,9 @@ func (u *upConn) end(reason policy.Reason) bool {
 	}
 	return true
 }
+
+// WriteTo lets goproxy's io.Copy of a tunnel use a pooled buffer.
+func (u *upConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, u) }
 
 // CloseWrite half-closes the upstream when the client finished sending.
 func (u *upConn) CloseWrite() error { return closeWrite(u.Conn) }
