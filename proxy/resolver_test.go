@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/resolver/resolvertest"
+)
+
+// TestSharedResolverRebinding runs the proxy on egressd's own resolver
+// against an in-process DNS server whose answer for rebind.test turns
+// private after the first query: the first request reaches the loopback
+// upstream, the second (after the cached answer expired) is denied.
+func TestSharedResolverRebinding(t *testing.T) {
+	var queries atomic.Int32
+	dnsUp := resolvertest.Start(t, func(_ string, q *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if q.Question[0].Qtype == dns.TypeA && q.Question[0].Name == "rebind.test." {
+			ip := "127.0.0.1"
+			if queries.Add(1) > 1 {
+				ip = "10.0.0.1"
+			}
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
+				A:   net.ParseIP(ip),
+			})
+		}
+		return m
+	})
+	clock := newFakeClock()
+	res := resolver.New(resolver.Config{Upstreams: []string{dnsUp.Addr}, Timeout: time.Second, Clock: clock.Now})
+	up := newUpstream(t, false, nil)
+	e := startProxy(t, func(int) string {
+		return "version: 1\nallow:\n  - {host: rebind.test, ports: " + ports(up.port) + "}\n" +
+			"networks:\n  allow: [127.0.0.0/8]\n"
+	}, func(c *Config) { c.Resolver = res })
+
+	target := "rebind.test:" + strconv.Itoa(up.port)
+	resp, body := e.roundTrip(getReq("http://"+target+"/", target))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: got %d %q, want 200", resp.StatusCode, body)
+	}
+	clock.Advance(time.Minute) // past the cached answer's TTL (and min_ttl)
+	checkDenied(t, e, denyCase{"rebound", getReq("http://"+target+"/", target), 403,
+		policy.ReasonPrivateAddress, "rebind.test", "private"})
+	if n := up.count(); n != 1 {
+		t.Errorf("upstream requests: got %d, want 1", n)
+	}
+	if n := queries.Load(); n != 2 {
+		t.Errorf("A queries: got %d, want 2 (one per request, none between check and dial)", n)
+	}
+}
