@@ -44,7 +44,7 @@ const (
 
 	defaultTimeout     = time.Second
 	defaultDNSTimeout  = 2 * time.Second
-	defaultConcurrency = 64
+	defaultConcurrency = 256
 	maxLateralHosts    = 256
 	maxConcurrency     = 1024
 )
@@ -65,10 +65,11 @@ type Options struct {
 
 	Timeout     time.Duration // per TCP attempt; 0 = 1s
 	DNSTimeout  time.Duration // per DNS query and proxy exchange; slower is a failure; 0 = 2s
-	Concurrency int           // parallel attempts; 0 = 64
+	Concurrency int           // parallel attempts; 0 = 256
 
 	RouteFile  string   // "" = /proc/net/route
 	Route6File string   // "" = /proc/net/ipv6_route
+	ARPFile    string   // "" = /proc/net/arp (the lateral scan's neighbour table)
 	Dial       DialFunc // nil = net.Dialer
 }
 
@@ -89,6 +90,9 @@ func newPlan(o Options) (*plan, error) {
 	if p.ports == nil {
 		p.ports = DefaultPorts
 	}
+	if len(p.ports) == 0 {
+		return nil, fmt.Errorf("ports: empty; nil means the defaults")
+	}
 	for _, port := range p.ports {
 		if port < 1 || port > 65535 {
 			return nil, fmt.Errorf("port %d: not in 1..65535", port)
@@ -102,6 +106,7 @@ func newPlan(o Options) (*plan, error) {
 	p.sem = make(chan struct{}, p.Concurrency)
 	p.RouteFile = cmpOr(p.RouteFile, "/proc/net/route")
 	p.Route6File = cmpOr(p.Route6File, "/proc/net/ipv6_route")
+	p.ARPFile = cmpOr(p.ARPFile, "/proc/net/arp")
 	if _, err := buildQuery(0, p.DeniedName, typeA); err != nil {
 		return nil, fmt.Errorf("denied name: %w", err)
 	}

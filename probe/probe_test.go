@@ -246,6 +246,39 @@ func TestLateral(t *testing.T) {
 	}
 }
 
+// TestLateralNeighbourTable checks the two-phase scan: an address that
+// drops the first probe is scanned fully only if the neighbour table knows
+// it (a host that filters TCP still answers ARP), and every address is
+// scanned when the table cannot be read.
+func TestLateralNeighbourTable(t *testing.T) {
+	open, dropped := openPort(t), filteredPort(t)
+	ports := []int{portOf(t, dropped), portOf(t, open)} // the first port is the liveness probe
+	dir := t.TempDir()
+	known, empty := filepath.Join(dir, "arp-known"), filepath.Join(dir, "arp-empty")
+	writeFile(t, known, arpHeader+"127.0.0.1        0x1         0x2         02:42:0a:00:00:02     *        eth0\n")
+	writeFile(t, empty, arpHeader+"127.0.0.1        0x1         0x0         00:00:00:00:00:00     *        eth0\n")
+	tests := []struct {
+		arp    string
+		listed bool
+	}{
+		{known, true},
+		{empty, false},
+		{filepath.Join(dir, "missing"), true},
+	}
+	for _, tt := range tests {
+		rep := run(t, Options{Lateral: "127.0.0.1/32", Ports: ports, ARPFile: tt.arp})
+		got := false
+		for _, r := range rep.Find(CheckLateral) {
+			if r.Target == "127.0.0.1" && r.Detail == "answers on "+strconv.Itoa(portOf(t, open)) {
+				got = true
+			}
+		}
+		if got != tt.listed {
+			t.Errorf("neighbour table %s: 127.0.0.1 listed = %v, want %v (%+v)", filepath.Base(tt.arp), got, tt.listed, rep.Find(CheckLateral))
+		}
+	}
+}
+
 func TestBadOptions(t *testing.T) {
 	for _, o := range []Options{
 		{Proxy: "socks5://127.0.0.1:1080"},
@@ -256,6 +289,7 @@ func TestBadOptions(t *testing.T) {
 		{DNS: []string{"127.0.0.1:0"}},
 		{Admin: "nope"},
 		{Ports: []int{0}},
+		{Ports: []int{}},
 		{Ports: []int{65536}},
 		{Lateral: "10.0.0.0/16"},
 		{Lateral: "fd00::/120"},

@@ -80,3 +80,21 @@ func FuzzDefaultRoutes(f *testing.F) {
 		}
 	})
 }
+
+const arpHeader = "IP address       HW type     Flags       HW address            Mask     Device\n"
+
+func TestParseARP(t *testing.T) {
+	table := arpHeader +
+		"172.30.0.2       0x1         0x2         02:42:ac:1e:00:02     *        eth0\n" +
+		"172.30.0.9       0x1         0x0         00:00:00:00:00:00     *        eth0\n" +
+		"172.30.0.3       0x1         0x6         02:42:ac:1e:00:03     *        eth0\n" +
+		"garbage\n"
+	got, err := parseARP(strings.NewReader(table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Addr]bool{netip.MustParseAddr("172.30.0.2"): true, netip.MustParseAddr("172.30.0.3"): true}
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("parseARP mismatch (-want +got):\n%s", diff)
+	}
+}
