@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,12 +111,33 @@ func startEgressd(e *env) (*proc, error) {
 	return p, p.waitReady(20*time.Second, ready)
 }
 
-// decisionLogSize is how much the decision log has grown, proving it is
-// on (reported alongside the results).
-func decisionLogSize(e *env) int64 {
-	fi, err := os.Stat(filepath.Join(e.tmp, "egressd", "decisions.jsonl"))
-	if err != nil {
-		return 0
+// decisionLogStats reads egressd's decision log files (the current one
+// and the rotated ones still kept): their size, which shows logging was on,
+// and the entries egressd reported dropping because its writer fell
+// behind (dropped entries are work it did not do).
+func decisionLogStats(e *env) (size, dropped int64) {
+	files, _ := filepath.Glob(filepath.Join(e.tmp, "egressd", "decisions.jsonl*"))
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		size += fi.Size()
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if !strings.Contains(line, "dropped entries") {
+				continue
+			}
+			var rec struct {
+				Dropped int64 `json:"dropped"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil {
+				dropped += rec.Dropped
+			}
+		}
 	}
-	return fi.Size()
+	return size, dropped
 }

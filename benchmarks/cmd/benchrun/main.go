@@ -36,6 +36,7 @@ type options struct {
 	quietLoad                    float64
 	quietWait                    time.Duration
 	skipMicro                    bool
+	perfDir                      string
 
 	httpConns, httpMax     int
 	httpDur                time.Duration
@@ -62,6 +63,7 @@ func parseFlags() options {
 	flag.Float64Var(&o.quietLoad, "quiet-load", 0.7, "wait for the 1-minute load average to drop below this")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "...but for at most this long")
 	flag.BoolVar(&o.skipMicro, "skip-micro", false, "skip the decision micro-benchmarks")
+	flag.StringVar(&o.perfDir, "perf", "", "record `perf` profiles of egressd per step into this directory (skews the numbers)")
 	flag.IntVar(&o.httpConns, "http-conns", 32, "wrk keep-alive connections")
 	flag.DurationVar(&o.httpDur, "http-dur", 4*time.Second, "wrk duration per run")
 	flag.IntVar(&o.httpMax, "http-max", 2_000_000, "request cap per wrk run")
@@ -206,7 +208,7 @@ func run(ctx context.Context, opt options) error {
 	res.Goals = goals(res.Groups, res.Micro)
 	res.Failures = e.failures
 	res.Notes = e.notes
-	res.DecisionLogBytes = decisionLogSize(e)
+	res.DecisionLogBytes, res.DecisionLogDropped = decisionLogStats(e)
 	return publish(res, opt)
 }
 

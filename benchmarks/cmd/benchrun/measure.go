@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/egressd/egressd/benchmarks/internal/load"
@@ -77,7 +78,10 @@ func proxyRun(ctx context.Context, e *env, s system) (sample, error) {
 		{"new tunnels", func() error { return setupRun(ctx, e, p, tun, out) }},
 	}
 	for _, st := range steps {
-		if err := st.run(); err != nil {
+		endProfile := e.profile(p, s.name, strings.ReplaceAll(st.name, " ", "-"))
+		err := st.run()
+		endProfile()
+		if err != nil {
 			slog.Warn("step failed", "system", s.name, "step", st.name, "err", err)
 			e.fail(s.name, st.name, err)
 		}

@@ -74,7 +74,9 @@ func dnsRun(ctx context.Context, e *env, name string) (sample, error) {
 		if err != nil {
 			return nil, err
 		}
+		endProfile := e.profile(p, name, "dns-"+kind)
 		peak := load.DNSPeak(ctx, q, e.opt.dnsWorkers, e.opt.dnsDur, e.opt.dnsMax)
+		endProfile()
 		if peak.Errors > 0 {
 			return nil, fmt.Errorf("%s peak: %d errors, first: %w", kind, peak.Errors, peak.FirstErr)
 		}
@@ -128,7 +130,9 @@ func gatewayRun(ctx context.Context, e *env, name string) (sample, error) {
 	if cpu, err = startCPU(p); err != nil {
 		return nil, err
 	}
+	endProfile := e.profile(p, name, "gateway-stream")
 	st, err := chat.Stream(ctx, e.opt.gwEvents, 4*e.opt.gwDur)
+	endProfile()
 	if err != nil {
 		return nil, fmt.Errorf("stream: %w", err)
 	}

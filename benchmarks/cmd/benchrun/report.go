@@ -28,7 +28,8 @@ type results struct {
 	Failures []string          `json:"failures"`
 	Notes    map[string]string `json:"notes"`
 	// DecisionLogBytes shows egressd's decision log was on and written.
-	DecisionLogBytes int64 `json:"decision_log_bytes"`
+	DecisionLogBytes   int64 `json:"decision_log_bytes"`
+	DecisionLogDropped int64 `json:"decision_log_dropped"`
 }
 
 // fmtNum prints 3 significant digits, with k and M for large values.
@@ -154,7 +155,8 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "%s `%s`", k, r.Versions[k])
 	}
 	b.WriteString(".\n\n")
-	fmt.Fprintf(&b, "egressd's decision log grew by %d bytes during the run (it was on).\n\n", r.DecisionLogBytes)
+	fmt.Fprintf(&b, "egressd's decision log: %d MiB in the files still kept at the end (it rotates at 50 MiB), "+
+		"%d entries reported dropped.\n\n", r.DecisionLogBytes>>20, r.DecisionLogDropped)
 	b.WriteString(markdownTables(r.Groups))
 	b.WriteString("#### Goals\n\n")
 	b.WriteString(goalsTable(r.Goals))
