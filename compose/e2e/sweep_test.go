@@ -9,12 +9,23 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/hostwall"
+	"github.com/egressd/egressd/probe"
 )
+
+// portList joins ports with commas, as --ports takes them.
+func portList(ports []int) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ",")
+}
 
 // staleAfter is how old a leftover must be before the sweep removes it:
 // longer than any run, so a run in progress is never touched.
@@ -164,7 +175,7 @@ func (s *stack) runProbe(t *testing.T, ctx context.Context, hostPort int) (probe
 	args := []string{"run", "--rm", "-T", "probe", "probe",
 		"--proxy=http://" + eip + ":3128", "--dns=" + eip + ":53", "--dns=127.0.0.11:53",
 		"--admin=" + eip + ":9090", "--bridge=" + s.bridge, "--lateral=auto",
-		"--host=gateway", fmt.Sprintf("--ports=%d", hostPort),
+		"--host=gateway", "--ports=" + portList(append(slices.Clone(probe.DefaultPorts), hostPort)),
 		"--direct=" + s.fakeIP.String() + ":443", "--direct=" + s.fakeIP.String() + ":53",
 		"--json"}
 	start := time.Now()
