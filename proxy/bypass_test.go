@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -194,13 +195,16 @@ func TestBypassHostHeaderPipelined(t *testing.T) {
 		"GET http://" + g + "/b HTTP/1.1\r\nHost: " + e + "\r\n\r\n" +
 		"POST http://" + g + "/c HTTP/1.1\r\nHost: " + g + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked +
 		"GET http://" + g + "/d HTTP/1.1\r\nHost: " + e + "\r\n\r\n" +
-		"GET http://" + g + "/e HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
+		"POST http://" + g + "/e HTTP/1.1\r\nHost: " + g + "\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		strings.TrimSuffix(chunked, "\r\n") + "X-Trailer: " + fake[:20] + "\r\n\r\n" +
+		"GET http://" + g + "/f HTTP/1.1\r\nHost: " + e + "\r\n\r\n" +
+		"GET http://" + g + "/g HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
 	c := f.dial()
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	want := []int{200, 403, 200, 403, 200}
+	want := []int{200, 403, 200, 403, 200, 403, 200}
 	for i, w := range want {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -212,8 +216,8 @@ func TestBypassHostHeaderPipelined(t *testing.T) {
 			t.Errorf("response %d: got %d, want %d", i, resp.StatusCode, w)
 		}
 	}
-	if n := f.http.count(); n != 3 {
-		t.Errorf("upstream requests: got %d, want 3", n)
+	if n := f.http.count(); n != 4 {
+		t.Errorf("upstream requests: got %d, want 4", n)
 	}
 }
 
