@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,4 +161,23 @@ func TestRevokeAddressCheck(t *testing.T) {
 	f.srv.Revoke()
 	expectClosed(t, c, bufio.NewReader(c))
 	f.rec.decisionFor(t, "granted.test", policy.ReasonRevoked)
+}
+
+// TestHeaderSizeCap: a request head over limits.max_header_bytes is refused
+// by the server before any decision is made.
+func TestHeaderSizeCap(t *testing.T) {
+	f := newFixture(t, fixOpts{
+		limits: "  client: {rps: 100000, burst: 100000}\n  host: {rps: 100000, burst: 100000}\n  max_header_bytes: 1024\n",
+	})
+	big := "X-Big: " + strings.Repeat("a", 16<<10)
+	resp, _ := f.get("http://"+f.hp("granted.test")+"/", f.hp("granted.test"), big)
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversized head: got %d, want 431", resp.StatusCode)
+	}
+	if n := f.http.count(); n != 0 {
+		t.Errorf("upstream reached %d times, want 0", n)
+	}
+	if resp, _ := f.get("http://"+f.hp("granted.test")+"/", f.hp("granted.test")); resp.StatusCode != http.StatusOK {
+		t.Errorf("normal head: got %d, want 200", resp.StatusCode)
+	}
 }
