@@ -39,7 +39,34 @@ func TestContainment(t *testing.T) {
 	t.Run("wall", func(t *testing.T) { s.testWall(t, ctx, agent) })
 	t.Run("gateway", func(t *testing.T) { s.testGateway(t, ctx, agent) })
 	t.Run("reload", func(t *testing.T) { s.testReload(t, ctx, agent) })
+	t.Run("operator", func(t *testing.T) { s.testOperator(t, ctx) })
 	t.Run("probe", func(t *testing.T) { s.testProbe(t, ctx, agent) })
+}
+
+// testOperator runs the README's operator commands inside the egressd
+// container, as `docker compose exec egressd egressd ...` does.
+func (s *stack) testOperator(t *testing.T, ctx context.Context) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"tail", "--denied", "-n", "0"}, []string{nameDenied}},
+		{[]string{"suggest"}, []string{nameDenied}},
+		{[]string{"status"}, []string{"policy"}},
+		{[]string{"check", "/etc/egressd/policy.yaml"}, []string{"ok"}},
+	} {
+		r, err := s.compose(ctx, append([]string{"exec", "-T", "egressd", "egressd"}, tc.args...)...)
+		if err != nil {
+			t.Errorf("egressd %s: %v", strings.Join(tc.args, " "), err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.out, w) {
+				t.Errorf("egressd %s: output does not mention %q:\n%s", strings.Join(tc.args, " "), w, tail(r.out))
+			}
+		}
+		t.Logf("egressd %s:\n%s", strings.Join(tc.args, " "), tail(r.out))
+	}
 }
 
 // testContext ends well before the test binary's own timeout, so a stuck
