@@ -307,8 +307,8 @@ func (d *daemon) reload() {
 	}
 	d.log.Info("policy reloaded", "file", d.opts.ConfigPath, "hash", cur.Hash(), "summary", cur.Summary())
 	oc, nc := old.Config(), cur.Config()
-	if oc.Listen != nc.Listen || oc.Log != nc.Log {
-		d.log.Warn("listen: and log: changes need a restart; the running listeners and log are unchanged")
+	if keys := restartOnly(oc, nc); len(keys) > 0 {
+		d.log.Warn("some changes need a restart; until then the running values stay", "keys", keys)
 	}
 	if err := d.resolver.Reconfigure(resolverConfig(nc, d.log)); err != nil {
 		d.log.Error("resolver reconfigure failed; keeping the previous upstreams", "error", err)
@@ -324,4 +324,29 @@ func (d *daemon) reload() {
 	// Revoke last: by now every edge decides with the new policy, so
 	// connections it no longer grants are the only ones cut.
 	d.proxy.Revoke()
+}
+
+// restartOnly names the changed keys that are fixed when listeners open:
+// addresses, the log file, and what the proxy's HTTP server reads at start.
+func restartOnly(o, n *policy.Config) []string {
+	var keys []string
+	if o.Listen != n.Listen {
+		keys = append(keys, "listen")
+	}
+	if o.Log != n.Log {
+		keys = append(keys, "log")
+	}
+	if o.Admin != n.Admin {
+		keys = append(keys, "admin")
+	}
+	if o.Timeouts.Header != n.Timeouts.Header {
+		keys = append(keys, "timeouts.header")
+	}
+	if o.Timeouts.Idle != n.Timeouts.Idle {
+		keys = append(keys, "timeouts.idle (client keep-alive)")
+	}
+	if o.Limits.MaxHeaderBytes != n.Limits.MaxHeaderBytes {
+		keys = append(keys, "limits.max_header_bytes")
+	}
+	return keys
 }
