@@ -27,10 +27,13 @@ type Policy struct {
 	hash   string
 	report bool // mode: report
 
-	rules     []Rule             // allow:, by index
-	exact     map[string]*Rule   // host: name
-	wild      map[string]*Rule   // host: "*.suffix", keyed by suffix
-	wildLens  lenSet             // lengths of the keys of wild, to skip hopeless lookups
+	rules     []Rule           // allow:, by index
+	exact     map[string]*Rule // host: name
+	exactLens lenSet           // lengths of the keys of exact
+	wild      map[string]*Rule // host: "*.suffix", keyed by suffix
+	wildLens  lenSet           // lengths of the keys of wild, to skip hopeless lookups
+	wildMin   int              // shortest and longest key of wild
+	wildMax   int
 	cidr      prefixTable[*Rule] // cidr:
 	prov      []Rule             // provider reservations, one per providers: entry
 	provHosts map[string]*Rule   // provider upstream names

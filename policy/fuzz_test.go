@@ -134,8 +134,8 @@ func FuzzMatch(f *testing.F) {
 			return
 		}
 		r := &Rule{Host: "*." + sname, Ports: []uint16{443}}
-		wp := &Policy{wild: map[string]*Rule{sname: r}}
-		wp.wildLens.add(len(sname))
+		wp := &Policy{}
+		wp.addWild(sname, r)
 		got := wp.Decide(Request{Host: host, Port: 443, Proto: ProtoConnect}).Verdict == Allow
 		want := strings.HasSuffix(name, "."+sname)
 		if got != want {

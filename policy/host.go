@@ -194,32 +194,41 @@ func checkLabels(s string) (numericLast, puny bool, prob hostProblem) {
 		return false, false, hostTooLong
 	}
 	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) && s[i] != '.' {
-			if !labelChar[s[i]] {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '.' {
+			if !labelChar[c] {
 				return false, false, hostBadChar
 			}
 			continue
 		}
-		label := s[start:i]
-		switch {
-		case label == "":
-			return false, false, hostEmptyLabel
-		case len(label) > 63:
-			return false, false, hostLabelTooLong
-		case label[0] == '-' || label[len(label)-1] == '-':
-			return false, false, hostHyphen
-		case len(label) >= 4 && label[:4] == "xn--":
-			puny = true
+		if prob := checkLabel(s[start:i]); prob != hostOK {
+			return false, false, prob
 		}
+		puny = puny || isALabel(s[start:i])
 		start = i + 1
 	}
-	last := s
-	if i := strings.LastIndexByte(s, '.'); i >= 0 {
-		last = s[i+1:]
+	if prob := checkLabel(s[start:]); prob != hostOK {
+		return false, false, prob
 	}
-	return numericLabel(last), puny, hostOK
+	puny = puny || isALabel(s[start:])
+	return numericLabel(s[start:]), puny, hostOK
 }
+
+// checkLabel checks the length and hyphens of one label.
+func checkLabel(label string) hostProblem {
+	switch {
+	case label == "":
+		return hostEmptyLabel
+	case len(label) > 63:
+		return hostLabelTooLong
+	case label[0] == '-' || label[len(label)-1] == '-':
+		return hostHyphen
+	}
+	return hostOK
+}
+
+func isALabel(label string) bool { return len(label) >= 4 && label[:4] == "xn--" }
 
 // numericLabel reports whether a label is all digits or 0x followed by hex
 // digits: the shapes inet_aton parses as a number.

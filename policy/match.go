@@ -90,15 +90,20 @@ func (p *Policy) decide(req Request) Decision {
 // wildcard map.
 func (p *Policy) decideName(name string, req Request) Decision {
 	var first *Rule
-	if r := p.exact[name]; r != nil {
-		if req.Proto == ProtoDNS || r.grants(req.Port) {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+	if p.exactLens.has(len(name)) {
+		if r := p.exact[name]; r != nil {
+			if req.Proto == ProtoDNS || r.grants(req.Port) {
+				return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			}
+			first = r
 		}
-		first = r
 	}
 	if len(p.wild) > 0 {
-		for i := 0; i < len(name); i++ {
-			// Only hash suffixes whose length some wildcard has.
+		// A wildcard suffix starts after a dot at i with len(name)-i-1 a
+		// length some wildcard has; only positions in the window of
+		// those lengths can qualify, so long names cost no more than
+		// short ones.
+		for i := max(0, len(name)-p.wildMax-1); i < len(name)-p.wildMin; i++ {
 			if name[i] != '.' || !p.wildLens.has(len(name)-i-1) {
 				continue
 			}
@@ -169,6 +174,19 @@ func (r *Rule) grants(port uint16) bool {
 // RR type, as on the wire), per dns.qtypes.
 func (p *Policy) QTypeAllowed(qtype uint16) bool {
 	return p.qtypes[qtype>>6]&(1<<(qtype&63)) != 0
+}
+
+// addWild indexes a wildcard rule under its suffix.
+func (p *Policy) addWild(suffix string, r *Rule) {
+	if p.wild == nil {
+		p.wild = make(map[string]*Rule)
+	}
+	if len(p.wild) == 0 || len(suffix) < p.wildMin {
+		p.wildMin = len(suffix)
+	}
+	p.wildMax = max(p.wildMax, len(suffix))
+	p.wild[suffix] = r
+	p.wildLens.add(len(suffix))
 }
 
 // lenSet is a set of name lengths (0-255), to skip map lookups for suffix

@@ -44,10 +44,10 @@ func (c *compiler) allow() {
 		case r.Host == "":
 			p.cidr.add(r.Prefix, r)
 		case strings.HasPrefix(r.Host, "*."):
-			p.wild[r.Host[2:]] = r
-			p.wildLens.add(len(r.Host) - 2)
+			p.addWild(r.Host[2:], r)
 		default:
 			p.exact[r.Host] = r
+			p.exactLens.add(len(r.Host))
 		}
 	}
 }
