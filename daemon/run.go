@@ -19,6 +19,7 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
 	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/safedial"
 )
 
 // Options configure Run. Zero values work.
@@ -161,9 +162,15 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 		Self: selfIPs, Logger: d.log,
 	})
 	d.openMeter(cfg)
+	// The gateway's own calls obey the proxy's rule too: resolve through
+	// the shared resolver, check every address, dial a checked one.
+	upstream := gateway.NewTransport()
+	upstream.DialContext = (&safedial.Dialer{
+		Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts),
+	}).DialContext
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
-		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log,
+		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
 	})
 	return nil
 }

@@ -170,7 +170,7 @@ func (s *Server) checkAddrs(rq *request, addrs []netip.Addr) denial {
 		if d := rq.pol.CheckAddr(a); !d.Verdict.Allowed() {
 			return denial{reason: d.Reason}
 		}
-		if s.self.contains(netip.AddrPortFrom(a, rq.port)) {
+		if s.self.Contains(netip.AddrPortFrom(a, rq.port)) {
 			return denial{reason: policy.ReasonSelfAddress}
 		}
 		out = append(out, a)

@@ -73,6 +73,7 @@ import (
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
+	"github.com/egressd/egressd/safedial"
 )
 
 // Resolver looks names up for the proxy. egressd passes its shared
@@ -120,7 +121,7 @@ type Server struct {
 	hostRL   *ratelimit.Table[string]
 	conns    connCounter
 	reg      registry
-	self     *selfSet
+	self     *safedial.SelfSet
 	busy     busyCounter
 	rules    atomic.Pointer[ruleNames]
 }
@@ -149,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.self = newSelfSet(cfg.Self)
+	s.self = safedial.NewSelfSet(cfg.Self)
 	s.reg.init()
 	s.clientRL = ratelimit.NewTable[netip.Addr](0, 0)
 	s.hostRL = ratelimit.NewTable[string](0, 0)

@@ -337,5 +337,5 @@ func (s *Server) Revoke() {
 // stillAllowed re-checks an open connection: its destination's decision,
 // the address it is connected to, and egressd's own listeners.
 func (s *Server) stillAllowed(p *policy.Policy, d policy.Decision, u *upConn) bool {
-	return d.Verdict.Allowed() && p.CheckAddr(u.addr.Addr()).Verdict.Allowed() && !s.self.contains(u.addr)
+	return d.Verdict.Allowed() && p.CheckAddr(u.addr.Addr()).Verdict.Allowed() && !s.self.Contains(u.addr)
 }

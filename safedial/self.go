@@ -1,4 +1,4 @@
-package proxy
+package safedial
 
 import (
 	"net"
@@ -11,10 +11,10 @@ import (
 // before it is read again.
 const selfRefresh = 10 * time.Second
 
-// selfSet answers "is this egressd itself?" for an address about to be
+// SelfSet answers "is this egressd itself?" for an address about to be
 // dialed. A listener on an unspecified address answers on every local
 // address, so for its port any loopback or interface address counts.
-type selfSet struct {
+type SelfSet struct {
 	exact   map[netip.AddrPort]struct{}
 	anyPort map[uint16]struct{}
 
@@ -23,8 +23,9 @@ type selfSet struct {
 	loaded time.Time
 }
 
-func newSelfSet(self []netip.AddrPort) *selfSet {
-	s := &selfSet{exact: make(map[netip.AddrPort]struct{}), anyPort: make(map[uint16]struct{})}
+// NewSelfSet builds the set from egressd's listener addresses.
+func NewSelfSet(self []netip.AddrPort) *SelfSet {
+	s := &SelfSet{exact: make(map[netip.AddrPort]struct{}), anyPort: make(map[uint16]struct{})}
 	for _, ap := range self {
 		a := ap.Addr().Unmap().WithZone("")
 		if a.IsUnspecified() {
@@ -36,7 +37,12 @@ func newSelfSet(self []netip.AddrPort) *selfSet {
 	return s
 }
 
-func (s *selfSet) contains(ap netip.AddrPort) bool {
+// Contains reports whether dialing ap would reach one of egressd's own
+// listeners. A nil set contains nothing.
+func (s *SelfSet) Contains(ap netip.AddrPort) bool {
+	if s == nil {
+		return false
+	}
 	a := ap.Addr().Unmap().WithZone("")
 	if _, ok := s.exact[netip.AddrPortFrom(a, ap.Port())]; ok {
 		return true
@@ -49,7 +55,7 @@ func (s *selfSet) contains(ap netip.AddrPort) bool {
 
 // isLocal reports whether a is assigned to a local interface. If the list
 // cannot be read, every address counts as local: fail closed.
-func (s *selfSet) isLocal(a netip.Addr) bool {
+func (s *SelfSet) isLocal(a netip.Addr) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.local == nil || time.Since(s.loaded) > selfRefresh {
