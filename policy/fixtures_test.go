@@ -22,7 +22,7 @@ func TestBrokenFixtures(t *testing.T) {
 		{"unknown_top_key.yaml", "listen.socks", 4, "unknown key"},
 		{"missing_version.yaml", "version", 0, "required"},
 		{"version_2.yaml", "version", 1, "2 is not supported"},
-		{"version_string.yaml", "version", 1, "not supported"},
+		{"version_string.yaml", "version", 1, "want the integer 1"},
 		{"glob_bare_star.yaml", "allow[0].host", 3, `"*": a bare "*"`},
 		{"glob_star_dot.yaml", "allow[1].host", 4, `"*.": empty label`},
 		{"glob_middle_star.yaml", "allow[0].host", 3, "only allowed as the whole first label"},

@@ -31,6 +31,11 @@ func indexKeys(data []byte) (keyIndex, []*ValidationError, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, nil, err
 	}
+	if len(doc.Content) > 0 {
+		if root := doc.Content[0]; root.Kind != yaml.MappingNode && root.Tag != "!!null" {
+			return nil, nil, fmt.Errorf("yaml: line %d: the file must be a mapping of keys (version: 1, allow: ...)", root.Line)
+		}
+	}
 	w := &keyWalker{idx: keyIndex{}, budget: maxWalk}
 	w.walk(&doc, reflect.TypeFor[Config](), "")
 	return w.idx, w.unknown, nil

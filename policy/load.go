@@ -208,8 +208,11 @@ func versionProblem(v *viper.Viper) *ValidationError {
 	if !v.IsSet("version") {
 		return &ValidationError{Path: "version", Msg: "required: start the file with \"version: 1\""}
 	}
-	if ver, ok := v.Get("version").(int); !ok || ver != 1 {
-		return &ValidationError{Path: "version", Msg: fmt.Sprintf("%v is not supported (want 1)", v.Get("version"))}
+	switch ver, ok := v.Get("version").(int); {
+	case !ok:
+		return &ValidationError{Path: "version", Msg: fmt.Sprintf("%v: want the integer 1", v.Get("version"))}
+	case ver != 1:
+		return &ValidationError{Path: "version", Msg: fmt.Sprintf("%d is not supported (want 1)", ver)}
 	}
 	return nil
 }

@@ -69,7 +69,7 @@ func TestValidateInline(t *testing.T) {
 		{"float port", "allow: [{host: a.example, ports: [44.3]}]", "allow[0].ports[0]", "whole number"},
 		{"huge burst", "limits: {dns: {rps: 1, burst: 1e30}}", "limits.dns.burst", "whole number"},
 		{"bare null qtype", "dns: {qtypes: [A, null]}", "dns.qtypes[1]", "quotes"},
-		{"string version-like", "mode: 5", "mode", "expected type 'string'"},
+		{"mode not a string", "mode: 5", "mode", "expected type 'string'"},
 	}
 	for _, tt := range tests {
 		_, err := LoadBytes([]byte("version: 1\n"+tt.yaml+"\n"), "p.yaml")
@@ -135,5 +135,20 @@ func TestStringers(t *testing.T) {
 	}
 	if ClassPublic.Special() || !ClassPrivate.Special() {
 		t.Errorf("Special(): public %v, private %v", ClassPublic.Special(), ClassPrivate.Special())
+	}
+}
+
+func TestWholeFileProblems(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{"[]", "p.yaml:1: yaml: the file must be a mapping"},
+		{"- a\n- b", "p.yaml:1: yaml: the file must be a mapping"},
+		{"", `p.yaml: version: required`},
+		{"version: 1.0", `p.yaml:1: version: 1: want the integer 1`},
+		{"version: 1\nallow: 5", "p.yaml:2: allow: "},
+	} {
+		_, err := LoadBytes([]byte(tt.yaml), "p.yaml")
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("LoadBytes(%q) = %v, want an error starting %q", tt.yaml, err, tt.want)
+		}
 	}
 }
