@@ -26,15 +26,17 @@ const (
 // Streaming bodies are parsed incrementally, event by event; a JSON body is
 // copied (bounded) and parsed once at Result. Not safe for concurrent use.
 type Extractor struct {
-	format Format
-	sse    bool
-	parser SSEParser
-	body   []byte
-	over   bool
-	bytes  int64
-	acc    wireUsage
-	state  Completeness
-	closed bool
+	format  Format
+	sse     bool
+	parser  SSEParser
+	body    []byte
+	over    bool
+	bytes   int64
+	content int64 // output bytes of the events seen (contentBytes)
+	limit   int64 // Feed's bound, in tokens; 0 = none
+	acc     wireUsage
+	state   Completeness
+	closed  bool
 }
 
 // NewExtractor returns an extractor for a response in format; sse is true
@@ -47,10 +49,27 @@ func NewExtractor(format Format, sse bool) *Extractor {
 
 // Write implements io.Writer.
 func (e *Extractor) Write(p []byte) (int, error) {
-	e.bytes += int64(len(p))
+	n, _ := e.Feed(p, 0)
+	return n, nil
+}
+
+// Feed is Write with a bound on output: in an event stream it stops right
+// after the event that takes OutputTokensSeen past maxTokens, and returns
+// how much of p it consumed (p[:n] ends at that event's blank line) and
+// true. Nothing is consumed after that. maxTokens <= 0 means no bound; a
+// JSON body is never stopped (it arrives after the provider has finished
+// and billed, so there is nothing left to save by cutting it).
+func (e *Extractor) Feed(p []byte, maxTokens int64) (n int, over bool) {
 	if e.sse {
-		return e.parser.Write(p)
+		if e.parser.stop {
+			return 0, true
+		}
+		e.limit = maxTokens
+		n = e.parser.feed(p)
+		e.bytes += int64(n)
+		return n, e.parser.stop
 	}
+	e.bytes += int64(len(p))
 	if !e.over {
 		if len(e.body)+len(p) > DefaultMaxJSONBytes {
 			e.over, e.body = true, nil
@@ -58,11 +77,24 @@ func (e *Extractor) Write(p []byte) (int, error) {
 			e.body = append(e.body, p...)
 		}
 	}
-	return len(p), nil
+	return len(p), false
 }
 
 // Bytes is how many body bytes were seen.
 func (e *Extractor) Bytes() int64 { return e.bytes }
+
+// OutputTokensSeen is a running estimate of the output tokens the response
+// has carried so far: for an event stream, the output bytes of its events
+// (text, tool arguments, reasoning; not framing) over ContentBytesPerToken;
+// for a JSON body, its whole size over the same, since the body holds the
+// output once plus a little framing. Rounded up.
+func (e *Extractor) OutputTokensSeen() int64 {
+	n := e.content
+	if !e.sse {
+		n = e.bytes
+	}
+	return (n + ContentBytesPerToken - 1) / ContentBytesPerToken
+}
 
 // Result ends the body and returns the usage found and how complete it is.
 func (e *Extractor) Result() (Usage, Completeness) {
@@ -83,8 +115,12 @@ func (e *Extractor) Result() (Usage, Completeness) {
 var usageKey = []byte(`"usage"`)
 
 func (e *Extractor) onEvent(event, data []byte) {
+	e.content += contentBytes(event, data)
 	if bytes.Contains(data, usageKey) {
 		e.onJSON(data)
+	}
+	if e.limit > 0 && e.OutputTokensSeen() > e.limit {
+		e.parser.stop = true
 	}
 }
 

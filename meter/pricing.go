@@ -66,6 +66,15 @@ func (m *Meter) Quote(model string, inputTokens, maxOutputTokens int64) (Quote, 
 	return q, nil
 }
 
+// DefaultOutputLimit is budget.default_max_tokens (DefaultMaxTokens when
+// unset): the output a call that names no limit is priced for, and the
+// limit the gateway then sends on its behalf.
+func (m *Meter) DefaultOutputLimit() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return int64(m.cfg.DefaultMaxTokens)
+}
+
 // Reconfigure applies a reloaded budget section: cap, period, warn_at,
 // prices and unknown_model take effect at once. A changed ledger path is
 // reopened: an existing valid file there is adopted (never lowering the

@@ -19,6 +19,10 @@ type Reservation struct {
 // USD is the amount reserved.
 func (r *Reservation) USD() float64 { return toUSD(r.nano) }
 
+// Exceeds reports whether charging usd would cost more than was reserved,
+// judged in the ledger's unit as Settle judges it.
+func (r *Reservation) Exceeds(usd float64) bool { return toNano(usd, false) > r.nano }
+
 // Reserve sets maxCostUSD aside for a call to model, atomically against
 // the cap: it fails with a *BudgetError (errors.Is ErrBudgetExceeded) when
 // spent + reserved + maxCostUSD would exceed the cap, and with
@@ -66,8 +70,9 @@ func (r *Reservation) Release() {
 }
 
 // Settle charges actualUSD (which may exceed the reservation: the provider
-// billed it, so it is recorded) and releases the rest, then writes the
-// ledger. crossedWarn is true for the one settle per period that took
+// billed it, so it is recorded, and logged at WARN with both figures; if it
+// takes spend to the cap or past it, every later Reserve is refused until
+// the period resets) and releases the rest, then writes the ledger. crossedWarn is true for the one settle per period that took
 // spend past warn_at (the meter has logged it). A write failure is
 // returned wrapping ErrLedgerUnavailable; the spend stays counted in
 // memory and metered calls are refused until a write succeeds.
@@ -90,7 +95,9 @@ func (r *Reservation) Settle(actualUSD float64, u Usage, estimated bool) (crosse
 	m.version++
 	if cost > r.nano {
 		m.log.Warn("call cost more than its reservation", "model", r.model,
-			"reserved_usd", toUSD(r.nano), "cost_usd", toUSD(cost), "estimated", estimated)
+			"reserved_usd", toUSD(r.nano), "cost_usd", toUSD(cost), "estimated", estimated,
+			"spent_usd", toUSD(m.led.SpentNano), "cap_usd", toUSD(m.capNano),
+			"cap_reached", m.led.SpentNano >= m.capNano)
 	}
 	if !m.led.Warned && m.capNano > 0 && float64(m.led.SpentNano) >= m.cfg.WarnAt*float64(m.capNano) {
 		m.led.Warned, crossedWarn = true, true

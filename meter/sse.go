@@ -30,10 +30,20 @@ type SSEParser struct {
 	tooLong bool // the line being carried is over the bound: skip to its end
 	broken  bool // the current event lost a line: drop it at dispatch
 	sawCR   bool // the last write ended in \r: a leading \n belongs to it
+	stop    bool // set by an OnEvent of this package: feed returns after the line
 }
 
 // Write implements io.Writer; it never fails.
 func (p *SSEParser) Write(b []byte) (int, error) {
+	p.feed(b)
+	return len(b), nil
+}
+
+// feed parses b and returns how much of it was consumed: all of it, unless
+// an event handler set stop, in which case it returns just past the line
+// that dispatched the event (the blank line ending it), so that the caller
+// can forward exactly the events that were seen.
+func (p *SSEParser) feed(b []byte) int {
 	n := len(b)
 	if p.sawCR && len(b) > 0 && b[0] == '\n' {
 		b = b[1:]
@@ -70,8 +80,11 @@ func (p *SSEParser) Write(b []byte) (int, error) {
 			}
 		}
 		b = b[i+1:]
+		if p.stop {
+			return n - len(b)
+		}
 	}
-	return n, nil
+	return n
 }
 
 // Close dispatches an event left unterminated at the end of the stream.
