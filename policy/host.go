@@ -115,6 +115,12 @@ func normalizeASCII(s string) (string, netip.Addr, hostProblem) {
 	if prob == hostBadChar && strings.IndexByte(s, ':') >= 0 {
 		return parseIPv6Literal(s)
 	}
+	if prob == hostTooLong || prob == hostLabelTooLong {
+		// inet_aton ignores length: 300 zeros are 0.0.0.0, an address.
+		if ip, ok := parseInetAton(s); ok {
+			return "", ip, hostOK
+		}
+	}
 	if prob != hostOK {
 		return "", netip.Addr{}, prob
 	}

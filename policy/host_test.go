@@ -73,6 +73,8 @@ func TestNormalizeHostIPLiterals(t *testing.T) {
 		{"[::ffff:169.254.169.254]", "169.254.169.254"},
 		{"１２７．０．０．１", "127.0.0.1"}, // full-width digits and dots
 		{"64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe"},
+		{strings.Repeat("0", 300), "0.0.0.0"},                     // no length limit in inet_aton
+		{"127.0.0." + strings.Repeat("0", 70) + "1", "127.0.0.1"}, // nor per part
 	}
 	for _, tt := range tests {
 		name, ip, err := NormalizeHost(tt.in)
