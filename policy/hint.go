@@ -47,8 +47,8 @@ func portList(ports []uint16) string {
 // `add "- host: evil.example" under allow:`; "" when no grant can help
 // (allowed requests, rate limits, malformed requests, ...).
 func Hint(req Request, d Decision) string {
-	if d.Verdict == Allow {
-		return ""
+	if d.Verdict == Allow || req.Proto == ProtoGateway {
+		return "" // the gateway reaches providers: only; allow: cannot widen it
 	}
 	switch d.Reason {
 	case ReasonNotAllowlisted:

@@ -66,8 +66,9 @@ budget: {cap_usd: 1}
 		{"10.1.2.3", 443, ProtoConnect, `10.1.2.3 is a private address; allow: cannot grant it, only "- 10.1.2.3/32" under networks.allow: can`},
 		{"169.254.169.254", 80, ProtoHTTP, "cloud metadata addresses can never be granted"},
 		{"openrouter.ai", 443, ProtoConnect, "send provider calls to the egressd gateway at /openrouter/ instead"},
-		{"a.example", 443, ProtoConnect, ""}, // allowed: nothing to add
-		{"bad..host", 443, ProtoConnect, ""}, // malformed: no grant helps
+		{"a.example", 443, ProtoConnect, ""},    // allowed: nothing to add
+		{"bad..host", 443, ProtoConnect, ""},    // malformed: no grant helps
+		{"evil.example", 443, ProtoGateway, ""}, // gateway: only providers:
 	}
 	for _, tt := range tests {
 		req := Request{Host: tt.host, Port: tt.port, Proto: tt.proto}
