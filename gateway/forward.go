@@ -34,12 +34,16 @@ func (c *call) forwardMetered(target string) {
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
 		return
 	}
-	c.model, c.bytesUp = s.model, int64(len(s.body))
+	c.model = s.model
 	m := c.h.meter
 	if m == nil {
 		c.refuseLedger(errors.New("no meter: the ledger could not be opened at start"))
 		return
 	}
+	if key := outputLimitKey(c.r.URL.Path, c.prov.Upstream); s.maxOut == 0 && key != "" {
+		s.limitOutput(key, m.DefaultOutputLimit())
+	}
+	c.bytesUp = int64(len(s.body))
 	q, err := m.Quote(s.model, s.inputTokens(), s.maxOut*s.choices)
 	if err != nil {
 		c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(s.model))

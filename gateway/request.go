@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"strings"
 )
@@ -30,7 +31,9 @@ type shaped struct {
 	maxOut    int64 // largest of max_tokens, max_completion_tokens, max_output_tokens; 0 = none
 	choices   int64 // n, at least 1
 	body      []byte
-	addedOpts bool // stream_options.include_usage was set by egressd
+	members   []member // the top-level keys of body
+	addedOpts bool     // stream_options.include_usage was set by egressd
+	addedMax  string   // the output limit key egressd set; "" = the agent's own
 }
 
 // inputTokens is the pre-send estimate of the call's input.
@@ -89,6 +92,7 @@ func shapeBody(body []byte, path string) (shaped, error) {
 			s.body = encodeObject(members)
 		}
 	}
+	s.members = members
 	return s, nil
 }
 
@@ -131,6 +135,8 @@ func topLevel(body []byte) ([]member, error) {
 // parser can find a model or max_tokens egressd did not price.
 func foldKey(k string) string { return strings.ToLower(strings.ToUpper(k)) }
 
+// positiveInt reads a count, rounded up so that a fractional limit a
+// lenient provider might round up is priced as such.
 func positiveInt(raw json.RawMessage, key string) (int64, error) {
 	if string(raw) == "null" {
 		return 0, nil
@@ -139,7 +145,7 @@ func positiveInt(raw json.RawMessage, key string) (int64, error) {
 	if err := json.Unmarshal(raw, &f); err != nil || f < 0 {
 		return 0, fmt.Errorf("%q must be a non-negative number", key)
 	}
-	return int64(min(f, 1<<40)), nil
+	return int64(math.Ceil(min(f, 1<<40))), nil
 }
 
 // withIncludeUsage sets stream_options.include_usage to true, keeping any

@@ -226,5 +226,23 @@ func FuzzShapeBody(f *testing.F) {
 		if chat && s.stream && !opts.IncludeUsage {
 			t.Fatalf("chat stream forwarded without include_usage: %q", s.body)
 		}
+		// An injected limit leaves one object, one limit, the same model.
+		if s.maxOut != 0 {
+			return
+		}
+		s.limitOutput("max_tokens", 7)
+		again, err := shapeBody(s.body, path)
+		if err != nil || again.maxOut != 7 || again.model != s.model {
+			t.Fatalf("after injecting a limit, %q reads as max %d model %q (%v), want 7 %q", s.body, again.maxOut, again.model, err, s.model)
+		}
+		n := 0
+		for _, m := range again.members {
+			if isLimitKey(m.key) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("after injecting a limit, %q has %d limit keys, want 1", s.body, n)
+		}
 	})
 }
