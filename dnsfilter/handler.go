@@ -177,7 +177,7 @@ func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outco
 		Duration: s.clock().Sub(start),
 	}
 	if p != nil {
-		e.Rule = s.ruleName(p, o.rule)
+		e.Rule = o.rule.String() // rendered at compile time: no allocation
 	}
 	if len(r.Question) > 0 {
 		e.Host = strings.ToLower(strings.TrimSuffix(r.Question[0].Name, "."))

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,7 +87,6 @@ type Server struct {
 
 	limits   *ratelimit.Table[netip.Addr]
 	limitLog limitLog
-	rules    atomic.Pointer[ruleNames]
 	base     atomic.Pointer[context.Context] // Serve's context, for queries
 }
 
@@ -261,30 +259,4 @@ func clientAddr(a net.Addr) netip.Addr {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}
-}
-
-// ruleNames caches Rule.String per policy: a log line per query should not
-// format the rule every time. Rules are immutable and live as long as
-// their policy, so their pointers are stable keys; a new policy starts a
-// new cache, which bounds it by the rule count.
-type ruleNames struct {
-	pol   *policy.Policy
-	names sync.Map // *policy.Rule → string
-}
-
-func (s *Server) ruleName(p *policy.Policy, r *policy.Rule) string {
-	if r == nil {
-		return ""
-	}
-	rn := s.rules.Load()
-	if rn == nil || rn.pol != p {
-		rn = &ruleNames{pol: p}
-		s.rules.Store(rn)
-	}
-	if v, ok := rn.names.Load(r); ok {
-		return v.(string)
-	}
-	name := r.String()
-	rn.names.Store(r, name)
-	return name
 }

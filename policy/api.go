@@ -17,6 +17,8 @@ type Rule struct {
 	// Provider names the providers: entry whose upstream host this is, for
 	// use_gateway denials (and gateway allows); "" for allow rules.
 	Provider string
+
+	text string // String(), rendered once when the policy is compiled
 }
 
 // Policy is a compiled, validated, immutable policy. Safe for concurrent use;

@@ -13,6 +13,13 @@ func (r *Rule) String() string {
 	if r == nil {
 		return ""
 	}
+	if r.text != "" {
+		return r.text
+	}
+	return r.render()
+}
+
+func (r *Rule) render() string {
 	var b strings.Builder
 	if r.Provider != "" {
 		b.WriteString(joinKey("providers", r.Provider))

@@ -55,3 +55,17 @@ func TestSummary(t *testing.T) {
 		t.Errorf("default Summary = %q, want it to say everything is denied", got)
 	}
 }
+
+func TestRuleStringDoesNotAllocate(t *testing.T) {
+	p, err := LoadBytes([]byte("version: 1\nallow:\n  - host: \"*.github.com\"\n    ports: [443, 80]\n"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &p.Rules()[0]
+	if got, want := r.String(), `allow[0] host: "*.github.com" ports: [443, 80]`; got != want {
+		t.Errorf("String = %q, want %q", got, want)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = r.String() }); n != 0 {
+		t.Errorf("Rule.String allocates %v times per call, want 0 (logged on every request)", n)
+	}
+}

@@ -43,6 +43,14 @@ func compile(cfg Config) (*Policy, Errors) {
 		return nil, c.errs
 	}
 	c.p.hash = hashConfig(&c.p.cfg)
+	// Every edge logs the matched rule on every request: render each once
+	// here so logging it never allocates.
+	for i := range c.p.rules {
+		c.p.rules[i].text = c.p.rules[i].render()
+	}
+	for i := range c.p.prov {
+		c.p.prov[i].text = c.p.prov[i].render()
+	}
 	return c.p, nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/egressd/egressd/declog"
@@ -285,34 +284,11 @@ func (s *Server) recordDecision(rq *request) {
 		Reason:  rq.d.Reason,
 		Status:  rq.status,
 	}
-	if rq.d.Rule != nil {
-		e.Rule = s.ruleString(rq.pol, rq.d.Rule)
-	}
+	e.Rule = rq.d.Rule.String() // rendered at compile time: no allocation
 	if rq.d.Verdict != policy.Allow {
 		e.Hint = rq.hint()
 	}
 	s.rec.Record(e)
-}
-
-// ruleNames caches Rule.String per policy: rules are immutable, and the
-// decision log names the rule on every allowed request.
-type ruleNames struct {
-	pol *policy.Policy
-	m   sync.Map // *policy.Rule -> string
-}
-
-func (s *Server) ruleString(p *policy.Policy, r *policy.Rule) string {
-	rn := s.rules.Load()
-	if rn == nil || rn.pol != p {
-		rn = &ruleNames{pol: p}
-		s.rules.Store(rn)
-	}
-	if v, ok := rn.m.Load(r); ok {
-		return v.(string)
-	}
-	str := r.String()
-	rn.m.Store(r, str)
-	return str
 }
 
 // recordClose logs the end of a request or tunnel.

@@ -65,7 +65,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -123,7 +122,6 @@ type Server struct {
 	reg      registry
 	self     *safedial.SelfSet
 	busy     busyCounter
-	rules    atomic.Pointer[ruleNames]
 }
 
 // ErrConfig is wrapped by New's errors.
