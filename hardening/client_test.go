@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,4 +106,13 @@ func (r reply) String() string {
 		return "error: " + r.Err.Error()
 	}
 	return fmt.Sprintf("%d %s %q", r.Status, r.Reason, strings.TrimSpace(r.Body))
+}
+
+func mustAddrPort(t testing.TB, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
 }

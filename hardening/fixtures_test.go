@@ -321,17 +321,30 @@ func (f *fakeDNS) handle(_ string, q *dns.Msg) *dns.Msg {
 		}
 		return m
 	}
-	rrs, ok := f.records[name]
-	if !ok {
+	if _, ok := f.records[name]; !ok {
 		m.Rcode = dns.RcodeNameError
 		return m
 	}
-	for _, rr := range rrs {
-		if rr.Header().Rrtype == qq.Qtype || rr.Header().Rrtype == dns.TypeCNAME {
+	// Like a recursive resolver: the CNAME chain, then the asked type at
+	// its end. The question's own name keeps the client's case.
+	owner := qq.Name
+	for range 8 {
+		var next string
+		for _, rr := range f.records[name] {
+			if rr.Header().Rrtype != qq.Qtype && rr.Header().Rrtype != dns.TypeCNAME {
+				continue
+			}
 			c := dns.Copy(rr)
-			c.Header().Name = qq.Name
+			c.Header().Name = owner
 			m.Answer = append(m.Answer, c)
+			if cn, ok := rr.(*dns.CNAME); ok && qq.Qtype != dns.TypeCNAME {
+				next = cn.Target
+			}
 		}
+		if next == "" {
+			break
+		}
+		owner, name = next, strings.ToLower(next)
 	}
 	return m
 }

@@ -22,7 +22,7 @@ type policyFile struct {
 	Mode      string
 	DNS       []string // resolver.upstreams
 	ResTO     time.Duration
-	MinTTL    time.Duration // written as is: 0 means never cache
+	MinTTL    time.Duration // written as is (the resolver reads 0 as 5s)
 	Allow     []rule
 	NetAllow  []string
 	NetDeny   []string

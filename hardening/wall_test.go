@@ -50,8 +50,10 @@ func startWall(t testing.TB, tweak ...func(*policyFile)) *wall {
 	w.dns.addRebind("rebind.test", upstreamIP, trapIP)
 	ports := []int{w.web.port, w.echo.port, 80, 443}
 	pol := policyFile{
-		DNS:      []string{w.dns.up.Addr},
-		MinTTL:   0, // TTL 0 answers are never cached: rebinding gets its second lookup
+		DNS: []string{w.dns.up.Addr},
+		// TTL 0 answers are cached for 1ns, so every lookup of a rebinding
+		// name asks upstream (the resolver reads min_ttl 0 as its 5s default).
+		MinTTL:   time.Nanosecond,
 		NetAllow: []string{upstreamIP + "/32"},
 		Allow:    []rule{{CIDR: upstreamIP + "/32", Ports: ports[:2]}},
 		MaxPer:   4096,
