@@ -69,7 +69,10 @@ func gatewayFront(b *testing.B, upstream string) string {
 	return srv.URL + "/p"
 }
 
-const benchBody = `{"model":"gpt-4o-mini","stream":true,"max_tokens":256,"messages":[{"role":"user","content":"hi"}]}`
+// benchBody's max_tokens covers the bulk stream's 40,000 events (about
+// 80,000 estimated output tokens): the fake provider ignores the limit, and
+// with a smaller one the gateway's stream guard would cut the stream.
+const benchBody = `{"model":"gpt-4o-mini","stream":true,"max_tokens":100000,"messages":[{"role":"user","content":"hi"}]}`
 
 // fetch sends one streaming call and returns the time to the first body
 // byte and the bytes read.

@@ -89,11 +89,16 @@ func (c *call) record(v policy.Verdict, reason policy.Reason, status int, bytesD
 	})
 }
 
-// recordUsage writes the usage entry of a settled call.
-func (c *call) recordUsage(u meter.Usage, cost float64, estimated bool) {
+// recordUsage writes the usage entry of a settled call; over marks a call
+// that cost more than it reserved or was cut by the stream guard.
+func (c *call) recordUsage(u meter.Usage, cost float64, estimated, over bool) {
+	reason := policy.ReasonAllowlisted
+	if over {
+		reason = policy.ReasonBudgetExceeded
+	}
 	c.h.rec.Record(declog.Entry{
 		Time: c.h.clock(), Event: declog.EventUsage, Client: c.client, Proto: policy.ProtoGateway,
-		Host: c.name, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted,
+		Host: c.name, Verdict: policy.Allow, Reason: reason,
 		Provider: c.name, Model: logSafe(c.model), InputTokens: u.TotalInput(), OutputTokens: u.OutputTokens,
 		CostUSD: cost, Estimated: estimated,
 	})

@@ -64,7 +64,7 @@ func (c *call) forwardMetered(target string) {
 	}
 	// A no-op after Settle; returns the money if anything below panics.
 	defer res.Release()
-	c.exchange(target, s.body, &meterState{q: q, res: res})
+	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens)})
 }
 
 // forwardFree passes bodiless GET, HEAD and DELETE calls (model lists, key
@@ -80,8 +80,9 @@ func (c *call) forwardFree(target string) {
 
 // meterState is the metering side of one forwarded call.
 type meterState struct {
-	q   meter.Quote
-	res *meter.Reservation
+	q     meter.Quote
+	res   *meter.Reservation
+	limit int64 // the stream guard's cut, in estimated output tokens
 }
 
 // exchange sends the call upstream and streams the answer back. The
@@ -120,14 +121,18 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	if ms != nil {
 		ex = meter.NewExtractor(c.format, isEventStream(resp.Header))
 	}
-	n, readErr := c.pump(resp.Body, ex, d)
+	n, cut, readErr := c.pump(resp.Body, ms, ex, d)
 	stop()
 	d.finish()
-	cost, estimated, note := c.settle(ms, resp.StatusCode, ex, readErr)
+	cost, estimated, note := c.settle(ms, resp.StatusCode, ex, readErr, cut)
 	if d.gone() {
 		note = joinNote(note, "agent disconnected mid-response")
 	}
-	c.record(policy.Allow, policy.ReasonAllowlisted, resp.StatusCode, n)
+	if cut {
+		c.record(policy.Deny, policy.ReasonBudgetExceeded, resp.StatusCode, n)
+	} else {
+		c.record(policy.Allow, policy.ReasonAllowlisted, resp.StatusCode, n)
+	}
 	c.logDone(resp.StatusCode, n, cost, estimated, note)
 }
 
@@ -142,7 +147,7 @@ func (c *call) roundTripFailed(ms *meterState, d *drainer, err error) {
 	}
 	var cost float64
 	if ms != nil {
-		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err)
+		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err, false)
 	}
 	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
 	c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
@@ -235,40 +240,3 @@ func (c *call) release(ms *meterState) {
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// pump copies the upstream body to the agent as it arrives (one flush per
-// read, so nothing is held back), feeding every byte to the usage
-// extractor first. Once the agent is gone it keeps reading for the usage
-// until EOF, the drain deadline or Close. ex is nil for unmetered calls.
-// It returns the bytes read from upstream.
-func (c *call) pump(body io.Reader, ex *meter.Extractor, d *drainer) (total int64, err error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	sc := newScrubber(c.w, c.key)
-	rc := http.NewResponseController(c.w)
-	for {
-		n, err := body.Read(buf)
-		total += int64(n)
-		if n > 0 && ex != nil {
-			ex.Write(buf[:n])
-		}
-		if n > 0 {
-			if !d.gone() {
-				if _, werr := sc.Write(buf[:n]); werr != nil || rc.Flush() != nil {
-					d.start()
-				}
-			}
-		}
-		if err == io.EOF {
-			if !d.gone() {
-				sc.Close()
-				rc.Flush()
-			}
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}

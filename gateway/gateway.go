@@ -6,9 +6,17 @@
 // back unbuffered while reading its usage, then settles the real cost.
 //
 // Order of checks, one place: route → agent token → provider key present
-// → body bounds and shape → price (unknown_model) → tokens_per_minute →
-// ledger and budget reservation → forward. Every refusal is answered in
-// the provider's own error shape and logged once (declog + slog).
+// → body bounds and shape → output limit (sent when the agent named none)
+// → price (unknown_model) → tokens_per_minute → ledger and budget
+// reservation → forward → stream guard. Every refusal is answered in the
+// provider's own error shape and logged once (declog + slog).
+//
+// What keeps spend under the cap: the reservation (input estimated from
+// the body, media parts priced per part, output from the call's limit);
+// the limit itself, sent upstream when the agent gave none (limit.go); and
+// the stream guard, which cuts an event stream whose output runs past the
+// reservation (guard.go). What a call costs beyond its reservation anyway
+// is charged as billed and logged as budget_exceeded, and closes the cap.
 //
 // The real key never reaches the client: it is never copied into response
 // headers, and any byte-exact echo of it in a response body (for example a

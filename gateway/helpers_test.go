@@ -181,7 +181,7 @@ func newRig(t *testing.T, handle func(http.ResponseWriter, *http.Request, []byte
 		o(&cfg, &r.budget, r.provs)
 	}
 	var err error
-	if r.meter, err = meter.Open(r.budget, meter.Options{Clock: cfg.Clock, Logger: quietLog}); err != nil {
+	if r.meter, err = meter.Open(r.budget, meter.Options{Clock: cfg.Clock, Logger: cfg.Logger}); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Meter = r.meter
@@ -254,4 +254,22 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// safeBuffer is a log sink safe for concurrent writes.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

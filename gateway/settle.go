@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,38 +10,52 @@ import (
 	"github.com/egressd/egressd/meter"
 )
 
-// BytesPerOutputToken estimates output from streamed bytes when the
-// provider never reported usage. Streams carry far more framing than text
-// (an SSE chunk is ~150 bytes for a few tokens), so this overestimates;
-// the estimate is capped at the call's reservation.
+// BytesPerOutputToken is the floor of the estimate charged for a call
+// whose provider never reported usage: the bytes it sent over this, up to
+// the call's reserved output. Streams carry far more framing than text
+// (an SSE chunk is ~150 bytes for a few tokens), so this stands in for
+// output the stream does not show (hidden reasoning) without charging
+// more than was reserved for it.
 const BytesPerOutputToken = 4
 
 // settle charges the call: the provider's usage when it arrived, an
 // estimate (marked) when a successful or cut call reported none, nothing
-// for a provider error without usage.
-func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr error) (cost float64, estimated bool, note string) {
+// for a provider error without usage. A call cut by the stream guard, or
+// charged more than it reserved, is logged as budget_exceeded.
+func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr error, cut bool) (cost float64, estimated bool, note string) {
 	if ms == nil {
 		return 0, false, ""
 	}
 	u, state := ex.Result()
 	ok := status >= 200 && status < 300
+	seen := ex.OutputTokensSeen()
+	past := cut
 	switch {
-	case state == meter.UsageNone && !ok:
+	case state == meter.UsageNone && !ok && !cut:
 		c.release(ms)
 		return 0, false, ""
 	case state == meter.UsageFinal:
 		cost = meter.Cost(ms.q.Price, u)
 	default:
-		u, cost = estimate(ms, u, state, ex.Bytes())
+		past = cut || seen > ms.limit
+		u, cost = estimate(ms, u, state, ex.Bytes(), seen, past)
 		estimated = true
 		note = "no final usage from the provider: charged an estimate"
+	}
+	if cut {
+		note = joinNote(note, fmt.Sprintf("output passed the %d tokens reserved (about %d seen, guard at %d): the stream was cut",
+			ms.q.OutputTokens, seen, ms.limit))
+	}
+	over := past || ms.res.Exceeds(cost)
+	if over && !cut {
+		note = joinNote(note, fmt.Sprintf("charged $%.6f, more than the $%.6f reserved", cost, ms.res.USD()))
 	}
 	if readErr != nil {
 		note = joinNote(note, "upstream read failed: "+scrubString(readErr.Error(), c.key))
 	}
 	crossed, err := ms.res.Settle(cost, u, estimated)
 	c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, u.TotalInput()+u.OutputTokens-ms.q.InputTokens)
-	c.recordUsage(u, cost, estimated)
+	c.recordUsage(u, cost, estimated, over)
 	if crossed {
 		c.recordWarn()
 	}
@@ -53,22 +68,30 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 
 // estimate builds a usage for a call whose provider never sent a final
 // figure: input as reported (Anthropic's message_start) or as estimated
-// before sending, output from the bytes streamed. The cost is capped at
-// the reservation, the call's declared worst case, unless reported input
-// alone already costs more.
-func estimate(ms *meterState, got meter.Usage, state meter.Completeness, n int64) (meter.Usage, float64) {
+// before sending; output the larger of what was seen (the meter's output
+// estimate) and the byte floor. Within the stream guard's margin the cost
+// is capped at the reservation, the call's declared worst case, unless
+// reported input alone already costs more; past the guard (past) the
+// evidence is that more was generated than reserved, and all of it is
+// charged.
+func estimate(ms *meterState, got meter.Usage, state meter.Completeness, n, seen int64, past bool) (meter.Usage, float64) {
 	u := got
 	u.HasCost, u.CostUSD = false, 0
 	if state == meter.UsageNone {
 		u.InputTokens = ms.q.InputTokens
 	}
-	u.OutputTokens = max(u.OutputTokens, (n+BytesPerOutputToken-1)/BytesPerOutputToken)
+	floor := min((n+BytesPerOutputToken-1)/BytesPerOutputToken, ms.q.OutputTokens)
+	u.OutputTokens = max(u.OutputTokens, floor, seen)
+	cost := meter.Cost(ms.q.Price, u)
+	if past {
+		return u, cost
+	}
 	known := 0.0
 	if state != meter.UsageNone {
 		known = meter.Cost(ms.q.Price, meter.Usage{InputTokens: u.InputTokens,
 			CacheReadTokens: u.CacheReadTokens, CacheWriteTokens: u.CacheWriteTokens})
 	}
-	return u, min(meter.Cost(ms.q.Price, u), max(ms.res.USD(), known))
+	return u, min(cost, max(ms.res.USD(), known))
 }
 
 func joinNote(a, b string) string {
