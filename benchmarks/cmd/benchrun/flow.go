@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/egressd/egressd/benchmarks/internal/chart"
@@ -22,8 +23,12 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 	for i, s := range systems {
 		names[i] = s.name
 	}
+	phase := func(p string) bool { return slices.Contains(strings.Split(e.opt.phases, ","), p) }
 	for rep := range e.opt.reps {
 		for i := range systems {
+			if !phase("proxy") {
+				break
+			}
 			s := systems[(i+rep)%len(systems)]
 			t0 := time.Now()
 			out, err := proxyRun(ctx, e, s)
@@ -39,7 +44,7 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 			slog.Info("proxy run", "system", s.name, "rep", rep+1, "took", time.Since(t0).Round(time.Millisecond), "metrics", fmtSample(out))
 		}
 		for _, name := range []string{sysEgressd, sysDnsmasq} {
-			if name == sysEgressd && !slices.Contains(names, sysEgressd) {
+			if !phase("dns") || name == sysEgressd && !slices.Contains(names, sysEgressd) {
 				continue
 			}
 			out, err := dnsRun(ctx, e, name)
@@ -53,7 +58,7 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 			slog.Info("dns run", "system", name, "rep", rep+1, "metrics", fmtSample(out))
 		}
 		for _, name := range []string{sysDirect, sysEgressd} {
-			if !slices.Contains(names, name) {
+			if !phase("gateway") || !slices.Contains(names, name) {
 				continue
 			}
 			out, err := gatewayRun(ctx, e, name)

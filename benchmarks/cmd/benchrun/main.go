@@ -33,6 +33,7 @@ type options struct {
 	binDir, outDir, readme, repo string
 	reps                         int
 	systems                      string
+	phases                       string
 	quietLoad                    float64
 	quietWait                    time.Duration
 	skipMicro                    bool
@@ -60,6 +61,7 @@ func parseFlags() options {
 	flag.StringVar(&o.repo, "repo", ".", "repository root, for the decision micro-benchmarks")
 	flag.IntVar(&o.reps, "reps", 3, "runs per system; the report shows their median and range")
 	flag.StringVar(&o.systems, "systems", "", "comma-separated subset of systems (default: all)")
+	flag.StringVar(&o.phases, "phases", "proxy,dns,gateway", "comma-separated phases to run")
 	flag.Float64Var(&o.quietLoad, "quiet-load", 0.7, "wait for the 1-minute load average to drop below this")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "...but for at most this long")
 	flag.BoolVar(&o.skipMicro, "skip-micro", false, "skip the decision micro-benchmarks")
@@ -80,7 +82,12 @@ func parseFlags() options {
 	flag.IntVar(&o.gwRequests, "gw-requests", 300, "short streamed calls per gateway TTFB run")
 	flag.IntVar(&o.gwEvents, "gw-events", 100_000, "SSE events in the gateway throughput stream")
 	flag.DurationVar(&o.gwDur, "gw-dur", 5*time.Second, "gateway TTFB duration cap per run")
+	printPolicy := flag.Bool("print-policy", false, "print the policy egressd runs with and exit")
 	flag.Parse()
+	if *printPolicy {
+		fmt.Print(egressdPolicy("/tmp/egressd-bench-XXXX/egressd"))
+		os.Exit(0)
+	}
 	return o
 }
 

@@ -203,6 +203,12 @@ func httpRun(ctx context.Context, e *env, s system, p *proc, out sample) error {
 		return fmt.Errorf("wrk: %d requests, %d errors (status %d, connect %d, read %d, write %d, timeout %d)",
 			r.Requests, r.Errors(), r.StatusErrors, r.ConnectErrors, r.ReadErrors, r.WriteErrors, r.Timeouts)
 	}
+	// wrk's duration is wall time even when a thread stopped at its cap,
+	// so a capped run would understate the rate: the cap is a safety
+	// bound far above what loopback allows, and hitting it fails the run.
+	if r.Requests >= int64(e.opt.httpMax) {
+		return fmt.Errorf("wrk hit the request cap (%d): raise -http-max", e.opt.httpMax)
+	}
 	if r.ReadErrors > r.Requests/100 {
 		e.note(s.name, fmt.Sprintf("closed the client connection after %d of %d responses (no client keep-alive); wrk reconnected",
 			r.ReadErrors, r.Requests))

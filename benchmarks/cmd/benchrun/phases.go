@@ -118,7 +118,9 @@ func gatewayRun(ctx context.Context, e *env, name string) (sample, error) {
 	if err != nil {
 		return nil, err
 	}
+	endProfile := e.profile(p, name, "gateway-ttfb")
 	lat, err := chat.TTFB(ctx, e.opt.gwRequests, e.opt.gwDur)
+	endProfile()
 	if err != nil {
 		return nil, fmt.Errorf("ttfb: %w", err)
 	}
@@ -128,13 +130,13 @@ func gatewayRun(ctx context.Context, e *env, name string) (sample, error) {
 	out["gw_cpu_us_req"] = cpu.per(float64(lat.Len()), time.Microsecond)
 
 	if cpu, err = startCPU(p); err != nil {
-		return nil, err
+		return out, err
 	}
-	endProfile := e.profile(p, name, "gateway-stream")
+	endProfile = e.profile(p, name, "gateway-stream")
 	st, err := chat.Stream(ctx, e.opt.gwEvents, 4*e.opt.gwDur)
 	endProfile()
 	if err != nil {
-		return nil, fmt.Errorf("stream: %w", err)
+		return out, fmt.Errorf("stream: %w", err)
 	}
 	out["gw_stream_mibs"] = float64(st.Bytes) / (1 << 20) / st.Elapsed.Seconds()
 	out["gw_stream_events_s"] = float64(st.Events) / st.Elapsed.Seconds()

@@ -31,9 +31,12 @@ func NewChatClient() *http.Client {
 	}, Timeout: 60 * time.Second}
 }
 
+// post asks for a stream of chunks events of size content bytes each.
+// max_tokens allows one token per content byte, above any estimate, so a
+// metering gateway reserves enough and never cuts the stream.
 func (c Chat) post(ctx context.Context, chunks, size int) (*http.Response, error) {
 	body := fmt.Sprintf(`{"model":%q,"stream":true,"stream_options":{"include_usage":true},"max_tokens":%d,`+
-		`"messages":[{"role":"user","content":"benchmark"}]}`, c.Model, chunks+16)
+		`"messages":[{"role":"user","content":"benchmark"}]}`, c.Model, chunks*size)
 	url := fmt.Sprintf("%s?chunks=%d&size=%d", c.URL, chunks, size)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
 	if err != nil {

@@ -76,7 +76,7 @@ func writeCompletion(w http.ResponseWriter, model string, chunks, size int) {
 	fmt.Fprintf(w, `{"id":"chatcmpl-bench","object":"chat.completion","created":%d,"model":%q,`+
 		`"choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],`+
 		`"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d}}`,
-		time.Now().Unix(), model, content, chunks, chunks+12)
+		time.Now().Unix(), model, content, tokens(chunks, size), tokens(chunks, size)+12)
 }
 
 func streamCompletion(w http.ResponseWriter, req chatRequest, chunks, size int) {
@@ -99,8 +99,12 @@ func streamCompletion(w http.ResponseWriter, req chatRequest, chunks, size int) 
 	fmt.Fprint(w, head+`"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}`+"\n\n")
 	if req.StreamOptions.IncludeUsage {
 		fmt.Fprintf(w, head+`"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n",
-			chunks, chunks+12)
+			tokens(chunks, size), tokens(chunks, size)+12)
 	}
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	_ = rc.Flush()
 }
+
+// tokens is the usage the fake reports: about four content bytes a token,
+// as for English text.
+func tokens(chunks, size int) int { return max(1, chunks*size/4) }
