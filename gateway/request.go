@@ -12,13 +12,15 @@ import (
 )
 
 // BytesPerInputToken is how the input of a call is estimated before it is
-// sent: one token per this many bytes of request body, rounded up. Real
+// sent: one token per this many bytes of request body, rounded up, plus
+// what its media parts are reserved beyond their bytes (media.go). Real
 // tokenisers average 3-4 bytes per token for English and code and rarely
 // go below 2 (CJK text, long digit runs); JSON framing and escapes add
 // bytes but no tokens. So 2 over-reserves typical calls about twofold,
 // which keeps the cap hard at the price of refusing a little early.
-// Known under-estimates: images given by URL and provider-side system
-// prompts cost tokens the body does not show.
+// Known under-estimates: provider-side system prompts and tool
+// definitions, and media that cost more than their per-part figure, cost
+// tokens the body does not show.
 const BytesPerInputToken = 2
 
 // maxChoices bounds the n (choices) multiplier of the output reserve.
@@ -34,11 +36,12 @@ type shaped struct {
 	members   []member // the top-level keys of body
 	addedOpts bool     // stream_options.include_usage was set by egressd
 	addedMax  string   // the output limit key egressd set; "" = the agent's own
+	media     int64    // tokens media parts add beyond their bytes
 }
 
 // inputTokens is the pre-send estimate of the call's input.
 func (s *shaped) inputTokens() int64 {
-	return (int64(len(s.body)) + BytesPerInputToken - 1) / BytesPerInputToken
+	return (int64(len(s.body))+BytesPerInputToken-1)/BytesPerInputToken + s.media
 }
 
 // member is one top-level key of a JSON object, kept raw and in order.
@@ -57,6 +60,7 @@ func shapeBody(body []byte, path string) (shaped, error) {
 		return shaped{}, err
 	}
 	s := shaped{body: body, choices: 1}
+	s.media, _ = mediaTokens(body)
 	optsAt := -1
 	for i, m := range members {
 		switch foldKey(m.key) {
