@@ -18,9 +18,10 @@ func startSelf(t *testing.T) (*proc, []int) {
 	d.add(t, "loop.test. 60 IN A 127.0.0.1", "zero.test. 60 IN A 0.0.0.0",
 		"mapped.test. 60 IN AAAA ::ffff:127.0.0.1")
 	pol := policyFile{
-		DNS:      []string{d.up.Addr},
-		NetAllow: []string{"127.0.0.1/32", "0.0.0.0/32"},
-		Gateway:  true,
+		DNS:       []string{d.up.Addr},
+		NetAllow:  []string{"127.0.0.1/32", "0.0.0.0/32"},
+		Unlimited: true, // many requests to one host: no bucket may answer first
+		Gateway:   true,
 	}
 	e := startEgressd(t, pol)
 	a := e.a()

@@ -12,6 +12,7 @@ import (
 // their ports everywhere else.
 type wall struct {
 	e    *proc
+	pol  policyFile // as written at start
 	dns  *fakeDNS
 	web  *web
 	echo *echo
@@ -65,6 +66,7 @@ func startWall(t testing.TB, tweak ...func(*policyFile)) *wall {
 	for _, f := range tweak {
 		f(&pol)
 	}
+	w.pol = pol
 	w.e = startEgressd(t, pol)
 	return w
 }

@@ -1,0 +1,311 @@
+//go:build hardening
+
+package hardening
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Load sizes: what the suite proves egressd holds.
+const (
+	idleTunnels    = 5000
+	floodConnects  = 50000
+	floodQueries   = 50000
+	floodWorkers   = 32
+	rssBoundMiB    = 300
+	floodMarginMiB = 12
+)
+
+// loadClients is how many source addresses the load spreads over, so no
+// address runs short of ephemeral ports.
+const loadClients = 100
+
+// openTunnel CONNECTs to authority from src and returns the tunnel.
+func openTunnel(src, proxy, authority string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", proxy)
+	if err != nil {
+		return nil, err
+	}
+	r := exchange(c, http.MethodConnect, "CONNECT "+authority+" HTTP/1.1\r\nHost: "+authority+"\r\n\r\n")
+	if r.Status != 200 {
+		c.Close()
+		return nil, fmt.Errorf("CONNECT %s: %v", authority, r)
+	}
+	return c, nil
+}
+
+// roundTrip sends n bytes through an echo tunnel and reads them back.
+func roundTrip(c net.Conn, n int) error {
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	msg := bytes.Repeat([]byte("x"), n)
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write(msg); errc <- err }()
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	return <-errc
+}
+
+// TestLoadIdleTunnels holds 5,000 idle CONNECT tunnels open while active
+// traffic flows, records egressd's RSS, and shows that a grant added by
+// editing the policy works with all of them open.
+func TestLoadIdleTunnels(t *testing.T) {
+	w := startWall(t, func(p *policyFile) {
+		p.Unlimited = true
+		p.MaxPer, p.MaxConns = idleTunnels, 3*idleTunnels
+		p.Idle = 5 * time.Minute
+	})
+	w.dns.add(t, "newgrant.test. 60 IN A "+upstreamIP)
+	authority := "granted.test:" + strconv.Itoa(w.echo.port)
+	rssStart := w.e.rssKiB(t)
+
+	srcs := make([]string, loadClients)
+	for i := range srcs {
+		srcs[i] = newClientIP()
+	}
+	tunnels := make([]net.Conn, idleTunnels)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	parallel(64, idleTunnels, func(i int) {
+		c, err := openTunnel(srcs[i%loadClients], w.e.a().Proxy, authority)
+		if err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+			return
+		}
+		tunnels[i] = c
+	})
+	t.Cleanup(func() {
+		for _, c := range tunnels {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d tunnels failed to open; first: %v", n, idleTunnels, firstErr.Load())
+	}
+	opened := time.Since(start)
+	eventually(t, 30*time.Second, "upstream sees every tunnel", func() bool { return w.echo.open.Load() >= idleTunnels })
+
+	// Active traffic alongside: bulk echo through 8 of the tunnels and
+	// plain-HTTP requests through the proxy, concurrently.
+	var wg sync.WaitGroup
+	var activeErr atomic.Value
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 16 {
+				if err := roundTrip(tunnels[i*600], 256<<10); err != nil {
+					activeErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	web := "http://granted.test:" + strconv.Itoa(w.web.port) + "/active"
+	parallel(8, 400, func(i int) {
+		src := srcs[i%loadClients]
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", w.e.a().Proxy)
+		if err != nil {
+			activeErr.CompareAndSwap(nil, err)
+			return
+		}
+		defer c.Close()
+		if r := exchange(c, http.MethodGet, "GET "+web+" HTTP/1.1\r\nHost: granted.test:"+strconv.Itoa(w.web.port)+"\r\n\r\n"); r.Status != 200 {
+			activeErr.CompareAndSwap(nil, fmt.Errorf("GET: %v", r))
+		}
+	})
+	wg.Wait()
+	if err := activeErr.Load(); err != nil {
+		t.Errorf("active traffic with %d idle tunnels open: %v", idleTunnels, err)
+	}
+	rss := w.e.rssKiB(t)
+	t.Logf("RESULT tunnels=%d opened_in=%s rss_start=%dKiB rss_with_tunnels=%dKiB (%.1f KiB/tunnel)",
+		idleTunnels, opened.Round(time.Millisecond), rssStart, rss, float64(rss-rssStart)/idleTunnels)
+	if rss > rssBoundMiB<<10 {
+		t.Errorf("RSS with %d tunnels: got %d MiB, want < %d MiB", idleTunnels, rss>>10, rssBoundMiB)
+	}
+
+	// A grant added by editing the policy works while they are open.
+	pol := w.policyWith(func(p *policyFile) {
+		p.Allow = append(p.Allow, rule{Host: "newgrant.test", Ports: []int{w.echo.port}})
+	})
+	reloads := w.e.countStderr("policy reloaded")
+	w.e.writePolicy(t, pol)
+	eventually(t, 10*time.Second, "reload with the new grant", func() bool { return w.e.countStderr("policy reloaded") > reloads })
+	nc, err := openTunnel(newClientIP(), w.e.a().Proxy, "newgrant.test:"+strconv.Itoa(w.echo.port))
+	if err != nil {
+		t.Fatalf("new grant with %d tunnels open: %v", idleTunnels, err)
+	}
+	defer nc.Close()
+	if err := roundTrip(nc, 1024); err != nil {
+		t.Errorf("traffic on the newly granted tunnel: %v", err)
+	}
+	// The old tunnels were not touched by the reload.
+	for _, i := range []int{0, idleTunnels / 2, idleTunnels - 1} {
+		if err := roundTrip(tunnels[i], 64); err != nil {
+			t.Errorf("tunnel %d after the reload: %v", i, err)
+		}
+	}
+	w.e.alive(t)
+
+	// Closing the clients releases every upstream connection.
+	for i, c := range tunnels {
+		c.Close()
+		tunnels[i] = nil
+	}
+	nc.Close()
+	eventually(t, 30*time.Second, "upstream connections released", func() bool { return w.echo.open.Load() == 0 })
+	t.Logf("RESULT rss_after_close=%dKiB", w.e.rssKiB(t))
+}
+
+// policyWith is the wall's policy with a change, for reload tests.
+func (w *wall) policyWith(change func(*policyFile)) policyFile {
+	p := w.pol
+	p.Allow = append([]rule(nil), w.pol.Allow...)
+	change(&p)
+	return p
+}
+
+// parallel runs f(0..n-1) on k goroutines.
+func parallel(k, n int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range k {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestLoadFlood floods egressd twice with the same number of distinct
+// hostile names — CONNECTs to ungranted hosts, CONNECTs to granted-pattern
+// names that do not resolve, and DNS queries for both — and shows that the
+// second flood does not grow its memory: limiter tables, the resolver
+// cache and the log throttle are bounded.
+func TestLoadFlood(t *testing.T) {
+	w := startWall(t, func(p *policyFile) {
+		p.Unlimited = true
+		p.Allow = append(p.Allow, rule{Host: "*.wild.test", Ports: []int{443}})
+	})
+	srcs := make([]string, loadClients)
+	for i := range srcs {
+		srcs[i] = newClientIP()
+	}
+	flood := func(names []string) (time.Duration, int64) {
+		start := time.Now()
+		var bad atomic.Int64
+		parallel(floodWorkers, floodConnects, func(i int) {
+			src := srcs[i%loadClients]
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+			c, err := d.Dial("tcp", w.e.a().Proxy)
+			if err != nil {
+				bad.Add(1)
+				return
+			}
+			defer c.Close()
+			r := exchange(c, http.MethodConnect, "CONNECT "+names[i]+":443 HTTP/1.1\r\nHost: "+names[i]+":443\r\n\r\n")
+			if r.Status != 403 && r.Status != 502 {
+				bad.Add(1)
+			}
+		})
+		parallel(floodWorkers, floodQueries/100, func(i int) {
+			src := srcs[i%loadClients]
+			conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(mustAddrPort(t, w.e.a().DNS)))
+			if err != nil {
+				bad.Add(100)
+				return
+			}
+			defer conn.Close()
+			c := &dns.Conn{Conn: conn}
+			for j := range 100 {
+				m := new(dns.Msg)
+				m.SetQuestion(dns.Fqdn(names[(i*100+j)%len(names)]), dns.TypeA)
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if c.WriteMsg(m) != nil {
+					bad.Add(1)
+					continue
+				}
+				if r, err := c.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
+					bad.Add(1)
+				}
+			}
+		})
+		return time.Since(start), bad.Load()
+	}
+	names1, names2 := floodNames(1), floodNames(2)
+	rss0 := w.e.rssKiB(t)
+	d1, bad1 := flood(names1)
+	rss1 := w.e.rssKiB(t)
+	d2, bad2 := flood(names2)
+	rss2 := w.e.rssKiB(t)
+	t.Logf("RESULT flood connects=%d queries=%d: rss before=%dKiB after1=%dKiB (%s) after2=%dKiB (%s); log=%d bytes",
+		floodConnects, floodQueries, rss0, rss1, d1.Round(time.Millisecond), rss2, d2.Round(time.Millisecond), fileSize(w.e.logPath))
+	if bad1+bad2 != 0 {
+		t.Errorf("%d flood requests did not get their denial (403/502, NXDOMAIN)", bad1+bad2)
+	}
+	if grew := rss2 - rss1; grew > floodMarginMiB<<10 {
+		t.Errorf("the second equal flood grew RSS by %d KiB, want < %d MiB: something keeps per-name state without bound", grew, floodMarginMiB)
+	}
+	if rss2 > rssBoundMiB<<10 {
+		t.Errorf("RSS after the floods: %d MiB, want < %d MiB", rss2>>10, rssBoundMiB)
+	}
+	// Only the granted-pattern names (a fifth) went upstream: per flood,
+	// A and AAAA for each CONNECT and A for each DNS query.
+	if n, max := w.dns.up.Total(), 2*3*floodConnects/5; n > max {
+		t.Errorf("upstream DNS saw %d queries, want at most %d (granted-pattern names only)", n, max)
+	}
+	for i := 1; i < 1000; i += 7 {
+		if i%5 != 0 && w.dns.up.Count(names1[i]+".", dns.TypeA) != 0 {
+			t.Errorf("upstream was asked about ungranted %s", names1[i])
+		}
+	}
+	w.e.alive(t)
+	src := newClientIP()
+	if r := getRaw(t, w.e, src, "http://granted.test:"+strconv.Itoa(w.web.port)+"/after-flood"); r.Status != 200 {
+		t.Errorf("granted request after the floods: got %v, want 200", r)
+	}
+}
+
+// floodNames are distinct random names: four in five ungranted, one in
+// five under the granted pattern *.wild.test (which does not resolve).
+func floodNames(round int) []string {
+	rng := rand.New(rand.NewPCG(uint64(round), 7))
+	names := make([]string, floodConnects)
+	for i := range names {
+		suffix := "flood.example"
+		if i%5 == 0 {
+			suffix = "wild.test"
+		}
+		names[i] = fmt.Sprintf("r%d-%x.%s", round, rng.Uint64(), suffix)
+	}
+	return names
+}
