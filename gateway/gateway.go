@@ -16,7 +16,8 @@
 // the limit itself, sent upstream when the agent gave none (limit.go); and
 // the stream guard, which cuts an event stream whose output runs past the
 // reservation (guard.go). What a call costs beyond its reservation anyway
-// is charged as billed and logged as budget_exceeded, and closes the cap.
+// is charged as billed and logged as budget_exceeded; once spend is at the
+// cap, every metered call is refused until the period resets.
 //
 // The real key never reaches the client: it is never copied into response
 // headers, and any byte-exact echo of it in a response body (for example a

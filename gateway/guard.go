@@ -30,7 +30,10 @@ import (
 // and its usage figure. Their usage is charged as reported; without one,
 // a body past the guard is charged its size estimate in full.
 const (
-	GuardFactor      = 1.25
+	// GuardFactor scales the reserved output tokens to the guard's cut.
+	GuardFactor = 1.25
+	// GuardSlackTokens is added to the cut, so that small reservations
+	// are not cut by the estimate's rounding.
 	GuardSlackTokens = 64
 )
 

@@ -223,3 +223,37 @@ func TestSinkKeepsTheLastBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamGuardCutsADrain: after the agent left, a provider that keeps
+// writing is cut by the guard, not read for the whole drain deadline.
+func TestStreamGuardCutsADrain(t *testing.T) {
+	release := make(chan struct{})
+	sent := make(chan int, 1)
+	r := newRig(t, func(w http.ResponseWriter, req *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, firstChunk)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-req.Context().Done():
+			sent <- 0
+			return
+		}
+		endlessStream("", chatDelta, sent)(w, req, nil)
+	})
+	startAndLeave(t, r) // max_tokens 1000; the drain deadline is the default 2 minutes
+	close(release)
+	select {
+	case n := <-sent:
+		if n == 0 || n >= 20000 {
+			t.Errorf("provider sent %d events after the agent left, want some and then the cut", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drain was not cut")
+	}
+	waitFor(t, "the usage entry", func() bool { return len(r.rec.byEvent(declog.EventUsage)) == 1 })
+	if u := r.rec.byEvent(declog.EventUsage)[0]; !u.Estimated || u.Reason != policy.ReasonBudgetExceeded || u.OutputTokens <= 1000 {
+		t.Errorf("usage %+v, want an estimate past the 1000 reserved, flagged budget_exceeded", u)
+	}
+	waitFor(t, "the drain to end", func() bool { return r.gw.Draining() == 0 })
+}
