@@ -257,3 +257,30 @@ func TestStreamGuardCutsADrain(t *testing.T) {
 	}
 	waitFor(t, "the drain to end", func() bool { return r.gw.Draining() == 0 })
 }
+
+// TestJSONBodyPastTheGuardIsNotCut: a non-streaming answer arrives already
+// billed, so it is passed on whole; without usage it is charged its size
+// estimate in full and flagged, since it shows more output than reserved.
+func TestJSONBodyPastTheGuardIsNotCut(t *testing.T) {
+	answer := `{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("abcdef ", 700) + `"},"finish_reason":"length"}]}`
+	r := newRig(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer)
+	})
+	body := `{"model":"anthropic/claude-sonnet-4.5","max_tokens":100}`
+	resp := r.post("/openrouter/chat/completions", body)
+	if got := readAll(t, resp); string(got) != answer {
+		t.Fatalf("got %d bytes, want the provider's %d unchanged", len(got), len(answer))
+	}
+	u := r.rec.byEvent(declog.EventUsage)
+	q, _ := r.meter.Quote("anthropic/claude-sonnet-4.5", int64(len(body)+1)/2, 100)
+	wantOut := (int64(len(answer)) + meter.ContentBytesPerToken - 1) / meter.ContentBytesPerToken
+	if len(u) != 1 || !u[0].Estimated || u[0].Reason != policy.ReasonBudgetExceeded || u[0].OutputTokens != wantOut ||
+		u[0].CostUSD <= q.MaxCostUSD {
+		t.Errorf("usage %+v, want an estimate of %d output tokens above the $%v reserved, flagged", u, wantOut, q.MaxCostUSD)
+	}
+	if d := r.rec.byEvent(declog.EventDecision); len(d) != 1 || d[0].Verdict != policy.Allow {
+		t.Errorf("decision entries %+v, want one allow (nothing was cut)", d)
+	}
+}
