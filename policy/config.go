@@ -112,7 +112,7 @@ type BudgetConfig struct {
 	WarnAt           float64          `mapstructure:"warn_at"`            // fraction of cap; default 0.8
 	Ledger           string           `mapstructure:"ledger"`             // default /var/lib/egressd/ledger.json
 	UnknownModel     string           `mapstructure:"unknown_model"`      // deny (default) | default
-	DefaultMaxTokens int              `mapstructure:"default_max_tokens"` // output reserve when the request names none; default 4096
+	DefaultMaxTokens int              `mapstructure:"default_max_tokens"` // output limit sent upstream (and reserved) when the request names none; default 4096
 	Prices           map[string]Price `mapstructure:"prices"`             // USD per million tokens; key "default" for unknown_model: default
 }
 
