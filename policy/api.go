@@ -60,3 +60,7 @@ func (p *Policy) Hash() string { return p.hash }
 
 // Rules returns the compiled allow rules in file order. Read only.
 func (p *Policy) Rules() []Rule { return p.rules }
+
+// ReportMode reports whether the policy runs in mode: report, where
+// allow-list denials are logged as would_deny and let through.
+func (p *Policy) ReportMode() bool { return p.report }
