@@ -97,29 +97,39 @@ func burstOf(l Limit) int {
 }
 
 // makeRoom keeps len(m) < max. Called with mu held.
+//
+// The idle sweep scans the whole map, so it runs at most once per idle/4:
+// a full table under a flood of new keys (spoofed DNS sources, say) must
+// cost each insert a constant, not a scan of every entry under the lock.
+// Between sweeps a full table evicts the least recently seen of a small
+// random sample.
 func (t *Table[K]) makeRoom(now time.Time) {
-	if len(t.m) < t.max && now.Sub(t.lastSweep) < t.idle {
-		return
-	}
-	t.lastSweep = now
-	for k, e := range t.m {
-		if now.Sub(e.lastSeen) > t.idle {
-			delete(t.m, k)
+	if now.Sub(t.lastSweep) >= t.idle/4 {
+		t.lastSweep = now
+		for k, e := range t.m {
+			if now.Sub(e.lastSeen) > t.idle {
+				delete(t.m, k)
+			}
 		}
 	}
 	for len(t.m) >= t.max {
-		// Map iteration order is random, so this samples without a second index.
-		var oldestKey K
-		var oldest *entry
-		n := 0
-		for k, e := range t.m {
-			if oldest == nil || e.lastSeen.Before(oldest.lastSeen) {
-				oldestKey, oldest = k, e
-			}
-			if n++; n == 8 {
-				break
-			}
-		}
-		delete(t.m, oldestKey)
+		t.evictSample()
 	}
+}
+
+// evictSample drops the least recently seen of up to 8 entries; map
+// iteration order is random, so this samples without a second index.
+func (t *Table[K]) evictSample() {
+	var oldestKey K
+	var oldest *entry
+	n := 0
+	for k, e := range t.m {
+		if oldest == nil || e.lastSeen.Before(oldest.lastSeen) {
+			oldestKey, oldest = k, e
+		}
+		if n++; n == 8 {
+			break
+		}
+	}
+	delete(t.m, oldestKey)
 }

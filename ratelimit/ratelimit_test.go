@@ -92,3 +92,47 @@ func TestAllowDoesNotAllocateForKnownKey(t *testing.T) {
 		t.Errorf("Allow allocates %v per call, want 0", n)
 	}
 }
+
+// BenchmarkAllowNewKeyFullTable is the flood case: every call is a new key
+// and the table is full. It must cost about the same as a small table,
+// not a scan of every entry.
+func BenchmarkAllowNewKeyFullTable(b *testing.B) {
+	for _, size := range []int{1 << 10, 1 << 16} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			tab := NewTable[int](size, time.Hour)
+			now := time.Unix(1000, 0)
+			l := Limit{RPS: 1, Burst: 1}
+			for i := range size {
+				tab.Allow(i, l, now)
+			}
+			i := size
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				tab.Allow(i, l, now)
+			}
+		})
+	}
+}
+
+// TestFullTableInsertIsNotAScan counts how many entries a new key's insert
+// inspects when the table is full and nothing is idle: a sample, not all.
+func TestFullTableInsertIsNotAScan(t *testing.T) {
+	tab := NewTable[int](10_000, time.Hour)
+	now := time.Unix(1000, 0)
+	l := Limit{RPS: 1, Burst: 1}
+	for i := range 10_000 {
+		tab.Allow(i, l, now)
+	}
+	// A sweep is not due (an hour idle, swept at start), so inserting
+	// must evict exactly one entry per new key and keep the bound.
+	for i := range 1000 {
+		tab.Allow(20_000+i, l, now.Add(time.Second))
+	}
+	if got := tab.Len(); got != 10_000 {
+		t.Errorf("Len = %d, want 10000", got)
+	}
+	if tab.lastSweep != now {
+		t.Errorf("sweep ran again at %v within idle/4 of the last one at %v", tab.lastSweep, now)
+	}
+}
