@@ -96,6 +96,9 @@ func TestComposeTopology(t *testing.T) {
 	if len(agent.EnvFile) != 0 {
 		t.Errorf("agent env_file %v: the agent must get no secrets file", agent.EnvFile)
 	}
+	if !slices.Contains(agent.CapDrop, "NET_RAW") && !slices.Contains(agent.CapDrop, "ALL") {
+		t.Errorf("agent cap_drop %v: want NET_RAW dropped, so it cannot forge source addresses", agent.CapDrop)
+	}
 	if !strings.Contains(agent.Image, "@sha256:") {
 		t.Errorf("agent image %q: want a digest pin", agent.Image)
 	}
