@@ -71,8 +71,8 @@ func Classify(a netip.Addr) Class {
 
 func classify4(b [4]byte) Class {
 	switch {
-	case b == [4]byte{169, 254, 169, 254}, b == [4]byte{100, 100, 100, 200}:
-		return ClassMetadata // AWS/GCP/Azure/OpenStack and Alibaba Cloud
+	case isMetadata4(b):
+		return ClassMetadata
 	case b[0] == 0:
 		return ClassUnspecified
 	case b[0] == 10, b[0] == 172 && b[1]&0xf0 == 16, b[0] == 192 && b[1] == 168:
@@ -110,8 +110,8 @@ func classify6(b [16]byte) Class {
 		return c
 	}
 	switch {
-	case b == [16]byte{0xfd, 0x00, 0x0e, 0xc2, 14: 0x02, 15: 0x54}:
-		return ClassMetadata // fd00:ec2::254, AWS IMDS over IPv6
+	case isMetadata6(b):
+		return ClassMetadata
 	case b[0]&0xfe == 0xfc:
 		return ClassPrivate
 	case b[0] == 0xfe && b[1]&0xc0 == 0x80:
@@ -272,4 +272,52 @@ func (t *prefixTable[V]) longest(a netip.Addr) (V, bool) {
 func (t *prefixTable[V]) contains(a netip.Addr) bool {
 	_, ok := t.longest(a)
 	return ok
+}
+
+// Cloud metadata and credential endpoints: never dialed, never answered,
+// whatever networks.allow says. One list feeds both the classifier and
+// the networks.allow check.
+var (
+	metadata4 = [...][4]byte{
+		{169, 254, 169, 254}, // AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean IMDS
+		{169, 254, 170, 2},   // AWS ECS task credentials
+		{169, 254, 170, 23},  // AWS EKS pod identity agent
+		{169, 254, 0, 23},    // Tencent Cloud
+		{100, 100, 100, 200}, // Alibaba Cloud
+		{168, 63, 129, 16},   // Azure WireServer (public space, still metadata)
+	}
+	metadata6 = [...][16]byte{
+		{0xfd, 0x00, 0x0e, 0xc2, 14: 0x02, 15: 0x54}, // fd00:ec2::254, AWS IMDS over IPv6
+		{0xfd, 0x00, 0x0e, 0xc2, 15: 0x23},           // fd00:ec2::23, AWS EKS pod identity
+	}
+)
+
+func isMetadata4(b [4]byte) bool {
+	for _, m := range metadata4 {
+		if b == m {
+			return true
+		}
+	}
+	return false
+}
+
+func isMetadata6(b [16]byte) bool {
+	for _, m := range metadata6 {
+		if b == m {
+			return true
+		}
+	}
+	return false
+}
+
+// metadataAddrs lists every metadata address, for messages and checks.
+func metadataAddrs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(metadata4)+len(metadata6))
+	for _, m := range metadata4 {
+		out = append(out, netip.AddrFrom4(m))
+	}
+	for _, m := range metadata6 {
+		out = append(out, netip.AddrFrom16(m))
+	}
+	return out
 }

@@ -193,7 +193,40 @@ func TestNetworksAllowRejectsMetadata(t *testing.T) {
 			t.Errorf("networks.allow [%s] accepted, want an error naming the metadata address", cidr)
 		}
 	}
-	if _, err := LoadBytes([]byte("version: 1\nnetworks:\n  allow: [169.254.0.0/17]\n"), "p.yaml"); err != nil {
-		t.Errorf("networks.allow [169.254.0.0/17] (no metadata inside): %v", err)
+	if _, err := LoadBytes([]byte("version: 1\nnetworks:\n  allow: [169.254.1.0/24]\n"), "p.yaml"); err != nil {
+		t.Errorf("networks.allow [169.254.1.0/24] (no metadata inside): %v", err)
+	}
+}
+
+// TestMetadataNeverGranted: every metadata and credential endpoint is
+// denied as metadata_address even when networks.allow covers its
+// neighbours, in every IPv6 spelling that embeds it.
+func TestMetadataNeverGranted(t *testing.T) {
+	p, err := LoadBytes([]byte("version: 1\nnetworks:\n  allow: [169.254.170.0/31, 169.254.170.3/32, 169.254.170.22/32, 169.254.170.24/32, 168.63.129.15/32, 168.63.129.17/32]\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		"169.254.169.254", "169.254.170.2", "169.254.170.23", "169.254.0.23", "100.100.100.200", "168.63.129.16",
+		"fd00:ec2::254", "fd00:ec2::23", "::ffff:169.254.170.2", "64:ff9b::a83f:8110", "2002:a83f:8110::",
+	} {
+		a := netip.MustParseAddr(s)
+		if got := Classify(a); got != ClassMetadata {
+			t.Errorf("Classify(%s) = %s, want metadata", s, got)
+		}
+		if got := p.CheckAddr(a); got.Verdict != Deny || got.Reason != ReasonMetadataAddress {
+			t.Errorf("CheckAddr(%s) = %s %s, want deny metadata_address", s, got.Verdict, got.Reason)
+		}
+	}
+	// Their neighbours, granted above, stay reachable.
+	for _, s := range []string{"169.254.170.3", "168.63.129.17"} {
+		if got := p.CheckAddr(netip.MustParseAddr(s)); got.Verdict != Allow {
+			t.Errorf("CheckAddr(%s) = %s %s, want allow via networks.allow", s, got.Verdict, got.Reason)
+		}
+	}
+	for _, cidr := range []string{"169.254.170.0/24", "168.63.129.0/24", "fd00:ec2::/64"} {
+		if _, err := LoadBytes([]byte("version: 1\nnetworks:\n  allow: [\""+cidr+"\"]\n"), "p.yaml"); err == nil {
+			t.Errorf("networks.allow [%s] accepted, want an error naming the metadata address inside", cidr)
+		}
 	}
 }

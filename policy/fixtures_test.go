@@ -43,6 +43,7 @@ func TestBrokenFixtures(t *testing.T) {
 		{"port_70000.yaml", "allow[0].ports[1]", 4, "70000: want 1-65535"},
 		{"port_string.yaml", "allow[0].ports[0]", 4, "expected type 'int'"},
 		{"host_and_cidr.yaml", "allow[0]", 3, "both host: and cidr:"},
+		{"admin_exposed_without_token.yaml", "listen.admin", 3, "not a loopback address"},
 		{"neither_host_nor_cidr.yaml", "allow[0]", 3, "needs host: or cidr:"},
 		{"duplicate_host.yaml", "allow[1]", 4, "already granted by allow[0]"},
 		{"bad_mode.yaml", "mode", 2, `"permissive": want enforce or report`},

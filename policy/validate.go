@@ -244,9 +244,29 @@ func (c *compiler) log() {
 }
 
 func (c *compiler) admin() {
-	if e := c.p.cfg.Admin.TokenEnv; e != "" && !validEnvName(e) {
+	e := c.p.cfg.Admin.TokenEnv
+	if e != "" && !validEnvName(e) {
 		c.errf("admin.token_env", "%q: not an environment variable name", e)
 	}
+	// Off loopback the admin listener may be reachable by the agent, which
+	// would then read every decision and hold open event streams.
+	if a := c.p.cfg.Listen.Admin; a != "" && e == "" && !loopbackListen(a) {
+		c.errf("listen.admin", "%q is not a loopback address: set admin.token_env (a bearer token) or listen on 127.0.0.1", a)
+	}
+}
+
+// loopbackListen reports whether a listen address (already validated)
+// binds loopback only.
+func loopbackListen(s string) bool {
+	host, _, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func validEnvName(s string) bool {

@@ -118,14 +118,8 @@ func (c *compiler) networks() {
 	}
 }
 
-var metadataAddrs = []netip.Addr{
-	netip.MustParseAddr("169.254.169.254"),
-	netip.MustParseAddr("100.100.100.200"),
-	netip.MustParseAddr("fd00:ec2::254"),
-}
-
 func coversMetadata(p netip.Prefix) (netip.Addr, bool) {
-	for _, m := range metadataAddrs {
+	for _, m := range metadataAddrs() {
 		if p.Contains(m) {
 			return m, true
 		}

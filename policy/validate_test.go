@@ -105,7 +105,9 @@ func TestValidateAccepts(t *testing.T) {
 		"budget: {unknown_model: default, prices: {default: {input: 1, output: 2}}}",
 		"dns: {qtypes: [any, \"NULL\", TYPE65535]}",
 		"admin: {token_env: EGRESSD_ADMIN_TOKEN}",
-		"networks: {allow: [169.254.0.0/17, 192.168.0.0/16], deny: [\"2001:db8::/48\"]}",
+		"listen: {admin: \"0.0.0.0:9090\"}\nadmin: {token_env: EGRESSD_ADMIN_TOKEN}",
+		"listen: {admin: \"[::1]:9090\"}",
+		"networks: {allow: [169.254.1.0/24, 192.168.0.0/16], deny: [\"2001:db8::/48\"]}",
 	} {
 		if _, err := LoadBytes([]byte("version: 1\n"+y+"\n"), "p.yaml"); err != nil {
 			t.Errorf("rejected %s:\n%v", y, err)
