@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,10 +20,8 @@ import (
 type Holder struct {
 	cur atomic.Pointer[policy.Policy]
 
-	// Path is the policy file; "" means the built-in default (no reloads).
+	// Path is the policy file.
 	Path string
-	// Load reads and validates a policy file; nil means policy.Load.
-	Load func(path string) (*policy.Policy, error)
 	// Clock is nil for time.Now.
 	Clock func() time.Time
 
@@ -51,11 +50,12 @@ func (h *Holder) Init() error {
 	return nil
 }
 
-// Reload reads the file again. On success the new policy replaces the old
-// and both are returned; on failure the old one stays in force and the
-// error (naming the key path) is returned and remembered for status.
-func (h *Holder) Reload() (old, cur *policy.Policy, err error) {
-	p, err := h.read()
+// Apply compiles data, the policy file's content as read (or readErr if
+// it could not be read). On success the new policy replaces the old and
+// both are returned; on failure the old one stays in force and the error
+// (naming the key path) is returned and remembered for status.
+func (h *Holder) Apply(data []byte, readErr error) (old, cur *policy.Policy, err error) {
+	p, err := h.parse(data, readErr)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.attempted = h.now()
@@ -95,14 +95,15 @@ func (h *Holder) State() ReloadState {
 }
 
 func (h *Holder) read() (*policy.Policy, error) {
-	if h.Path == "" {
-		return policy.Default(), nil
+	data, err := os.ReadFile(h.Path)
+	return h.parse(data, err)
+}
+
+func (h *Holder) parse(data []byte, readErr error) (*policy.Policy, error) {
+	if readErr != nil {
+		return nil, fmt.Errorf("read policy: %w", readErr)
 	}
-	load := h.Load
-	if load == nil {
-		load = policy.Load
-	}
-	p, err := load(h.Path)
+	p, err := policy.LoadBytes(data, h.Path)
 	if err != nil {
 		return nil, fmt.Errorf("load policy %s: %w", h.Path, err)
 	}

@@ -74,10 +74,6 @@ func Run(ctx context.Context, opts Options) error {
 		d.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	d.holder = &Holder{Path: opts.ConfigPath}
-	if opts.ConfigPath == "" {
-		d.holder.Load = func(string) (*policy.Policy, error) { return policy.LoadDefault() }
-		d.holder.Path = ""
-	}
 	if err := d.initPolicy(); err != nil {
 		return err
 	}
@@ -305,8 +301,8 @@ func (d *daemon) watch(ctx context.Context) <-chan struct{} {
 }
 
 // reload applies an edited policy, or keeps the last good one.
-func (d *daemon) reload() {
-	old, cur, err := d.holder.Reload()
+func (d *daemon) reload(data []byte, readErr error) {
+	old, cur, err := d.holder.Apply(data, readErr)
 	d.admin.ObserveReload(err)
 	if err != nil {
 		d.log.Error("policy reload failed; the last good policy stays in force", "file", d.opts.ConfigPath, "error", err)

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"log/slog"
@@ -21,8 +20,10 @@ import (
 // a burst of events from one save is one reload.
 type Watcher struct {
 	Path string
-	// Reload is called with no lock held, from one goroutine at a time.
-	Reload func()
+	// Reload is called with no lock held, from one goroutine at a time,
+	// with the exact bytes whose hash changed (or the read error), so the
+	// policy applied is the content that was seen, never a second read.
+	Reload func(data []byte, err error)
 	// Poll is the stat-poll interval; zero means 1s.
 	Poll time.Duration
 	// Debounce waits this long after an event before reading the file, so
@@ -48,7 +49,7 @@ func (w *Watcher) Start(ctx context.Context) (done <-chan struct{}) {
 }
 
 func (w *Watcher) start(ctx context.Context, events <-chan struct{}, stop func()) <-chan struct{} {
-	w.last, _ = digest(w.Path)
+	w.last, _, _ = read(w.Path)
 	poll := w.Poll
 	if poll <= 0 {
 		poll = time.Second
@@ -91,8 +92,10 @@ func (w *Watcher) loop(ctx context.Context, events <-chan struct{}, poll, deboun
 		case <-ticker.C:
 			w.reloadIfChanged()
 		case <-w.Trigger:
-			w.last, _ = digest(w.Path)
-			w.Reload()
+			var data []byte
+			var err error
+			w.last, data, err = read(w.Path)
+			w.Reload(data, err)
 		}
 	}
 }
@@ -146,7 +149,7 @@ func isDotDot(name string) bool {
 }
 
 func (w *Watcher) reloadIfChanged() {
-	sum, err := digest(w.Path)
+	sum, data, err := read(w.Path)
 	if err != nil {
 		// A missing or unreadable file is a failed reload worth reporting
 		// once per distinct state, not once per poll.
@@ -155,25 +158,27 @@ func (w *Watcher) reloadIfChanged() {
 			return
 		}
 		w.last = zero
-		w.Reload()
+		w.Reload(nil, err)
 		return
 	}
-	if bytes.Equal(sum[:], w.last[:]) {
+	if sum == w.last {
 		return
 	}
 	w.last = sum
-	w.Reload()
+	w.Reload(data, nil)
 }
 
-func digest(path string) ([sha256.Size]byte, error) {
+// read returns the file's bytes and their hash; the zero hash means
+// unreadable.
+func read(path string) ([sha256.Size]byte, []byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return [sha256.Size]byte{}, err
+		return [sha256.Size]byte{}, nil, err
 	}
 	if len(b) == 0 {
 		// An editor truncates before writing: treat "empty" as its own state
 		// so the write that follows still differs.
-		return sha256.Sum256([]byte{0}), nil
+		return sha256.Sum256([]byte{0}), b, nil
 	}
-	return sha256.Sum256(b), nil
+	return sha256.Sum256(b), b, nil
 }

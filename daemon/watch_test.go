@@ -17,7 +17,7 @@ func startWatcher(t *testing.T, path string, poll time.Duration) (chan struct{},
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Watcher{
 		Path:     path,
-		Reload:   func() { reloads <- struct{}{} },
+		Reload:   func([]byte, error) { reloads <- struct{}{} },
 		Poll:     poll,
 		Debounce: 10 * time.Millisecond,
 		Trigger:  trigger,
@@ -84,7 +84,7 @@ func TestWatcherPollFallback(t *testing.T) {
 	reloads := make(chan struct{}, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := &Watcher{Path: path, Reload: func() { reloads <- struct{}{} }, Poll: 20 * time.Millisecond}
+	w := &Watcher{Path: path, Reload: func([]byte, error) { reloads <- struct{}{} }, Poll: 20 * time.Millisecond}
 	// No directory watch: only the poll can see the edit.
 	done := w.start(ctx, nil, func() {})
 	if err := os.WriteFile(path, []byte("version: 1\nmode: report\n"), 0o644); err != nil {
@@ -120,5 +120,37 @@ func TestWatcherIgnoresUnchangedAndOtherFiles(t *testing.T) {
 	case <-reloads:
 		t.Error("reload fired for unchanged content or another file")
 	default:
+	}
+}
+
+// TestWatcherPassesTheBytesItHashed: the policy applied is the content
+// whose change was seen, not a second read that may differ.
+func TestWatcherPassesTheBytesItHashed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte("version: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{Path: path, Poll: time.Hour, Debounce: 10 * time.Millisecond,
+		Reload: func(data []byte, err error) {
+			if err != nil {
+				t.Errorf("Reload error %v", err)
+			}
+			got <- data
+		}}
+	done := w.Start(ctx)
+	defer func() { cancel(); <-done }()
+	want := "version: 1\nmode: report\n"
+	if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != want {
+			t.Errorf("Reload got %q, want %q", b, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload within 5s")
 	}
 }
