@@ -92,23 +92,6 @@ func ChainEnd(answer []dns.RR, name string) (end string, ok bool) {
 	return end, false
 }
 
-// OnChain reports whether owner is one of the names on the CNAME chain from
-// name to its end within answer.
-func OnChain(answer []dns.RR, name, owner string) bool {
-	cur := name
-	for range maxChain + 1 {
-		if strings.EqualFold(cur, owner) {
-			return true
-		}
-		next, found := cnameOf(answer, cur)
-		if !found {
-			return false
-		}
-		cur = next
-	}
-	return false
-}
-
 func cnameOf(answer []dns.RR, owner string) (string, bool) {
 	for _, rr := range answer {
 		if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, owner) {

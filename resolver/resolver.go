@@ -139,23 +139,8 @@ func (r *Resolver) Reconfigure(cfg Config) error {
 	return nil
 }
 
-// SetUpstreams replaces only the upstream list (see Reconfigure).
-func (r *Resolver) SetUpstreams(upstreams []string) error {
-	cur := r.set.Load()
-	return r.Reconfigure(Config{
-		Upstreams: upstreams,
-		Timeout:   cur.timeout,
-		MinTTL:    cur.minTTL,
-		MaxTTL:    cur.maxTTL,
-		CacheSize: cur.cacheSize,
-	})
-}
-
 // Flush drops every cached answer.
 func (r *Resolver) Flush() { r.cache.flush() }
-
-// CacheLen is the number of cached answers, for status output.
-func (r *Resolver) CacheLen() int { return r.cache.len() }
 
 func makeSettings(cfg Config, log *slog.Logger) *settings {
 	s := &settings{

@@ -326,14 +326,14 @@ func TestCacheBounded(t *testing.T) {
 	r := New(Config{Upstreams: []string{up.Addr}, CacheSize: 10, Timeout: time.Second})
 	for i := range 50 {
 		mustExchange(t, r, string(rune('a'+i%26))+string(rune('a'+i/26))+".example.", dns.TypeA)
-		if got := r.CacheLen(); got > 10 {
+		if got := r.cache.len(); got > 10 {
 			t.Fatalf("after %d names: cache holds %d, want at most 10", i+1, got)
 		}
 	}
 	if err := r.Reconfigure(Config{Upstreams: []string{up.Addr}, CacheSize: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.CacheLen(); got > 3 {
+	if got := r.cache.len(); got > 3 {
 		t.Errorf("after shrinking: cache holds %d, want at most 3", got)
 	}
 }
@@ -347,8 +347,8 @@ func TestReconfigure(t *testing.T) {
 	if err := r.Reconfigure(Config{Upstreams: []string{"example.com:53"}}); err == nil {
 		t.Error("Reconfigure with a host name upstream: got nil error, want one")
 	}
-	if err := r.SetUpstreams([]string{repl.Addr}); err != nil {
-		t.Fatalf("SetUpstreams: %v", err)
+	if err := r.Reconfigure(Config{Upstreams: []string{repl.Addr}, Timeout: time.Second}); err != nil {
+		t.Fatalf("Reconfigure to the new upstream: %v", err)
 	}
 	m := mustExchange(t, r, "a.example.", dns.TypeA)
 	if got := m.Answer[0].(*dns.A).A.String(); got != "198.51.100.1" {
