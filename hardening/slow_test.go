@@ -1,0 +1,294 @@
+//go:build hardening
+
+package hardening
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Timeouts of the slow-client instance: short, so the suite is quick.
+const (
+	slowHeader = time.Second
+	slowIdle   = 2 * time.Second
+	// cutMargin is how late past its timeout a cut may come (timers,
+	// scheduling, a loaded CI machine).
+	cutMargin = 2 * time.Second
+)
+
+func startSlowWall(t *testing.T) *wall {
+	return startWall(t, func(p *policyFile) {
+		p.Header, p.Idle = slowHeader, slowIdle
+		p.Unlimited = true
+		p.Gateway = true
+	})
+}
+
+// waitClosed reads (and discards) from c until the peer closes it and
+// says when that was; a read error other than EOF/reset, or no close by
+// within, fails. It returns the bytes read.
+func waitClosed(t *testing.T, c net.Conn, within time.Duration) (time.Duration, int64) {
+	t.Helper()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(within))
+	n, err := io.Copy(io.Discard, c)
+	took := time.Since(start)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection still open after %s (read %d bytes)", within, n)
+	}
+	return took, n
+}
+
+// TestSlowClients: every way a client can hold a connection without
+// progress is cut by its timeout.
+func TestSlowClients(t *testing.T) {
+	w := startSlowWall(t)
+	p := strconv.Itoa(w.web.port)
+	h := "granted.test:" + p
+
+	t.Run("slowloris headers on the proxy", func(t *testing.T) {
+		t.Parallel()
+		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
+		drip(c, "GET http://"+h+"/ HTTP/1.1\r\nHost: "+h+"\r\nX-Slow: ", 200*time.Millisecond)
+		took, _ := waitClosed(t, c, slowHeader+cutMargin+time.Second)
+		t.Logf("RESULT slowloris proxy cut after %s", took.Round(10*time.Millisecond))
+	})
+	t.Run("slowloris CONNECT line", func(t *testing.T) {
+		t.Parallel()
+		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
+		drip(c, "CONNECT "+h+" HTTP/1.1\r\n", 200*time.Millisecond)
+		waitClosed(t, c, slowHeader+cutMargin+time.Second)
+	})
+	t.Run("300 slowloris connections", func(t *testing.T) {
+		t.Parallel()
+		src := newClientIP()
+		var conns []net.Conn
+		for range 300 {
+			c := dialFrom(t, src, w.e.a().Proxy)
+			io.WriteString(c, "GET http://"+h+"/ HTTP/1.1\r\n")
+			conns = append(conns, c)
+		}
+		deadline := slowHeader + cutMargin
+		for i, c := range conns {
+			if took, _ := waitClosed(t, c, deadline); took > deadline {
+				t.Errorf("connection %d cut after %s, want within %s", i, took, deadline)
+			}
+		}
+	})
+	t.Run("slowloris headers on the gateway", func(t *testing.T) {
+		t.Parallel()
+		c := dialFrom(t, newClientIP(), w.e.a().Gateway)
+		drip(c, "POST /p/v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Slow: ", 200*time.Millisecond)
+		took, _ := waitClosed(t, c, 15*time.Second)
+		if took > slowHeader+cutMargin {
+			t.Errorf("gateway slowloris cut after %s, want within timeouts.header %s + %s", took.Round(10*time.Millisecond), slowHeader, cutMargin)
+		}
+	})
+	t.Run("slowloris on DNS over TCP", func(t *testing.T) {
+		t.Parallel()
+		c := dialFrom(t, newClientIP(), w.e.a().DNS)
+		c.Write([]byte{0, 40, 0x12})
+		took, _ := waitClosed(t, c, 10*time.Second)
+		t.Logf("RESULT slowloris dns/tcp cut after %s", took.Round(10*time.Millisecond))
+	})
+	t.Run("idle keep-alive on the proxy", func(t *testing.T) {
+		t.Parallel()
+		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
+		if r := exchange(c, http.MethodGet, "GET http://"+h+"/ka HTTP/1.1\r\nHost: "+h+"\r\n\r\n"); r.Status != 200 {
+			t.Fatalf("got %v, want 200", r)
+		}
+		took, _ := waitClosed(t, c, slowIdle+cutMargin+time.Second)
+		if took > slowIdle+cutMargin {
+			t.Errorf("idle keep-alive cut after %s, want within %s", took, slowIdle+cutMargin)
+		}
+	})
+	t.Run("idle keep-alive on the gateway", func(t *testing.T) {
+		t.Parallel()
+		c := dialFrom(t, newClientIP(), w.e.a().Gateway)
+		if r := exchange(c, http.MethodGet, "GET /nope/x HTTP/1.1\r\nHost: gw\r\n\r\n"); r.Status == 0 {
+			t.Fatalf("gateway: %v", r)
+		}
+		took, _ := waitClosed(t, c, 15*time.Second)
+		if took > slowIdle+cutMargin {
+			t.Errorf("idle gateway keep-alive cut after %s, want within timeouts.idle %s + %s", took.Round(10*time.Millisecond), slowIdle, cutMargin)
+		}
+	})
+	t.Run("idle tunnel", func(t *testing.T) {
+		t.Parallel()
+		src := newClientIP()
+		c, r := connectRaw(t, w.e, src, "granted.test:"+strconv.Itoa(w.echo.port))
+		if r.Status != 200 {
+			t.Fatalf("CONNECT: %v", r)
+		}
+		took, _ := waitClosed(t, c, slowIdle+cutMargin+time.Second)
+		if took > slowIdle+cutMargin {
+			t.Errorf("idle tunnel cut after %s, want within %s", took, slowIdle+cutMargin)
+		}
+		w.e.log.wait(t, logWait, match{Event: "close", Client: src, Proto: "connect"})
+	})
+	t.Run("half-closed tunnel", func(t *testing.T) {
+		t.Parallel()
+		src := newClientIP()
+		c, r := connectRaw(t, w.e, src, "granted.test:"+strconv.Itoa(w.echo.port))
+		if r.Status != 200 {
+			t.Fatalf("CONNECT: %v", r)
+		}
+		io.WriteString(c, "hello\n")
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		// The upstream sees the half-close, answers, and closes; the
+		// client receives all of it and then the close.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if string(got) != "hello\nbye\n" || err != nil {
+			t.Errorf("after CloseWrite: got %q (err %v), want the echo, the upstream's goodbye and EOF", got, err)
+		}
+		w.e.log.wait(t, logWait, match{Event: "close", Client: src, Proto: "connect"})
+	})
+	w.e.alive(t)
+}
+
+// drip writes s one byte per interval until the peer stops taking it.
+func drip(c net.Conn, s string, interval time.Duration) {
+	go func() {
+		for i := range len(s) {
+			if _, err := c.Write([]byte{s[i]}); err != nil {
+				return
+			}
+			time.Sleep(interval)
+		}
+	}()
+}
+
+// TestClientsThatNeverRead: clients that stop reading a large response or
+// tunnel stream hold only bounded memory in egressd and are cut by the
+// idle timeout once nothing moves.
+func TestClientsThatNeverRead(t *testing.T) {
+	w := startSlowWall(t)
+	const readers = 50
+	rss0 := w.e.rssKiB(t)
+	var conns []net.Conn
+	var srcs []string
+	for i := range readers {
+		src := newClientIP()
+		srcs = append(srcs, src)
+		c := dialFrom(t, src, w.e.a().Proxy)
+		setRcvBuf(t, c, 4096)
+		var req string
+		if i%2 == 0 {
+			req = "GET http://granted.test:" + strconv.Itoa(w.web.port) + "/big HTTP/1.1\r\nHost: granted.test:" + strconv.Itoa(w.web.port) + "\r\n\r\n"
+		} else {
+			// A tunnel whose client floods the echo and never reads it back.
+			req = "CONNECT granted.test:" + strconv.Itoa(w.echo.port) + " HTTP/1.1\r\nHost: x\r\n\r\n"
+		}
+		io.WriteString(c, req)
+		if i%2 == 1 {
+			go func() {
+				buf := make([]byte, 64<<10)
+				for range 1024 {
+					c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		conns = append(conns, c)
+	}
+	// Let the buffers fill and the stall set in, then look at memory.
+	time.Sleep(slowIdle / 2)
+	rss1 := w.e.rssKiB(t)
+	t.Logf("RESULT %d stalled readers: rss before=%dKiB stalled=%dKiB", readers, rss0, rss1)
+	if grew := rss1 - rss0; grew > 64<<10 {
+		t.Errorf("%d stalled readers grew RSS by %d KiB, want < 64 MiB: responses are being buffered", readers, grew)
+	}
+	// Without reading, the client cannot see egressd's FIN (it queues
+	// behind unread data), so look at egressd's end of each connection in
+	// /proc/net/tcp: once cut it leaves ESTABLISHED.
+	deadline := time.Now().Add(slowIdle + cutMargin)
+	var open []int
+	for {
+		open = open[:0]
+		for i, c := range conns {
+			if tcpState(t, c.RemoteAddr().String(), c.LocalAddr().String()) == tcpEstablished {
+				open = append(open, i)
+			}
+		}
+		if len(open) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var stuckGet, stuckTunnel int
+	for _, i := range open {
+		if i%2 == 0 {
+			stuckGet++
+		} else {
+			stuckTunnel++
+		}
+	}
+	if len(open) > 0 {
+		t.Errorf("%d of %d GET /big readers and %d of %d tunnel floods: egressd's end still ESTABLISHED %s after the stall began, want cut within timeouts.idle %s + %s",
+			stuckGet, readers/2, stuckTunnel, readers/2, slowIdle/2+slowIdle+cutMargin, slowIdle, cutMargin)
+	}
+	for i, c := range conns {
+		c.Close()
+		if !slices.Contains(open, i) {
+			w.e.log.wait(t, logWait, match{Event: "close", Client: srcs[i]})
+		}
+	}
+	w.e.alive(t)
+}
+
+const tcpEstablished = "01"
+
+// tcpState is the state (hex, as in /proc/net/tcp) of the IPv4 socket
+// with this local and remote address, or "" when there is none.
+func tcpState(t *testing.T, local, remote string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, r := procAddr(t, local), procAddr(t, remote)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[1] == l && f[2] == r {
+			return f[3]
+		}
+	}
+	return ""
+}
+
+// procAddr writes ip:port the way /proc/net/tcp does (IPv4 in host byte
+// order, both in hex).
+func procAddr(t *testing.T, s string) string {
+	ap := mustAddrPort(t, s)
+	a := ap.Addr().As4()
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], ap.Port())
+}
+
+// setRcvBuf shrinks the client's receive buffer so a stalled reader stalls
+// egressd quickly.
+func setRcvBuf(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+	})
+}
