@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/declog"
 )
 
 // Status is what /status serves and `egressd status` prints. The daemon
@@ -127,7 +129,7 @@ func (p *printer) policy(st Status) {
 	if file == "" {
 		file = "built-in default (deny all)"
 	}
-	line := fmt.Sprintf("%s, %d allow rules", safe(file), pol.Rules)
+	line := fmt.Sprintf("%s, %d allow rules", declog.Sanitize(file), pol.Rules)
 	if pol.Hash != "" {
 		line += ", hash " + pol.Hash
 	}
@@ -138,7 +140,7 @@ func (p *printer) policy(st Status) {
 	switch {
 	case pol.LastReloadError != "":
 		p.row("reload", p.paint("FAILED", ansiRed)+fmt.Sprintf(" at %s: %s; the policy above is still in force",
-			clock(pol.LastReloadAt), safe(pol.LastReloadError)))
+			clock(pol.LastReloadAt), declog.Sanitize(pol.LastReloadError)))
 	case !pol.LastReloadAt.IsZero():
 		p.row("reload", fmt.Sprintf("ok, last at %s", clock(pol.LastReloadAt)))
 	}
@@ -184,7 +186,7 @@ func (p *printer) recent(st Status) {
 	}
 	p.b.WriteString("denials in the last hour, by host:\n")
 	for _, hc := range st.RecentDenials {
-		fmt.Fprintf(&p.b, "  %7d  %-40s %-22s last %s\n", hc.Count, safe(hc.Host), safe(hc.LastReason), clock(hc.LastSeen))
+		fmt.Fprintf(&p.b, "  %7d  %-40s %-22s last %s\n", hc.Count, declog.Sanitize(hc.Host), declog.Sanitize(hc.LastReason), clock(hc.LastSeen))
 	}
 }
 
@@ -223,14 +225,4 @@ func size(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
-
-// safe quotes s when it holds anything but printable ASCII.
-func safe(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return strconv.QuoteToASCII(s)
-		}
-	}
-	return s
 }

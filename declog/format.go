@@ -56,7 +56,7 @@ func Format(w io.Writer, e Entry, color bool) error {
 	b.WriteByte(' ')
 	b.WriteString(pad(e.Proto.String(), wProto))
 	b.WriteByte(' ')
-	b.WriteString(pad(safe(e.Client), wClient))
+	b.WriteString(pad(Sanitize(e.Client), wClient))
 	b.WriteByte(' ')
 	b.WriteString(pad(target(e), wTarget))
 	b.WriteByte(' ')
@@ -95,13 +95,13 @@ func verdictLabel(e Entry) (string, string) {
 
 // target is host:port, "host A" for DNS, the provider/model for usage.
 func target(e Entry) string {
-	host := safe(e.Host)
+	host := Sanitize(e.Host)
 	switch {
 	case e.Event == EventUsage:
-		return safe(e.Provider) + "/" + safe(e.Model)
+		return Sanitize(e.Provider) + "/" + Sanitize(e.Model)
 	case e.Proto == policy.ProtoDNS:
 		if e.QType != "" {
-			return host + " " + safe(e.QType)
+			return host + " " + Sanitize(e.QType)
 		}
 		return host
 	case e.Port != 0:
@@ -130,7 +130,7 @@ func details(e Entry) (string, string) {
 	if e.Verdict == policy.Allow || tail == "" {
 		tail = e.Rule
 	}
-	return e.Reason.String(), safe(tail)
+	return e.Reason.String(), Sanitize(tail)
 }
 
 func size(n int64) string {
@@ -153,9 +153,12 @@ func pad(s string, w int) string {
 	return s + strings.Repeat(" ", w-len(s))
 }
 
-// safe returns s unchanged when it is plain printable ASCII, and quoted
-// with escapes otherwise.
-func safe(s string) string {
+// Sanitize returns s unchanged when it is plain printable ASCII, and
+// quoted with Go escapes otherwise, so an agent-chosen string (a host
+// name, a query type) printed to a terminal cannot move the cursor,
+// recolour the screen or pass for another line. Everything that prints
+// decision-log fields for a person uses it.
+func Sanitize(s string) string {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] > 0x7e {
 			return strconv.QuoteToASCII(s)

@@ -222,3 +222,20 @@ func TestTailStream(t *testing.T) {
 		t.Errorf("Tail without file or stream: got nil error")
 	}
 }
+
+func TestSanitize(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"api.example.com", "api.example.com"},
+		{"", ""},
+		{"a b~", "a b~"},
+		{"\x1b[2Jx", `"\x1b[2Jx"`},
+		{"line\nbreak", `"line\nbreak"`},
+		{"del\x7f", `"del\x7f"`},
+		{"bücher.example", `"b\u00fccher.example"`},
+	}
+	for _, tc := range tests {
+		if got := Sanitize(tc.in); got != tc.want {
+			t.Errorf("Sanitize(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
 )
@@ -34,7 +35,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		return
 	}
 	start := s.clock()
-	client := clientAddr(w.RemoteAddr())
+	client := netaddr.Of(w.RemoteAddr())
 	p := s.policy()
 	o := s.decide(p, client, r, start)
 	reply := makeReply(r, o)
@@ -170,7 +171,7 @@ func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outco
 	e := declog.Entry{
 		Time:     start,
 		Event:    declog.EventDecision,
-		Client:   clientString(client),
+		Client:   netaddr.String(client),
 		Proto:    policy.ProtoDNS,
 		Verdict:  o.verdict,
 		Reason:   o.reason,
@@ -189,11 +190,4 @@ func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outco
 		s.rec.Record(sum)
 	}
 	s.rec.Record(e)
-}
-
-func clientString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -83,7 +84,7 @@ func (s *Server) flushLimitLog(all bool) {
 		s.rec.Record(declog.Entry{
 			Time:    now,
 			Event:   declog.EventSummary,
-			Client:  clientString(sum.client),
+			Client:  netaddr.String(sum.client),
 			Proto:   policy.ProtoDNS,
 			Verdict: policy.Deny,
 			Reason:  policy.ReasonRateLimited,

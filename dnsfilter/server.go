@@ -244,19 +244,3 @@ func acceptQuery(h dns.Header) dns.MsgAcceptAction {
 	}
 	return dns.MsgAccept
 }
-
-// clientAddr is the rate-limit key and log identity of the sender.
-func clientAddr(a net.Addr) netip.Addr {
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		return v.AddrPort().Addr().Unmap()
-	case *net.TCPAddr:
-		return v.AddrPort().Addr().Unmap()
-	case nil:
-		return netip.Addr{}
-	}
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
-}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -203,9 +204,5 @@ func clientAddr(r *http.Request, cc *clientConn) netip.Addr {
 	if cc != nil {
 		return cc.ip
 	}
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
+	return netaddr.Parse(r.RemoteAddr)
 }

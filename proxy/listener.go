@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -28,7 +29,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := remoteIP(c)
+		ip := netaddr.Of(c.RemoteAddr())
 		lim := l.s.policy().Config().Limits
 		over, reject := l.s.conns.add(ip, lim.MaxConns, lim.MaxConnsPerClient)
 		if !reject {
@@ -37,21 +38,10 @@ func (l *listener) Accept() (net.Conn, error) {
 		l.s.conns.remove(ip)
 		_ = c.Close()
 		l.s.rec.Record(declog.Entry{
-			Time: l.s.now(), Event: declog.EventDecision, Client: addrString(ip),
+			Time: l.s.now(), Event: declog.EventDecision, Client: netaddr.String(ip),
 			Proto: policy.ProtoHTTP, Verdict: policy.Deny, Reason: policy.ReasonTooManyConnections,
 		})
 	}
-}
-
-func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
-	}
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // connCounter counts open client connections, in total and per client IP.

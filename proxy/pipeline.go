@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
 )
@@ -93,7 +94,7 @@ func (s *Server) limitClient(rq *request) denial {
 	if ok {
 		return denial{}
 	}
-	if reportMode(rq.pol) {
+	if rq.pol.ReportMode() {
 		rq.reportRate = true
 		return denial{}
 	}
@@ -134,7 +135,7 @@ func (s *Server) limitHost(rq *request) denial {
 	switch {
 	case ok:
 		return denial{}
-	case reportMode(rq.pol):
+	case rq.pol.ReportMode():
 		if rq.d.Verdict == policy.Allow {
 			rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
 		}
@@ -275,7 +276,7 @@ func (s *Server) recordDecision(rq *request) {
 	e := declog.Entry{
 		Time:    rq.start,
 		Event:   declog.EventDecision,
-		Client:  addrString(rq.client),
+		Client:  netaddr.String(rq.client),
 		Proto:   rq.proto,
 		Host:    rq.host,
 		Port:    rq.port,
@@ -297,7 +298,7 @@ func (s *Server) recordClose(rq *request, reason policy.Reason, status int, up, 
 	s.rec.Record(declog.Entry{
 		Time:     now,
 		Event:    declog.EventClose,
-		Client:   addrString(rq.client),
+		Client:   netaddr.String(rq.client),
 		Proto:    rq.proto,
 		Host:     rq.host,
 		Port:     rq.port,
@@ -311,18 +312,9 @@ func (s *Server) recordClose(rq *request, reason policy.Reason, status int, up, 
 	})
 }
 
-func addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
-}
-
 func limitOf(r policy.RateConfig) ratelimit.Limit {
 	return ratelimit.Limit{RPS: r.RPS, Burst: r.Burst}
 }
-
-func reportMode(p *policy.Policy) bool { return p.Config().Mode == "report" }
 
 // Fallbacks for a policy whose timeouts were left zero; a compiled policy
 // fills its own defaults, these only keep a zero from meaning "forever".
