@@ -1,8 +1,13 @@
 // Package dnsfilter owns egressd's allow-list DNS server: the resolver the
 // agent's container points its DNS at. It answers names the policy grants,
 // through the shared resolver, with addresses in private and special ranges
-// removed; every other name gets NXDOMAIN without any upstream query, so
-// the DNS path cannot carry data out. Query types other than the policy's
+// removed; every other name gets NXDOMAIN without any upstream query, so an
+// ungranted name carries nothing out, and neither does an exact grant (the
+// only name forwarded is the one the operator wrote). A wildcard grant is
+// different: with "*.zone" granted, any labels under zone are forwarded and
+// reach zone's authoritative nameservers, so granting a wildcard for a zone
+// the agent's adversary controls opens a DNS channel out, bounded only by
+// the rate limit and dns.qtypes. Query types other than the policy's
 // dns.qtypes are refused, each client is rate limited, and every query
 // leaves one decision line in the decision log.
 package dnsfilter
