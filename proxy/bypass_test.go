@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -340,5 +341,62 @@ func TestBypassRequestAfterDeniedConnect(t *testing.T) {
 	expectClosed(t, c, br)
 	if n := f.http.count(); n != 0 {
 		t.Errorf("pipelined request reached the upstream %d times, want 0", n)
+	}
+}
+
+// TestBypassOptionsStarDesync: net/http answers "OPTIONS * HTTP/1.1" itself
+// (its general OPTIONS handler), so the request never reaches the proxy's
+// handler and the Host-header shadow parser's record of it is never taken.
+// The shadow queue is then one request behind the server. Whatever follows
+// on the connection must fail closed: 400 bad_request, the connection
+// closed, and no dial at all, never a request checked against another
+// request's Host header.
+func TestBypassOptionsStarDesync(t *testing.T) {
+	dl := &dialLog{}
+	f := newFixture(t, fixOpts{mod: func(c *Config) { c.Dial = dl.dial }})
+	g := f.hp("granted.test")
+	cases := []struct {
+		name, options, next string
+	}{
+		{"then GET", "OPTIONS * HTTP/1.1\r\nHost: " + g + "\r\n\r\n", getReq("http://"+g+"/", g)},
+		{"then CONNECT", "OPTIONS * HTTP/1.1\r\nHost: " + g + "\r\n\r\n", connectReq(f.ep("granted.test"))},
+		{"with a body, then GET", "OPTIONS * HTTP/1.1\r\nHost: " + g + "\r\nContent-Length: 5\r\n\r\nhello",
+			getReq("http://"+g+"/", g)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f.rec.reset()
+			c := f.dial()
+			br := bufio.NewReader(c)
+			if _, err := io.WriteString(c, tc.options+tc.next); err != nil {
+				t.Fatal(err)
+			}
+			first, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer to OPTIONS *: %v", err)
+			}
+			_, _ = io.Copy(io.Discard, first.Body)
+			first.Body.Close()
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer to %q after OPTIONS *: %v", firstLine(tc.next), err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Egressd-Reason") != "bad_request" || !resp.Close {
+				t.Errorf("after OPTIONS *: got %d %q reason %q close=%v, want 400 bad_request and close",
+					resp.StatusCode, body, resp.Header.Get("X-Egressd-Reason"), resp.Close)
+			}
+			expectClosed(t, c, br)
+			f.rec.waitFor(t, "bad_request decision", func(e declog.Entry) bool {
+				return e.Event == declog.EventDecision && e.Reason == policy.ReasonBadRequest
+			})
+		})
+	}
+	if got := dl.list(); len(got) != 0 {
+		t.Errorf("dialed %v after OPTIONS * desyncs, want nothing", got)
+	}
+	if n := f.http.count(); n != 0 {
+		t.Errorf("upstream reached %d times, want 0", n)
 	}
 }
