@@ -92,7 +92,8 @@ type web struct {
 }
 
 // startWeb serves: /big (64 MiB, for slow readers), /reset (cut mid-body
-// with a TCP reset), anything else a short "hello" naming the path.
+// with a TCP reset), /slow (answers after a second), anything else a short
+// "hello" naming the path.
 func startWeb(t testing.TB) *web {
 	t.Helper()
 	ln, err := net.Listen("tcp", upstreamIP+":0")
@@ -113,6 +114,9 @@ func (w *web) serve(rw http.ResponseWriter, r *http.Request) {
 	w.reqs = append(w.reqs, seen{r.Method, r.RequestURI, r.Host, string(body), r.Header.Clone()})
 	w.mu.Unlock()
 	switch r.URL.Path {
+	case "/slow":
+		time.Sleep(time.Second)
+		io.WriteString(rw, "slow but sure\n")
 	case "/big":
 		rw.Header().Set("Content-Length", strconv.Itoa(64<<20))
 		chunk := make([]byte, 64<<10)

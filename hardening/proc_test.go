@@ -347,3 +347,10 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// exitErr is the error Wait returned for the last process (nil: exit 0).
+func (e *proc) exitErr() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.waitErr
+}

@@ -1,0 +1,379 @@
+//go:build hardening
+
+package hardening
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+const (
+	agentToken = "hardening-agent-token"
+	realKey    = "sk-hardening-real-key"
+	// callNano is what one call costs: 1,000 prompt and 1,000 completion
+	// tokens at $1 per million each, in nano-USD.
+	callNano = 2_000_000
+)
+
+// provider is a fake OpenAI-format provider on upstreamIP.
+type provider struct {
+	url   string
+	calls atomic.Int64
+}
+
+func startProvider(t *testing.T) *provider {
+	t.Helper()
+	ln, err := net.Listen("tcp", upstreamIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &provider{url: "http://" + ln.Addr().String()}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("Authorization") != "Bearer "+realKey {
+			http.Error(w, "wrong key", http.StatusUnauthorized)
+			return
+		}
+		p.calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","model":"test-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000,"completion_tokens":1000,"total_tokens":2000}}`)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return p
+}
+
+// gatewayPolicy is a policy with the gateway on, one fake provider and the
+// ledger at ledger.
+func gatewayPolicy(p *provider, ledger string) policyFile {
+	return policyFile{
+		DNS:       []string{"127.0.0.1:1"},
+		Gateway:   true,
+		NetAllow:  []string{upstreamIP + "/32"}, // the gateway checks provider addresses too
+		Unlimited: true,
+		Providers: fmt.Sprintf(`  fake:
+    upstream: %s
+    format: openai
+    api_key_env: FAKE_KEY
+    client_token_env: FAKE_TOKEN
+`, p.url),
+		Budget: fmt.Sprintf(`  cap_usd: 1000
+  period: total
+  ledger: %s
+  prices:
+    test-model: {input: 1, output: 1}
+`, ledger),
+	}
+}
+
+var gatewayEnv = []string{"FAKE_KEY=" + realKey, "FAKE_TOKEN=" + agentToken}
+
+// gwCall makes one metered call through the gateway.
+func gwCall(e *proc) reply {
+	body := `{"model":"test-model","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`
+	req, _ := http.NewRequest("POST", "http://"+e.a().Gateway+"/fake/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+agentToken)
+	req.Header.Set("Content-Type", "application/json")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return reply{Err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return reply{Status: resp.StatusCode, Reason: resp.Header.Get("X-Egressd-Reason"), Body: string(b), Err: err}
+}
+
+// ledgerNano reads the period's spend (nano-USD) from the ledger file; it
+// fails the test if the file does not parse.
+func ledgerNano(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read ledger: %v", err)
+	}
+	var l struct {
+		Version   int    `json:"version"`
+		SpentNano *int64 `json:"spent_nano_usd"`
+	}
+	if err := json.Unmarshal(b, &l); err != nil || l.SpentNano == nil || l.Version != 1 {
+		t.Fatalf("ledger does not parse (%v): %q", err, b)
+	}
+	return *l.SpentNano
+}
+
+// waitLedger waits for the ledger file to hold want nano-USD.
+func waitLedger(t *testing.T, path string, want int64, when string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := ledgerNano(t, path)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger %s: got %d nano-USD, want %d", when, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mountTmpfs mounts a small tmpfs on a fresh directory and unmounts it when
+// the test ends (after anything registered later, such as egressd itself).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "egressd-ledger-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0777", "tmpfs", dir).CombinedOutput(); err != nil {
+		os.Remove(dir)
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+			exec.Command("umount", "-l", dir).Run()
+		}
+		os.Remove(dir)
+	})
+	return dir
+}
+
+func remount(t *testing.T, dir, mode string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "remount,"+mode, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s %s: %v: %s", dir, mode, err, out)
+	}
+}
+
+// fill takes every free byte of the filesystem holding dir.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill: %v", err)
+			}
+			return path
+		}
+	}
+}
+
+// ledgerFault runs the common script of the ledger-full and ledger-read-
+// only tests: spend, break the ledger's filesystem, see metered calls
+// refused (fail closed, logged, the provider not called), repair it, and
+// check that every call that was answered is in the ledger, also after a
+// restart.
+func ledgerFault(t *testing.T, breakFS, repair func()) {
+	dir := mountTmpfs(t, "64k")
+	prov := startProvider(t)
+	ledger := filepath.Join(dir, "ledger.json")
+	e := startEgressd(t, gatewayPolicy(prov, ledger), gatewayEnv...)
+	ok := 0
+	for range 3 {
+		if r := gwCall(e); r.Status != 200 {
+			t.Fatalf("metered call before the fault: got %v, want 200", r)
+		}
+		ok++
+	}
+	// A call is settled just after its answer is sent: wait for the write.
+	waitLedger(t, ledger, int64(ok)*callNano, "before the fault")
+
+	breakFS()
+	// The first call after the fault is answered: its reservation was
+	// made while the ledger still looked healthy, and its settle is the
+	// write that fails (its spend is then held in memory).
+	if r := gwCall(e); r.Status != 200 {
+		t.Fatalf("first call after the fault: got %v, want 200", r)
+	}
+	ok++
+	eventually(t, 5*time.Second, "egressd notices the failed ledger write", func() bool {
+		return e.countStderr("spend ledger write failed") > 0
+	})
+	// From then on metered calls are refused without reaching the provider.
+	for i := range 5 {
+		before := prov.calls.Load()
+		r := gwCall(e)
+		if r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
+			t.Errorf("call %d with the ledger broken: got %v, want 503 ledger_unavailable", i, r)
+			if r.Status == 200 {
+				ok++
+			}
+		}
+		if prov.calls.Load() != before && r.Status != 200 {
+			t.Errorf("call %d was refused but reached the provider", i)
+		}
+	}
+	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: policy.ReasonLedgerUnavailable, Denied: true})
+	e.alive(t)
+
+	repair()
+	// Refused calls retry the write at most once a second.
+	eventually(t, 10*time.Second, "a metered call succeeds once the ledger is writable", func() bool {
+		if gwCall(e).Status == 200 {
+			ok++
+			return true
+		}
+		return false
+	})
+	waitLedger(t, ledger, int64(ok)*callNano, "after the repair (every answered call)")
+	if n := prov.calls.Load(); n != int64(ok) {
+		t.Errorf("the provider answered %d calls, the agent got %d", n, ok)
+	}
+	// And across a restart.
+	e.signal(t, syscall.SIGTERM)
+	if _, exited := e.waitExit(10 * time.Second); !exited {
+		t.Fatal("egressd did not stop on SIGTERM")
+	}
+	e.start(t)
+	if got := ledgerNano(t, ledger); got != int64(ok)*callNano {
+		t.Errorf("ledger after a restart: got %d nano-USD, want %d", got, ok*callNano)
+	}
+	if r := gwCall(e); r.Status != 200 {
+		t.Errorf("metered call after the restart: got %v, want 200", r)
+	}
+}
+
+// TestLedgerFull: the ledger's filesystem fills up.
+func TestLedgerFull(t *testing.T) {
+	var filler string
+	var dir string
+	ledgerFault(t,
+		func() {
+			dir = mountedLedgerDir(t)
+			filler = fill(t, dir)
+		},
+		func() { os.Remove(filler) })
+}
+
+// TestLedgerReadOnly: the ledger's filesystem turns read-only (root
+// ignores file modes, so this is a read-only remount of the tmpfs).
+func TestLedgerReadOnly(t *testing.T) {
+	var dir string
+	ledgerFault(t,
+		func() { dir = mountedLedgerDir(t); remount(t, dir, "ro") },
+		func() { remount(t, dir, "rw") })
+}
+
+// mountedLedgerDir finds the tmpfs ledgerFault mounted for this test.
+func mountedLedgerDir(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[2] == "tmpfs" && strings.Contains(f[1], "egressd-ledger-") {
+			found = f[1]
+		}
+	}
+	if found == "" {
+		t.Fatal("ledger tmpfs not mounted")
+	}
+	return found
+}
+
+// TestLedgerSIGKILL hammers the gateway from 16 clients, SIGKILLs egressd
+// mid-stream, and restarts it, three times: the ledger always parses, and
+// it holds at least every call the decision log had recorded as settled
+// (usage lines are written after the ledger write) and never more than the
+// provider answered.
+func TestLedgerSIGKILL(t *testing.T) {
+	prov := startProvider(t)
+	dir, err := os.MkdirTemp("", "egressd-ledger-kill-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777) // egressd runs unprivileged
+	ledger := filepath.Join(dir, "ledger.json")
+	e := startEgressd(t, gatewayPolicy(prov, ledger), gatewayEnv...)
+	for cycle := range 3 {
+		var answered atomic.Int64
+		var lastErr atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					r := gwCall(e)
+					if r.Status == 200 {
+						answered.Add(1)
+					} else {
+						lastErr.Store(r.String())
+					}
+				}
+			}()
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for answered.Load() < 50 {
+			if time.Now().After(deadline) {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("kill %d: only %d calls answered in 10s; a failure: %v", cycle, answered.Load(), lastErr.Load())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		e.kill(t)
+		close(stop)
+		wg.Wait()
+		var settled int64
+		for _, en := range e.log.refresh() {
+			if en.Event == "usage" {
+				settled += int64(en.CostUSD*1e9 + 0.5)
+			}
+		}
+		spent := ledgerNano(t, ledger)
+		paid := prov.calls.Load() * callNano
+		t.Logf("RESULT kill %d: answered=%d provider=%d logged-settled=%d nano ledger=%d nano", cycle,
+			answered.Load(), prov.calls.Load(), settled, spent)
+		if spent < settled {
+			t.Errorf("kill %d: ledger holds %d nano-USD, less than the %d the log recorded as settled", cycle, spent, settled)
+		}
+		if spent > paid {
+			t.Errorf("kill %d: ledger holds %d nano-USD, more than the provider answered (%d)", cycle, spent, paid)
+		}
+		e.start(t)
+		if got := ledgerNano(t, ledger); got != spent {
+			t.Errorf("kill %d: restart changed the ledger from %d to %d", cycle, spent, got)
+		}
+		if r := gwCall(e); r.Status != 200 {
+			t.Fatalf("kill %d: metered call after the restart: got %v, want 200 (the ledger was not accepted)", cycle, r)
+		}
+	}
+	tmp, _ := filepath.Glob(filepath.Join(dir, ".ledger.json.*"))
+	t.Logf("RESULT temp files left by 3 SIGKILLs: %d", len(tmp))
+	e.alive(t)
+}
