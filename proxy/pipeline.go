@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"math"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
+	"github.com/egressd/egressd/safedial"
 )
 
 // request is one proxied request or tunnel, from its decision to its
@@ -32,8 +32,8 @@ type request struct {
 	pol    *policy.Policy
 
 	d          policy.Decision
-	addrs      []netip.Addr // checked dial candidates, in order
-	reportRate bool         // report mode let an over-limit client through
+	targets    []netip.AddrPort // checked dial candidates, in order (safedial.Check)
+	reportRate bool             // report mode let an over-limit client through
 	status     int
 }
 
@@ -103,7 +103,7 @@ func (s *Server) limitClient(rq *request) denial {
 
 // decide runs steps 6–9 on a parsed target: Decide, the destination
 // bucket, resolution and the address checks. On success rq.d is the
-// verdict to log and rq.addrs the addresses the dial may use.
+// verdict to log and rq.targets the addresses the dial may use.
 func (s *Server) decide(ctx context.Context, rq *request) denial {
 	rq.d = rq.pol.Decide(rq.policyRequest())
 	if !rq.d.Verdict.Allowed() {
@@ -116,9 +116,13 @@ func (s *Server) decide(ctx context.Context, rq *request) denial {
 	if dn.denied() {
 		return dn
 	}
-	if dn := s.checkAddrs(rq, addrs); dn.denied() {
-		return dn
+	// Step 9: every address is checked, and one bad address denies the
+	// name (see safedial.Check).
+	targets, err := safedial.Check(rq.pol, s.self, addrs, rq.port)
+	if err != nil {
+		return denial{reason: deniedReason(err)}
 	}
+	rq.targets = targets
 	if rq.reportRate && rq.d.Verdict == policy.Allow {
 		rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
 	}
@@ -150,7 +154,7 @@ func (s *Server) resolve(ctx context.Context, rq *request) ([]netip.Addr, denial
 	if rq.ip.IsValid() {
 		return []netip.Addr{rq.ip}, denial{}
 	}
-	ctx, cancel := context.WithTimeout(ctx, dialTimeout(rq.pol))
+	ctx, cancel := context.WithTimeout(ctx, safedial.DialTimeout(rq.pol))
 	defer cancel()
 	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, rq.host)
 	if err != nil || len(addrs) == 0 {
@@ -159,54 +163,20 @@ func (s *Server) resolve(ctx context.Context, rq *request) ([]netip.Addr, denial
 	return addrs, denial{}
 }
 
-// checkAddrs is step 9. A name with any denied address is denied as a
-// whole: picking the public half of a mixed answer would still let the
-// agent learn about, and race for, the private half, and a legitimate
-// public service never needs to publish private addresses.
-func (s *Server) checkAddrs(rq *request, addrs []netip.Addr) denial {
-	out := make([]netip.Addr, 0, len(addrs))
-	for _, a := range addrs {
-		a = a.Unmap().WithZone("")
-		if d := rq.pol.CheckAddr(a); !d.Verdict.Allowed() {
-			return denial{reason: d.Reason}
-		}
-		if s.self.Contains(netip.AddrPortFrom(a, rq.port)) {
-			return denial{reason: policy.ReasonSelfAddress}
-		}
-		out = append(out, a)
+// deniedReason is the reason of safedial.Check's refusal. Check only
+// returns *safedial.DeniedError; anything else is refused as a bad request
+// rather than trusted.
+func deniedReason(err error) policy.Reason {
+	if de, ok := err.(*safedial.DeniedError); ok && de.Reason != policy.ReasonNone {
+		return de.Reason
 	}
-	rq.addrs = out
-	return denial{}
+	return policy.ReasonBadRequest
 }
 
-// dialChecked is step 10: it connects to the checked addresses in order,
+// dialChecked is step 10: safedial.DialFirst over the checked targets,
 // all within timeouts.dial. Nothing here resolves a name.
 func (s *Server) dialChecked(ctx context.Context, rq *request) (net.Conn, netip.AddrPort, error) {
-	if len(rq.addrs) == 0 {
-		return nil, netip.AddrPort{}, errors.New("no checked address to dial")
-	}
-	ctx, cancel := context.WithTimeout(ctx, dialTimeout(rq.pol))
-	defer cancel()
-	var errs []error
-	for _, a := range rq.addrs {
-		ap := netip.AddrPortFrom(a, rq.port)
-		var c net.Conn
-		var err error
-		if s.cfg.Dial != nil {
-			c, err = s.cfg.Dial(ctx, "tcp", ap.String())
-		} else {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, "tcp", ap.String())
-		}
-		if err == nil {
-			return c, ap, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, netip.AddrPort{}, errors.Join(errs...)
+	return safedial.DialFirst(ctx, s.cfg.Dial, "tcp", rq.targets, safedial.DialTimeout(rq.pol))
 }
 
 // statusFor maps a denial reason to its HTTP status.
@@ -319,16 +289,8 @@ func limitOf(r policy.RateConfig) ratelimit.Limit {
 // Fallbacks for a policy whose timeouts were left zero; a compiled policy
 // fills its own defaults, these only keep a zero from meaning "forever".
 const (
-	defaultDialTimeout   = 10 * time.Second
 	defaultHeaderTimeout = 10 * time.Second
 )
-
-func dialTimeout(p *policy.Policy) time.Duration {
-	if d := p.Config().Timeouts.Dial; d > 0 {
-		return d
-	}
-	return defaultDialTimeout
-}
 
 func headerTimeout(p *policy.Policy) time.Duration {
 	if d := p.Config().Timeouts.Header; d > 0 {

@@ -17,11 +17,12 @@
 //  6. policy.Decide on the request target (never the Host header)
 //  7. destination token bucket (rule rate:, else limits.host): rate_limited
 //  8. resolution through the Resolver: resolve_failed
-//  9. CheckAddr on every resolved address (any denied address denies the
-//     whole name), then egressd's own listeners: private_address, ...,
-//     self_address
-//  10. dial of exactly the checked addresses; for tunnels to names, the
-//     first client bytes are held until their TLS SNI is checked.
+//  9. safedial.Check: CheckAddr on every resolved address (any denied
+//     address denies the whole name), then egressd's own listeners:
+//     private_address, ..., self_address
+//  10. safedial.DialFirst: dial of exactly the checked addresses; for
+//     tunnels to names, the first client bytes are held until their TLS
+//     SNI is checked.
 //
 // In mode report, the Decide reasons policy relaxes and rate limits are
 // logged as would_deny and let through; caps, address checks, malformed
