@@ -9,22 +9,21 @@ import (
 
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/safedial"
 )
 
 // checker decides whether an address may appear in an answer.
 type checker struct {
 	p    *policy.Policy
-	self []netip.Addr
+	self *safedial.SelfSet
 }
 
 // check is CheckAddr plus egressd's own addresses, which are never
 // answered: the agent must not be pointed at egressd under another name.
 func (c checker) check(a netip.Addr) policy.Decision {
 	a = a.Unmap()
-	for _, s := range c.self {
-		if a == s {
-			return policy.Decision{Verdict: policy.Deny, Reason: policy.ReasonSelfAddress}
-		}
+	if c.self.ContainsAddr(a) {
+		return policy.Decision{Verdict: policy.Deny, Reason: policy.ReasonSelfAddress}
 	}
 	return c.p.CheckAddr(a)
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
 	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/safedial"
 )
 
 // Limits of the server itself; few knobs, safe values.
@@ -69,8 +70,9 @@ type Config struct {
 	Recorder declog.Recorder
 	// Self lists egressd's own addresses (its listeners on the agent's
 	// network); answers pointing at them are removed like private ones,
-	// with reason self_address. Unspecified addresses are ignored: pass
-	// the concrete interface addresses. nil means none.
+	// with reason self_address, whatever port the agent would then try
+	// (safedial.SelfSet.ContainsAddr). An unspecified address stands for
+	// every address of this machine. nil means none.
 	Self []netip.Addr
 	// Logger gets operational problems (write failures); nil means
 	// slog.Default().
@@ -85,7 +87,7 @@ type Config struct {
 type Server struct {
 	policy func() *policy.Policy
 	res    Resolver
-	self   []netip.Addr
+	self   *safedial.SelfSet
 	rec    declog.Recorder
 	log    *slog.Logger
 	clock  func() time.Time
@@ -100,7 +102,7 @@ func New(cfg Config) *Server {
 	s := &Server{
 		policy: cfg.Policy,
 		res:    cfg.Resolver,
-		self:   selfAddrs(cfg.Self),
+		self:   safedial.NewSelfAddrs(cfg.Self),
 		rec:    cfg.Recorder,
 		log:    cfg.Logger,
 		clock:  cfg.Clock,
@@ -124,16 +126,6 @@ func New(cfg Config) *Server {
 
 // Compile-time check: the shared resolver is what the server expects.
 var _ Resolver = (*resolver.Resolver)(nil)
-
-func selfAddrs(in []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range in {
-		if a.IsValid() && !a.IsUnspecified() {
-			out = append(out, a.Unmap().WithZone(""))
-		}
-	}
-	return out
-}
 
 // Serve answers DNS on pc (UDP) and ln (TCP), either of which may be nil,
 // until ctx ends or a socket fails. It closes both. On return every

@@ -490,7 +490,8 @@ func TestSelfAddressNeverAnswered(t *testing.T) {
 	if got := e.rec.last(t).Reason; got != policy.ReasonSelfAddress {
 		t.Errorf("logged %s, want self_address", got)
 	}
-	// The unspecified address was ignored, not taken to mean "everything".
+	// The unspecified address stands for this machine's own addresses, not
+	// for every address.
 	if r := e.ask(t, query("granted.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
 		t.Errorf("granted.example: got %s, want NOERROR", dns.RcodeToString[r.Rcode])
 	}
