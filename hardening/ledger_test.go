@@ -377,3 +377,53 @@ func TestLedgerSIGKILL(t *testing.T) {
 	t.Logf("RESULT temp files left by 3 SIGKILLs: %d", len(tmp))
 	e.alive(t)
 }
+
+// TestGatewayWall: the gateway refuses calls without the agent token (the
+// provider never sees them), never returns the real key, and the proxy
+// refuses to reach the provider's address directly (use_gateway), so the
+// meter cannot be bypassed.
+func TestGatewayWall(t *testing.T) {
+	prov := startProvider(t)
+	dir, err := os.MkdirTemp("", "egressd-ledger-wall-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	e := startEgressd(t, gatewayPolicy(prov, filepath.Join(dir, "ledger.json")), gatewayEnv...)
+	for _, auth := range []string{"", "Bearer wrong", "Bearer " + agentToken + "x", "Basic " + agentToken, "Bearer " + realKey} {
+		req, _ := http.NewRequest("POST", "http://"+e.a().Gateway+"/fake/v1/chat/completions",
+			strings.NewReader(`{"model":"test-model","max_tokens":10,"messages":[]}`))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Egressd-Reason") != policy.ReasonUnauthorized.String() {
+			t.Errorf("Authorization %q: got %d %s, want 401 unauthorized", auth, resp.StatusCode, resp.Header.Get("X-Egressd-Reason"))
+		}
+		if strings.Contains(string(b), realKey) {
+			t.Errorf("Authorization %q: the answer contains the real key", auth)
+		}
+	}
+	if n := prov.calls.Load(); n != 0 {
+		t.Errorf("the provider received %d unauthorised calls, want 0", n)
+	}
+	e.log.wait(t, logWait, match{Proto: "gateway", Reason: policy.ReasonUnauthorized, Denied: true})
+	host := strings.TrimPrefix(prov.url, "http://")
+	src := newClientIP()
+	if _, r := connectRaw(t, e, src, host); r.Status != 403 || r.Reason != policy.ReasonUseGateway.String() {
+		t.Errorf("CONNECT to the provider's address: got %v, want 403 use_gateway", r)
+	}
+	if r := getRaw(t, e, newClientIP(), prov.url+"/v1/chat/completions"); r.Status != 403 || r.Reason != policy.ReasonUseGateway.String() {
+		t.Errorf("GET the provider through the proxy: got %v, want 403 use_gateway", r)
+	}
+	if n := prov.calls.Load(); n != 0 {
+		t.Errorf("the provider received %d calls around the gateway, want 0", n)
+	}
+	e.alive(t)
+}

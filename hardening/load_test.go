@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // Load sizes: what the suite proves egressd holds.
@@ -308,4 +310,45 @@ func floodNames(round int) []string {
 		names[i] = fmt.Sprintf("r%d-%x.%s", round, rng.Uint64(), suffix)
 	}
 	return names
+}
+
+// TestRateLimitedFlood: with the default token buckets, one client hammering
+// a granted host is answered 429 with Retry-After (logged), while another
+// client is still served.
+func TestRateLimitedFlood(t *testing.T) {
+	w := startWall(t, func(p *policyFile) { p.Unlimited = false })
+	hammer := newClientIP()
+	authority := "granted.test:" + strconv.Itoa(w.echo.port)
+	var limited, allowed atomic.Int64
+	var badRetry atomic.Value
+	parallel(16, 2000, func(int) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(hammer)}}
+		c, err := d.Dial("tcp", w.e.a().Proxy)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := exchange(c, http.MethodConnect, "CONNECT "+authority+" HTTP/1.1\r\nHost: "+authority+"\r\n\r\n")
+		switch {
+		case r.Status == 200:
+			allowed.Add(1)
+		case r.Status == http.StatusTooManyRequests && r.Reason == "rate_limited":
+			limited.Add(1)
+			if ra, err := strconv.Atoi(r.resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+				badRetry.Store(r.resp.Header.Get("Retry-After"))
+			}
+		}
+	})
+	t.Logf("RESULT 2000 CONNECTs from one client: %d allowed, %d rate_limited", allowed.Load(), limited.Load())
+	if limited.Load() < 1500 {
+		t.Errorf("got %d rate_limited of 2000, want the bucket (20/s, burst 40) to refuse most", limited.Load())
+	}
+	if v := badRetry.Load(); v != nil {
+		t.Errorf("429 with Retry-After %q, want a positive number of seconds", v)
+	}
+	w.e.log.wait(t, logWait, match{Client: hammer, Reason: policy.ReasonRateLimited, Denied: true})
+	if r := getRaw(t, w.e, newClientIP(), "http://ungranted.test:"+strconv.Itoa(w.web.port)+"/"); r.Status != 403 {
+		t.Errorf("another client during the flood: got %v, want its own answer (403 not_allowlisted)", r)
+	}
+	w.e.alive(t)
 }
