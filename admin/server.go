@@ -118,6 +118,14 @@ func (s *Server) Record(e declog.Entry) {
 		if n > 0 && e.Host != "" {
 			s.recent.add(e.Host, e.Reason.String(), e.Time, n)
 		}
+		// An overflow summary (Host "*") names a sample of the hosts it
+		// folded; each was denied at least once, and is what an operator
+		// needs to see behind a flood of one-off names.
+		for _, h := range e.Hosts {
+			if h != "" {
+				s.recent.add(h, e.Reason.String(), e.Time, 1)
+			}
+		}
 	}
 }
 

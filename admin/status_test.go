@@ -247,3 +247,20 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 		t.Errorf("metrics on no dashboard panel: %v", unused)
 	}
 }
+
+// TestRecentCountsOverflowSample: the hosts an overflow summary samples
+// show up in the recent-denials table next to the folded total.
+func TestRecentCountsOverflowSample(t *testing.T) {
+	srv := New(Config{Clock: func() time.Time { return t0 }})
+	srv.Record(declog.Entry{Time: t0, Event: declog.EventSummary, Client: "*", Proto: policy.ProtoDNS, Host: "*",
+		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted, Count: 5000,
+		Hosts: []string{"target.example", "f0.example"}, Clients: []string{"10.0.0.2"}})
+	want := []HostCount{
+		{"*", 5000, "not_allowlisted", t0},
+		{"f0.example", 1, "not_allowlisted", t0},
+		{"target.example", 1, "not_allowlisted", t0},
+	}
+	if diff := cmp.Diff(want, srv.Status().RecentDenials); diff != "" {
+		t.Errorf("recent denials (-want +got):\n%s", diff)
+	}
+}

@@ -74,6 +74,12 @@ func appendAttrs(dst []slog.Attr, e *Entry) []slog.Attr {
 		dst = append(dst, slog.Float64("duration_ms", float64(e.Duration.Microseconds())/1000))
 	}
 	dst = appendInt(dst, "count", int64(e.Count))
+	if len(e.Hosts) > 0 {
+		dst = append(dst, slog.Any("hosts", e.Hosts))
+	}
+	if len(e.Clients) > 0 {
+		dst = append(dst, slog.Any("clients", e.Clients))
+	}
 	dst = appendString(dst, "provider", e.Provider)
 	dst = appendString(dst, "model", e.Model)
 	dst = appendInt(dst, "input_tokens", e.InputTokens)
@@ -144,6 +150,8 @@ type wire struct {
 	BytesDn      int64     `json:"bytes_down"`
 	DurationMS   float64   `json:"duration_ms"`
 	Count        int       `json:"count"`
+	Hosts        []string  `json:"hosts"`
+	Clients      []string  `json:"clients"`
 	Provider     string    `json:"provider"`
 	Model        string    `json:"model"`
 	InputTokens  int64     `json:"input_tokens"`
@@ -185,10 +193,20 @@ func Unmarshal(line []byte) (Entry, error) {
 		Count: w.Count, Provider: w.Provider, Model: w.Model, InputTokens: w.InputTokens,
 		OutputTokens: w.OutputTokens, CostUSD: w.CostUSD, Estimated: w.Estimated,
 	}
+	e.Hosts, e.Clients = sampleOf(w.Hosts), sampleOf(w.Clients)
 	if w.DurationMS > 0 && w.DurationMS <= maxDurationMS {
 		e.Duration = time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond
 	}
 	return e, nil
+}
+
+// sampleOf is a Hosts or Clients sample as read: nil when empty (as
+// written), and never longer than the writer makes one.
+func sampleOf(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s[:min(len(s), SampleMax):min(len(s), SampleMax)]
 }
 
 func knownEvent(s string) bool {

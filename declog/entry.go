@@ -38,6 +38,10 @@ type Entry struct {
 	BytesDn  int64          `json:"bytes_down,omitempty"`
 	Duration time.Duration  `json:"duration_ms,omitempty"`
 	Count    int            `json:"count,omitempty"`
+	// Overflow summaries (Host "*", and Client "*" when shared): the first
+	// SampleMax distinct hosts and clients that were folded into Count.
+	Hosts   []string `json:"hosts,omitempty"`
+	Clients []string `json:"clients,omitempty"`
 
 	// Gateway usage (Event == EventUsage).
 	Provider     string  `json:"provider,omitempty"`

@@ -124,13 +124,31 @@ func details(e Entry) (string, string) {
 		return fmt.Sprintf("in %d out %d", e.InputTokens, e.OutputTokens),
 			fmt.Sprintf("$%.4f%s", e.CostUSD, est)
 	case EventSummary:
-		return e.Reason.String(), fmt.Sprintf("x%d more in the last window", e.Count)
+		return e.Reason.String(), fmt.Sprintf("x%d more in the last window", e.Count) +
+			sampleList("; hosts ", e.Hosts) + sampleList("; clients ", e.Clients)
 	}
 	tail := e.Hint
 	if e.Verdict == policy.Allow || tail == "" {
 		tail = e.Rule
 	}
 	return e.Reason.String(), Sanitize(tail)
+}
+
+// sampleList is an overflow summary's sample for a person: label, then the
+// names, escaped, comma-separated; "" when there is none.
+func sampleList(label string, names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(label)
+	for i, n := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(Sanitize(n))
+	}
+	return b.String()
 }
 
 func size(n int64) string {

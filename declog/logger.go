@@ -19,6 +19,10 @@ const (
 	DefaultThrottleWindow = 10 * time.Second
 	DefaultBuffer         = 8192
 	DefaultMaxThrottle    = 10000
+	// DefaultMaxThrottlePerClient is one client's share of the throttle
+	// table: distinct denied targets in one window before its further
+	// ones are folded into one summary.
+	DefaultMaxThrottlePerClient = 200
 )
 
 // errReportEvery rate-limits the stderr notes about write errors and drops:
@@ -40,7 +44,11 @@ type Options struct {
 	// < 0 = never fold.
 	ThrottleWindow time.Duration
 	// MaxThrottleKeys bounds the throttle table; 0 = DefaultMaxThrottle.
+	// Half is for DNS, half for the other edges (see throttle).
 	MaxThrottleKeys int
+	// MaxThrottleKeysPerClient bounds one client's keys in that table;
+	// 0 = DefaultMaxThrottlePerClient, and never more than half the table.
+	MaxThrottleKeysPerClient int
 	// Buffer is how many entries may wait for the writer; when it is full,
 	// Record drops the entry and counts it instead of blocking. 0 = DefaultBuffer.
 	Buffer int
@@ -135,7 +143,11 @@ func New(opts Options) (*Logger, error) {
 		if keys <= 0 {
 			keys = DefaultMaxThrottle
 		}
-		l.thr = newThrottle(window, keys)
+		perClient := opts.MaxThrottleKeysPerClient
+		if perClient <= 0 {
+			perClient = DefaultMaxThrottlePerClient
+		}
+		l.thr = newThrottle(window, keys, perClient)
 		l.tickEvery = min(max(window/4, 50*time.Millisecond), time.Second)
 	}
 	buf := opts.Buffer

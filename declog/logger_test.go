@@ -251,38 +251,6 @@ func TestThrottleWindowEndsOnTimer(t *testing.T) {
 	waitFor(t, "the summary line", func() bool { return strings.Contains(stdout.String(), `"count":2`) })
 }
 
-func TestThrottleTableBounded(t *testing.T) {
-	clk := newFakeClock()
-	var stdout syncBuffer
-	l, err := New(Options{Stdout: &stdout, Clock: clk.Now, MaxThrottleKeys: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 50 {
-		l.Record(denial("10.0.0.2", fmt.Sprintf("r%d.example", i)))
-	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var written, summaryCount int
-	var summaryHost string
-	if err := Read(strings.NewReader(stdout.String()), func(e Entry) error {
-		if e.Event == EventSummary {
-			summaryCount, summaryHost = e.Count, e.Host
-		} else {
-			written++
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	// r0 and r1 fill the table, r2 opens the overflow window, r3..r49 fold.
-	if written != 3 || summaryCount != 47 || summaryHost != overflowHost {
-		t.Errorf("got %d written, summary count %d host %q; want 3, 47, %q",
-			written, summaryCount, summaryHost, overflowHost)
-	}
-}
-
 func TestThrottleOff(t *testing.T) {
 	var stdout syncBuffer
 	l, err := New(Options{Stdout: &stdout, ThrottleWindow: -1})

@@ -8,10 +8,18 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// overflowHost is the Host of a summary that folds denials to many distinct
-// hosts, written when the throttle table is full. It is not a valid host
-// name, so `egressd suggest` never turns it into a grant.
-const overflowHost = "*"
+// Overflow summaries. Neither "*" is a valid host name or client address,
+// so `egressd suggest` never turns one into a grant; the names that were
+// folded travel in the summary's Hosts and Clients samples instead.
+const (
+	overflowHost   = "*"
+	overflowClient = "*"
+	// SampleMax is how many distinct host names (and, for the shared
+	// overflow, clients) an overflow summary keeps: the first ones folded
+	// in its window. Enough to show an operator the real targets behind a
+	// flood of one-off names, few enough to keep the line short.
+	SampleMax = 8
+)
 
 // throttleKey says when two denials are "identical".
 type throttleKey struct {
@@ -23,29 +31,91 @@ type throttleKey struct {
 	reason  policy.Reason
 }
 
+// keyKind is what a throttle key stands for.
+type keyKind uint8
+
+const (
+	kindOwn            keyKind = iota // one client, one host: the ordinary case
+	kindClientOverflow                // one client past its quota: its new hosts, folded
+	kindSharedOverflow                // clients that found the table full: all folded
+)
+
 // throttleState is one open window: the first denial was written at start,
 // n more were suppressed, the last at last.
 type throttleState struct {
+	kind        keyKind
 	first       Entry
 	start, last time.Time
 	n           int
+	// Overflow keys only: distinct names folded in this window, at most
+	// SampleMax each. Handed to the summary entry, never reused.
+	hosts, clients []string
+}
+
+// clientKeys is how many keys one client holds in a pool.
+type clientKeys struct {
+	own   int // kindOwn keys: bounded by the per-client quota
+	total int // with its overflow keys; the client leaves the pool at 0
 }
 
 // throttle folds repeated identical denials within a window into the first
-// line plus one summary line. The table is bounded: once it holds maxKeys
-// windows, denials with new keys share one window per (client, proto,
-// verdict, reason), so a flood of distinct host names costs a bounded
-// amount of memory and a bounded number of lines per window.
+// line plus one summary line. Its memory and its output per window are
+// bounded, and the bounds are shared out so a flood cannot spend them for
+// others:
+//
+//   - Each client holds at most perClient keys of its own. Past that, its
+//     denials to further hosts fold into one overflow key per (proto,
+//     verdict, reason) of that client, whose summary names the first
+//     SampleMax hosts folded. One client flooding distinct names cannot
+//     hide another client's targets, and its own real targets still show
+//     up when they came early or repeat as a window's first line.
+//   - At most maxClients clients hold keys in a pool at once, so every
+//     admitted client's quota fits. Clients arriving when a pool is full
+//     fold into one shared overflow key per (proto, verdict, reason) that
+//     samples both clients and hosts. A swarm of addresses can therefore
+//     take the free slots but not the ones already held.
+//   - DNS has a pool of its own: it arrives over UDP, whose source address
+//     anything on the network with NET_RAW can forge (compose drops it from
+//     the agent; this is the second line). A forged-source swarm of DNS
+//     denials cannot take the slots the proxy's clients, whose addresses a
+//     TCP handshake proved, need.
 type throttle struct {
-	window  time.Duration
-	maxKeys int
+	window     time.Duration
+	perClient  int
+	maxClients int
 
-	mu sync.Mutex
-	m  map[throttleKey]*throttleState
+	mu    sync.Mutex
+	m     map[throttleKey]*throttleState
+	pools [2]map[string]*clientKeys // dnsPool, connPool
 }
 
-func newThrottle(window time.Duration, maxKeys int) *throttle {
-	return &throttle{window: window, maxKeys: maxKeys, m: make(map[throttleKey]*throttleState)}
+const (
+	dnsPool  = 0
+	connPool = 1
+)
+
+// newThrottle splits maxKeys evenly between the two pools; perClient is
+// clamped to a pool's share.
+func newThrottle(window time.Duration, maxKeys, perClient int) *throttle {
+	share := max(maxKeys/2, 1)
+	perClient = min(max(perClient, 1), share)
+	t := &throttle{
+		window:     window,
+		perClient:  perClient,
+		maxClients: max(share/perClient, 1),
+		m:          make(map[throttleKey]*throttleState),
+	}
+	for i := range t.pools {
+		t.pools[i] = make(map[string]*clientKeys)
+	}
+	return t
+}
+
+func poolOf(p policy.Proto) int {
+	if p == policy.ProtoDNS {
+		return dnsPool
+	}
+	return connPool
 }
 
 // throttled reports whether e is only eligible for folding: decisions that
@@ -62,27 +132,102 @@ func (t *throttle) check(e *Entry) (suppress bool, summary Entry, hasSummary boo
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st, ok := t.m[k]
-	if !ok && len(t.m) >= t.maxKeys {
-		k.host, k.port = overflowHost, 0
+	kind := kindOwn
+	if !ok {
+		k, kind = t.place(k)
 		st, ok = t.m[k]
 	}
 	if ok && e.Time.Sub(st.start) < t.window {
 		st.n++
 		st.last = e.Time
+		st.sample(e)
 		return true, Entry{}, false
 	}
 	if ok && st.n > 0 {
 		summary, hasSummary = st.summary(), true
 	}
 	if !ok {
-		st = new(throttleState)
-		t.m[k] = st
+		st = t.add(k, kind)
 	}
+	// The first denial of a window is written as it is, real host and
+	// client included, even in an overflow window.
 	st.first, st.start, st.last, st.n = *e, e.Time, e.Time, 0
-	if k.host == overflowHost {
-		st.first.Host, st.first.Port = overflowHost, 0
-	}
+	st.hosts, st.clients = nil, nil
 	return false, summary, hasSummary
+}
+
+// place says which key a denial without a key of its own goes to.
+func (t *throttle) place(k throttleKey) (throttleKey, keyKind) {
+	clients := t.pools[poolOf(k.proto)]
+	ck := clients[k.client]
+	switch {
+	case ck == nil && len(clients) >= t.maxClients:
+		k.client, k.host, k.port = overflowClient, overflowHost, 0
+		return k, kindSharedOverflow
+	case ck != nil && ck.own >= t.perClient:
+		k.host, k.port = overflowHost, 0
+		return k, kindClientOverflow
+	}
+	return k, kindOwn
+}
+
+// add opens k and charges it to its client.
+func (t *throttle) add(k throttleKey, kind keyKind) *throttleState {
+	st := &throttleState{kind: kind}
+	t.m[k] = st
+	if kind == kindSharedOverflow {
+		return st
+	}
+	clients := t.pools[poolOf(k.proto)]
+	ck := clients[k.client]
+	if ck == nil {
+		ck = new(clientKeys)
+		clients[k.client] = ck
+	}
+	ck.total++
+	if kind == kindOwn {
+		ck.own++
+	}
+	return st
+}
+
+// remove forgets k and gives its client the slot back.
+func (t *throttle) remove(k throttleKey, st *throttleState) {
+	delete(t.m, k)
+	if st.kind == kindSharedOverflow {
+		return
+	}
+	clients := t.pools[poolOf(k.proto)]
+	ck := clients[k.client]
+	if ck == nil {
+		return
+	}
+	ck.total--
+	if st.kind == kindOwn {
+		ck.own--
+	}
+	if ck.total <= 0 {
+		delete(clients, k.client)
+	}
+}
+
+// sample remembers who and what an overflow window folded: the first
+// SampleMax distinct of each.
+func (st *throttleState) sample(e *Entry) {
+	if st.kind == kindOwn {
+		return
+	}
+	st.hosts = addSample(st.hosts, e.Host)
+	if st.kind == kindSharedOverflow {
+		st.clients = addSample(st.clients, e.Client)
+	}
+}
+
+func addSample(s []string, v string) []string {
+	if len(s) >= SampleMax || slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
 }
 
 // sweep ends every window older than the throttle window at now (all of
@@ -99,7 +244,7 @@ func (t *throttle) sweep(now time.Time, all bool) []Entry {
 		if st.n > 0 {
 			out = append(out, st.summary())
 		}
-		delete(t.m, k)
+		t.remove(k, st)
 	}
 	// Map order is random; the log reads better, and tests are stable, in
 	// time order.
@@ -108,12 +253,23 @@ func (t *throttle) sweep(now time.Time, all bool) []Entry {
 }
 
 // summary is the line that stands for the suppressed denials: the first
-// denial's fields, Count of the suppressed ones, stamped with the last.
+// denial's fields, Count of the suppressed ones, stamped with the last. An
+// overflow summary names no single host (or, shared, client): it carries
+// the samples instead, and drops the fields that belonged to the first
+// denial alone.
 func (st *throttleState) summary() Entry {
 	e := st.first
 	e.Event = EventSummary
 	e.Time = st.last
 	e.Count = st.n
 	e.Status, e.BytesUp, e.BytesDn, e.Duration = 0, 0, 0, 0
+	if st.kind == kindOwn {
+		return e
+	}
+	e.Host, e.Port, e.Hosts = overflowHost, 0, st.hosts
+	e.Method, e.QType, e.Rule, e.Hint = "", "", "", ""
+	if st.kind == kindSharedOverflow {
+		e.Client, e.Clients = overflowClient, st.clients
+	}
 	return e
 }
