@@ -23,8 +23,8 @@ type outcome struct {
 	verdict policy.Verdict
 	reason  policy.Reason
 	rule    *policy.Rule
-	log     bool // false only for rate-limited queries already logged this window
-	folded  int  // rate-limited queries of the client's previous window not logged
+	log     bool         // false only for rate-limited queries already logged this window
+	folded  limitSummary // rate-limited queries of the window this one replaced, not logged
 }
 
 // ServeDNS implements dns.Handler: it answers one query and records one
@@ -163,7 +163,8 @@ func udpSize(r *dns.Msg) int {
 }
 
 // record writes the query's decision line, preceded by the summary of the
-// client's previous rate-limit window when it had unlogged refusals.
+// rate-limit window it replaced when that had unlogged refusals. The
+// summary names no query: the refusals it counts were for any names.
 func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outcome, start time.Time) {
 	if !o.log {
 		return
@@ -184,10 +185,8 @@ func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outco
 		e.Host = strings.ToLower(strings.TrimSuffix(r.Question[0].Name, "."))
 		e.QType = dns.Type(r.Question[0].Qtype).String()
 	}
-	if o.folded > 0 {
-		sum := e
-		sum.Event, sum.Count, sum.Duration = declog.EventSummary, o.folded, 0
-		s.rec.Record(sum)
+	if o.folded.count > 0 {
+		s.rec.Record(o.folded.entry(start))
 	}
 	s.rec.Record(e)
 }
