@@ -44,6 +44,7 @@ const (
 // n more were suppressed, the last at last.
 type throttleState struct {
 	kind        keyKind
+	burst       bool // charged to the pool's burst room, not the client's reserve
 	first       Entry
 	start, last time.Time
 	n           int
@@ -54,9 +55,22 @@ type throttleState struct {
 
 // clientKeys is how many keys one client holds in a pool.
 type clientKeys struct {
-	own   int // kindOwn keys: bounded by the per-client quota
-	total int // with its overflow keys; the client leaves the pool at 0
+	own      int // kindOwn keys: bounded by the per-client quota
+	reserved int // keys charged to its reserve, the rest to burst room
+	total    int // all its keys; the client leaves the pool at 0
 }
+
+// pool is one half of the table.
+type pool struct {
+	clients map[string]*clientKeys
+	keys    int // keys charged to clients (shared overflow keys are not)
+	burst   int // of those, keys past their client's reserve
+}
+
+// reserve is how many keys every admitted client is sure to get, however
+// full the rest of its pool is; one of them is kept for an overflow key,
+// so a client always keeps summaries under its own name.
+const reserve = 8
 
 // throttle folds repeated identical denials within a window into the first
 // line plus one summary line. Its memory and its output per window are
@@ -68,25 +82,31 @@ type clientKeys struct {
 //     verdict, reason) of that client, whose summary names the first
 //     SampleMax hosts folded. One client flooding distinct names cannot
 //     hide another client's targets, and its own real targets still show
-//     up when they came early or repeat as a window's first line.
-//   - At most maxClients clients hold keys in a pool at once, so every
-//     admitted client's quota fits. Clients arriving when a pool is full
-//     fold into one shared overflow key per (proto, verdict, reason) that
-//     samples both clients and hosts. A swarm of addresses can therefore
-//     take the free slots but not the ones already held.
+//     up when they came early or among the first folded.
+//   - Half of a pool is reserved: up to maxClients clients are admitted,
+//     each with reserve keys no one else can take. The other half is
+//     burst room, first come, for keys past a client's reserve. A swarm of
+//     addresses can use up the burst room and the free client slots, but
+//     never an admitted client's reserve. Clients arriving when every slot
+//     is taken fold into one shared overflow key per (proto, verdict,
+//     reason) that samples both clients and hosts.
 //   - DNS has a pool of its own: it arrives over UDP, whose source address
 //     anything on the network with NET_RAW can forge (compose drops it from
 //     the agent; this is the second line). A forged-source swarm of DNS
-//     denials cannot take the slots the proxy's clients, whose addresses a
-//     TCP handshake proved, need.
+//     denials cannot take the slots of the proxy's clients, whose addresses
+//     a TCP handshake proved.
+//
+// So the table holds at most maxKeys keys charged to clients, plus one
+// shared key per (proto, verdict, reason) and pool.
 type throttle struct {
 	window     time.Duration
 	perClient  int
-	maxClients int
+	maxClients int // per pool
+	burstCap   int // per pool
 
 	mu    sync.Mutex
 	m     map[throttleKey]*throttleState
-	pools [2]map[string]*clientKeys // dnsPool, connPool
+	pools [2]pool // dnsPool, connPool
 }
 
 const (
@@ -94,19 +114,20 @@ const (
 	connPool = 1
 )
 
-// newThrottle splits maxKeys evenly between the two pools; perClient is
-// clamped to a pool's share.
+// newThrottle splits maxKeys evenly between the two pools, and each pool
+// between reserves and burst room.
 func newThrottle(window time.Duration, maxKeys, perClient int) *throttle {
-	share := max(maxKeys/2, 1)
-	perClient = min(max(perClient, 1), share)
+	share := max(maxKeys/2, reserve)
+	maxClients := max(share/(2*reserve), 1)
 	t := &throttle{
 		window:     window,
-		perClient:  perClient,
-		maxClients: max(share/perClient, 1),
+		perClient:  max(perClient, 1),
+		maxClients: maxClients,
+		burstCap:   share - maxClients*reserve,
 		m:          make(map[throttleKey]*throttleState),
 	}
 	for i := range t.pools {
-		t.pools[i] = make(map[string]*clientKeys)
+		t.pools[i].clients = make(map[string]*clientKeys)
 	}
 	return t
 }
@@ -156,58 +177,86 @@ func (t *throttle) check(e *Entry) (suppress bool, summary Entry, hasSummary boo
 	return false, summary, hasSummary
 }
 
-// place says which key a denial without a key of its own goes to.
+// place says which key a denial without a key of its own goes to: a new
+// key of its own while the client's quota and the room allow, else the
+// client's overflow key, else the shared one.
 func (t *throttle) place(k throttleKey) (throttleKey, keyKind) {
-	clients := t.pools[poolOf(k.proto)]
-	ck := clients[k.client]
-	switch {
-	case ck == nil && len(clients) >= t.maxClients:
-		k.client, k.host, k.port = overflowClient, overflowHost, 0
-		return k, kindSharedOverflow
-	case ck != nil && ck.own >= t.perClient:
-		k.host, k.port = overflowHost, 0
-		return k, kindClientOverflow
+	p := &t.pools[poolOf(k.proto)]
+	ck := p.clients[k.client]
+	if ck == nil {
+		if len(p.clients) >= t.maxClients {
+			k.client, k.host, k.port = overflowClient, overflowHost, 0
+			return k, kindSharedOverflow
+		}
+		return k, kindOwn // admitted: its reserve is free
 	}
-	return k, kindOwn
+	burst := p.burst < t.burstCap
+	if ck.own < t.perClient && (ck.reserved < reserve-1 || burst) {
+		return k, kindOwn
+	}
+	ok := k
+	ok.host, ok.port = overflowHost, 0
+	if _, exists := t.m[ok]; exists || ck.reserved < reserve || burst {
+		return ok, kindClientOverflow
+	}
+	k.client, k.host, k.port = overflowClient, overflowHost, 0
+	return k, kindSharedOverflow
 }
 
-// add opens k and charges it to its client.
+// add opens k and charges it to its client: to the client's reserve while
+// that lasts (the last reserve key only to an overflow key), to the pool's
+// burst room after. place has checked there is room.
 func (t *throttle) add(k throttleKey, kind keyKind) *throttleState {
 	st := &throttleState{kind: kind}
 	t.m[k] = st
 	if kind == kindSharedOverflow {
 		return st
 	}
-	clients := t.pools[poolOf(k.proto)]
-	ck := clients[k.client]
+	p := &t.pools[poolOf(k.proto)]
+	ck := p.clients[k.client]
 	if ck == nil {
 		ck = new(clientKeys)
-		clients[k.client] = ck
+		p.clients[k.client] = ck
+	}
+	limit := reserve
+	if kind == kindOwn {
+		limit, ck.own = reserve-1, ck.own+1
+	}
+	if ck.reserved < limit {
+		ck.reserved++
+	} else {
+		st.burst = true
+		p.burst++
 	}
 	ck.total++
-	if kind == kindOwn {
-		ck.own++
-	}
+	p.keys++
 	return st
 }
 
-// remove forgets k and gives its client the slot back.
+// remove forgets k and gives its room back; a client whose last key goes
+// leaves the pool, and its reserve with it.
 func (t *throttle) remove(k throttleKey, st *throttleState) {
 	delete(t.m, k)
 	if st.kind == kindSharedOverflow {
 		return
 	}
-	clients := t.pools[poolOf(k.proto)]
-	ck := clients[k.client]
+	p := &t.pools[poolOf(k.proto)]
+	ck := p.clients[k.client]
 	if ck == nil {
 		return
 	}
+	if st.burst {
+		p.burst--
+	} else {
+		ck.reserved--
+	}
 	ck.total--
+	p.keys--
 	if st.kind == kindOwn {
 		ck.own--
 	}
 	if ck.total <= 0 {
-		delete(clients, k.client)
+		delete(p.clients, k.client)
 	}
 }
 

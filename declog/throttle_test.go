@@ -120,13 +120,29 @@ func TestThrottleClientQuota(t *testing.T) {
 	}
 }
 
-// TestThrottleSwarm: a swarm of forged DNS sources fills the DNS pool's
-// client slots; later swarm members fold into one shared summary that
+// decisionsAndSummaries splits what a Logger wrote into decision lines, in
+// order, and summaries keyed by client and host.
+func decisionsAndSummaries(got []Entry) ([]string, map[string]Entry) {
+	var decisions []string
+	sums := map[string]Entry{}
+	for _, e := range got {
+		if e.Event == EventDecision {
+			decisions = append(decisions, brief(e))
+		} else {
+			sums[e.Client+" "+e.Host] = e
+		}
+	}
+	return decisions, sums
+}
+
+// TestThrottleSwarm: a swarm of forged DNS sources takes the DNS pool's
+// free client slots; later swarm members fold into one shared summary that
 // samples clients and hosts. A DNS client admitted before the swarm keeps
-// its own lines, and the proxy's clients (the other pool) are untouched.
+// its own lines (its reserve), and the proxy's clients (the other pool)
+// are untouched.
 func TestThrottleSwarm(t *testing.T) {
-	// 40 keys: 20 per pool, 5 per client, so 4 clients per pool.
-	got := logLines(t, 40, 5, func(l *Logger) {
+	// 200 keys: 100 per pool, 6 clients per pool with 8 reserved each.
+	got := logLines(t, 200, 5, func(l *Logger) {
 		l.Record(dnsDenial("172.30.0.2", "agent1.example"))
 		for i := range 500 {
 			l.Record(dnsDenial(fmt.Sprintf("172.30.%d.%d", 1+i/250, i%250), fmt.Sprintf("s%d.example", i)))
@@ -135,37 +151,69 @@ func TestThrottleSwarm(t *testing.T) {
 		l.Record(dnsDenial("172.30.200.1", "target.example")) // not admitted: shared, sampled
 		l.Record(denial("172.30.0.2", "tcp-target.example"))  // the other pool
 	})
-	var decisions []string
-	var shared *Entry
-	for i, e := range got {
-		switch {
-		case e.Event == EventDecision:
-			decisions = append(decisions, brief(e))
-		case e.Client == overflowClient:
-			shared = &got[i]
-		}
-	}
+	decisions, sums := decisionsAndSummaries(got)
 	want := []string{
 		"decision 172.30.0.2 agent1.example 0",
 		"decision 172.30.1.0 s0.example 0",
 		"decision 172.30.1.1 s1.example 0",
 		"decision 172.30.1.2 s2.example 0",
-		"decision 172.30.1.3 s3.example 0", // first of the shared window, written as it is
+		"decision 172.30.1.3 s3.example 0",
+		"decision 172.30.1.4 s4.example 0",
+		"decision 172.30.1.5 s5.example 0", // first of the shared window, written as it is
 		"decision 172.30.0.2 agent2.example 0",
 		"decision 172.30.0.2 tcp-target.example 0",
 	}
 	if diff := cmp.Diff(want, decisions); diff != "" {
 		t.Errorf("decision lines (-want +got):\n%s", diff)
 	}
-	if shared == nil {
+	shared, ok := sums[overflowClient+" "+overflowHost]
+	if !ok {
 		t.Fatalf("no shared overflow summary in %v", briefs(got))
 	}
-	if shared.Count != 497 || shared.Host != overflowHost || len(shared.Clients) != SampleMax || len(shared.Hosts) != SampleMax {
-		t.Errorf("shared summary: got %s, want count 497, host *, %d clients and hosts sampled", brief(*shared), SampleMax)
+	if shared.Count != 495 || len(shared.Clients) != SampleMax || len(shared.Hosts) != SampleMax {
+		t.Errorf("shared summary: got %s, want count 495, %d clients and hosts sampled", brief(shared), SampleMax)
 	}
-	if shared.Clients[0] != "172.30.1.4" || shared.Hosts[0] != "s4.example" {
-		t.Errorf("shared sample starts with %s / %s, want the first folded: 172.30.1.4 / s4.example",
+	if shared.Clients[0] != "172.30.1.6" || shared.Hosts[0] != "s6.example" {
+		t.Errorf("shared sample starts with %s / %s, want the first folded: 172.30.1.6 / s6.example",
 			shared.Clients[0], shared.Hosts[0])
+	}
+}
+
+// TestThrottleBurstSparesReserves: one client flooding distinct names
+// with a quota larger than the table uses up the burst room, then folds
+// under its own name; it never takes an admitted client's reserve.
+func TestThrottleBurstSparesReserves(t *testing.T) {
+	// 100 keys: 50 per pool, 3 clients with 8 reserved each, 26 burst.
+	got := logLines(t, 100, 1000, func(l *Logger) {
+		l.Record(denial("10.0.0.2", "a0.example"))
+		for i := range 500 {
+			l.Record(denial("10.0.0.66", fmt.Sprintf("f%d.example", i)))
+		}
+		for i := 1; i <= 6; i++ {
+			l.Record(denial("10.0.0.2", fmt.Sprintf("a%d.example", i)))
+		}
+		l.Record(denial("10.0.0.3", "c.example")) // the third slot
+		l.Record(denial("10.0.0.4", "d.example")) // no slot left: shared
+		l.Record(denial("10.0.0.5", "e.example")) // folded into the shared window
+	})
+	decisions, sums := decisionsAndSummaries(got)
+	var want []string
+	want = append(want, "decision 10.0.0.2 a0.example 0")
+	for i := range 7 + 26 + 1 { // reserve less one, burst, then the overflow window's first
+		want = append(want, fmt.Sprintf("decision 10.0.0.66 f%d.example 0", i))
+	}
+	for i := 1; i <= 6; i++ {
+		want = append(want, fmt.Sprintf("decision 10.0.0.2 a%d.example 0", i))
+	}
+	want = append(want, "decision 10.0.0.3 c.example 0", "decision 10.0.0.4 d.example 0")
+	if diff := cmp.Diff(want, decisions); diff != "" {
+		t.Errorf("decision lines (-want +got):\n%s", diff)
+	}
+	if own := sums["10.0.0.66 *"]; own.Count != 500-34 || len(own.Hosts) != SampleMax || own.Hosts[0] != "f34.example" {
+		t.Errorf("flooder's own overflow summary: got %s, want %d folded, sample from f34.example", brief(own), 500-34)
+	}
+	if sh := sums["* *"]; sh.Count != 1 || len(sh.Clients) != 1 || sh.Clients[0] != "10.0.0.5" {
+		t.Errorf("shared summary: got %s, want 1 folded from 10.0.0.5", brief(sh))
 	}
 }
 
@@ -173,20 +221,20 @@ func TestThrottleSwarm(t *testing.T) {
 // and checks the table never holds more than its bounds allow, and gives
 // every slot back when the windows end.
 func TestThrottleBounded(t *testing.T) {
-	const maxKeys, perClient = 40, 5
+	const maxKeys, perClient = 400, 30
 	thr := newThrottle(time.Minute, maxKeys, perClient)
 	now := time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC)
-	// Per pool: own keys up to maxClients*perClient, one overflow key per
-	// admitted client, one shared; one (proto, verdict, reason) per pool
-	// here, and two protos in the connection pool.
-	bound := maxKeys + 2*(thr.maxClients+1) + 1*(thr.maxClients+1)
-	for i := range 20000 {
+	// Keys charged to clients fill at most the table; the shared keys are
+	// one per (proto, verdict, reason) and pool: one for DNS and two for
+	// the other pool here.
+	const bound = maxKeys + 3
+	for i := range 30000 {
 		var e Entry
 		switch i % 3 {
 		case 0:
 			e = dnsDenial(fmt.Sprintf("10.%d.%d.%d", i%7, i%251, i%13), fmt.Sprintf("h%d.example", i))
 		case 1:
-			e = denial(fmt.Sprintf("10.1.0.%d", i%9), fmt.Sprintf("h%d.example", i))
+			e = denial(fmt.Sprintf("10.1.0.%d", i%40), fmt.Sprintf("h%d.example", i))
 		default:
 			e = denial("10.1.0.1", fmt.Sprintf("h%d.example", i%97))
 			e.Proto = policy.ProtoHTTP
@@ -197,15 +245,22 @@ func TestThrottleBounded(t *testing.T) {
 			t.Fatalf("after %d denials the table holds %d keys, want at most %d", i+1, n, bound)
 		}
 	}
-	for _, pool := range thr.pools {
-		if n := len(pool); n > thr.maxClients {
-			t.Errorf("pool holds %d clients, want at most %d", n, thr.maxClients)
+	for i, p := range thr.pools {
+		if n := len(p.clients); n > thr.maxClients {
+			t.Errorf("pool %d holds %d clients, want at most %d", i, n, thr.maxClients)
+		}
+		if p.burst > thr.burstCap {
+			t.Errorf("pool %d burst %d, want at most %d", i, p.burst, thr.burstCap)
 		}
 	}
 	sums := thr.sweep(now.Add(time.Minute), false)
-	if len(thr.m) != 0 || len(thr.pools[dnsPool]) != 0 || len(thr.pools[connPool]) != 0 {
-		t.Errorf("after the windows ended: %d keys, %d + %d clients left, want none",
-			len(thr.m), len(thr.pools[dnsPool]), len(thr.pools[connPool]))
+	for i, p := range thr.pools {
+		if len(p.clients) != 0 || p.keys != 0 || p.burst != 0 {
+			t.Errorf("pool %d after the windows ended: %d clients, %d keys, %d burst; want none", i, len(p.clients), p.keys, p.burst)
+		}
+	}
+	if len(thr.m) != 0 {
+		t.Errorf("after the windows ended: %d keys left, want none", len(thr.m))
 	}
 	folded := 0
 	for _, s := range sums {
