@@ -23,6 +23,7 @@ type SelfSet struct {
 	whole   map[netip.Addr]struct{}     // addresses that are egressd on every port (NewSelfAddrs)
 	anyAddr bool                        // NewSelfAddrs was given an unspecified address
 	addrs   map[netip.Addr]struct{}     // every concrete address above, for ContainsAddr
+	ports   map[uint16]struct{}         // every listener's port
 
 	mu     sync.Mutex
 	local  map[netip.Addr]struct{}
@@ -35,6 +36,7 @@ func newSelfSet() *SelfSet {
 		anyPort: make(map[uint16]struct{}),
 		whole:   make(map[netip.Addr]struct{}),
 		addrs:   make(map[netip.Addr]struct{}),
+		ports:   make(map[uint16]struct{}),
 	}
 }
 
@@ -43,6 +45,7 @@ func NewSelfSet(self []netip.AddrPort) *SelfSet {
 	s := newSelfSet()
 	for _, ap := range self {
 		a := canon(ap.Addr())
+		s.ports[ap.Port()] = struct{}{}
 		if a.IsUnspecified() {
 			s.anyPort[ap.Port()] = struct{}{}
 			continue
@@ -76,7 +79,9 @@ func NewSelfAddrs(ips []netip.Addr) *SelfSet {
 func canon(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
 
 // Contains reports whether dialing ap would reach one of egressd's own
-// listeners. A nil set contains nothing.
+// listeners. Dialing an unspecified address (0.0.0.0, ::) reaches this
+// host, so on any port egressd listens on it is egressd, whatever address
+// the listener is bound to. A nil set contains nothing.
 func (s *SelfSet) Contains(ap netip.AddrPort) bool {
 	if s == nil {
 		return false
@@ -84,6 +89,10 @@ func (s *SelfSet) Contains(ap netip.AddrPort) bool {
 	a := canon(ap.Addr())
 	if _, ok := s.exact[netip.AddrPortFrom(a, ap.Port())]; ok {
 		return true
+	}
+	if a.IsUnspecified() {
+		_, ok := s.ports[ap.Port()]
+		return ok || len(s.whole) > 0 || s.anyAddr
 	}
 	if _, ok := s.whole[a]; ok {
 		return true
@@ -95,9 +104,10 @@ func (s *SelfSet) Contains(ap netip.AddrPort) bool {
 }
 
 // ContainsAddr reports whether a is one of egressd's addresses on any
-// port: an address a listener is bound to, or, when a listener is on an
-// unspecified address, any loopback or local interface address. The DNS
-// filter uses it: an answer must not point the agent at egressd under
+// port: an address a listener is bound to, an unspecified address (it
+// reaches this host) when the set holds anything, or, when a listener is
+// on an unspecified address, any loopback or local interface address. The
+// DNS filter uses it: an answer must not point the agent at egressd under
 // another name, whichever port it then tries. A nil set contains nothing.
 func (s *SelfSet) ContainsAddr(a netip.Addr) bool {
 	if s == nil {
@@ -106,6 +116,9 @@ func (s *SelfSet) ContainsAddr(a netip.Addr) bool {
 	a = canon(a)
 	if _, ok := s.addrs[a]; ok {
 		return true
+	}
+	if a.IsUnspecified() {
+		return len(s.ports) > 0 || len(s.whole) > 0 || s.anyAddr
 	}
 	if len(s.anyPort) == 0 && !s.anyAddr {
 		return false

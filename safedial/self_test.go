@@ -67,7 +67,8 @@ func TestSelfSetContainsAddr(t *testing.T) {
 		iface  bool // whether a local interface address counts
 	}{
 		{"listeners on one address", NewSelfSet([]netip.AddrPort{netip.MustParseAddrPort("172.30.0.2:3128"), netip.MustParseAddrPort("[fd00::2]:53")}),
-			[]probe{{"172.30.0.2", true}, {"::ffff:172.30.0.2", true}, {"fd00::2", true}, {"172.30.0.3", false}, {"127.0.0.1", false}}, false},
+			[]probe{{"172.30.0.2", true}, {"::ffff:172.30.0.2", true}, {"fd00::2", true}, {"172.30.0.3", false}, {"127.0.0.1", false},
+				{"0.0.0.0", true}, {"::", true}}, false},
 		{"a listener on an unspecified address", NewSelfSet([]netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:3128")}),
 			[]probe{{"127.0.0.1", true}, {"::1", true}, {"0.0.0.0", true}, {"192.0.2.55", false}}, true},
 		{"whole addresses", NewSelfAddrs([]netip.Addr{netip.MustParseAddr("::ffff:172.30.0.2"), netip.MustParseAddr("fe80::2%eth0"), {}}),
@@ -89,6 +90,34 @@ func TestSelfSetContainsAddr(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSelfSetUnspecifiedTarget: dialing 0.0.0.0 or :: reaches this host,
+// so on a port egressd listens on it is egressd even when every listener
+// is bound to one address; on other ports it is not.
+func TestSelfSetUnspecifiedTarget(t *testing.T) {
+	s := NewSelfSet([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:3128"), netip.MustParseAddrPort("172.30.0.2:53")})
+	for _, c := range []struct {
+		ap   string
+		want bool
+	}{
+		{"0.0.0.0:3128", true},
+		{"[::]:3128", true},
+		{"[::ffff:0.0.0.0]:3128", true},
+		{"0.0.0.0:53", true},
+		{"0.0.0.0:8080", false},
+		{"[::]:8080", false},
+	} {
+		if got := s.Contains(netip.MustParseAddrPort(c.ap)); got != c.want {
+			t.Errorf("Contains(%s): got %v, want %v", c.ap, got, c.want)
+		}
+	}
+	if NewSelfSet(nil).Contains(netip.MustParseAddrPort("0.0.0.0:3128")) {
+		t.Error("an empty set contains 0.0.0.0:3128, want nothing")
+	}
+	if !NewSelfAddrs([]netip.Addr{netip.MustParseAddr("172.30.0.2")}).Contains(netip.MustParseAddrPort("0.0.0.0:1")) {
+		t.Error("0.0.0.0:1 with egressd's whole address given: got not self, want self")
 	}
 }
 
