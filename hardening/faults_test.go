@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/egressd/egressd/policy"
 )
 
 // TestUpstreamResets: an upstream that resets mid-response or mid-tunnel
@@ -188,35 +186,63 @@ func TestResolverFaults(t *testing.T) {
 // good edit afterwards is applied.
 func TestPolicyFileFaults(t *testing.T) {
 	w := startWall(t)
-	path := w.e.policyPath
-	good := w.pol.render()
-	p := strconv.Itoa(w.web.port)
-	stillInForce := func(t *testing.T) {
-		t.Helper()
-		if r := getRaw(t, w.e, newClientIP(), "http://granted.test:"+p+"/still"); r.Status != 200 {
-			t.Errorf("granted name: got %v, want 200 (the last good policy)", r)
-		}
-		src := newClientIP()
-		if r := getRaw(t, w.e, src, "http://ungranted.test:"+p+"/"); r.Status != 403 || r.Reason != rNotAllow.String() {
-			t.Errorf("ungranted name: got %v, want 403 not_allowlisted", r)
-		}
-		w.e.alive(t)
-	}
-	restore := func(t *testing.T) {
-		t.Helper()
-		reloads := w.e.countStderr("policy reloaded")
-		os.RemoveAll(path)
-		writeFileAtomic(t, path, good)
-		// Wait until egressd has read the good file again, so the next
-		// fault starts from a good state.
-		eventually(t, 5*time.Second, "the restored policy is read", func() bool {
-			return w.e.countStderr("policy reloaded") > reloads
+	for _, f := range policyFaults(w) {
+		t.Run(f.name, func(t *testing.T) {
+			failures := w.e.countStderr("policy reload failed")
+			f.apply(t)
+			eventually(t, 5*time.Second, "egressd logs the failed reload", func() bool {
+				return w.e.countStderr("policy reload failed") > failures
+			})
+			w.lastGoodPolicyStays(t)
+			w.restorePolicy(t)
 		})
 	}
-	faults := []struct {
-		name   string
-		break_ func(t *testing.T)
-	}{
+	// A good edit after all that is applied.
+	reloads := w.e.countStderr("policy reloaded")
+	w.dns.add(t, "late.test. 60 IN A "+upstreamIP)
+	w.e.writePolicy(t, w.policyWith(func(pf *policyFile) {
+		pf.Allow = append(pf.Allow, rule{Host: "late.test", Ports: []int{w.web.port}})
+	}))
+	eventually(t, 5*time.Second, "a good edit is applied", func() bool { return w.e.countStderr("policy reloaded") > reloads })
+	if r := getRaw(t, w.e, newClientIP(), "http://late.test:"+strconv.Itoa(w.web.port)+"/"); r.Status != 200 {
+		t.Errorf("grant added after the faults: got %v, want 200", r)
+	}
+}
+
+// lastGoodPolicyStays checks the wall's start policy is in force: the
+// granted name works, an ungranted one is denied.
+func (w *wall) lastGoodPolicyStays(t *testing.T) {
+	t.Helper()
+	if r := getRaw(t, w.e, newClientIP(), "http://"+w.webHost()+"/still"); r.Status != 200 {
+		t.Errorf("granted name: got %v, want 200 (the last good policy)", r)
+	}
+	if r := getRaw(t, w.e, newClientIP(), "http://ungranted.test:"+strconv.Itoa(w.web.port)+"/"); r.Status != 403 || r.Reason != rNotAllow.String() {
+		t.Errorf("ungranted name: got %v, want 403 not_allowlisted", r)
+	}
+	w.e.alive(t)
+}
+
+// restorePolicy writes the start policy back and waits until egressd has
+// read it, so the next fault starts from a good state.
+func (w *wall) restorePolicy(t *testing.T) {
+	t.Helper()
+	reloads := w.e.countStderr("policy reloaded")
+	os.RemoveAll(w.e.policyPath)
+	writeFileAtomic(t, w.e.policyPath, w.pol.render())
+	eventually(t, 5*time.Second, "the restored policy is read", func() bool {
+		return w.e.countStderr("policy reloaded") > reloads
+	})
+}
+
+// policyFault is one way to break the policy file of a running egressd.
+type policyFault struct {
+	name  string
+	apply func(t *testing.T)
+}
+
+func policyFaults(w *wall) []policyFault {
+	path, good := w.e.policyPath, w.pol.render()
+	return []policyFault{
 		{"truncated", func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(good[:len(good)/3]), 0o644); err != nil {
 				t.Fatal(err)
@@ -233,6 +259,7 @@ func TestPolicyFileFaults(t *testing.T) {
 			writeFileAtomic(t, path, string(b))
 		}},
 		{"unreadable", func(t *testing.T) {
+			// egressd runs unprivileged, so mode 000 really is unreadable.
 			writeFileAtomic(t, path, good+"# touched\n")
 			if err := os.Chmod(path, 0o000); err != nil {
 				t.Fatal(err)
@@ -247,26 +274,4 @@ func TestPolicyFileFaults(t *testing.T) {
 		}},
 		{"deleted", func(t *testing.T) { os.Remove(path) }},
 	}
-	for _, f := range faults {
-		t.Run(f.name, func(t *testing.T) {
-			failures := w.e.countStderr("policy reload failed")
-			f.break_(t)
-			eventually(t, 5*time.Second, "egressd logs the failed reload", func() bool {
-				return w.e.countStderr("policy reload failed") > failures
-			})
-			stillInForce(t)
-			restore(t)
-		})
-	}
-	// A good edit after all that is applied.
-	reloads := w.e.countStderr("policy reloaded")
-	w.dns.add(t, "late.test. 60 IN A "+upstreamIP)
-	w.e.writePolicy(t, w.policyWith(func(pf *policyFile) {
-		pf.Allow = append(pf.Allow, rule{Host: "late.test", Ports: []int{w.web.port}})
-	}))
-	eventually(t, 5*time.Second, "a good edit is applied", func() bool { return w.e.countStderr("policy reloaded") > reloads })
-	if r := getRaw(t, w.e, newClientIP(), "http://late.test:"+p+"/"); r.Status != 200 {
-		t.Errorf("grant added after the faults: got %v, want 200", r)
-	}
-	_ = policy.ReasonNone
 }

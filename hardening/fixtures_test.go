@@ -290,20 +290,7 @@ func (f *fakeDNS) addRebind(name, first, second string) {
 }
 
 func (f *fakeDNS) handle(_ string, q *dns.Msg) *dns.Msg {
-	switch f.mode.Load() {
-	case dnsDown:
-		return nil
-	case dnsSlow:
-		time.Sleep(3 * time.Second)
-	case dnsFail:
-		m := new(dns.Msg)
-		m.SetRcode(q, dns.RcodeServerFailure)
-		return m
-	case dnsGarbage:
-		m := new(dns.Msg)
-		m.SetReply(q)
-		m.Question[0].Name = "garbage.invalid."
-		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "garbage.invalid.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(127, 0, 0, 3)}}
+	if m, handled := f.fault(q); handled {
 		return m
 	}
 	m := new(dns.Msg)
@@ -351,6 +338,29 @@ func (f *fakeDNS) handle(_ string, q *dns.Msg) *dns.Msg {
 		owner, name = next, strings.ToLower(next)
 	}
 	return m
+}
+
+// fault answers q the way the current failure mode says; handled is false
+// in normal mode (and after a slow mode's delay).
+func (f *fakeDNS) fault(q *dns.Msg) (m *dns.Msg, handled bool) {
+	switch f.mode.Load() {
+	case dnsDown:
+		return nil, true
+	case dnsSlow:
+		time.Sleep(3 * time.Second) // the fault being simulated is a slow upstream
+	case dnsFail:
+		m = new(dns.Msg)
+		m.SetRcode(q, dns.RcodeServerFailure)
+		return m, true
+	case dnsGarbage:
+		// An answer to another question, naming the trap address.
+		m = new(dns.Msg)
+		m.SetReply(q)
+		m.Question[0].Name = "garbage.invalid."
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "garbage.invalid.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(127, 0, 0, 3)}}
+		return m, true
+	}
+	return nil, false
 }
 
 // rebindQueries is how many A queries a rebinding name was answered.

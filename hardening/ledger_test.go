@@ -203,30 +203,7 @@ func ledgerFault(t *testing.T, breakFS, repair func()) {
 	waitLedger(t, ledger, int64(ok)*callNano, "before the fault")
 
 	breakFS()
-	// The first call after the fault is answered: its reservation was
-	// made while the ledger still looked healthy, and its settle is the
-	// write that fails (its spend is then held in memory).
-	if r := gwCall(e); r.Status != 200 {
-		t.Fatalf("first call after the fault: got %v, want 200", r)
-	}
-	ok++
-	eventually(t, 5*time.Second, "egressd notices the failed ledger write", func() bool {
-		return e.countStderr("spend ledger write failed") > 0
-	})
-	// From then on metered calls are refused without reaching the provider.
-	for i := range 5 {
-		before := prov.calls.Load()
-		r := gwCall(e)
-		if r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
-			t.Errorf("call %d with the ledger broken: got %v, want 503 ledger_unavailable", i, r)
-			if r.Status == 200 {
-				ok++
-			}
-		}
-		if prov.calls.Load() != before && r.Status != 200 {
-			t.Errorf("call %d was refused but reached the provider", i)
-		}
-	}
+	ok += failClosed(t, e, prov)
 	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: policy.ReasonLedgerUnavailable, Denied: true})
 	e.alive(t)
 
@@ -255,6 +232,37 @@ func ledgerFault(t *testing.T, breakFS, repair func()) {
 	if r := gwCall(e); r.Status != 200 {
 		t.Errorf("metered call after the restart: got %v, want 200", r)
 	}
+}
+
+// failClosed checks metered calls once the ledger cannot be written: the
+// first is answered (its reservation was made while the ledger looked
+// healthy; its settle is the write that fails, and its spend is held in
+// memory), the rest are refused without reaching the provider. It returns
+// how many calls were answered.
+func failClosed(t *testing.T, e *proc, prov *provider) int {
+	t.Helper()
+	ok := 0
+	if r := gwCall(e); r.Status != 200 {
+		t.Fatalf("first call after the fault: got %v, want 200", r)
+	}
+	ok++
+	eventually(t, 5*time.Second, "egressd notices the failed ledger write", func() bool {
+		return e.countStderr("spend ledger write failed") > 0
+	})
+	for i := range 5 {
+		before := prov.calls.Load()
+		r := gwCall(e)
+		if r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
+			t.Errorf("call %d with the ledger broken: got %v, want 503 ledger_unavailable", i, r)
+			if r.Status == 200 {
+				ok++
+			}
+		}
+		if prov.calls.Load() != before && r.Status != 200 {
+			t.Errorf("call %d was refused but reached the provider", i)
+		}
+	}
+	return ok
 }
 
 // TestLedgerFull: the ledger's filesystem fills up.
@@ -314,41 +322,9 @@ func TestLedgerSIGKILL(t *testing.T) {
 	ledger := filepath.Join(dir, "ledger.json")
 	e := startEgressd(t, gatewayPolicy(prov, ledger), gatewayEnv...)
 	for cycle := range 3 {
-		var answered atomic.Int64
-		var lastErr atomic.Value
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					r := gwCall(e)
-					if r.Status == 200 {
-						answered.Add(1)
-					} else {
-						lastErr.Store(r.String())
-					}
-				}
-			}()
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for answered.Load() < 50 {
-			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("kill %d: only %d calls answered in 10s; a failure: %v", cycle, answered.Load(), lastErr.Load())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		answered, stop := hammer(t, e, 16, 50)
 		e.kill(t)
-		close(stop)
-		wg.Wait()
+		stop()
 		var settled int64
 		for _, en := range e.log.refresh() {
 			if en.Event == "usage" {
@@ -358,7 +334,7 @@ func TestLedgerSIGKILL(t *testing.T) {
 		spent := ledgerNano(t, ledger)
 		paid := prov.calls.Load() * callNano
 		t.Logf("RESULT kill %d: answered=%d provider=%d logged-settled=%d nano ledger=%d nano", cycle,
-			answered.Load(), prov.calls.Load(), settled, spent)
+			answered(), prov.calls.Load(), settled, spent)
 		if spent < settled {
 			t.Errorf("kill %d: ledger holds %d nano-USD, less than the %d the log recorded as settled", cycle, spent, settled)
 		}
@@ -426,4 +402,42 @@ func TestGatewayWall(t *testing.T) {
 		t.Errorf("the provider received %d calls around the gateway, want 0", n)
 	}
 	e.alive(t)
+}
+
+// hammer runs metered calls from n clients until stop is called, and
+// returns once at least warm calls were answered. answered counts the 200s.
+func hammer(t *testing.T, e *proc, n int, warm int64) (answered func() int64, stop func()) {
+	t.Helper()
+	var ok atomic.Int64
+	var lastErr atomic.Value
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if r := gwCall(e); r.Status == 200 {
+					ok.Add(1)
+				} else {
+					lastErr.Store(r.String())
+				}
+			}
+		}()
+	}
+	stop = func() { close(done); wg.Wait() }
+	deadline := time.Now().Add(10 * time.Second)
+	for ok.Load() < warm {
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("only %d calls answered in 10s; a failure: %v", ok.Load(), lastErr.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ok.Load, stop
 }

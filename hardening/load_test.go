@@ -68,24 +68,48 @@ func roundTrip(c net.Conn, n int) error {
 // editing the policy works with all of them open.
 func TestLoadIdleTunnels(t *testing.T) {
 	w := startWall(t, func(p *policyFile) {
-		p.Unlimited = true
 		p.MaxPer, p.MaxConns = idleTunnels, 3*idleTunnels
 		p.Idle = 5 * time.Minute
 	})
 	w.dns.add(t, "newgrant.test. 60 IN A "+upstreamIP)
-	authority := "granted.test:" + strconv.Itoa(w.echo.port)
 	rssStart := w.e.rssKiB(t)
-
 	srcs := make([]string, loadClients)
 	for i := range srcs {
 		srcs[i] = newClientIP()
 	}
-	tunnels := make([]net.Conn, idleTunnels)
+	start := time.Now()
+	tunnels := openTunnels(t, w, srcs, idleTunnels)
+	opened := time.Since(start)
+	eventually(t, 30*time.Second, "upstream sees every tunnel", func() bool { return w.echo.open.Load() >= idleTunnels })
+	if err := activeTraffic(w, srcs, tunnels); err != nil {
+		t.Errorf("active traffic with %d idle tunnels open: %v", idleTunnels, err)
+	}
+	rss := w.e.rssKiB(t)
+	t.Logf("RESULT tunnels=%d opened_in=%s rss_start=%dKiB rss_with_tunnels=%dKiB (%.1f KiB/tunnel)",
+		idleTunnels, opened.Round(time.Millisecond), rssStart, rss, float64(rss-rssStart)/idleTunnels)
+	if rss > rssBoundMiB<<10 {
+		t.Errorf("RSS with %d tunnels: got %d MiB, want < %d MiB", idleTunnels, rss>>10, rssBoundMiB)
+	}
+	grantWhileLoaded(t, w, tunnels)
+	w.e.alive(t)
+	// Closing the clients releases every upstream connection.
+	for _, c := range tunnels {
+		c.Close()
+	}
+	eventually(t, 30*time.Second, "upstream connections released", func() bool { return w.echo.open.Load() == 0 })
+	t.Logf("RESULT rss_after_close=%dKiB", w.e.rssKiB(t))
+}
+
+// openTunnels opens n tunnels to the echo upstream, spread over srcs; they
+// are closed when the test ends.
+func openTunnels(t *testing.T, w *wall, srcs []string, n int) []net.Conn {
+	t.Helper()
+	authority := "granted.test:" + strconv.Itoa(w.echo.port)
+	tunnels := make([]net.Conn, n)
 	var failed atomic.Int64
 	var firstErr atomic.Value
-	start := time.Now()
-	parallel(64, idleTunnels, func(i int) {
-		c, err := openTunnel(srcs[i%loadClients], w.e.a().Proxy, authority)
+	parallel(64, n, func(i int) {
+		c, err := openTunnel(srcs[i%len(srcs)], w.e.a().Proxy, authority)
 		if err != nil {
 			failed.Add(1)
 			firstErr.CompareAndSwap(nil, err)
@@ -100,54 +124,53 @@ func TestLoadIdleTunnels(t *testing.T) {
 			}
 		}
 	})
-	if n := failed.Load(); n != 0 {
-		t.Fatalf("%d of %d tunnels failed to open; first: %v", n, idleTunnels, firstErr.Load())
+	if k := failed.Load(); k != 0 {
+		t.Fatalf("%d of %d tunnels failed to open; first: %v", k, n, firstErr.Load())
 	}
-	opened := time.Since(start)
-	eventually(t, 30*time.Second, "upstream sees every tunnel", func() bool { return w.echo.open.Load() >= idleTunnels })
+	return tunnels
+}
 
-	// Active traffic alongside: bulk echo through 8 of the tunnels and
-	// plain-HTTP requests through the proxy, concurrently.
+// activeTraffic runs bulk echo through 8 of the tunnels and 400
+// plain-HTTP requests through the proxy, concurrently.
+func activeTraffic(w *wall, srcs []string, tunnels []net.Conn) error {
 	var wg sync.WaitGroup
-	var activeErr atomic.Value
+	var firstErr atomic.Value
 	for i := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range 16 {
-				if err := roundTrip(tunnels[i*600], 256<<10); err != nil {
-					activeErr.CompareAndSwap(nil, err)
+				if err := roundTrip(tunnels[i*len(tunnels)/8], 256<<10); err != nil {
+					firstErr.CompareAndSwap(nil, err)
 					return
 				}
 			}
 		}()
 	}
-	web := "http://granted.test:" + strconv.Itoa(w.web.port) + "/active"
+	req := "GET http://" + w.webHost() + "/active HTTP/1.1\r\nHost: " + w.webHost() + "\r\n\r\n"
 	parallel(8, 400, func(i int) {
-		src := srcs[i%loadClients]
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(srcs[i%len(srcs)])}}
 		c, err := d.Dial("tcp", w.e.a().Proxy)
 		if err != nil {
-			activeErr.CompareAndSwap(nil, err)
+			firstErr.CompareAndSwap(nil, err)
 			return
 		}
 		defer c.Close()
-		if r := exchange(c, http.MethodGet, "GET "+web+" HTTP/1.1\r\nHost: granted.test:"+strconv.Itoa(w.web.port)+"\r\n\r\n"); r.Status != 200 {
-			activeErr.CompareAndSwap(nil, fmt.Errorf("GET: %v", r))
+		if r := exchange(c, http.MethodGet, req); r.Status != 200 {
+			firstErr.CompareAndSwap(nil, fmt.Errorf("GET: %v", r))
 		}
 	})
 	wg.Wait()
-	if err := activeErr.Load(); err != nil {
-		t.Errorf("active traffic with %d idle tunnels open: %v", idleTunnels, err)
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
 	}
-	rss := w.e.rssKiB(t)
-	t.Logf("RESULT tunnels=%d opened_in=%s rss_start=%dKiB rss_with_tunnels=%dKiB (%.1f KiB/tunnel)",
-		idleTunnels, opened.Round(time.Millisecond), rssStart, rss, float64(rss-rssStart)/idleTunnels)
-	if rss > rssBoundMiB<<10 {
-		t.Errorf("RSS with %d tunnels: got %d MiB, want < %d MiB", idleTunnels, rss>>10, rssBoundMiB)
-	}
+	return nil
+}
 
-	// A grant added by editing the policy works while they are open.
+// grantWhileLoaded adds a grant by editing the policy and uses it, then
+// checks that the reload left the open tunnels alone.
+func grantWhileLoaded(t *testing.T, w *wall, tunnels []net.Conn) {
+	t.Helper()
 	pol := w.policyWith(func(p *policyFile) {
 		p.Allow = append(p.Allow, rule{Host: "newgrant.test", Ports: []int{w.echo.port}})
 	})
@@ -156,28 +179,17 @@ func TestLoadIdleTunnels(t *testing.T) {
 	eventually(t, 10*time.Second, "reload with the new grant", func() bool { return w.e.countStderr("policy reloaded") > reloads })
 	nc, err := openTunnel(newClientIP(), w.e.a().Proxy, "newgrant.test:"+strconv.Itoa(w.echo.port))
 	if err != nil {
-		t.Fatalf("new grant with %d tunnels open: %v", idleTunnels, err)
+		t.Fatalf("new grant with %d tunnels open: %v", len(tunnels), err)
 	}
 	defer nc.Close()
 	if err := roundTrip(nc, 1024); err != nil {
 		t.Errorf("traffic on the newly granted tunnel: %v", err)
 	}
-	// The old tunnels were not touched by the reload.
-	for _, i := range []int{0, idleTunnels / 2, idleTunnels - 1} {
+	for _, i := range []int{0, len(tunnels) / 2, len(tunnels) - 1} {
 		if err := roundTrip(tunnels[i], 64); err != nil {
 			t.Errorf("tunnel %d after the reload: %v", i, err)
 		}
 	}
-	w.e.alive(t)
-
-	// Closing the clients releases every upstream connection.
-	for i, c := range tunnels {
-		c.Close()
-		tunnels[i] = nil
-	}
-	nc.Close()
-	eventually(t, 30*time.Second, "upstream connections released", func() bool { return w.echo.open.Load() == 0 })
-	t.Logf("RESULT rss_after_close=%dKiB", w.e.rssKiB(t))
 }
 
 // policyWith is the wall's policy with a change, for reload tests.
@@ -215,7 +227,6 @@ func parallel(k, n int, f func(i int)) {
 // cache and the log throttle are bounded.
 func TestLoadFlood(t *testing.T) {
 	w := startWall(t, func(p *policyFile) {
-		p.Unlimited = true
 		p.Allow = append(p.Allow, rule{Host: "*.wild.test", Ports: []int{443}})
 	})
 	srcs := make([]string, loadClients)
@@ -224,44 +235,8 @@ func TestLoadFlood(t *testing.T) {
 	}
 	flood := func(names []string) (time.Duration, int64) {
 		start := time.Now()
-		var bad atomic.Int64
-		parallel(floodWorkers, floodConnects, func(i int) {
-			src := srcs[i%loadClients]
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-			c, err := d.Dial("tcp", w.e.a().Proxy)
-			if err != nil {
-				bad.Add(1)
-				return
-			}
-			defer c.Close()
-			r := exchange(c, http.MethodConnect, "CONNECT "+names[i]+":443 HTTP/1.1\r\nHost: "+names[i]+":443\r\n\r\n")
-			if r.Status != 403 && r.Status != 502 {
-				bad.Add(1)
-			}
-		})
-		parallel(floodWorkers, floodQueries/100, func(i int) {
-			src := srcs[i%loadClients]
-			conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(mustAddrPort(t, w.e.a().DNS)))
-			if err != nil {
-				bad.Add(100)
-				return
-			}
-			defer conn.Close()
-			c := &dns.Conn{Conn: conn}
-			for j := range 100 {
-				m := new(dns.Msg)
-				m.SetQuestion(dns.Fqdn(names[(i*100+j)%len(names)]), dns.TypeA)
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if c.WriteMsg(m) != nil {
-					bad.Add(1)
-					continue
-				}
-				if r, err := c.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
-					bad.Add(1)
-				}
-			}
-		})
-		return time.Since(start), bad.Load()
+		bad := floodConnect(w, srcs, names) + floodDNS(t, w, srcs, names)
+		return time.Since(start), bad
 	}
 	names1, names2 := floodNames(1), floodNames(2)
 	rss0 := w.e.rssKiB(t)
@@ -291,10 +266,59 @@ func TestLoadFlood(t *testing.T) {
 		}
 	}
 	w.e.alive(t)
-	src := newClientIP()
-	if r := getRaw(t, w.e, src, "http://granted.test:"+strconv.Itoa(w.web.port)+"/after-flood"); r.Status != 200 {
+	if r := getRaw(t, w.e, newClientIP(), "http://"+w.webHost()+"/after-flood"); r.Status != 200 {
 		t.Errorf("granted request after the floods: got %v, want 200", r)
 	}
+}
+
+// floodConnect sends one CONNECT per name, each on a new connection, and
+// counts the answers that were not a denial (403, or 502 for the names
+// that do not resolve).
+func floodConnect(w *wall, srcs, names []string) int64 {
+	var bad atomic.Int64
+	parallel(floodWorkers, len(names), func(i int) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(srcs[i%len(srcs)])}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", w.e.a().Proxy)
+		if err != nil {
+			bad.Add(1)
+			return
+		}
+		defer c.Close()
+		r := exchange(c, http.MethodConnect, "CONNECT "+names[i]+":443 HTTP/1.1\r\nHost: "+names[i]+":443\r\n\r\n")
+		if r.Status != 403 && r.Status != 502 {
+			bad.Add(1)
+		}
+	})
+	return bad.Load()
+}
+
+// floodDNS asks for A of every name (floodQueries in all), 100 per UDP
+// socket, and counts the answers that were not NXDOMAIN.
+func floodDNS(t *testing.T, w *wall, srcs, names []string) int64 {
+	var bad atomic.Int64
+	server := net.UDPAddrFromAddrPort(mustAddrPort(t, w.e.a().DNS))
+	parallel(floodWorkers, floodQueries/100, func(i int) {
+		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(srcs[i%len(srcs)])}, server)
+		if err != nil {
+			bad.Add(100)
+			return
+		}
+		defer conn.Close()
+		c := &dns.Conn{Conn: conn}
+		for j := range 100 {
+			m := new(dns.Msg)
+			m.SetQuestion(dns.Fqdn(names[(i*100+j)%len(names)]), dns.TypeA)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if c.WriteMsg(m) != nil {
+				bad.Add(1)
+				continue
+			}
+			if r, err := c.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
+				bad.Add(1)
+			}
+		}
+	})
+	return bad.Load()
 }
 
 // floodNames are distinct random names: four in five ungranted, one in

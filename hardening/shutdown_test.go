@@ -30,49 +30,12 @@ func TestSIGTERMDrain(t *testing.T) {
 		}
 		tunnels = append(tunnels, c)
 	}
-	// One tunnel keeps traffic flowing through the shutdown.
-	busy := tunnels[0]
-	stopBusy := make(chan struct{})
-	var busyWG sync.WaitGroup
-	busyWG.Add(1)
-	go func() {
-		defer busyWG.Done()
-		for {
-			select {
-			case <-stopBusy:
-				return
-			default:
-			}
-			if roundTrip(busy, 4096) != nil {
-				return
-			}
-		}
-	}()
-	// A slow plain-HTTP request in flight when the signal arrives.
-	slow := make(chan reply, 1)
-	go func() {
-		c, err := net.Dial("tcp", w.e.a().Proxy)
-		if err != nil {
-			slow <- reply{Err: err}
-			return
-		}
-		defer c.Close()
-		h := "granted.test:" + strconv.Itoa(w.web.port)
-		slow <- exchange(c, "GET", "GET http://"+h+"/slow HTTP/1.1\r\nHost: "+h+"\r\n\r\n")
-	}()
-	eventually(t, 5*time.Second, "the slow request reaches the upstream", func() bool {
-		for _, s := range w.web.requests() {
-			if s.URI == "/slow" {
-				return true
-			}
-		}
-		return false
-	})
+	stopBusy := keepBusy(tunnels[0])
+	slow := slowRequest(t, w)
 
 	w.e.signal(t, syscall.SIGTERM)
 	took, exited := w.e.waitExit(shutdown + 5*time.Second)
-	close(stopBusy)
-	busyWG.Wait()
+	stopBusy()
 	t.Logf("RESULT SIGTERM with 50 tunnels open: exited after %s (timeouts.shutdown %s)", took.Round(10*time.Millisecond), shutdown)
 	if !exited {
 		t.Fatalf("egressd still running %s after SIGTERM (timeouts.shutdown %s)", took, shutdown)
@@ -98,4 +61,51 @@ func TestSIGTERMDrain(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", w.e.a().Proxy, time.Second); err == nil {
 		t.Error("the proxy port still accepts connections after exit")
 	}
+}
+
+// keepBusy runs echo round trips on c until the returned stop is called
+// (or the tunnel ends); stop waits for the loop to finish.
+func keepBusy(c net.Conn) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if roundTrip(c, 4096) != nil {
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// slowRequest starts a GET of the upstream's /slow (a second to answer)
+// and returns once the upstream has it; the reply arrives on the channel.
+func slowRequest(t *testing.T, w *wall) <-chan reply {
+	t.Helper()
+	slow := make(chan reply, 1)
+	go func() {
+		c, err := net.Dial("tcp", w.e.a().Proxy)
+		if err != nil {
+			slow <- reply{Err: err}
+			return
+		}
+		defer c.Close()
+		slow <- exchange(c, "GET", "GET http://"+w.webHost()+"/slow HTTP/1.1\r\nHost: "+w.webHost()+"\r\n\r\n")
+	}()
+	eventually(t, 5*time.Second, "the slow request reaches the upstream", func() bool {
+		for _, s := range w.web.requests() {
+			if s.URI == "/slow" {
+				return true
+			}
+		}
+		return false
+	})
+	return slow
 }

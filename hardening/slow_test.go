@@ -35,8 +35,7 @@ func startSlowWall(t *testing.T) *wall {
 }
 
 // waitClosed reads (and discards) from c until the peer closes it and
-// says when that was; a read error other than EOF/reset, or no close by
-// within, fails. It returns the bytes read.
+// says how long that took; still open after within fails the test.
 func waitClosed(t *testing.T, c net.Conn, within time.Duration) (time.Duration, int64) {
 	t.Helper()
 	start := time.Now()
@@ -51,113 +50,126 @@ func waitClosed(t *testing.T, c net.Conn, within time.Duration) (time.Duration, 
 }
 
 // TestSlowClients: every way a client can hold a connection without
-// progress is cut by its timeout.
+// progress is cut by its timeout. The cases wait on timers, so they run in
+// parallel against one egressd.
 func TestSlowClients(t *testing.T) {
 	w := startSlowWall(t)
-	p := strconv.Itoa(w.web.port)
-	h := "granted.test:" + p
-
-	t.Run("slowloris headers on the proxy", func(t *testing.T) {
-		t.Parallel()
-		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
-		drip(c, "GET http://"+h+"/ HTTP/1.1\r\nHost: "+h+"\r\nX-Slow: ", 200*time.Millisecond)
-		took, _ := waitClosed(t, c, slowHeader+cutMargin+time.Second)
-		t.Logf("RESULT slowloris proxy cut after %s", took.Round(10*time.Millisecond))
-	})
-	t.Run("slowloris CONNECT line", func(t *testing.T) {
-		t.Parallel()
-		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
-		drip(c, "CONNECT "+h+" HTTP/1.1\r\n", 200*time.Millisecond)
-		waitClosed(t, c, slowHeader+cutMargin+time.Second)
-	})
-	t.Run("300 slowloris connections", func(t *testing.T) {
-		t.Parallel()
-		src := newClientIP()
-		var conns []net.Conn
-		for range 300 {
-			c := dialFrom(t, src, w.e.a().Proxy)
-			io.WriteString(c, "GET http://"+h+"/ HTTP/1.1\r\n")
-			conns = append(conns, c)
+	cases := []struct {
+		name string
+		run  func(*testing.T, *wall)
+	}{
+		{"slowloris headers on the proxy", slowlorisProxy},
+		{"slowloris CONNECT line", slowlorisConnect},
+		{"300 slowloris connections", slowlorisMany},
+		{"slowloris headers on the gateway", slowlorisGateway},
+		{"slowloris on DNS over TCP", slowlorisDNS},
+		{"idle keep-alive on the proxy", idleKeepAliveProxy},
+		{"idle keep-alive on the gateway", idleKeepAliveGateway},
+		{"idle tunnel", idleTunnel},
+		{"half-closed tunnel", halfClosedTunnel},
+	}
+	t.Run("cases", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				tc.run(t, w)
+			})
 		}
-		deadline := slowHeader + cutMargin
-		for i, c := range conns {
-			if took, _ := waitClosed(t, c, deadline); took > deadline {
-				t.Errorf("connection %d cut after %s, want within %s", i, took, deadline)
-			}
-		}
-	})
-	t.Run("slowloris headers on the gateway", func(t *testing.T) {
-		t.Parallel()
-		c := dialFrom(t, newClientIP(), w.e.a().Gateway)
-		drip(c, "POST /p/v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Slow: ", 200*time.Millisecond)
-		took, _ := waitClosed(t, c, 15*time.Second)
-		if took > slowHeader+cutMargin {
-			t.Errorf("gateway slowloris cut after %s, want within timeouts.header %s + %s", took.Round(10*time.Millisecond), slowHeader, cutMargin)
-		}
-	})
-	t.Run("slowloris on DNS over TCP", func(t *testing.T) {
-		t.Parallel()
-		c := dialFrom(t, newClientIP(), w.e.a().DNS)
-		c.Write([]byte{0, 40, 0x12})
-		took, _ := waitClosed(t, c, 10*time.Second)
-		t.Logf("RESULT slowloris dns/tcp cut after %s", took.Round(10*time.Millisecond))
-	})
-	t.Run("idle keep-alive on the proxy", func(t *testing.T) {
-		t.Parallel()
-		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
-		if r := exchange(c, http.MethodGet, "GET http://"+h+"/ka HTTP/1.1\r\nHost: "+h+"\r\n\r\n"); r.Status != 200 {
-			t.Fatalf("got %v, want 200", r)
-		}
-		took, _ := waitClosed(t, c, slowIdle+cutMargin+time.Second)
-		if took > slowIdle+cutMargin {
-			t.Errorf("idle keep-alive cut after %s, want within %s", took, slowIdle+cutMargin)
-		}
-	})
-	t.Run("idle keep-alive on the gateway", func(t *testing.T) {
-		t.Parallel()
-		c := dialFrom(t, newClientIP(), w.e.a().Gateway)
-		if r := exchange(c, http.MethodGet, "GET /nope/x HTTP/1.1\r\nHost: gw\r\n\r\n"); r.Status == 0 {
-			t.Fatalf("gateway: %v", r)
-		}
-		took, _ := waitClosed(t, c, 15*time.Second)
-		if took > slowIdle+cutMargin {
-			t.Errorf("idle gateway keep-alive cut after %s, want within timeouts.idle %s + %s", took.Round(10*time.Millisecond), slowIdle, cutMargin)
-		}
-	})
-	t.Run("idle tunnel", func(t *testing.T) {
-		t.Parallel()
-		src := newClientIP()
-		c, r := connectRaw(t, w.e, src, "granted.test:"+strconv.Itoa(w.echo.port))
-		if r.Status != 200 {
-			t.Fatalf("CONNECT: %v", r)
-		}
-		took, _ := waitClosed(t, c, slowIdle+cutMargin+time.Second)
-		if took > slowIdle+cutMargin {
-			t.Errorf("idle tunnel cut after %s, want within %s", took, slowIdle+cutMargin)
-		}
-		w.e.log.wait(t, logWait, match{Event: "close", Client: src, Proto: "connect"})
-	})
-	t.Run("half-closed tunnel", func(t *testing.T) {
-		t.Parallel()
-		src := newClientIP()
-		c, r := connectRaw(t, w.e, src, "granted.test:"+strconv.Itoa(w.echo.port))
-		if r.Status != 200 {
-			t.Fatalf("CONNECT: %v", r)
-		}
-		io.WriteString(c, "hello\n")
-		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		// The upstream sees the half-close, answers, and closes; the
-		// client receives all of it and then the close.
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got, err := io.ReadAll(c)
-		if string(got) != "hello\nbye\n" || err != nil {
-			t.Errorf("after CloseWrite: got %q (err %v), want the echo, the upstream's goodbye and EOF", got, err)
-		}
-		w.e.log.wait(t, logWait, match{Event: "close", Client: src, Proto: "connect"})
 	})
 	w.e.alive(t)
+}
+
+func (w *wall) webHost() string { return "granted.test:" + strconv.Itoa(w.web.port) }
+
+func slowlorisProxy(t *testing.T, w *wall) {
+	c := dialFrom(t, newClientIP(), w.e.a().Proxy)
+	drip(c, "GET http://"+w.webHost()+"/ HTTP/1.1\r\nHost: "+w.webHost()+"\r\nX-Slow: ", 200*time.Millisecond)
+	took, _ := waitClosed(t, c, slowHeader+cutMargin)
+	t.Logf("RESULT slowloris proxy cut after %s", took.Round(10*time.Millisecond))
+}
+
+func slowlorisConnect(t *testing.T, w *wall) {
+	c := dialFrom(t, newClientIP(), w.e.a().Proxy)
+	drip(c, "CONNECT "+w.webHost()+" HTTP/1.1\r\n", 200*time.Millisecond)
+	waitClosed(t, c, slowHeader+cutMargin)
+}
+
+func slowlorisMany(t *testing.T, w *wall) {
+	src := newClientIP()
+	var conns []net.Conn
+	for range 300 {
+		c := dialFrom(t, src, w.e.a().Proxy)
+		io.WriteString(c, "GET http://"+w.webHost()+"/ HTTP/1.1\r\n")
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		waitClosed(t, c, slowHeader+cutMargin)
+	}
+}
+
+func slowlorisGateway(t *testing.T, w *wall) {
+	c := dialFrom(t, newClientIP(), w.e.a().Gateway)
+	drip(c, "POST /p/v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Slow: ", 200*time.Millisecond)
+	took, _ := waitClosed(t, c, 15*time.Second)
+	if took > slowHeader+cutMargin {
+		t.Errorf("gateway slowloris cut after %s, want within timeouts.header %s + %s", took.Round(10*time.Millisecond), slowHeader, cutMargin)
+	}
+}
+
+func slowlorisDNS(t *testing.T, w *wall) {
+	c := dialFrom(t, newClientIP(), w.e.a().DNS)
+	c.Write([]byte{0, 40, 0x12})
+	took, _ := waitClosed(t, c, 10*time.Second)
+	t.Logf("RESULT slowloris dns/tcp cut after %s", took.Round(10*time.Millisecond))
+}
+
+func idleKeepAliveProxy(t *testing.T, w *wall) {
+	c := dialFrom(t, newClientIP(), w.e.a().Proxy)
+	if r := exchange(c, http.MethodGet, "GET http://"+w.webHost()+"/ka HTTP/1.1\r\nHost: "+w.webHost()+"\r\n\r\n"); r.Status != 200 {
+		t.Fatalf("got %v, want 200", r)
+	}
+	waitClosed(t, c, slowIdle+cutMargin)
+}
+
+func idleKeepAliveGateway(t *testing.T, w *wall) {
+	c := dialFrom(t, newClientIP(), w.e.a().Gateway)
+	if r := exchange(c, http.MethodGet, "GET /nope/x HTTP/1.1\r\nHost: gw\r\n\r\n"); r.Status == 0 {
+		t.Fatalf("gateway: %v", r)
+	}
+	took, _ := waitClosed(t, c, 15*time.Second)
+	if took > slowIdle+cutMargin {
+		t.Errorf("idle gateway keep-alive cut after %s, want within timeouts.idle %s + %s", took.Round(10*time.Millisecond), slowIdle, cutMargin)
+	}
+}
+
+func idleTunnel(t *testing.T, w *wall) {
+	src := newClientIP()
+	c, r := connectRaw(t, w.e, src, "granted.test:"+strconv.Itoa(w.echo.port))
+	if r.Status != 200 {
+		t.Fatalf("CONNECT: %v", r)
+	}
+	waitClosed(t, c, slowIdle+cutMargin)
+	w.e.log.wait(t, logWait, match{Event: "close", Client: src, Proto: "connect"})
+}
+
+// halfClosedTunnel: the client's half-close reaches the upstream, which
+// answers and closes; the client receives all of it and then the close.
+func halfClosedTunnel(t *testing.T, w *wall) {
+	src := newClientIP()
+	c, r := connectRaw(t, w.e, src, "granted.test:"+strconv.Itoa(w.echo.port))
+	if r.Status != 200 {
+		t.Fatalf("CONNECT: %v", r)
+	}
+	io.WriteString(c, "hello\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if string(got) != "hello\nbye\n" || err != nil {
+		t.Errorf("after CloseWrite: got %q (err %v), want the echo, the upstream's goodbye and EOF", got, err)
+	}
+	w.e.log.wait(t, logWait, match{Event: "close", Client: src, Proto: "connect"})
 }
 
 // drip writes s one byte per interval until the peer stops taking it.
@@ -179,36 +191,7 @@ func TestClientsThatNeverRead(t *testing.T) {
 	w := startSlowWall(t)
 	const readers = 50
 	rss0 := w.e.rssKiB(t)
-	var conns []net.Conn
-	var srcs []string
-	for i := range readers {
-		src := newClientIP()
-		srcs = append(srcs, src)
-		c := dialFrom(t, src, w.e.a().Proxy)
-		setRcvBuf(t, c, 4096)
-		var req string
-		if i%2 == 0 {
-			req = "GET http://granted.test:" + strconv.Itoa(w.web.port) + "/big HTTP/1.1\r\nHost: granted.test:" + strconv.Itoa(w.web.port) + "\r\n\r\n"
-		} else {
-			// A tunnel whose client floods the echo and never reads it back.
-			req = "CONNECT granted.test:" + strconv.Itoa(w.echo.port) + " HTTP/1.1\r\nHost: x\r\n\r\n"
-		}
-		io.WriteString(c, req)
-		if i%2 == 1 {
-			go func() {
-				buf := make([]byte, 64<<10)
-				for range 1024 {
-					c.SetWriteDeadline(time.Now().Add(20 * time.Second))
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-		}
-		conns = append(conns, c)
-	}
-	// Let the buffers fill and the stall set in, then look at memory.
-	time.Sleep(slowIdle / 2)
+	conns, srcs := stalledReaders(t, w, readers)
 	rss1 := w.e.rssKiB(t)
 	t.Logf("RESULT %d stalled readers: rss before=%dKiB stalled=%dKiB", readers, rss0, rss1)
 	if grew := rss1 - rss0; grew > 64<<10 {
@@ -250,6 +233,41 @@ func TestClientsThatNeverRead(t *testing.T) {
 		}
 	}
 	w.e.alive(t)
+}
+
+// stalledReaders opens n client connections with tiny receive buffers
+// that never read: even ones GET the upstream's 64 MiB /big, odd ones open
+// a tunnel to the echo upstream and flood it without reading the echo. It
+// returns once every request has reached its upstream.
+func stalledReaders(t *testing.T, w *wall, n int) ([]net.Conn, []string) {
+	t.Helper()
+	var conns []net.Conn
+	var srcs []string
+	bigs, tunnels := len(w.web.requests()), w.echo.total.Load()
+	for i := range n {
+		src := newClientIP()
+		c := dialFrom(t, src, w.e.a().Proxy)
+		setRcvBuf(t, c, 4096)
+		if i%2 == 0 {
+			io.WriteString(c, "GET http://"+w.webHost()+"/big HTTP/1.1\r\nHost: "+w.webHost()+"\r\n\r\n")
+		} else {
+			io.WriteString(c, "CONNECT granted.test:"+strconv.Itoa(w.echo.port)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			go func() {
+				buf := make([]byte, 64<<10)
+				for range 1024 {
+					c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		conns, srcs = append(conns, c), append(srcs, src)
+	}
+	eventually(t, 10*time.Second, "every stalled request reaches its upstream", func() bool {
+		return len(w.web.requests())-bigs >= n/2 && w.echo.total.Load()-tunnels >= int64(n/2)
+	})
+	return conns, srcs
 }
 
 const tcpEstablished = "01"
