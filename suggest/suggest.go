@@ -112,6 +112,10 @@ func (c *Collector) Add(e declog.Entry) {
 	if !c.since.IsZero() && e.Time.Before(c.since) {
 		return
 	}
+	if e.Event == declog.EventSummary && e.Host == "*" && len(e.Hosts) > 0 {
+		c.addFolded(e)
+		return
+	}
 	n := 1
 	if e.Event == declog.EventSummary {
 		n = e.Count
@@ -150,6 +154,21 @@ func (c *Collector) Add(e declog.Entry) {
 		c.aggs[k] = a
 	}
 	a.add(e, n)
+}
+
+// addFolded spreads an overflow summary (host "*") over the hosts it
+// samples, one denial each, so a target hidden in a flood still gets its
+// suggestion; the rest of the count names no host and is skipped.
+func (c *Collector) addFolded(e declog.Entry) {
+	for _, h := range e.Hosts {
+		one := e
+		one.Event, one.Host, one.Hosts, one.Count = declog.EventDecision, h, nil, 0
+		c.Add(one)
+	}
+	if rest := e.Count - len(e.Hosts); rest > 0 {
+		c.rep.Considered += rest
+		c.rep.Skipped += rest
+	}
 }
 
 func (a *agg) add(e declog.Entry, n int) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,4 +258,22 @@ func FuzzHostName(f *testing.F) {
 		}
 		Suggest([]declog.Entry{nal(h, 0), nal("a."+h, 0), nal("b."+h, 0), nal("c."+h, 0)}, time.Time{})
 	})
+}
+
+func TestFoldedSummaryHostsAreSuggested(t *testing.T) {
+	c := NewCollector(time.Time{})
+	c.Add(declog.Entry{Time: time.Unix(100, 0), Event: declog.EventSummary, Proto: policy.ProtoConnect,
+		Host: "*", Hosts: []string{"exfil.example", "pypi.org"}, Count: 500,
+		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted})
+	rep := c.Report()
+	var got []string
+	for _, s := range rep.Suggestions {
+		got = append(got, s.Host)
+	}
+	if !slices.Contains(got, "exfil.example") || !slices.Contains(got, "pypi.org") {
+		t.Errorf("suggestions %v, want the sampled hosts exfil.example and pypi.org", got)
+	}
+	if rep.Considered != 500 || rep.Skipped != 498 {
+		t.Errorf("considered %d skipped %d, want 500 and 498", rep.Considered, rep.Skipped)
+	}
 }
