@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -253,11 +254,10 @@ func tokenEqual(got, want string) bool {
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
+// clientAddr names the client the way the proxy and DNS do, so one agent
+// is one string across every log line.
 func clientAddr(r *http.Request) string {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return host
-	}
-	return r.RemoteAddr
+	return netaddr.String(netaddr.Parse(r.RemoteAddr))
 }
 
 // splitPath returns the lowercased provider name of "/<provider>/...".
