@@ -215,11 +215,12 @@ func (s *Server) shutdown(servers []*dns.Server, running int, errc <-chan error)
 
 func (s *Server) newServer(set func(*dns.Server)) *dns.Server {
 	srv := &dns.Server{
-		Handler:       s,
-		UDPSize:       maxUDPSize,
-		ReadTimeout:   2 * time.Second,
-		WriteTimeout:  2 * time.Second,
-		MsgAcceptFunc: acceptQuery,
+		Handler:        s,
+		UDPSize:        maxUDPSize,
+		ReadTimeout:    2 * time.Second,
+		WriteTimeout:   2 * time.Second,
+		MsgAcceptFunc:  acceptQuery,
+		DecorateReader: s.decorateReader,
 	}
 	set(srv)
 	return srv
