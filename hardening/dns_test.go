@@ -216,7 +216,7 @@ func TestDNSOversized(t *testing.T) {
 		{"label runs past the packet", append(rawHeader(3, 1), 63, 'a', 'b')},
 	} {
 		src := newClientIP()
-		resp := rawDNS(t, w.e, src, tc.pkt, 2*time.Second)
+		resp := rawDNS(t, w.e, src, tc.pkt, time.Second) // egressd may drop it
 		if resp != nil {
 			m := new(dns.Msg)
 			if err := m.Unpack(resp); err == nil && len(m.Answer) != 0 {
