@@ -209,14 +209,16 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 		goServe("dns", func() error { return d.dns.Serve(runCtx, ls.dnsUDP, ls.dnsTCP) })
 	}
 	if ls.gateway != nil {
-		// No WriteTimeout: provider streams run for minutes. ReadTimeout
-		// bounds a slow upload of a request body.
-		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: 2 * time.Minute, IdleTimeout: 5 * time.Minute}
+		// The policy's header and idle timeouts bound the agent here as on
+		// the proxy. No WriteTimeout: provider streams run for minutes.
+		// ReadTimeout bounds a slow upload of a request body.
+		t := d.holder.Current().Config().Timeouts
+		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: t.Header,
+			ReadTimeout: 2 * time.Minute, IdleTimeout: t.Idle}
 		goServe("gateway", func() error { return gw.Serve(ls.gateway) })
 	}
 	if ls.admin != nil {
-		adm = &http.Server{Handler: d.admin, ReadHeaderTimeout: 10 * time.Second}
+		adm = &http.Server{Handler: d.admin, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		adm.RegisterOnShutdown(d.admin.Close)
 		goServe("admin", func() error { return adm.Serve(ls.admin) })
 	}
