@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -25,9 +26,19 @@ const (
 	otherModel = "(other)"
 )
 
-// ledger is the durable state: what was spent in which period. Amounts are
-// nano-USD; the *_usd fields are written for people reading the file and
-// ignored on load.
+// ledger is the durable state: what was spent in which period, and what
+// is reserved for calls that may have reached the provider but are not
+// settled yet. Amounts are nano-USD; the *_usd fields are written for
+// people reading the file and ignored on load.
+//
+// InFlight is what makes a crash overcharge instead of undercharge: a
+// reservation is written here before its call is forwarded and replaced
+// by the real cost when the call settles, so every call the provider may
+// bill is on disk as one or the other. An egressd that finds reservations
+// at Open was stopped with those calls in flight and charges them in full.
+// The field is omitted when empty, so a version-1 reader that predates it
+// reads a quiet ledger and refuses (unknown field) one with calls in
+// flight rather than forgetting them.
 type ledger struct {
 	Version      int                    `json:"version"`
 	Period       string                 `json:"period"`
@@ -38,6 +49,7 @@ type ledger struct {
 	Warned       bool                   `json:"warned"`
 	Updated      time.Time              `json:"updated"`
 	Models       map[string]*ModelSpend `json:"models,omitempty"`
+	InFlight     map[string]*pending    `json:"in_flight,omitempty"`
 }
 
 // ModelSpend is one model's share of the period's spend.
@@ -46,6 +58,16 @@ type ModelSpend struct {
 	InputTokens  int64 `json:"input_tokens"`
 	OutputTokens int64 `json:"output_tokens"`
 	SpentNano    int64 `json:"spent_nano_usd"`
+	// Estimated counts the requests whose charge is an estimate: no usage
+	// came from the provider, or egressd stopped while the call was in
+	// flight and its reservation was charged in full.
+	Estimated int64 `json:"estimated_requests,omitempty"`
+}
+
+// pending is one model's reservations of unsettled calls.
+type pending struct {
+	Calls        int64 `json:"calls"`
+	ReservedNano int64 `json:"reserved_nano_usd"`
 }
 
 func (l *ledger) clone() ledger {
@@ -55,7 +77,85 @@ func (l *ledger) clone() ledger {
 		mv := *v
 		c.Models[k] = &mv
 	}
+	c.InFlight = make(map[string]*pending, len(l.InFlight))
+	for k, v := range l.InFlight {
+		pv := *v
+		c.InFlight[k] = &pv
+	}
 	return c
+}
+
+// model returns name's entry in the per-model breakdown, created on first
+// use; past maxModels names, new ones share otherModel.
+func (l *ledger) model(name string) *ModelSpend {
+	if l.Models == nil {
+		l.Models = make(map[string]*ModelSpend)
+	}
+	if ms := l.Models[name]; ms != nil {
+		return ms
+	}
+	if len(l.Models) >= maxModels {
+		name = otherModel
+	}
+	ms := l.Models[name]
+	if ms == nil {
+		ms = &ModelSpend{}
+		l.Models[name] = ms
+	}
+	return ms
+}
+
+// reserve records a reservation of nano for a call to model and returns
+// the key it is held under (folded like the breakdown), for unreserve.
+func (l *ledger) reserve(model string, nano int64) string {
+	if l.InFlight == nil {
+		l.InFlight = make(map[string]*pending)
+	}
+	p := l.InFlight[model]
+	if p == nil && len(l.InFlight) >= maxModels {
+		model = otherModel
+		p = l.InFlight[model]
+	}
+	if p == nil {
+		p = &pending{}
+		l.InFlight[model] = p
+	}
+	p.Calls++
+	p.ReservedNano += nano // the sum stays under the cap, so under maxNano
+	return model
+}
+
+// unreserve removes a reservation made by reserve.
+func (l *ledger) unreserve(key string, nano int64) {
+	p := l.InFlight[key]
+	if p == nil {
+		return
+	}
+	p.Calls--
+	p.ReservedNano -= nano
+	if p.Calls <= 0 {
+		delete(l.InFlight, key)
+	}
+}
+
+// chargeInFlight charges the reservations left by an egressd that stopped
+// with calls in flight: each at its reserved amount (the provider may have
+// billed up to that much, and the cost is not known), counted as an
+// estimated request of its model. It clears them and returns what it
+// charged.
+func (l *ledger) chargeInFlight() (calls, nano int64) {
+	for model, p := range l.InFlight {
+		ms := l.model(model)
+		ms.Requests = satAdd(ms.Requests, p.Calls)
+		ms.Estimated = satAdd(ms.Estimated, p.Calls)
+		ms.SpentNano = min(ms.SpentNano+p.ReservedNano, maxNano)
+		calls = satAdd(calls, p.Calls)
+		nano = min(nano+p.ReservedNano, maxNano)
+	}
+	l.SpentNano = min(l.SpentNano+nano, maxNano)
+	l.LifetimeNano = min(l.LifetimeNano+nano, maxNano)
+	l.InFlight = nil
+	return calls, nano
 }
 
 // readLedger loads path. A missing file is a fresh ledger (found false);
@@ -105,8 +205,16 @@ func (l *ledger) check() error {
 		return fmt.Errorf("%d models, want at most %d", len(l.Models), maxModels+1)
 	}
 	for k, v := range l.Models {
-		if v == nil || v.SpentNano < 0 || v.Requests < 0 {
+		if v == nil || v.SpentNano < 0 || v.SpentNano > maxNano || v.Requests < 0 || v.Estimated < 0 {
 			return fmt.Errorf("models[%q]: invalid", k)
+		}
+	}
+	if len(l.InFlight) > maxModels+1 {
+		return fmt.Errorf("%d models in flight, want at most %d", len(l.InFlight), maxModels+1)
+	}
+	for k, v := range l.InFlight {
+		if v == nil || v.Calls <= 0 || v.ReservedNano < 0 || v.ReservedNano > maxNano {
+			return fmt.Errorf("in_flight[%q]: invalid", k)
 		}
 	}
 	return nil
@@ -159,4 +267,50 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync ledger dir: %w", err)
 	}
 	return nil
+}
+
+// removeStaleTemps deletes the temporary files writeLedger leaves when the
+// process dies between creating one and renaming it: "." + the ledger's
+// name + "." + digits + ".tmp", nothing else. It assumes this process is
+// the ledger's only writer, as Open does. It returns how many it removed.
+func removeStaleTemps(path string) (int, error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("list ledger dir: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !isTempName(e.Name(), base) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// isTempName matches the names os.CreateTemp gives writeLedger's pattern.
+func isTempName(name, base string) bool {
+	mid, ok := strings.CutPrefix(name, "."+base+".")
+	if !ok {
+		return false
+	}
+	mid, ok = strings.CutSuffix(mid, ".tmp")
+	if !ok || mid == "" {
+		return false
+	}
+	for _, c := range mid {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

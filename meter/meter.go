@@ -8,6 +8,12 @@
 // worst case is reserved, and a reservation that would take spent+reserved
 // past the cap is refused, so concurrent calls cannot overshoot together.
 // Amounts are kept in integer nano-USD so concurrent sums are exact.
+//
+// Crashes overcharge, never undercharge: a reservation is in the ledger on
+// disk before Reserve returns (so before its call is forwarded), and a
+// settle replaces it with the real cost. Whatever moment egressd dies at,
+// every call the provider may bill is on disk as a reservation or as a
+// cost; the next Open charges leftover reservations in full.
 package meter
 
 import (
@@ -73,39 +79,47 @@ type Meter struct {
 	clock func() time.Time
 	log   *slog.Logger
 
-	mu       sync.Mutex
-	cfg      policy.BudgetConfig // normalised
-	capNano  int64
-	path     string
-	led      ledger
-	reserved int64
-	inFlight int
-	version  uint64    // bumped on every change to led
-	writeErr error     // last ledger write failure; nil when healthy
-	lastTry  time.Time // last write attempt while failing
+	mu        sync.Mutex
+	cfg       policy.BudgetConfig // normalised
+	capNano   int64
+	path      string
+	led       ledger
+	reserved  int64
+	inFlight  int
+	version   uint64    // bumped on every change to led
+	writeErr  error     // last ledger write failure; nil when healthy
+	lastTry   time.Time // last write attempt
+	written   uint64    // newest version on disk
+	attempted uint64    // newest version a write was tried for
 
-	wmu     sync.Mutex // serialises ledger writes (group commit)
-	written uint64     // version on disk
+	wmu   sync.Mutex                        // serialises ledger writes (group commit)
+	write func(path string, l ledger) error // writeLedger; tests wrap it
 }
 
 // Open loads the ledger named by cfg and returns a meter. A missing ledger
 // is a fresh one; a ledger that cannot be read or parsed is an error, never
-// a silent reset. The ledger is written once at open to prove it can be:
-// when that fails the meter is returned in the unavailable state (metered
-// calls refused, retried on demand) and the failure is logged.
+// a silent reset. Reservations the ledger still holds are calls that were
+// in flight when the last egressd stopped: the provider may have billed
+// them, so each is charged at its reserved amount (counted as estimated in
+// its model's breakdown) and cleared, with one WARN line giving the count
+// and the sum. Temporary files left by a write that was killed are
+// removed. Open assumes it is the only user of the ledger file. The ledger
+// is written once at open to prove it can be (and to record any such
+// charge): when that fails the meter is returned in the unavailable state
+// (metered calls refused, retried on demand) and the failure is logged.
 func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	cfg, err := normalise(cfg)
 	if err != nil {
 		return nil, err
 	}
-	m := &Meter{clock: opt.Clock, log: opt.Logger}
+	m := &Meter{clock: opt.Clock, log: opt.Logger, write: writeLedger}
 	if m.clock == nil {
 		m.clock = time.Now
 	}
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	led, found, err := readLedger(cfg.Ledger)
+	led, found, err := m.loadLedger(cfg.Ledger)
 	if err != nil {
 		return nil, err
 	}
@@ -117,9 +131,29 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	m.mu.Lock()
 	m.adoptPeriod(now)
 	m.version++
+	v := m.version
 	m.mu.Unlock()
-	_ = m.persist() // failure is logged and held in writeErr
+	_ = m.persist(v) // failure is logged and held in writeErr
 	return m, nil
+}
+
+// loadLedger reads the ledger at path, charges the calls it holds in
+// flight, and removes stale temporary files beside it.
+func (m *Meter) loadLedger(path string) (ledger, bool, error) {
+	led, found, err := readLedger(path)
+	if err != nil {
+		return led, found, err
+	}
+	if calls, nano := led.chargeInFlight(); calls > 0 {
+		m.log.Warn("spend ledger held calls in flight when egressd last stopped: charged at their reserved amounts as estimates",
+			"ledger", path, "calls", calls, "charged_usd", toUSD(nano), "spent_usd", toUSD(led.SpentNano))
+	}
+	if n, err := removeStaleTemps(path); err != nil {
+		m.log.Warn("could not remove stale temporary ledger files", "ledger", path, "removed", n, "err", err)
+	} else if n > 0 {
+		m.log.Info("removed temporary ledger files left by an interrupted write", "ledger", path, "removed", n)
+	}
+	return led, found, nil
 }
 
 func normalise(cfg policy.BudgetConfig) (policy.BudgetConfig, error) {

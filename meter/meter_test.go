@@ -208,6 +208,9 @@ func TestCorruptLedgerFailsClosed(t *testing.T) {
 		{"unknown field", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1,"reset":true}`},
 		{"bad period", `{"version":1,"period":"year","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1}`},
 		{"trailing data", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1} {}`},
+		{"in flight without calls", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1,"in_flight":{"m":{"calls":0,"reserved_nano_usd":5}}}`},
+		{"in flight negative", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1,"in_flight":{"m":{"calls":1,"reserved_nano_usd":-5}}}`},
+		{"in flight null", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1,"in_flight":{"m":null}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -78,9 +78,10 @@ func (m *Meter) DefaultOutputLimit() int64 {
 // Reconfigure applies a reloaded budget section: cap, period, warn_at,
 // prices and unknown_model take effect at once. A changed ledger path is
 // reopened: an existing valid file there is adopted (never lowering the
-// current period's spend), a missing one receives the current state, and
-// an unreadable or corrupt one is an error that leaves the old ledger in
-// use.
+// current period's spend; calls it holds in flight are charged first, as
+// Open does), a missing one receives the current state, and an unreadable
+// or corrupt one is an error that leaves the old ledger in use. The calls
+// in flight now move to the new file with the rest of the state.
 func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
 	cfg, err := normalise(cfg)
 	if err != nil {
@@ -93,7 +94,7 @@ func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
 	var other ledger
 	var found bool
 	if cfg.Ledger != oldPath {
-		other, found, err = readLedger(cfg.Ledger)
+		other, found, err = m.loadLedger(cfg.Ledger)
 		if err != nil {
 			m.wmu.Unlock()
 			return fmt.Errorf("reopen ledger: %w", err)
@@ -107,14 +108,17 @@ func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
 		if found {
 			m.mergeLedger(other)
 		}
-		m.written = 0 // the new file must receive the state
-		m.version++
+		m.written, m.attempted = 0, 0 // the new file must receive the state
 	}
+	// Always written: a reload is also how an operator retries a ledger
+	// that failed after fixing its disk.
+	m.version++
+	v := m.version
 	m.mu.Unlock()
 	m.wmu.Unlock()
 	// Writes the new path, or a period change; a failure is logged and
 	// puts the meter in the unavailable state.
-	return m.persist()
+	return m.persist(v)
 }
 
 // mergeLedger adopts a ledger found at a new path: same period, the larger

@@ -13,7 +13,8 @@ type Reservation struct {
 	m     *Meter
 	nano  int64
 	model string
-	done  bool // guarded by m.mu
+	key   string // where the ledger holds it in flight
+	done  bool   // guarded by m.mu
 }
 
 // USD is the amount reserved.
@@ -24,58 +25,86 @@ func (r *Reservation) USD() float64 { return toUSD(r.nano) }
 func (r *Reservation) Exceeds(usd float64) bool { return toNano(usd, false) > r.nano }
 
 // Reserve sets maxCostUSD aside for a call to model, atomically against
-// the cap: it fails with a *BudgetError (errors.Is ErrBudgetExceeded) when
-// spent + reserved + maxCostUSD would exceed the cap, and with
-// ErrLedgerUnavailable while the ledger cannot be written.
+// the cap, and returns once the reservation is durably in the ledger: a
+// call forwarded after Reserve returns is on disk, so a crash before it
+// settles charges its reservation (see Open) instead of forgetting it.
+// Concurrent reservations share one ledger write. It fails with a
+// *BudgetError (errors.Is ErrBudgetExceeded) when spent + reserved +
+// maxCostUSD would exceed the cap, and with ErrLedgerUnavailable when the
+// ledger cannot be written (this write, or an earlier one not yet retried:
+// failed writes are retried at most once per writeRetryBackoff); then
+// nothing is reserved and the call must not be forwarded.
 func (m *Meter) Reserve(model string, maxCostUSD float64) (*Reservation, error) {
 	// At least one nano-USD, so that a free-priced call is still refused at
 	// the cap and a zero cap admits nothing.
 	need := max(toNano(maxCostUSD, true), 1)
 	m.mu.Lock()
-	failing := m.writeErr != nil
-	m.mu.Unlock()
-	if failing {
-		m.retryWrite()
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.writeErr != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLedgerUnavailable, m.writeErr)
+	if m.writeErr != nil && !m.retryDue() {
+		err := m.writeErr
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrLedgerUnavailable, err)
 	}
 	m.adoptPeriod(m.clock())
 	if satAdd(satAdd(m.led.SpentNano, m.reserved), need) > m.capNano {
+		defer m.mu.Unlock()
 		return nil, &BudgetError{
 			SpentUSD: toUSD(m.led.SpentNano), ReservedUSD: toUSD(m.reserved),
 			CapUSD: toUSD(m.capNano), NeedUSD: toUSD(need),
 			ResetsAt: periodEnd(m.cfg.Period, m.led.PeriodStart),
 		}
 	}
+	r := &Reservation{m: m, nano: need, model: strings.ToLower(model)}
+	r.key = m.led.reserve(r.model, need)
 	m.reserved += need
 	m.inFlight++
-	return &Reservation{m: m, nano: need, model: strings.ToLower(model)}, nil
+	m.version++
+	v := m.version
+	m.mu.Unlock()
+	if err := m.persist(v); err != nil {
+		r.drop() // never on disk; the next write forgets it there too
+		return nil, err
+	}
+	return r, nil
 }
 
-// Release returns the reservation unspent (the call failed before the
-// provider billed anything).
-func (r *Reservation) Release() {
+// drop ends the reservation without charging it and returns the ledger
+// version that no longer holds it; ok is false if it had already ended.
+func (r *Reservation) drop() (v uint64, ok bool) {
 	m := r.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.done {
-		return
+		return 0, false
 	}
 	r.done = true
 	m.reserved -= r.nano
 	m.inFlight--
+	m.led.unreserve(r.key, r.nano)
+	m.version++
+	return m.version, true
+}
+
+// Release returns the reservation unspent (the call failed before the
+// provider billed anything) and writes the ledger, so that a later crash
+// does not charge it. A failed write is logged and puts the meter in the
+// unavailable state; the reservation then stays on disk, which can only
+// overcharge.
+func (r *Reservation) Release() {
+	if v, ok := r.drop(); ok {
+		_ = r.m.persist(v)
+	}
 }
 
 // Settle charges actualUSD (which may exceed the reservation: the provider
-// billed it, so it is recorded, and logged at WARN with both figures; if it
-// takes spend to the cap or past it, every later Reserve is refused until
-// the period resets) and releases the rest, then writes the ledger. crossedWarn is true for the one settle per period that took
-// spend past warn_at (the meter has logged it). A write failure is
-// returned wrapping ErrLedgerUnavailable; the spend stays counted in
-// memory and metered calls are refused until a write succeeds.
+// billed it, so it is recorded, and logged at WARN with both figures; if
+// it takes spend to the cap or past it, every later Reserve is refused
+// until the period resets) in place of the reservation, then writes the
+// ledger; estimated marks a charge not reported by the provider.
+// crossedWarn is true for the one settle per period that took spend past
+// warn_at (the meter has logged it). A write failure is returned wrapping
+// ErrLedgerUnavailable; the spend stays counted in memory, the reservation
+// stays on disk (a crash then charges the reservation), and metered calls
+// are refused until a write succeeds.
 func (r *Reservation) Settle(actualUSD float64, u Usage, estimated bool) (crossedWarn bool, err error) {
 	m := r.m
 	cost := toNano(actualUSD, false)
@@ -87,12 +116,14 @@ func (r *Reservation) Settle(actualUSD float64, u Usage, estimated bool) (crosse
 	r.done = true
 	m.reserved -= r.nano
 	m.inFlight--
+	m.led.unreserve(r.key, r.nano)
 	m.adoptPeriod(m.clock())
 	m.led.SpentNano = min(m.led.SpentNano+cost, maxNano)
 	m.led.LifetimeNano = min(m.led.LifetimeNano+cost, maxNano)
 	m.led.Updated = m.clock().UTC()
-	m.addModel(r.model, u, cost)
+	m.addModel(r.model, u, cost, estimated)
 	m.version++
+	v := m.version
 	if cost > r.nano {
 		m.log.Warn("call cost more than its reservation", "model", r.model,
 			"reserved_usd", toUSD(r.nano), "cost_usd", toUSD(cost), "estimated", estimated,
@@ -106,46 +137,46 @@ func (r *Reservation) Settle(actualUSD float64, u Usage, estimated bool) (crosse
 			"period_start", m.led.PeriodStart)
 	}
 	m.mu.Unlock()
-	return crossedWarn, m.persist()
+	return crossedWarn, m.persist(v)
 }
 
 // addModel updates the per-model breakdown. Called with mu held.
-func (m *Meter) addModel(model string, u Usage, cost int64) {
-	if m.led.Models == nil {
-		m.led.Models = make(map[string]*ModelSpend)
-	}
-	ms := m.led.Models[model]
-	if ms == nil {
-		if len(m.led.Models) >= maxModels {
-			model = otherModel
-		}
-		if ms = m.led.Models[model]; ms == nil {
-			ms = &ModelSpend{}
-			m.led.Models[model] = ms
-		}
-	}
+func (m *Meter) addModel(model string, u Usage, cost int64, estimated bool) {
+	ms := m.led.model(model)
 	ms.Requests++
 	ms.InputTokens = satAdd(ms.InputTokens, u.TotalInput())
 	ms.OutputTokens = satAdd(ms.OutputTokens, u.OutputTokens)
 	ms.SpentNano = min(ms.SpentNano+cost, maxNano)
+	if estimated {
+		ms.Estimated++
+	}
 }
 
-// persist writes the newest state unless a newer or equal version is
-// already on disk (concurrent settles share one write). Returns the write
-// error wrapped in ErrLedgerUnavailable.
-func (m *Meter) persist() error {
+// persist returns once ledger version v (or a newer one) is on disk. It is
+// a group commit: writes are serialised, each writes the newest state, and
+// a caller whose change a finished write already carried returns without
+// writing; so concurrent reservations and settles share writes, and a
+// caller waits at most for the write in progress plus one. A caller whose
+// change was carried by a write that failed gets that failure instead of
+// retrying it (Reserve spaces retries). Errors wrap ErrLedgerUnavailable.
+func (m *Meter) persist(v uint64) error {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	m.mu.Lock()
-	if m.written >= m.version && m.writeErr == nil {
+	if m.written >= v {
 		m.mu.Unlock()
 		return nil
 	}
-	snap, v, path := m.led.clone(), m.version, m.path
-	m.lastTry = m.clock()
+	if m.attempted >= v && m.writeErr != nil {
+		err := m.writeErr
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrLedgerUnavailable, err)
+	}
+	snap, nv, path := m.led.clone(), m.version, m.path
+	m.lastTry, m.attempted = m.clock(), nv
 	m.mu.Unlock()
 
-	err := writeLedger(path, snap)
+	err := m.write(path, snap)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -160,19 +191,15 @@ func (m *Meter) persist() error {
 	if m.writeErr != nil {
 		m.log.Info("spend ledger writable again", "ledger", path)
 	}
-	m.writeErr, m.written = nil, max(m.written, v)
+	m.writeErr, m.written = nil, max(m.written, nv)
 	return nil
 }
 
-// retryWrite retries a failed write at most once per writeRetryBackoff,
-// so a broken disk is not hammered by every refused call.
-func (m *Meter) retryWrite() {
-	m.mu.Lock()
-	due := m.clock().Sub(m.lastTry) >= writeRetryBackoff || m.clock().Before(m.lastTry)
-	m.mu.Unlock()
-	if due {
-		_ = m.persist()
-	}
+// retryDue reports whether a failed write may be retried now, so that a
+// broken disk is not hammered by every refused call. Called with mu held.
+func (m *Meter) retryDue() bool {
+	now := m.clock()
+	return now.Sub(m.lastTry) >= writeRetryBackoff || now.Before(m.lastTry)
 }
 
 // Snapshot is the meter's state for status output and metrics.
