@@ -11,6 +11,12 @@
 // reservation → forward → stream guard. Every refusal is answered in the
 // provider's own error shape and logged once (declog + slog).
 //
+// The reservation is on disk before the forward (meter.Reserve returns
+// once the ledger write that carries it is done; concurrent calls share
+// one write), so a crash at any point charges the call its reservation
+// rather than forgetting it; a reservation that cannot be written refuses
+// the call with ledger_unavailable and nothing is forwarded.
+//
 // What keeps spend under the cap: the reservation (input estimated from
 // the body, media parts priced per part, output from the call's limit);
 // the limit itself, sent upstream when the agent gave none (limit.go); and
