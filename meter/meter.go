@@ -91,8 +91,9 @@ type Meter struct {
 	lastTry   time.Time // last write attempt
 	written   uint64    // newest version on disk
 	attempted uint64    // newest version a write was tried for
+	writing   bool      // a write (or Reconfigure's switch) is running
+	wrote     sync.Cond // on mu; broadcast when one ends
 
-	wmu   sync.Mutex                        // serialises ledger writes (group commit)
 	write func(path string, l ledger) error // writeLedger; tests wrap it
 }
 
@@ -113,6 +114,7 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 		return nil, err
 	}
 	m := &Meter{clock: opt.Clock, log: opt.Logger, write: writeLedger}
+	m.wrote.L = &m.mu
 	if m.clock == nil {
 		m.clock = time.Now
 	}

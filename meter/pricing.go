@@ -87,20 +87,21 @@ func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
 	if err != nil {
 		return err
 	}
-	m.wmu.Lock()
 	m.mu.Lock()
+	m.holdWrites() // no write to the old file may land after the switch
 	oldPath := m.path
 	m.mu.Unlock()
 	var other ledger
 	var found bool
 	if cfg.Ledger != oldPath {
 		other, found, err = m.loadLedger(cfg.Ledger)
-		if err != nil {
-			m.wmu.Unlock()
-			return fmt.Errorf("reopen ledger: %w", err)
-		}
 	}
 	m.mu.Lock()
+	if err != nil {
+		m.releaseWrites()
+		m.mu.Unlock()
+		return fmt.Errorf("reopen ledger: %w", err)
+	}
 	m.cfg, m.capNano = cfg, toNano(cfg.CapUSD, false)
 	m.adoptPeriod(m.clock())
 	if cfg.Ledger != oldPath {
@@ -114,8 +115,8 @@ func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
 	// that failed after fixing its disk.
 	m.version++
 	v := m.version
+	m.releaseWrites()
 	m.mu.Unlock()
-	m.wmu.Unlock()
 	// Writes the new path, or a period change; a failure is logged and
 	// puts the meter in the unavailable state.
 	return m.persist(v)

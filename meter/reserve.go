@@ -152,56 +152,6 @@ func (m *Meter) addModel(model string, u Usage, cost int64, estimated bool) {
 	}
 }
 
-// persist returns once ledger version v (or a newer one) is on disk. It is
-// a group commit: writes are serialised, each writes the newest state, and
-// a caller whose change a finished write already carried returns without
-// writing; so concurrent reservations and settles share writes, and a
-// caller waits at most for the write in progress plus one. A caller whose
-// change was carried by a write that failed gets that failure instead of
-// retrying it (Reserve spaces retries). Errors wrap ErrLedgerUnavailable.
-func (m *Meter) persist(v uint64) error {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	m.mu.Lock()
-	if m.written >= v {
-		m.mu.Unlock()
-		return nil
-	}
-	if m.attempted >= v && m.writeErr != nil {
-		err := m.writeErr
-		m.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrLedgerUnavailable, err)
-	}
-	snap, nv, path := m.led.clone(), m.version, m.path
-	m.lastTry, m.attempted = m.clock(), nv
-	m.mu.Unlock()
-
-	err := m.write(path, snap)
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err != nil {
-		if m.writeErr == nil {
-			m.log.Error("spend ledger write failed: refusing metered calls until it can be written; spend is kept in memory",
-				"ledger", path, "spent_usd", toUSD(m.led.SpentNano), "err", err)
-		}
-		m.writeErr = err
-		return fmt.Errorf("%w: %w", ErrLedgerUnavailable, err)
-	}
-	if m.writeErr != nil {
-		m.log.Info("spend ledger writable again", "ledger", path)
-	}
-	m.writeErr, m.written = nil, max(m.written, nv)
-	return nil
-}
-
-// retryDue reports whether a failed write may be retried now, so that a
-// broken disk is not hammered by every refused call. Called with mu held.
-func (m *Meter) retryDue() bool {
-	now := m.clock()
-	return now.Sub(m.lastTry) >= writeRetryBackoff || now.Before(m.lastTry)
-}
-
 // Snapshot is the meter's state for status output and metrics.
 type Snapshot struct {
 	SpentUSD    float64

@@ -1,0 +1,78 @@
+package meter
+
+import "fmt"
+
+// persist returns once ledger version v (or a newer one) is on disk. It is
+// a group commit: one write runs at a time and writes the newest state;
+// callers wait on a condition, not in a queue, so each wakes when a write
+// ends and returns at once if that write carried its change. A caller
+// therefore waits for at most the write in progress plus one, and
+// concurrent reservations and settles share writes. A caller whose change
+// was carried by a write that failed gets that failure instead of
+// retrying it (Reserve spaces retries). Errors wrap ErrLedgerUnavailable.
+func (m *Meter) persist(v uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for {
+		switch {
+		case m.written >= v:
+			return nil
+		case m.attempted >= v && m.writeErr != nil:
+			return fmt.Errorf("%w: %w", ErrLedgerUnavailable, m.writeErr)
+		case m.writing:
+			m.wrote.Wait()
+		default:
+			m.writeNewest()
+		}
+	}
+}
+
+// writeNewest writes the current state as the one writer. Called with mu
+// held and no write running; mu is released during the write.
+func (m *Meter) writeNewest() {
+	m.writing = true
+	snap, nv, path := m.led.clone(), m.version, m.path
+	m.lastTry, m.attempted = m.clock(), nv
+	m.mu.Unlock()
+
+	err := m.write(path, snap)
+
+	m.mu.Lock()
+	m.writing = false
+	m.wrote.Broadcast()
+	if err != nil {
+		if m.writeErr == nil {
+			m.log.Error("spend ledger write failed: refusing metered calls until it can be written; spend is kept in memory",
+				"ledger", path, "spent_usd", toUSD(m.led.SpentNano), "err", err)
+		}
+		m.writeErr = err
+		return
+	}
+	if m.writeErr != nil {
+		m.log.Info("spend ledger writable again", "ledger", path)
+	}
+	m.writeErr, m.written = nil, max(m.written, nv)
+}
+
+// holdWrites waits for the running write to end and keeps others from
+// starting until releaseWrites, for Reconfigure to switch files between
+// writes. Called with mu held.
+func (m *Meter) holdWrites() {
+	for m.writing {
+		m.wrote.Wait()
+	}
+	m.writing = true
+}
+
+// releaseWrites ends holdWrites. Called with mu held.
+func (m *Meter) releaseWrites() {
+	m.writing = false
+	m.wrote.Broadcast()
+}
+
+// retryDue reports whether a failed write may be retried now, so that a
+// broken disk is not hammered by every refused call. Called with mu held.
+func (m *Meter) retryDue() bool {
+	now := m.clock()
+	return now.Sub(m.lastTry) >= writeRetryBackoff || now.Before(m.lastTry)
+}
