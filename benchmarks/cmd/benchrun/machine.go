@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/benchmarks/internal/procstat"
 )
 
 // machine is what the numbers were measured on.
@@ -21,6 +25,33 @@ type machine struct {
 	// and ended: other work on the machine shows up here.
 	LoadStart float64 `json:"load1_start"`
 	LoadEnd   float64 `json:"load1_end"`
+	// OtherCPU is the share of the machine's CPU capacity that processes
+	// other than the suite (and what it started) used while it measured:
+	// the load average counts the suite itself, this does not.
+	OtherCPU float64 `json:"other_cpu_share"`
+}
+
+// otherCPU measures what the rest of the machine uses during a span.
+type otherCPU struct {
+	busy, own time.Duration
+	start     time.Time
+}
+
+func startOtherCPU() otherCPU {
+	busy, _ := procstat.MachineBusy()
+	own, _ := procstat.Own()
+	return otherCPU{busy: busy, own: own, start: time.Now()}
+}
+
+// share is the others' CPU time over the span's capacity (wall × CPUs).
+func (o otherCPU) share() float64 {
+	busy, err1 := procstat.MachineBusy()
+	own, err2 := procstat.Own()
+	if err1 != nil || err2 != nil {
+		return math.NaN()
+	}
+	other := (busy - o.busy) - (own - o.own)
+	return max(0, float64(other)/(float64(time.Since(o.start))*float64(runtime.NumCPU())))
 }
 
 func readMachine() machine {
@@ -70,14 +101,26 @@ func load1() float64 {
 	return v
 }
 
-// waitQuiet waits up to max for the 1-minute load to fall below limit,
-// so other work on the machine does not skew the numbers; it measures
-// anyway after max, and the report shows the load.
+// waitQuiet waits up to max for a quiet machine, so other work does not
+// skew the numbers: the 1-minute load below limit, or other processes
+// using under 5% of the CPUs over a 10-second look (the load average
+// lags, and right after a previous run it counts the suite itself). It
+// measures anyway after max; the report shows the load and the others'
+// share while measuring.
 func waitQuiet(limit float64, max time.Duration, say func(string, ...any)) {
 	deadline := time.Now().Add(max)
-	for l := load1(); l >= limit && time.Now().Before(deadline); l = load1() {
-		say("waiting for a quiet machine", "load1", l, "below", limit, "gives_up_in", time.Until(deadline).Round(time.Second))
-		time.Sleep(10 * time.Second) // load average moves slowly; poll with a deadline
+	for time.Now().Before(deadline) {
+		if l := load1(); l < limit {
+			return
+		}
+		o := startOtherCPU()
+		time.Sleep(10 * time.Second) // the window the others' share is measured over
+		share := o.share()
+		if share < 0.05 {
+			return
+		}
+		say("waiting for a quiet machine", "load1", load1(), "other_cpu", fmt.Sprintf("%.0f%%", 100*share),
+			"gives_up_in", time.Until(deadline).Round(time.Second))
 	}
 }
 

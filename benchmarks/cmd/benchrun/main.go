@@ -206,9 +206,11 @@ func run(ctx context.Context, opt options) error {
 	}
 	gs := groupDefs(names)
 	col := newCollector()
+	others := startOtherCPU()
 	if err := measureAll(ctx, e, systems, gs, col); err != nil {
 		return err
 	}
+	res.Machine.OtherCPU = others.share()
 	res.Machine.LoadEnd = load1()
 	res.Seconds = time.Since(res.Started).Seconds()
 	res.Groups = col.summarize(gs)

@@ -140,8 +140,9 @@ func (r *results) markdown() string {
 	m := r.Machine
 	fmt.Fprintf(&b, "Run %s, %d repetitions per system (median, min–max), %.0f s in all.\n\n",
 		r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Reps, r.Seconds)
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), kernel %s, %s RAM, %s; 1-minute load %.2f at start, %.2f at end.\n\n",
-		m.NProc, m.CPU, m.Kernel, m.MemTotal, m.Go, m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), kernel %s, %s RAM, %s; 1-minute load %.2f when measuring started "+
+		"(%.2f at the end, the suite's own load included); other processes used %.0f%% of the CPU capacity while it measured.\n\n",
+		m.NProc, m.CPU, m.Kernel, m.MemTotal, m.Go, m.LoadStart, m.LoadEnd, 100*m.OtherCPU)
 	b.WriteString("Versions: ")
 	keys := make([]string, 0, len(r.Versions))
 	for k := range r.Versions {

@@ -30,6 +30,9 @@ type Stat struct {
 	// CPU is utime+stime: time the process (all its threads, including
 	// ones that have exited) spent on a CPU.
 	CPU time.Duration
+	// ChildCPU is cutime+cstime: the CPU time of its children that
+	// exited and were waited for.
+	ChildCPU time.Duration
 }
 
 // ParseStat parses the content of /proc/PID/stat. The command name is in
@@ -48,17 +51,67 @@ func ParseStat(b []byte) (Stat, error) {
 	// After ")": state(3) ppid(4) ... utime(14) stime(15), so index 0 is
 	// field 3.
 	f := strings.Fields(string(b[end+1:]))
-	if len(f) < 13 {
-		return Stat{}, fmt.Errorf("parse stat: %d fields after the name, want at least 13", len(f))
+	if len(f) < 15 {
+		return Stat{}, fmt.Errorf("parse stat: %d fields after the name, want at least 15", len(f))
 	}
 	ppid, err1 := strconv.Atoi(f[1])
 	ut, err2 := strconv.ParseUint(f[11], 10, 64)
 	st, err3 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	cut, err4 := strconv.ParseInt(f[13], 10, 64)
+	cst, err5 := strconv.ParseInt(f[14], 10, 64)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return Stat{}, fmt.Errorf("parse stat: %w", err)
 	}
-	ticks := ut + st
-	return Stat{PID: pid, PPID: ppid, CPU: time.Duration(ticks) * (time.Second / userHZ)}, nil
+	return Stat{PID: pid, PPID: ppid, CPU: ticks(int64(ut + st)), ChildCPU: ticks(cut + cst)}, nil
+}
+
+func ticks(n int64) time.Duration { return time.Duration(n) * (time.Second / userHZ) }
+
+// ParseMachineBusy returns the time processes kept the CPUs busy, summed
+// over all CPUs, from the content of /proc/stat: user, nice, system and
+// steal (guest time is already inside user). Interrupt and softirq time
+// is left out: the kernel does not charge it to any process (loopback
+// traffic is mostly softirq), so it could not be told apart.
+func ParseMachineBusy(b []byte) (time.Duration, error) {
+	line, _, _ := bytes.Cut(b, []byte{'\n'})
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("parse /proc/stat: first line %q, want the cpu totals", trim(line))
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 8} { // user nice system (idle iowait irq softirq) steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc/stat: %w", err)
+		}
+		busy += v
+	}
+	return ticks(busy), nil
+}
+
+// MachineBusy reads ParseMachineBusy from /proc/stat.
+func MachineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	return ParseMachineBusy(b)
+}
+
+// Own is the CPU time this process has cost the machine so far: its own,
+// its waited-for children's, and that of descendants still running.
+func Own() (time.Duration, error) {
+	self, err := readStat(os.Getpid())
+	if err != nil {
+		return 0, err
+	}
+	total := self.CPU + self.ChildCPU
+	for _, p := range descendants(os.Getpid()) {
+		if s, err := readStat(p); err == nil {
+			total += s.CPU + s.ChildCPU
+		}
+	}
+	return total, nil
 }
 
 // ParseRSS returns VmRSS from the content of /proc/PID/status, in bytes.

@@ -18,8 +18,8 @@ func TestParseStat(t *testing.T) {
 	}{
 		{
 			name: "plain",
-			in:   "4242 (squid) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1 1 1",
-			want: Stat{PID: 4242, PPID: 1, CPU: 3 * time.Second},
+			in:   "4242 (squid) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 1 1 1",
+			want: Stat{PID: 4242, PPID: 1, CPU: 3 * time.Second, ChildCPU: 100 * time.Millisecond},
 		},
 		{
 			name: "name with spaces and parens",
@@ -27,6 +27,7 @@ func TestParseStat(t *testing.T) {
 			want: Stat{PID: 7, PPID: 6, CPU: 30 * time.Millisecond},
 		},
 		{name: "truncated", in: "7 (x) R 6 7", wantErr: true},
+		{name: "no child times", in: "7 (x) R 6 7 7 0 -1 0 0 0 0 0 1 2", wantErr: true},
 		{name: "no name", in: "7 x R 6", wantErr: true},
 		{name: "bad utime", in: "7 (x) R 6 7 7 0 -1 0 0 0 0 0 zz 2 0", wantErr: true},
 	}
@@ -98,5 +99,36 @@ func TestTreeGone(t *testing.T) {
 	}
 	if _, err := Tree(cmd.Process.Pid); !errors.Is(err, ErrNoProcess) {
 		t.Errorf("Tree(exited pid) error = %v, want ErrNoProcess", err)
+	}
+}
+
+func TestParseMachineBusy(t *testing.T) {
+	in := "cpu  100 5 50 9000 30 2 3 10 0 0\ncpu0 50 2 25 4500 15 1 1 5 0 0\n"
+	got, err := ParseMachineBusy([]byte(in))
+	if want := 1650 * time.Millisecond; err != nil || got != want { // 100+5+50+10 ticks
+		t.Errorf("ParseMachineBusy = %v, %v, want %v, nil", got, err, want)
+	}
+	if _, err := ParseMachineBusy([]byte("intr 1 2 3\n")); err == nil {
+		t.Error("ParseMachineBusy(no cpu line) succeeded, want an error")
+	}
+}
+
+func TestOwnCountsWaitedChildren(t *testing.T) {
+	before, err := Own()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A child that burns CPU and is waited for lands in cutime.
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run busy child: %v", err)
+	}
+	after, err := Own()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if got := after - before; got+20*time.Millisecond < child {
+		t.Errorf("Own grew by %v, want at least the child's %v (within a tick or two)", got, child)
 	}
 }
