@@ -61,7 +61,9 @@ func (m *Meter) Reserve(model string, maxCostUSD float64) (*Reservation, error) 
 	v := m.version
 	m.mu.Unlock()
 	if err := m.persist(v); err != nil {
-		r.drop() // never on disk; the next write forgets it there too
+		// Not known to be on disk (a write can fail after its rename);
+		// if it is, a crash overcharges it and the next write removes it.
+		r.drop()
 		return nil, err
 	}
 	return r, nil
