@@ -134,3 +134,19 @@ func TestEgressdPolicyShape(t *testing.T) {
 		}
 	}
 }
+
+func TestCommand(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"-bin", "benchmarks/.bin"}, "benchmarks/run"},
+		{[]string{"-bin", "x", "-reps", "5"}, "benchmarks/run -reps 5"},
+		{[]string{"-bin=x", "-systems", "egressd"}, "benchmarks/run -systems egressd"},
+	}
+	for _, tt := range tests {
+		if got := command(tt.in); got != tt.want {
+			t.Errorf("command(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -123,8 +123,8 @@ func publish(res *results, opt options) error {
 func throughputChart(res *results) *chart.Chart {
 	c := &chart.Chart{
 		Title: "egressd and peers: throughput relative to DIRECT (no proxy), loopback, same run",
-		Subtitle: fmt.Sprintf("median of %d runs, whisker = min-max; higher is better; %d CPUs, load %.2f",
-			res.Reps, res.Machine.NProc, res.Machine.LoadStart),
+		Subtitle: fmt.Sprintf("median of %d runs, whisker = min-max; higher is better; %d CPUs; other processes used %.0f%% of the CPU meanwhile",
+			res.Reps, res.Machine.NProc, 100*res.Machine.OtherCPU),
 		RefLabel: "DIRECT = 1.0",
 	}
 	for _, g := range res.Groups {

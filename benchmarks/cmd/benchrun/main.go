@@ -186,7 +186,8 @@ func run(ctx context.Context, opt options) error {
 	}
 	defer stopServers()
 
-	res := &results{Started: time.Now(), Reps: opt.reps, Versions: versions(e), Settings: settings(opt)}
+	res := &results{Started: time.Now(), Reps: opt.reps, Versions: versions(e), Settings: settings(opt),
+		Command: command(os.Args[1:])}
 	if !opt.skipMicro {
 		slog.Info("decision micro-benchmarks")
 		micro, out, err := runMicro(ctx, opt.repo)
@@ -291,4 +292,21 @@ func settings(o options) map[string]string {
 		"gateway": fmt.Sprintf("%d sequential short streams (TTFB); one stream of %d events", o.gwRequests, o.gwEvents),
 		"policy":  fmt.Sprintf("%d grants plus the benchmark's own; rate limits on (1e6/s); decision log to a file", policyGrants),
 	}
+}
+
+// command is how to repeat this run: benchmarks/run and the flags given,
+// less the -bin that benchmarks/run adds itself.
+func command(args []string) string {
+	out := []string{"benchmarks/run"}
+	for i := 0; i < len(args); i++ {
+		if args[i] == "-bin" || args[i] == "--bin" {
+			i++
+			continue
+		}
+		if strings.HasPrefix(args[i], "-bin=") || strings.HasPrefix(args[i], "--bin=") {
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return strings.Join(out, " ")
 }

@@ -19,6 +19,7 @@ type results struct {
 	Started  time.Time         `json:"started"`
 	Seconds  float64           `json:"seconds"`
 	Reps     int               `json:"reps"`
+	Command  string            `json:"command"`
 	Machine  machine           `json:"machine"`
 	Versions map[string]string `json:"versions"`
 	Settings map[string]string `json:"settings"`
@@ -138,8 +139,8 @@ func goalsTable(gs []goal) string {
 func (r *results) markdown() string {
 	var b strings.Builder
 	m := r.Machine
-	fmt.Fprintf(&b, "Run %s, %d repetitions per system (median, min–max), %.0f s in all.\n\n",
-		r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Reps, r.Seconds)
+	fmt.Fprintf(&b, "`%s`, run %s: %d repetitions per system (median, min–max), %.0f s in all.\n\n",
+		r.Command, r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Reps, r.Seconds)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), kernel %s, %s RAM, %s; 1-minute load %.2f when measuring started "+
 		"(%.2f at the end, the suite's own load included); other processes used %.0f%% of the CPU capacity while it measured.\n\n",
 		m.NProc, m.CPU, m.Kernel, m.MemTotal, m.Go, m.LoadStart, m.LoadEnd, 100*m.OtherCPU)
