@@ -1,14 +1,13 @@
 package declog
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -23,10 +22,6 @@ var ErrNotEntry = errors.New("not a decision log entry")
 // maxDurationMS bounds duration_ms on read: anything beyond ~31 years is
 // garbage, and converting it would overflow time.Duration.
 const maxDurationMS = 1e12
-
-// handlerOptions makes the JSON handler accept every level; the level is
-// only a label here, filtering happens in readers.
-var handlerOptions = &slog.HandlerOptions{Level: slog.LevelDebug}
 
 // level follows the verdict: anything that is not a plain allow is worth a
 // WARN, so a log shipper filtering on level still sees every denial.
@@ -45,89 +40,117 @@ func message(e *Entry) string {
 	return e.Event
 }
 
-// appendAttrs appends the entry's fields in their fixed order. Optional
-// fields are omitted when zero, like the json tags on Entry say.
-func appendAttrs(dst []slog.Attr, e *Entry) []slog.Attr {
-	dst = append(dst,
-		slog.String("event", message(e)),
-		slog.String("client", e.Client),
-		slog.String("proto", e.Proto.String()),
-		slog.String("host", e.Host),
-	)
-	if e.Port != 0 {
-		dst = append(dst, slog.Int("port", int(e.Port)))
+// appendHeader appends {"time":...,"level":...,"msg":... as slog begins a
+// line. A zero t is left out, as slog does.
+func appendHeader(dst []byte, t time.Time, lvl slog.Level, msg string) []byte {
+	dst = append(dst, '{')
+	if !t.IsZero() {
+		dst = append(dst, `"time":`...)
+		dst = appendTime(dst, t.UTC())
+		dst = append(dst, ',')
 	}
-	dst = appendString(dst, "method", e.Method)
-	dst = appendString(dst, "qtype", e.QType)
-	dst = append(dst,
-		slog.String("verdict", e.Verdict.String()),
-		slog.String("reason", e.Reason.String()),
-	)
-	dst = appendString(dst, "rule", e.Rule)
-	dst = appendString(dst, "hint", e.Hint)
-	dst = appendInt(dst, "status", int64(e.Status))
-	dst = appendInt(dst, "bytes_up", e.BytesUp)
-	dst = appendInt(dst, "bytes_down", e.BytesDn)
+	dst = append(dst, `"level":`...)
+	dst = appendString(dst, lvl.String(), slogEscape)
+	dst = append(dst, `,"msg":`...)
+	return appendString(dst, msg, slogEscape)
+}
+
+// appendEntry appends e as one JSON line, newline included: the fields in
+// their fixed order, optional ones left out when zero as the json tags on
+// Entry say. It allocates nothing once dst has room; the writer reuses one
+// buffer for every line.
+func appendEntry(dst []byte, e *Entry) []byte {
+	msg := message(e)
+	dst = appendHeader(dst, e.Time, level(e.Verdict), msg)
+	dst = appendStringField(dst, "event", msg)
+	dst = appendStringField(dst, "client", e.Client)
+	dst = appendStringField(dst, "proto", e.Proto.String())
+	dst = appendStringField(dst, "host", e.Host)
+	if e.Port != 0 {
+		dst = appendIntField(dst, "port", int64(e.Port))
+	}
+	dst = appendOptString(dst, "method", e.Method)
+	dst = appendOptString(dst, "qtype", e.QType)
+	dst = appendStringField(dst, "verdict", e.Verdict.String())
+	dst = appendStringField(dst, "reason", e.Reason.String())
+	dst = appendOptString(dst, "rule", e.Rule)
+	dst = appendOptString(dst, "hint", e.Hint)
+	dst = appendOptInt(dst, "status", int64(e.Status))
+	dst = appendOptInt(dst, "bytes_up", e.BytesUp)
+	dst = appendOptInt(dst, "bytes_down", e.BytesDn)
 	if e.Duration != 0 {
 		// Microsecond resolution, written as milliseconds: readable by people
 		// and stable across a read/write round trip.
-		dst = append(dst, slog.Float64("duration_ms", float64(e.Duration.Microseconds())/1000))
+		dst = append(dst, `,"duration_ms":`...)
+		dst = appendFloat(dst, float64(e.Duration.Microseconds())/1000)
 	}
-	dst = appendInt(dst, "count", int64(e.Count))
+	dst = appendOptInt(dst, "count", int64(e.Count))
 	if len(e.Hosts) > 0 {
-		dst = append(dst, slog.Any("hosts", e.Hosts))
+		dst = appendStrings(dst, "hosts", e.Hosts)
 	}
 	if len(e.Clients) > 0 {
-		dst = append(dst, slog.Any("clients", e.Clients))
+		dst = appendStrings(dst, "clients", e.Clients)
 	}
-	dst = appendString(dst, "provider", e.Provider)
-	dst = appendString(dst, "model", e.Model)
-	dst = appendInt(dst, "input_tokens", e.InputTokens)
-	dst = appendInt(dst, "output_tokens", e.OutputTokens)
+	dst = appendOptString(dst, "provider", e.Provider)
+	dst = appendOptString(dst, "model", e.Model)
+	dst = appendOptInt(dst, "input_tokens", e.InputTokens)
+	dst = appendOptInt(dst, "output_tokens", e.OutputTokens)
 	if e.CostUSD != 0 && !math.IsNaN(e.CostUSD) && !math.IsInf(e.CostUSD, 0) {
-		dst = append(dst, slog.Float64("cost_usd", e.CostUSD))
+		// NaN and Inf have no JSON form; a cost that is not a number is
+		// left out rather than written as an error string.
+		dst = append(dst, `,"cost_usd":`...)
+		dst = appendFloat(dst, e.CostUSD)
 	}
 	if e.Estimated {
-		dst = append(dst, slog.Bool("estimated", true))
+		dst = append(dst, `,"estimated":true`...)
 	}
-	return dst
+	return append(dst, '}', '\n')
 }
 
-func appendString(dst []slog.Attr, key, v string) []slog.Attr {
+func appendOptString(dst []byte, key, v string) []byte {
 	if v == "" {
 		return dst
 	}
-	return append(dst, slog.String(key, v))
+	return appendStringField(dst, key, v)
 }
 
-func appendInt(dst []slog.Attr, key string, v int64) []slog.Attr {
+func appendOptInt(dst []byte, key string, v int64) []byte {
 	if v == 0 {
 		return dst
 	}
-	return append(dst, slog.Int64(key, v))
+	return appendIntField(dst, key, v)
 }
 
-// record builds the slog record of e, reusing attrs as scratch space.
-func record(e *Entry, attrs []slog.Attr) (slog.Record, []slog.Attr) {
-	attrs = appendAttrs(attrs[:0], e)
-	r := slog.NewRecord(e.Time.UTC(), level(e.Verdict), message(e), 0)
-	r.AddAttrs(attrs...)
-	return r, attrs
+// appendDropNote appends the ordinary slog-shaped line (not an Entry, so
+// readers skip it) that says how many entries the queue lost.
+func appendDropNote(dst []byte, now time.Time, n, total uint64) []byte {
+	dst = appendHeader(dst, now, slog.LevelWarn, "decision log dropped entries")
+	dst = appendUintField(dst, "dropped", n)
+	dst = appendUintField(dst, "dropped_total", total)
+	return append(dst, '}', '\n')
 }
 
-// Encode writes e as one JSON line to w, exactly as the Logger writes it.
-// The admin SSE stream and `egressd tail --json` use it so every consumer
-// sees the same bytes.
+// encodeBufs recycles Encode's buffers: the admin stream encodes every
+// entry for every subscriber.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// Encode writes e as one JSON line to w, exactly as the Logger writes it,
+// in one Write. The admin SSE stream and `egressd tail --json` use it so
+// every consumer sees the same bytes.
 func Encode(w io.Writer, e Entry) error {
-	r, _ := record(&e, make([]slog.Attr, 0, 24))
-	return slog.NewJSONHandler(w, handlerOptions).Handle(context.Background(), r)
+	bp := encodeBufs.Get().(*[]byte)
+	*bp = appendEntry((*bp)[:0], &e)
+	_, err := w.Write(*bp)
+	if cap(*bp) <= 64<<10 {
+		encodeBufs.Put(bp)
+	}
+	return err
 }
 
 // Marshal returns e as one JSON line, without the trailing newline.
 func Marshal(e Entry) []byte {
-	var b bytes.Buffer
-	_ = Encode(&b, e) // writing to a bytes.Buffer cannot fail
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	b := appendEntry(make([]byte, 0, 512), &e)
+	return b[:len(b)-1]
 }
 
 // wire is the JSON shape of a line; enums travel as their String forms.

@@ -1,7 +1,7 @@
 package declog
 
 import (
-	"context"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -93,9 +93,10 @@ type Logger struct {
 
 	// Owned by the writer goroutine.
 	file          *rotator
-	handler       slog.Handler
+	stdout        io.Writer
 	errLog        *slog.Logger
-	attrs         []slog.Attr
+	buf           []byte // lines encoded but not yet written
+	pending       uint64 // entries in buf (the drop note is not one)
 	tickEvery     time.Duration
 	reportedDrops uint64
 	lastErrReport time.Time
@@ -110,7 +111,7 @@ func New(opts Options) (*Logger, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		subs:    make(map[*subscriber]struct{}),
-		attrs:   make([]slog.Attr, 0, 24),
+		buf:     make([]byte, 0, batchBytes),
 	}
 	if l.clock == nil {
 		l.clock = time.Now
@@ -132,7 +133,7 @@ func New(opts Options) (*Logger, error) {
 			return nil, err
 		}
 	}
-	l.handler = slog.NewJSONHandler(&tee{l: l, stdout: stdout}, handlerOptions)
+	l.stdout = stdout
 	window := opts.ThrottleWindow
 	if window == 0 {
 		window = DefaultThrottleWindow
@@ -241,6 +242,12 @@ func (l *Logger) Close() error {
 	return l.closeErr
 }
 
+// batchBytes is how much the writer encodes before it writes: everything
+// queued is written at once (one write(2) per destination instead of two
+// per line), up to about this much, so a long backlog still reaches the
+// disk in steady steps and the buffer stays small.
+const batchBytes = 64 << 10
+
 // run is the writer goroutine; it ends when Close is called.
 func (l *Logger) run() {
 	defer close(l.done)
@@ -250,6 +257,7 @@ func (l *Logger) run() {
 		select {
 		case e := <-l.ch:
 			l.write(&e)
+			l.drain()
 		case <-tick.C:
 			l.housekeep()
 		case <-l.closing:
@@ -257,20 +265,69 @@ func (l *Logger) run() {
 				select {
 				case e := <-l.ch:
 					l.write(&e)
+					l.drain()
+					l.flush()
 				default:
 					l.noteDrops()
+					l.flush()
 					return
 				}
 			}
 		}
+		l.flush()
 	}
 }
 
+// drain encodes whatever else is queued, up to one batch, without waiting.
+func (l *Logger) drain() {
+	for len(l.buf) < batchBytes {
+		select {
+		case e := <-l.ch:
+			l.write(&e)
+		default:
+			return
+		}
+	}
+}
+
+// write encodes e into the batch; flush writes it.
 func (l *Logger) write(e *Entry) {
-	var r slog.Record
-	r, l.attrs = record(e, l.attrs)
-	_ = l.handler.Handle(context.Background(), r) // tee never fails; errors are counted there
-	l.written.Add(1)
+	l.buf = appendEntry(l.buf, e)
+	l.pending++
+}
+
+// flush gives the batch to stdout and the file, one write each; both get
+// the same bytes. A failure is counted once per line it lost and
+// reported (rate-limited); it never stops the other destination.
+func (l *Logger) flush() {
+	if len(l.buf) == 0 {
+		return
+	}
+	if n, err := l.stdout.Write(l.buf); err != nil {
+		l.writeErrors.Add(linesLost(l.buf, n))
+		l.reportError("stdout", err)
+	}
+	if l.file != nil {
+		if n, err := l.file.Write(l.buf); err != nil {
+			l.writeErrors.Add(linesLost(l.buf, n))
+			l.reportError("file", err)
+		}
+	}
+	l.written.Add(l.pending)
+	l.pending = 0
+	if cap(l.buf) > 4*batchBytes {
+		// One huge entry must not pin a huge buffer for the Logger's life.
+		l.buf = make([]byte, 0, batchBytes)
+	}
+	l.buf = l.buf[:0]
+}
+
+// linesLost is how many lines of p a write that stopped after n bytes did
+// not finish: those whose newline was not written. At least one, since
+// the write failed.
+func linesLost(p []byte, n int) uint64 {
+	n = min(max(n, 0), len(p))
+	return max(uint64(bytes.Count(p[n:], []byte{'\n'})), 1)
 }
 
 // housekeep ends expired throttle windows and notes drops. Summaries are
@@ -295,9 +352,7 @@ func (l *Logger) noteDrops() {
 	}
 	n := d - l.reportedDrops
 	l.reportedDrops = d
-	r := slog.NewRecord(l.clock().UTC(), slog.LevelWarn, "decision log dropped entries", 0)
-	r.AddAttrs(slog.Uint64("dropped", n), slog.Uint64("dropped_total", d))
-	_ = l.handler.Handle(context.Background(), r)
+	l.buf = appendDropNote(l.buf, l.clock(), n, d)
 	l.reportError("queue", errors.New("writer fell behind; entries dropped"))
 }
 
@@ -311,28 +366,6 @@ func (l *Logger) reportError(target string, err error) {
 	l.lastErrReport = now
 	l.errLog.Error("decision log write failed", "target", target, "error", err,
 		"write_errors_total", l.writeErrors.Load(), "dropped_total", l.dropped.Load())
-}
-
-// tee gives every line to stdout and the file: both get the same bytes.
-// It always reports success so the slog handler carries on; failures are
-// counted and reported instead.
-type tee struct {
-	l      *Logger
-	stdout io.Writer
-}
-
-func (t *tee) Write(p []byte) (int, error) {
-	if _, err := t.stdout.Write(p); err != nil {
-		t.l.writeErrors.Add(1)
-		t.l.reportError("stdout", err)
-	}
-	if t.l.file != nil {
-		if _, err := t.l.file.Write(p); err != nil {
-			t.l.writeErrors.Add(1)
-			t.l.reportError("file", err)
-		}
-	}
-	return len(p), nil
 }
 
 // Subscribe returns a channel receiving every entry written from now on

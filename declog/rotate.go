@@ -1,6 +1,7 @@
 package declog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,28 +27,60 @@ type rotator struct {
 	size     int64
 }
 
-// Write appends p, rotating first when p would push the file past
-// maxBytes. A line is never split across files. After an error the file is
-// closed and reopened on the next write, so a deleted log file or a disk
-// that filled up and was cleaned recovers on its own.
+// Write appends p, one or more whole lines. Before a line that would push
+// the file past maxBytes it rotates, so a line is never split across files
+// and each file ends where it would if the lines came one by one; the
+// lines that fit go in one write. After an error the file is closed and
+// reopened on the next write, so a deleted log file or a disk that filled
+// up and was cleaned recovers on its own.
 func (r *rotator) Write(p []byte) (int, error) {
-	if r.f == nil {
-		if err := r.open(); err != nil {
-			return 0, err
+	written := 0
+	rotated := false
+	for len(p) > 0 {
+		if r.f == nil {
+			if err := r.open(); err != nil {
+				return written, err
+			}
+		}
+		chunk := r.fit(p, rotated)
+		if chunk == 0 {
+			if err := r.rotate(); err != nil {
+				return written, err
+			}
+			rotated = true
+			continue
+		}
+		n, err := r.f.Write(p[:chunk])
+		r.size += int64(n)
+		written += n
+		if err != nil {
+			r.closeFile()
+			return written, fmt.Errorf("write decision log: %w", err)
+		}
+		p, rotated = p[chunk:], false
+	}
+	return written, nil
+}
+
+// fit is how many leading bytes of p go into the current file: all of p if
+// it fits, else the whole lines that fit, else 0 (rotate first). An empty
+// or just rotated file takes at least one line, however long, as a file of
+// its own.
+func (r *rotator) fit(p []byte, rotated bool) int {
+	room := r.maxBytes - r.size
+	if int64(len(p)) <= room {
+		return len(p)
+	}
+	n := 0
+	if room > 0 {
+		n = bytes.LastIndexByte(p[:room], '\n') + 1
+	}
+	if n == 0 && (r.size == 0 || rotated) {
+		if n = bytes.IndexByte(p, '\n') + 1; n == 0 {
+			n = len(p)
 		}
 	}
-	if r.size > 0 && r.size+int64(len(p)) > r.maxBytes {
-		if err := r.rotate(); err != nil {
-			return 0, err
-		}
-	}
-	n, err := r.f.Write(p)
-	r.size += int64(n)
-	if err != nil {
-		r.closeFile()
-		return n, fmt.Errorf("write decision log: %w", err)
-	}
-	return n, nil
+	return n
 }
 
 func (r *rotator) open() error {
