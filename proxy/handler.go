@@ -46,6 +46,9 @@ func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (headRecord
 	var head headRecord
 	if t := cc.tracker(); t != nil {
 		h, ok := t.pop(r.Context(), headerTimeout(rq.pol))
+		if ok && h.flaw != "" {
+			return head, denial{reason: policy.ReasonBadRequest, detail: h.flaw}
+		}
 		if !ok || h.method != r.Method || h.uri != r.RequestURI {
 			return head, denial{reason: policy.ReasonBadRequest, detail: "unparseable request head"}
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -24,12 +25,23 @@ import (
 // records each request's method, target and Host headers, and skips its
 // body. The handler pairs each request with the next record and refuses it
 // (bad_request) if method and target differ, so a desync fails closed.
+//
+// The shadow parser is also where egressd is stricter than net/http about
+// framing, because it is the only place that sees the raw lines: a head
+// with a line ending in a bare LF, a CR not followed by LF, an obs-fold
+// continuation line, Content-Length together with Transfer-Encoding, or
+// Transfer-Encoding twice is recorded as flawed (RFC 9112 §2.2, §5.2, §6.1,
+// §6.3 allow or require refusing each) and the parser stops: admit refuses
+// the request and closes the connection, so no second parser ever gets to
+// read what follows such a head. net/http itself accepts all of them but
+// the last (it folds obs-fold, takes LF as a line end, lets chunked win).
 
 // headRecord is what the shadow parser saw of one request head.
 type headRecord struct {
 	method string
 	uri    string
 	hosts  []string
+	flaw   string // why the head's framing is refused; "" for a sound head
 }
 
 // hostMatches reports whether the recorded Host header (if any) names the
@@ -60,7 +72,12 @@ func (h headRecord) hostMatches(rq *request) bool {
 
 // hostTracker runs the shadow parser for one connection.
 type hostTracker struct {
-	pw *io.PipeWriter
+	pw      *io.PipeWriter
+	maxHead int // bytes a head may take, as net/http allows (max_header_bytes + 4 KiB)
+
+	// Parser goroutine only: the raw head being read and a reader over it.
+	raw []byte
+	rd  bytes.Reader
 
 	mu     sync.Mutex
 	queue  []headRecord
@@ -68,19 +85,29 @@ type hostTracker struct {
 	signal chan struct{} // capacity 1: something was queued or the parser died
 }
 
-func newHostTracker() *hostTracker {
+// newHostTracker starts the shadow parser. maxHead bounds one raw head, so
+// a stream the parser misreads cannot make it buffer without bound.
+func newHostTracker(maxHead int) *hostTracker {
 	pr, pw := io.Pipe()
-	t := &hostTracker{pw: pw, signal: make(chan struct{}, 1)}
+	t := &hostTracker{pw: pw, maxHead: maxHead, signal: make(chan struct{}, 1)}
 	go t.run(pr)
 	return t
 }
+
+var (
+	// errFlawed stops the shadow parser after a flawed head: the connection
+	// is closed after its refusal, and nothing after it is framed reliably.
+	errFlawed = errors.New("flawed request head")
+	// errHeadTooLarge stops it on a head net/http would refuse anyway.
+	errHeadTooLarge = errors.New("request head too large")
+)
 
 // run parses request heads until the stream ends (connection closed or
 // detached) or does not parse. Its goroutine ends with the connection.
 func (t *hostTracker) run(pr *io.PipeReader) {
 	br := bufio.NewReader(pr)
 	var head bytes.Buffer
-	hbr := bufio.NewReaderSize(nil, 512)
+	hbr := bufio.NewReaderSize(nil, 4096)
 	var err error
 	for err == nil {
 		err = t.next(br, &head, hbr)
@@ -95,7 +122,19 @@ func (t *hostTracker) run(pr *io.PipeReader) {
 // next reads one request: head, record, body. head and hbr are reused
 // buffers for the framing parse.
 func (t *hostTracker) next(br *bufio.Reader, head *bytes.Buffer, hbr *bufio.Reader) error {
-	tp := textproto.NewReader(br)
+	flaw, err := t.readHead(br)
+	if err != nil {
+		return err
+	}
+	if flaw != "" {
+		t.push(headRecord{flaw: flaw})
+		return errFlawed
+	}
+	// Parse the raw head with the pieces net/http uses, so method, target
+	// and headers are what the server sees.
+	t.rd.Reset(t.raw)
+	hbr.Reset(&t.rd)
+	tp := textproto.NewReader(hbr)
 	line, err := tp.ReadLine()
 	if err != nil {
 		return err
@@ -103,6 +142,10 @@ func (t *hostTracker) next(br *bufio.Reader, head *bytes.Buffer, hbr *bufio.Read
 	hdr, err := tp.ReadMIMEHeader()
 	if err != nil {
 		return err
+	}
+	if flaw := framingFlaw(hdr); flaw != "" {
+		t.push(headRecord{flaw: flaw})
+		return errFlawed
 	}
 	// Let net/http decide method, target and framing from the same request
 	// line and the headers framing depends on.
@@ -131,6 +174,65 @@ func (t *hostTracker) next(br *bufio.Reader, head *bytes.Buffer, hbr *bufio.Read
 		_, err = io.CopyN(io.Discard, br, req.ContentLength)
 	}
 	return err
+}
+
+// readHead reads one raw head, request line through the empty line, into
+// t.raw. Lines end at LF, as textproto (and so net/http) ends them, so the
+// head ends where the server's does. It returns the first flaw of the raw
+// lines that textproto would have smoothed over.
+func (t *hostTracker) readHead(br *bufio.Reader) (flaw string, err error) {
+	t.raw = t.raw[:0]
+	for n := 0; ; n++ {
+		start := len(t.raw)
+		if err := t.readLine(br); err != nil {
+			return "", err
+		}
+		line := t.raw[start : len(t.raw)-1] // without its LF
+		cr := len(line) > 0 && line[len(line)-1] == '\r'
+		if cr {
+			line = line[:len(line)-1]
+		}
+		switch {
+		case flaw != "":
+		case !cr:
+			flaw = "line ends with a bare LF"
+		case bytes.IndexByte(line, '\r') >= 0:
+			flaw = "bare CR in the request head"
+		case n > 0 && len(line) > 0 && (line[0] == ' ' || line[0] == '\t'):
+			flaw = "obs-fold header line"
+		}
+		if len(line) == 0 {
+			return flaw, nil
+		}
+	}
+}
+
+// readLine appends one line, through its LF, to t.raw.
+func (t *hostTracker) readLine(br *bufio.Reader) error {
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(t.raw)+len(frag) > t.maxHead {
+			return errHeadTooLarge
+		}
+		t.raw = append(t.raw, frag...)
+		if err != bufio.ErrBufferFull {
+			return err
+		}
+	}
+}
+
+// framingFlaw refuses the header combinations RFC 9112 §6.1 and §6.3 call
+// errors or smuggling: Content-Length with Transfer-Encoding (net/http lets
+// chunked win and keeps the connection), and Transfer-Encoding twice.
+func framingFlaw(hdr textproto.MIMEHeader) string {
+	te, cl := hdr["Transfer-Encoding"], hdr["Content-Length"]
+	switch {
+	case len(te) > 0 && len(cl) > 0:
+		return "Content-Length with Transfer-Encoding"
+	case len(te) > 1:
+		return "Transfer-Encoding repeated"
+	}
+	return ""
 }
 
 // skipTrailer consumes what follows a chunked body's last chunk, as the

@@ -107,7 +107,7 @@ func (c *clientConn) Read(p []byte) (int, error) {
 func (c *clientConn) observe(p []byte) {
 	if c.sniffed.CompareAndSwap(false, true) {
 		if !bytes.HasPrefix(p, connectPrefix) {
-			c.hosts.Store(newHostTracker())
+			c.hosts.Store(newHostTracker(c.s.headLimit()))
 		}
 	}
 	if t := c.hosts.Load(); t != nil {

@@ -298,3 +298,13 @@ func headerTimeout(p *policy.Policy) time.Duration {
 	}
 	return defaultHeaderTimeout
 }
+
+// headLimit is how many bytes net/http reads for one request head
+// (MaxHeaderBytes plus its 4 KiB allowance for the request line).
+func (s *Server) headLimit() int {
+	n := s.srv.MaxHeaderBytes
+	if n <= 0 {
+		n = http.DefaultMaxHeaderBytes
+	}
+	return n + 4096
+}

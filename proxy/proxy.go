@@ -9,7 +9,10 @@
 //
 //  1. connection caps (limits.max_conns, max_conns_per_client), applied when
 //     the connection is accepted: too_many_connections
-//  2. Host-header bookkeeping for the request (see hosthdr.go)
+//  2. Host-header bookkeeping for the request (see hosthdr.go); a head
+//     whose raw framing is ambiguous (bare LF or CR, obs-fold,
+//     Content-Length with Transfer-Encoding, Transfer-Encoding twice) is
+//     bad_request and closes the connection
 //  3. client token bucket (limits.client): rate_limited
 //  4. request target parsing: origin-form, userinfo, non-http scheme,
 //     malformed host or port: bad_request

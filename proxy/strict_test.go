@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
+)
+
+// smuggledPath is the path of the request each framing attack pipelines
+// behind its first one; the upstream must never see it.
+const smuggledPath = "/smuggled"
+
+// refusedCase is a raw request egressd must refuse as bad_request: the
+// status it gets, the proto of its decision line and a body substring.
+type refusedCase struct {
+	name       string
+	raw        string
+	wantStatus int
+	wantProto  policy.Proto
+	wantBody   string
+}
+
+// checkRefused sends c.raw on a fresh connection and checks egressd's
+// refusal: status, X-Egressd-Reason, Connection: close, one body line, no
+// second response (the connection closes), and its decision line.
+// allowedFirst: the request was allowed (and logged so) before it failed.
+func checkRefused(t *testing.T, f *fixture, c refusedCase, allowedFirst bool) {
+	t.Helper()
+	f.rec.reset()
+	conn := f.dial()
+	br := bufio.NewReader(conn)
+	if _, err := io.WriteString(conn, c.raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the refusal: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	if resp.StatusCode != c.wantStatus || resp.Header.Get("X-Egressd-Reason") != "bad_request" || !resp.Close {
+		t.Errorf("got %d reason %q close=%v (%q), want %d bad_request and close",
+			resp.StatusCode, resp.Header.Get("X-Egressd-Reason"), resp.Close, body, c.wantStatus)
+	}
+	if !strings.HasPrefix(body, "egressd: denied ") || strings.Count(body, "\n") != 1 || !strings.Contains(body, c.wantBody) {
+		t.Errorf("body: got %q, want one egressd line containing %q", body, c.wantBody)
+	}
+	expectClosed(t, conn, br)
+	e := f.rec.waitFor(t, "bad_request decision", func(e declog.Entry) bool {
+		return e.Event == declog.EventDecision && e.Reason == policy.ReasonBadRequest
+	})
+	if e.Verdict != policy.Deny || e.Client != "127.0.0.1" || e.Proto != c.wantProto || e.Status != c.wantStatus {
+		t.Errorf("decision: got %+v, want deny from 127.0.0.1, proto %s, status %d", e, c.wantProto, c.wantStatus)
+	}
+	var allowed int
+	for _, e := range f.rec.all() {
+		if e.Event == declog.EventDecision && e.Verdict.Allowed() {
+			allowed++
+		}
+	}
+	if want := map[bool]int{false: 0, true: 1}[allowedFirst]; allowed != want {
+		t.Errorf("allow decisions logged: got %d, want %d; log %+v", allowed, want, f.rec.all())
+	}
+}
+
+// noSmuggled fails the test if the upstream ever received smuggledPath.
+func (u *upstream) noSmuggled(t *testing.T) {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, r := range u.reqs {
+		if r.URL.Path == smuggledPath {
+			t.Errorf("upstream received %s %s", r.Method, r.URL.Path)
+		}
+	}
+}
+
+// TestFramingFlawsRefused: heads net/http would accept but whose framing
+// two parsers could read differently are refused by the shadow parser's
+// raw-line checks, the connection closes, and the request pipelined behind
+// never reaches the upstream.
+func TestFramingFlawsRefused(t *testing.T) {
+	f := newFixture(t, fixOpts{httpH: func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}})
+	g := f.hp("granted.test")
+	next := "GET http://" + g + smuggledPath + " HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
+	post := "POST http://" + g + "/front HTTP/1.1\r\nHost: " + g + "\r\n"
+	http11 := policy.ProtoHTTP
+	cases := []refusedCase{
+		{"CL.TE", post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + next, 400, http11, "Content-Length with Transfer-Encoding"},
+		{"TE.CL", post + "Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + next, 400, http11, "Content-Length with Transfer-Encoding"},
+		{"obs-fold Transfer-Encoding", post + "Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" + next, 400, http11, "obs-fold header line"},
+		{"obs-fold other header", "GET http://" + g + "/front HTTP/1.1\r\nHost: " + g + "\r\nX-Folded: a\r\n\tb\r\n\r\n" + next, 400, http11, "obs-fold header line"},
+		{"bare LF header line", post + "X-A: 1\nContent-Length: 0\r\n\r\n" + next, 400, http11, "bare LF"},
+		{"bare LF request", "GET http://" + g + "/front HTTP/1.1\nHost: " + g + "\n\n" + next, 400, http11, "bare LF"},
+		{"bare LF ending the head", "GET http://" + g + "/front HTTP/1.1\r\nHost: " + g + "\r\n\n" + next, 400, http11, "bare LF"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { checkRefused(t, f, c, false) })
+	}
+	f.http.noSmuggled(t)
+}
+
+// TestSoundFramingStillPipelines: the strict checks leave sound framing
+// alone: identical repeated Content-Lengths (RFC 9110 §8.6), a chunked
+// body with a trailer, and keep-alive pipelining after both.
+func TestSoundFramingStillPipelines(t *testing.T) {
+	f := newFixture(t, fixOpts{httpH: func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, r.URL.Path+" "+string(b))
+	}})
+	g := f.hp("granted.test")
+	raw := "POST http://" + g + "/a HTTP/1.1\r\nHost: " + g + "\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nbody" +
+		"POST http://" + g + "/b HTTP/1.1\r\nHost: " + g + "\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\nX-T: 1\r\n\r\n" +
+		"GET http://" + g + "/c HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
+	c := f.dial()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/a body", "/b body", "/c "} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response for %q: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != want {
+			t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
+		}
+	}
+}
