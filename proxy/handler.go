@@ -17,6 +17,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.busy.add(1)
 	defer s.busy.add(-1)
 	cc := clientConnFrom(r.Context())
+	cc.startServing()
 	rq := &request{start: s.now(), method: r.Method, pol: s.policy(), proto: policy.ProtoHTTP}
 	if r.Method == http.MethodConnect {
 		rq.proto = policy.ProtoConnect

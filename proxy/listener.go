@@ -77,8 +77,10 @@ func (c *connCounter) remove(ip netip.Addr) {
 }
 
 // clientConn is one accepted client connection. It releases its cap slot
-// on Close (also after goproxy hijacked it) and feeds what the HTTP server
-// reads to the Host-header tracker until the connection becomes a tunnel.
+// on Close (also after goproxy hijacked it), feeds what the HTTP server
+// reads to the Host-header tracker until the connection becomes a tunnel,
+// and turns the answers net/http writes on its own into logged refusals
+// (refuse.go).
 type clientConn struct {
 	net.Conn
 	s    *Server
@@ -86,8 +88,12 @@ type clientConn struct {
 	over bool
 
 	sniffed atomic.Bool
+	connect atomic.Bool // the first bytes were a CONNECT
 	hosts   atomic.Pointer[hostTracker]
 	closed  sync.Once
+
+	serving atomic.Bool // a handler runs (ServeHTTP until connState)
+	refused atomic.Bool // egressd answered a request net/http refused
 }
 
 var connectPrefix = []byte("CONNECT ")
@@ -106,7 +112,9 @@ func (c *clientConn) Read(p []byte) (int, error) {
 // admit refuses one if it tried).
 func (c *clientConn) observe(p []byte) {
 	if c.sniffed.CompareAndSwap(false, true) {
-		if !bytes.HasPrefix(p, connectPrefix) {
+		if bytes.HasPrefix(p, connectPrefix) {
+			c.connect.Store(true)
+		} else {
 			c.hosts.Store(newHostTracker(c.s.headLimit()))
 		}
 	}
@@ -122,6 +130,14 @@ func (c *clientConn) tracker() *hostTracker {
 		return nil
 	}
 	return c.hosts.Load()
+}
+
+// startServing marks that a handler runs on the connection, so what it
+// writes is egressd's own response (see refuse.go).
+func (c *clientConn) startServing() {
+	if c != nil {
+		c.serving.Store(true)
+	}
 }
 
 // detach stops the tracker: the bytes that follow are a tunnel's.

@@ -7,6 +7,8 @@
 //
 // The order of checks for every request, written down once here:
 //
+//  0. heads net/http itself refuses never reach the handler; egressd
+//     answers and logs them as bad_request at the connection (refuse.go)
 //  1. connection caps (limits.max_conns, max_conns_per_client), applied when
 //     the connection is accepted: too_many_connections
 //  2. Host-header bookkeeping for the request (see hosthdr.go); a head
@@ -166,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), // accept errors, handler panics
 		ConnContext:       withClientConn,
+		ConnState:         s.connState,
 	}
 	return s, nil
 }

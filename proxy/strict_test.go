@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -78,6 +79,48 @@ func (u *upstream) noSmuggled(t *testing.T) {
 		if r.URL.Path == smuggledPath {
 			t.Errorf("upstream received %s %s", r.Method, r.URL.Path)
 		}
+	}
+}
+
+// TestParserRejectsRefusedAndLogged: requests net/http refuses before any
+// handler runs still get egressd's refusal and a decision line.
+func TestParserRejectsRefusedAndLogged(t *testing.T) {
+	f := newFixture(t, fixOpts{
+		limits: "  client: {rps: 100000, burst: 100000}\n  host: {rps: 100000, burst: 100000}\n  max_header_bytes: 1024\n",
+	})
+	g := f.hp("granted.test")
+	p := strconv.Itoa(f.http.port)
+	get := "GET http://" + g + "/ HTTP/1.1\r\n"
+	post := "POST http://" + g + "/ HTTP/1.1\r\nHost: " + g + "\r\n"
+	http11, cn := policy.ProtoHTTP, policy.ProtoConnect
+	cases := []refusedCase{
+		{"two Host headers", get + "Host: " + g + "\r\nHost: 127.0.0.1\r\n\r\n", 400, http11, "Bad Request"},
+		{"bare CR in a value", get + "Host: " + g + "\r\nX-A: a\rb\r\n\r\n", 400, http11, "Bad Request"},
+		{"missing Host", get + "\r\n", 400, http11, "missing required Host header"},
+		{"bad header name", get + "Host: " + g + "\r\nBad Header: x\r\n\r\n", 400, http11, "invalid header name"},
+		{"malformed request line", "GET  http://" + g + "/ HTTP/1.1\r\nHost: " + g + "\r\n\r\n", 400, http11, "Bad Request"},
+		{"unknown HTTP version", "GET http://" + g + "/ HTTP/9.9\r\nHost: " + g + "\r\n\r\n", 505, http11, "unsupported protocol version"},
+		{"percent-encoded host", "GET http://%31%32%37.0.0.1:" + p + "/ HTTP/1.1\r\nHost: %31%32%37.0.0.1:" + p + "\r\n\r\n", 400, http11, "Bad Request"},
+		{"bracketed IPv4 CONNECT", "CONNECT [127.0.0.1]:" + p + " HTTP/1.1\r\nHost: [127.0.0.1]:" + p + "\r\n\r\n", 400, cn, "Bad Request"},
+		{"non-ASCII Host", "GET http://grаnted.test:" + p + "/ HTTP/1.1\r\nHost: grаnted.test:" + p + "\r\n\r\n", 400, http11, "malformed Host header"},
+		{"two Content-Lengths", post + "Content-Length: 0\r\nContent-Length: 5\r\n\r\nhello", 400, http11, "Bad Request"},
+		{"Content-Length list", post + "Content-Length: 0, 5\r\n\r\nhello", 400, http11, "Bad Request"},
+		// net/http says 501 for these; RFC 9112 §6.3 asks 400 for requests.
+		{"Transfer-Encoding xchunked", post + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400, http11, "Unsupported transfer encoding"},
+		{"Transfer-Encoding twice", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, http11, "Unsupported transfer encoding"},
+		{"unknown Expect", get + "Host: " + g + "\r\nExpect: teapot\r\n\r\n", 417, http11, "417 Expectation Failed"},
+		{"head over max_header_bytes", get + "Host: " + g + "\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n", 431, http11, "431 Request Header Fields Too Large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { checkRefused(t, f, c, false) })
+	}
+	if n := f.http.count(); n != 0 {
+		t.Errorf("upstream reached %d times, want 0", n)
+	}
+	// The connection-level bookkeeping is per connection: a sound request
+	// afterwards is served.
+	if resp, body := f.get("http://"+g+"/", g); resp.StatusCode != http.StatusOK {
+		t.Errorf("sound request after the refusals: got %d %q, want 200", resp.StatusCode, body)
 	}
 }
 

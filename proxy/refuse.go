@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/policy"
+)
+
+// Why this file exists: net/http answers some requests itself, before any
+// handler runs: heads it cannot parse (request line, header names, HTTP
+// version), Host headers it refuses (none, two, malformed), framing it
+// refuses (two Content-Lengths, a Transfer-Encoding other than chunked),
+// heads over max_header_bytes, and Expect values it does not know. It
+// writes those answers straight to the connection, which is egressd's
+// clientConn, and closes it. So the connection is where egressd sees them:
+// a response written while no handler runs on the connection (serving is
+// false: see Server.connState) is net/http's own. One that refuses (4xx or
+// 5xx) is replaced by egressd's refusal, with X-Egressd-Reason: bad_request
+// and a one-line body, and logged as a bad_request decision.
+//
+// Judging each head in the shadow parser before net/http does was the other
+// way; it would have to repeat every check net/http makes and would miss
+// any it did not repeat (or that a later Go adds). Watching the writes
+// catches whatever net/http refuses, with nothing to keep in step.
+//
+// The status stays net/http's (431 for a head too large, 505 for an
+// unknown version, ...) except 501, which net/http sends for a
+// Transfer-Encoding it does not know: for a request, RFC 9112 §6.3 asks 400
+// and a closed connection.
+
+// Write sends p to the client; see refuse.go for writes outside a handler.
+func (c *clientConn) Write(p []byte) (int, error) {
+	if c.serving.Load() {
+		return c.Conn.Write(p)
+	}
+	return c.writeUnserved(p)
+}
+
+// writeUnserved handles bytes net/http writes on its own. After a refusal
+// the rest of net/http's answer, if any, is dropped: the client already has
+// egressd's, and the connection is about to close.
+func (c *clientConn) writeUnserved(p []byte) (int, error) {
+	if c.refused.Load() {
+		return len(p), nil
+	}
+	code, ok := statusOf(p)
+	if !ok || code < 400 {
+		// net/http's 200 to OPTIONS * (the request after it fails closed in
+		// admit), or not a response head at all.
+		return c.Conn.Write(p)
+	}
+	c.refused.Store(true)
+	if code == http.StatusNotImplemented {
+		code = http.StatusBadRequest
+	}
+	if _, err := c.Conn.Write(refusal(code, refusalDetail(p))); err != nil {
+		return 0, err
+	}
+	proto := policy.ProtoHTTP
+	if c.connect.Load() {
+		proto = policy.ProtoConnect
+	}
+	c.s.rec.Record(declog.Entry{
+		Time: c.s.now(), Event: declog.EventDecision, Client: netaddr.String(c.ip), Proto: proto,
+		Verdict: policy.Deny, Reason: policy.ReasonBadRequest, Status: code,
+	})
+	return len(p), nil
+}
+
+// statusOf reads the status code of a response head ("HTTP/1.x NNN ...").
+func statusOf(p []byte) (int, bool) {
+	if len(p) < 12 || !bytes.HasPrefix(p, []byte("HTTP/1.")) || p[8] != ' ' {
+		return 0, false
+	}
+	code := 0
+	for _, b := range p[9:12] {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		code = code*10 + int(b-'0')
+	}
+	return code, true
+}
+
+// maxRefusalDetail bounds the words taken from net/http's answer.
+const maxRefusalDetail = 120
+
+// refusalDetail is what net/http said: its body (constant words such as
+// "400 Bad Request: invalid header name", never the client's bytes), else
+// its status line.
+func refusalDetail(p []byte) string {
+	var detail []byte
+	if i := bytes.Index(p, []byte("\r\n\r\n")); i >= 0 {
+		detail = p[i+4:]
+	}
+	if len(bytes.TrimSpace(detail)) == 0 {
+		detail = p[len("HTTP/1.1 "):]
+		if i := bytes.IndexByte(detail, '\r'); i >= 0 {
+			detail = detail[:i]
+		}
+	}
+	detail = bytes.TrimSpace(detail)
+	if len(detail) > maxRefusalDetail {
+		detail = detail[:maxRefusalDetail]
+	}
+	return declog.Sanitize(string(detail))
+}
+
+// refusal is egressd's answer to a request net/http refused, shaped like
+// every other denial (see Server.deny).
+func refusal(code int, detail string) []byte {
+	body := "egressd: denied request: " + policy.ReasonBadRequest.String() + " (" + detail + ")\n"
+	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" +
+		"X-Content-Type-Options: nosniff\r\n" +
+		"X-Egressd-Reason: " + policy.ReasonBadRequest.String() + "\r\n" +
+		"Connection: close\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
+
+// connState is the http.Server's ConnState hook. Once a request's response
+// is finished (StateIdle) or the next request's bytes are read
+// (StateActive), no handler runs on the connection until ServeHTTP sets
+// serving again; net/http calls it on the connection's own goroutine, in
+// order with its writes.
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	if cc, ok := c.(*clientConn); ok && (st == http.StateIdle || st == http.StateActive) {
+		cc.serving.Store(false)
+	}
+}
