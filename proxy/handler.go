@@ -101,18 +101,32 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 	}
 	s.recordDecision(rq)
 	prepareOutbound(r, rq)
-	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		body = &countingBody{ReadCloser: r.Body}
-		r.Body = body
+		rq.body = &countingBody{ReadCloser: r.Body}
+		r.Body = rq.body
 	}
 	rw := &respWriter{ResponseWriter: w, cc: cc}
 	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
-	up, down := rw.finish()
-	if body != nil {
-		up += body.n.Load()
+	reason := policy.ReasonNone
+	if rq.body.failure() != nil {
+		// The client's body did not parse or was cut short: a bad request,
+		// logged as a denial after the allow above. filterResponse answered
+		// it with 400 and Connection: close unless the upstream had already
+		// answered. In that case net/http would keep the connection: the
+		// transport closed the body after the failure, and since r.Body is
+		// our wrapper net/http takes a closed body for a consumed one and
+		// would read the next request from wherever the body broke.
+		reason = policy.ReasonBadRequest
+		s.recordLateDenial(rq, reason, rw.status)
+		if !rq.badBody {
+			rw.abort()
+		}
 	}
-	s.recordClose(rq, policy.ReasonNone, rw.status, up, down)
+	up, down := rw.finish()
+	if rq.body != nil {
+		up += rq.body.n.Load()
+	}
+	s.recordClose(rq, reason, rw.status, up, down)
 }
 
 // parseAbsolute is step 4 for plain HTTP: only absolute http:// URIs

@@ -35,6 +35,8 @@ type request struct {
 	targets    []netip.AddrPort // checked dial candidates, in order (safedial.Check)
 	reportRate bool             // report mode let an over-limit client through
 	status     int
+	body       *countingBody // the client's request body, nil without one
+	badBody    bool          // the body failed and egressd answered 400 (filterResponse)
 }
 
 // denial is why the pipeline stopped a request; the zero value means go on.
@@ -260,6 +262,17 @@ func (s *Server) recordDecision(rq *request) {
 		e.Hint = rq.hint()
 	}
 	s.rec.Record(e)
+}
+
+// recordLateDenial logs a denial found after rq was allowed and logged
+// (an SNI mismatch, a revoked grant, a broken request body): a second
+// decision line for the same request, stamped now.
+func (s *Server) recordLateDenial(rq *request, reason policy.Reason, status int) {
+	d := *rq
+	d.start = s.now()
+	d.d = policy.Decision{Verdict: policy.Deny, Reason: reason, Rule: rq.d.Rule}
+	d.status = status
+	s.recordDecision(&d)
 }
 
 // recordClose logs the end of a request or tunnel.

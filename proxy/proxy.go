@@ -56,6 +56,10 @@
 //     the CONNECT host.
 //   - Plain requests pipelined behind a CONNECT never run: a CONNECT is
 //     either a tunnel or answered with Connection: close.
+//   - A request body that fails to read (broken chunked framing, cut
+//     short) is the client's fault: 400 bad_request with Connection: close,
+//     logged as a denial after the request's allow line, never a 502.
+//     Nothing after it on that connection is read.
 //   - http.Server settings (timeouts.header, client keep-alive
 //     timeouts.idle, limits.max_header_bytes) are read at New; all other
 //     limits and timeouts are read from the current policy at each use.

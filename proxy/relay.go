@@ -57,8 +57,12 @@ func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 		removeHopHeaders(resp.Header, resp.StatusCode == http.StatusSwitchingProtocols && isWebSocket(resp.Header))
 		return resp
 	}
+	rq := requestFrom(ctx.Req.Context())
+	if rq != nil && rq.body.failure() != nil {
+		return s.badBodyResponse(ctx.Req, rq)
+	}
 	target := "upstream"
-	if rq := requestFrom(ctx.Req.Context()); rq != nil {
+	if rq != nil {
 		target = rq.targetString()
 		s.log.Warn("proxy upstream failed", "proto", "http", "host", rq.host, "port", rq.port, "err", errCause(ctx.Error))
 	}
@@ -73,6 +77,32 @@ func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 		Body:          io.NopCloser(strings.NewReader(body)),
 		ContentLength: int64(len(body)),
 		Request:       ctx.Req,
+	}
+}
+
+// badBodyResponse answers a request whose body failed to read (a broken
+// chunked encoding, a body cut short): the client's fault, so 400
+// bad_request rather than 502, and Connection: close, because net/http
+// would go on reading requests from wherever the broken body left off.
+func (s *Server) badBodyResponse(req *http.Request, rq *request) *http.Response {
+	rq.badBody = true
+	body := s.denyBody(rq, denial{reason: policy.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())})
+	return &http.Response{
+		StatusCode: http.StatusBadRequest,
+		Status:     "400 Bad Request",
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header: http.Header{
+			"Content-Type":           {"text/plain; charset=utf-8"},
+			"X-Content-Type-Options": {"nosniff"},
+			"X-Egressd-Reason":       {policy.ReasonBadRequest.String()},
+			"Connection":             {"close"},
+		},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Close:         true,
+		Request:       req,
 	}
 }
 
@@ -120,6 +150,25 @@ func (w *respWriter) Write(p []byte) (int, error) {
 func (w *respWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// abort closes the client connection now, with whatever of the response
+// was sent: net/http would otherwise read the next request from a stream
+// whose framing is lost (a request body that failed after the upstream
+// had already answered).
+func (w *respWriter) abort() {
+	if w.hijacked != nil {
+		_ = w.hijacked.Close()
+		return
+	}
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return
+	}
+	w.cc.detach()
+	if c, _, err := hj.Hijack(); err == nil {
+		_ = c.Close()
 	}
 }
 
@@ -234,14 +283,33 @@ func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
 
 type readOnly struct{ io.Reader }
 
-// countingBody counts request body bytes sent upstream.
+// countingBody counts request body bytes sent upstream and keeps the first
+// error reading them. It is read by the transport's goroutine.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n   atomic.Int64
+	bad atomic.Pointer[readFailure]
 }
+
+type readFailure struct{ err error }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.bad.CompareAndSwap(nil, &readFailure{err})
+	}
 	return n, err
+}
+
+// failure is the first error reading the client's body, nil if none; nil
+// also for a request without a body (b == nil).
+func (b *countingBody) failure() error {
+	if b == nil {
+		return nil
+	}
+	if f := b.bad.Load(); f != nil {
+		return f.err
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
@@ -180,4 +181,85 @@ func TestSoundFramingStillPipelines(t *testing.T) {
 			t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
 		}
 	}
+}
+
+// TestBrokenChunkedBodyRefused: a request body whose chunked framing breaks
+// is the client's fault: 400 bad_request with Connection: close (not a 502
+// upstream failure), logged as a denial, and nothing after it on the
+// connection is read.
+func TestBrokenChunkedBodyRefused(t *testing.T) {
+	f := newFixture(t, fixOpts{httpH: func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}})
+	g := f.hp("granted.test")
+	next := "GET http://" + g + smuggledPath + " HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
+	post := "POST http://" + g + "/front HTTP/1.1\r\nHost: " + g + "\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, c := range []refusedCase{
+		{"chunk size with bare LF", post + "5\nhello\r\n0\r\n\r\n" + next, 400, policy.ProtoHTTP, "request body"},
+		{"request after a broken chunk", post + strconv.FormatInt(int64(len(next)), 16) + "\n" + next + "\r\n0\r\n\r\n", 400, policy.ProtoHTTP, "request body"},
+		{"chunk size not hex", post + "zz\r\nhello\r\n0\r\n\r\n" + next, 400, policy.ProtoHTTP, "request body"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// The head was sound, so the request was allowed and logged
+			// before its body broke.
+			checkRefused(t, f, c, true)
+			cl := f.rec.waitFor(t, "close entry", func(e declog.Entry) bool { return e.Event == declog.EventClose })
+			if cl.Reason != policy.ReasonBadRequest || cl.Status != http.StatusBadRequest {
+				t.Errorf("close entry: got reason %s status %d, want bad_request 400", cl.Reason, cl.Status)
+			}
+		})
+	}
+	f.http.noSmuggled(t)
+}
+
+// TestBodyBreaksAfterUpstreamAnswered: the upstream answers before the
+// client's body is complete, then the body breaks. The answer already
+// started, so the client gets it, but the connection then closes instead
+// of a request being read out of the broken body, and the denial is
+// logged after the allow.
+func TestBodyBreaksAfterUpstreamAnswered(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	f := newFixture(t, fixOpts{httpH: func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		// Without full duplex net/http would read the body before sending
+		// this answer, which is the case TestBrokenChunkedBodyRefused tests.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		_, _ = io.WriteString(w, "early")
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body)
+	}})
+	g := f.hp("granted.test")
+	c := f.dial()
+	br := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "POST http://"+g+"/front HTTP/1.1\r\nHost: "+g+"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-arrived:
+	case <-time.After(waitLimit):
+		t.Fatal("the request never reached the upstream")
+	}
+	smuggled := "GET http://" + g + smuggledPath + " HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
+	if _, err := io.WriteString(c, strconv.FormatInt(int64(len(smuggled)), 16)+"\n"+smuggled+"\r\n0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("answer: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body) // may end early: the upstream was cut
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("answer: got %d, want the upstream's 200 or egressd's 400", resp.StatusCode)
+	}
+	if r2, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("a second response (%d) on the connection; want it closed after the broken body", r2.StatusCode)
+	}
+	expectClosed(t, c, br)
+	e := f.rec.decisionFor(t, "granted.test", policy.ReasonBadRequest)
+	if e.Verdict != policy.Deny || e.Status != resp.StatusCode {
+		t.Errorf("decision: got %+v, want a bad_request denial with the status sent (%d)", e, resp.StatusCode)
+	}
+	f.http.noSmuggled(t)
 }

@@ -202,11 +202,7 @@ func (u *upConn) end(reason policy.Reason) bool {
 	}
 	u.reason = reason
 	if reason != policy.ReasonNone {
-		rq := *u.rq
-		rq.start = u.s.now()
-		rq.d = policy.Decision{Verdict: policy.Deny, Reason: reason, Rule: u.rq.d.Rule}
-		rq.status = 0
-		u.s.recordDecision(&rq)
+		u.s.recordLateDenial(u.rq, reason, 0)
 	}
 	_ = u.Conn.Close()
 	if u.timer != nil {
