@@ -80,7 +80,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *reques
 		return
 	}
 	s.recordDecision(rq)
-	rw := &respWriter{ResponseWriter: w, cc: cc}
+	rw := newRespWriter(w, cc, rq)
 	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
 }
 
@@ -105,7 +105,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 		rq.body = &countingBody{ReadCloser: r.Body}
 		r.Body = rq.body
 	}
-	rw := &respWriter{ResponseWriter: w, cc: cc}
+	rw := newRespWriter(w, cc, rq)
 	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
 	reason := policy.ReasonNone
 	if rq.body.failure() != nil {
@@ -122,6 +122,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 			rw.abort()
 		}
 	}
+	rw.arm() // net/http finishes the response after the handler returns
 	up, down := rw.finish()
 	if rq.body != nil {
 		up += rq.body.n.Load()

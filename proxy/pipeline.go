@@ -200,6 +200,7 @@ func statusFor(r policy.Reason) int {
 // client connection after the answer (always for CONNECT, so a connection
 // that began with CONNECT never carries a plain request; see hosthdr.go).
 func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn bool) {
+	armWrite(w, idleTimeout(rq.pol))
 	rq.d.Verdict, rq.d.Reason = policy.Deny, dn.reason
 	rq.status = statusFor(dn.reason)
 	h := w.Header()
@@ -303,6 +304,7 @@ func limitOf(r policy.RateConfig) ratelimit.Limit {
 // fills its own defaults, these only keep a zero from meaning "forever".
 const (
 	defaultHeaderTimeout = 10 * time.Second
+	defaultIdleTimeout   = 5 * time.Minute
 )
 
 func headerTimeout(p *policy.Policy) time.Duration {
@@ -310,6 +312,13 @@ func headerTimeout(p *policy.Policy) time.Duration {
 		return d
 	}
 	return defaultHeaderTimeout
+}
+
+func idleTimeout(p *policy.Policy) time.Duration {
+	if d := p.Config().Timeouts.Idle; d > 0 {
+		return d
+	}
+	return defaultIdleTimeout
 }
 
 // headLimit is how many bytes net/http reads for one request head

@@ -60,6 +60,9 @@
 //     short) is the client's fault: 400 bad_request with Connection: close,
 //     logged as a denial after the request's allow line, never a 502.
 //     Nothing after it on that connection is read.
+//   - Every write to a client (responses and tunnels) must finish within
+//     timeouts.idle, so a client that stops reading is cut rather than
+//     holding a handler, an upstream connection and a slot.
 //   - http.Server settings (timeouts.header, client keep-alive
 //     timeouts.idle, limits.max_header_bytes) are read at New; all other
 //     limits and timeouts are read from the current policy at each use.

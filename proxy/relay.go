@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/elazarl/goproxy"
 
@@ -121,12 +122,20 @@ func errCause(err error) string {
 
 // respWriter flushes every write, so streamed responses (SSE, chunked)
 // reach the client as the upstream sends them, and counts what it relays.
+// Every write to the client is bounded by timeouts.idle (armWrite): a
+// client that stops reading is cut instead of holding the handler, the
+// upstream connection and the connection slot for ever.
 type respWriter struct {
 	http.ResponseWriter
 	cc       *clientConn
+	idle     time.Duration // bound on one write to the client
 	status   int
 	down     int64
 	hijacked *hijackedConn
+}
+
+func newRespWriter(w http.ResponseWriter, cc *clientConn, rq *request) *respWriter {
+	return &respWriter{ResponseWriter: w, cc: cc, idle: idleTimeout(rq.pol)}
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -140,16 +149,44 @@ func (w *respWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.arm()
 	n, err := w.ResponseWriter.Write(p)
 	w.down += int64(n)
-	w.Flush()
+	w.flush()
 	return n, err
 }
 
 // Flush implements http.Flusher.
 func (w *respWriter) Flush() {
+	w.arm()
+	w.flush()
+}
+
+func (w *respWriter) flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// arm starts a fresh write deadline for the client connection, unless it
+// was hijacked (hijackedConn bounds its own writes). It is also called once
+// the handler is done, for what net/http writes after it.
+func (w *respWriter) arm() {
+	if w.hijacked == nil {
+		armWrite(w.ResponseWriter, w.idle)
+	}
+}
+
+// writeDeadliner is net/http's ResponseWriter: SetWriteDeadline applies
+// to the client connection.
+type writeDeadliner interface {
+	SetWriteDeadline(time.Time) error
+}
+
+// armWrite bounds the writes to w's client connection to d from now.
+func armWrite(w http.ResponseWriter, d time.Duration) {
+	if wd, ok := w.(writeDeadliner); ok {
+		_ = wd.SetWriteDeadline(time.Now().Add(d))
 	}
 }
 
@@ -211,7 +248,7 @@ func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.hijacked = &hijackedConn{Conn: c}
+	w.hijacked = &hijackedConn{Conn: c, idle: w.idle}
 	// The server may have read some of the client's first bytes already;
 	// goproxy replays them from brw, so count them here.
 	w.hijacked.up.Add(int64(brw.Reader.Buffered()))
@@ -231,9 +268,12 @@ func (w *respWriter) finish() (up, down int64) {
 }
 
 // hijackedConn counts an upgraded connection's bytes and keeps the half-close
-// methods goproxy's tunnel relay looks for.
+// methods goproxy's tunnel relay looks for. Each write to the client is
+// bounded by timeouts.idle, so a client that stops reading a tunnel is cut
+// even while its own bytes keep the upstream side busy.
 type hijackedConn struct {
 	net.Conn
+	idle     time.Duration
 	up, down atomic.Int64
 }
 
@@ -244,6 +284,7 @@ func (c *hijackedConn) Read(p []byte) (int, error) {
 }
 
 func (c *hijackedConn) Write(p []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
 	n, err := c.Conn.Write(p)
 	c.down.Add(int64(n))
 	return n, err
