@@ -203,9 +203,14 @@ func TestClientsThatNeverRead(t *testing.T) {
 	deadline := time.Now().Add(slowIdle + cutMargin)
 	var open []int
 	for {
+		// One snapshot per pass: earlier flood tests leave ~100k TIME_WAIT
+		// lines in this namespace's /proc/net/tcp, and reading it once per
+		// connection made a pass take longer than the whole deadline, so
+		// states sampled early in the pass were reported as still open.
+		states := tcpStates(t)
 		open = open[:0]
 		for i, c := range conns {
-			if tcpState(t, c.RemoteAddr().String(), c.LocalAddr().String()) == tcpEstablished {
+			if states[tcpKey(t, c.RemoteAddr().String(), c.LocalAddr().String())] == tcpEstablished {
 				open = append(open, i)
 			}
 		}
@@ -272,22 +277,27 @@ func stalledReaders(t *testing.T, w *wall, n int) ([]net.Conn, []string) {
 
 const tcpEstablished = "01"
 
-// tcpState is the state (hex, as in /proc/net/tcp) of the IPv4 socket
-// with this local and remote address, or "" when there is none.
-func tcpState(t *testing.T, local, remote string) string {
+// tcpStates reads /proc/net/tcp once: the state (hex) of every IPv4
+// socket, keyed by tcpKey.
+func tcpStates(t *testing.T) map[string]string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, r := procAddr(t, local), procAddr(t, remote)
+	states := make(map[string]string)
 	for _, line := range strings.Split(string(b), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) > 3 && f[1] == l && f[2] == r {
-			return f[3]
+		if f := strings.Fields(line); len(f) > 3 {
+			states[f[1]+" "+f[2]] = f[3]
 		}
 	}
-	return ""
+	return states
+}
+
+// tcpKey names the socket with this local and remote address in
+// tcpStates.
+func tcpKey(t *testing.T, local, remote string) string {
+	return procAddr(t, local) + " " + procAddr(t, remote)
 }
 
 // procAddr writes ip:port the way /proc/net/tcp does (IPv4 in host byte
