@@ -42,6 +42,7 @@ func (s *scrubber) Write(p []byte) (int, error) {
 		s.buf = append(append(s.buf[:0], s.hold...), p...)
 		data, s.hold = s.buf, s.hold[:0]
 	}
+	masked := 0 // bytes up to here are final: a mask is never scanned again
 	if bytes.Contains(data, s.key) {
 		if len(s.buf) == 0 || &data[0] != &s.buf[0] {
 			s.buf = append(s.buf[:0], data...)
@@ -54,9 +55,13 @@ func (s *scrubber) Write(p []byte) (int, error) {
 			}
 			copy(data[i+j:], s.mask)
 			i += j + len(s.key)
+			masked = i
 		}
 	}
-	keep := partialSuffix(data, s.key)
+	// Hold back only unmasked bytes: a held mask would be rescanned with
+	// the next chunk and, for a key that starts with the mask's characters,
+	// matched again (found by FuzzScrubber).
+	keep := partialSuffix(data[masked:], s.key)
 	s.hold = append(s.hold, data[len(data)-keep:]...)
 	if out := data[:len(data)-keep]; len(out) > 0 {
 		if _, err := s.w.Write(out); err != nil {
