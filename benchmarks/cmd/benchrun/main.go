@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,7 @@ type options struct {
 	quietLoad                    float64
 	quietWait                    time.Duration
 	skipMicro                    bool
+	render                       string
 	perfDir                      string
 
 	httpConns, httpMax     int
@@ -65,6 +67,7 @@ func parseFlags() options {
 	flag.Float64Var(&o.quietLoad, "quiet-load", 0.7, "wait for the 1-minute load average to drop below this")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "...but for at most this long")
 	flag.BoolVar(&o.skipMicro, "skip-micro", false, "skip the decision micro-benchmarks")
+	flag.StringVar(&o.render, "render", "", "measure nothing: redraw the report, chart and README section from this latest.json")
 	flag.StringVar(&o.perfDir, "perf", "", "record `perf` profiles of egressd per step into this directory (skews the numbers)")
 	flag.IntVar(&o.httpConns, "http-conns", 32, "wrk keep-alive connections")
 	flag.DurationVar(&o.httpDur, "http-dur", 4*time.Second, "wrk duration per run")
@@ -144,7 +147,12 @@ func main() {
 	opt := parseFlags()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, opt)
+	var err error
+	if opt.render != "" {
+		err = render(opt)
+	} else {
+		err = run(ctx, opt)
+	}
 	stopAll()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchrun:", err)
@@ -309,4 +317,17 @@ func command(args []string) string {
 		out = append(out, args[i])
 	}
 	return strings.Join(out, " ")
+}
+
+// render republishes a saved run (after a change to the report's layout).
+func render(opt options) error {
+	b, err := os.ReadFile(opt.render)
+	if err != nil {
+		return err
+	}
+	var res results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("read %s: %w", opt.render, err)
+	}
+	return publish(&res, opt)
 }

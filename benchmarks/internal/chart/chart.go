@@ -50,7 +50,7 @@ const (
 	barGap   = 5
 	groupGap = 16
 	lineH    = 16
-	top      = 60
+	top      = 74
 	right    = 250
 )
 

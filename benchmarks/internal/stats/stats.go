@@ -4,6 +4,8 @@
 package stats
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -137,5 +139,53 @@ func jsonNum(v float64) string {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return "null"
 	}
-	return strconv.FormatFloat(v, 'g', 6, 64)
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+// UnmarshalJSON reads null as NaN, the inverse of MarshalJSON.
+func (n *Num) UnmarshalJSON(b []byte) error {
+	v, err := parseNum(b)
+	*n = Num(v)
+	return err
+}
+
+// UnmarshalJSON reads null entries as NaN.
+func (r *Runs) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*r = make(Runs, len(raw))
+	for i, x := range raw {
+		v, err := parseNum(x)
+		if err != nil {
+			return err
+		}
+		(*r)[i] = v
+	}
+	return nil
+}
+
+// UnmarshalJSON reads null fields as NaN.
+func (s *Summary) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Median, Min, Max json.RawMessage
+		N                int
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	var errs [3]error
+	s.Median, errs[0] = parseNum(raw.Median)
+	s.Min, errs[1] = parseNum(raw.Min)
+	s.Max, errs[2] = parseNum(raw.Max)
+	s.N = raw.N
+	return errors.Join(errs[:]...)
+}
+
+func parseNum(b []byte) (float64, error) {
+	if len(b) == 0 || string(b) == "null" {
+		return math.NaN(), nil
+	}
+	return strconv.ParseFloat(string(b), 64)
 }

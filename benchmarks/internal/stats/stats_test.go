@@ -90,3 +90,26 @@ func TestJSONNaN(t *testing.T) {
 		t.Errorf("json = %s, want %s", b, want)
 	}
 }
+
+func TestJSONRoundTrip(t *testing.T) {
+	in := struct {
+		S Summary
+		R Runs
+		N Num
+	}{Summary{Median: 2, Min: 1, Max: 3, N: 3}, Runs{1.5, math.NaN()}, Num(math.NaN())}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		S Summary
+		R Runs
+		N Num
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("unmarshal %s: %v", b, err)
+	}
+	if out.S != in.S || len(out.R) != 2 || out.R[0] != 1.5 || !math.IsNaN(out.R[1]) || !math.IsNaN(float64(out.N)) {
+		t.Errorf("round trip of %s = %+v, want %+v", b, out, in)
+	}
+}
