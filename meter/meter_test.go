@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -122,8 +123,10 @@ func TestConcurrentReservationsNeverOvershoot(t *testing.T) {
 	if s.SpentUSD > 0.05 {
 		t.Errorf("spent %v, want <= cap 0.05", s.SpentUSD)
 	}
-	if want := float64(ok.Load()) * 0.001; s.SpentUSD != want {
-		t.Errorf("spent %v, want %v (%d settled calls)", s.SpentUSD, want, ok.Load())
+	// The meter counts integer nano-dollars; compare there, since
+	// n*0.001 in float64 is not always the decimal the meter holds.
+	if got, want := int64(math.Round(s.SpentUSD*1e9)), ok.Load()*1_000_000; got != want {
+		t.Errorf("spent %d nano-USD, want %d (%d settled calls)", got, want, ok.Load())
 	}
 	if ok.Load()+refused.Load() != 200 || ok.Load() < 25 {
 		t.Errorf("got %d admitted %d refused, want 200 in all and at least 25 admitted", ok.Load(), refused.Load())
