@@ -325,6 +325,13 @@ func (u *upstream) count() int {
 // echoServer is a TCP upstream that echoes every byte: a stand-in for any
 // non-HTTP protocol in a tunnel.
 func echoServer(t *testing.T) int {
+	return tcpServer(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+}
+
+// tcpServer serves each accepted connection with serve (which returns when
+// it is done with it) until the test ends, then closes every connection
+// and waits for the handlers. It returns the port on 127.0.0.1.
+func tcpServer(t *testing.T, serve func(net.Conn)) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -356,7 +363,7 @@ func echoServer(t *testing.T) int {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, _ = io.Copy(c, c)
+				serve(c)
 				_ = c.Close()
 			}()
 		}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,51 +82,19 @@ func (e *env) waitNoClientConns(t *testing.T) {
 // firehose is a TCP upstream that sends up to bigBody bytes and discards
 // whatever it receives: a tunnel peer that never lets the tunnel go idle.
 func firehose(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(io.Discard, c)
-			}()
-			go func() {
-				defer wg.Done()
-				chunk := make([]byte, 64<<10)
-				for sent := 0; sent < bigBody; sent += len(chunk) {
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
+	return tcpServer(t, func(c net.Conn) {
+		// The writer ends with a write error once c is closed, which
+		// tcpServer does when the reads below end.
+		go func() {
+			chunk := make([]byte, 64<<10)
+			for sent := 0; sent < bigBody; sent += len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					return
 				}
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+			}
+		}()
+		_, _ = io.Copy(io.Discard, c)
+	})
 }
 
 // TestTunnelClientThatNeverReadsIsCut: a tunnel client that keeps sending
