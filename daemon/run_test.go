@@ -1,10 +1,10 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -14,35 +14,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/resolver/resolvertest"
 )
 
-// lockedBuffer collects the decision log written by the daemon.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type running struct {
 	addrs  Addrs
 	path   string
-	log    *lockedBuffer
+	log    *testutil.Buffer
 	reload chan struct{}
 	client *http.Client
 }
@@ -65,7 +46,7 @@ func policyText(upstream, port string, grants ...string) string {
 func start(t *testing.T, body string) *running {
 	t.Helper()
 	dir := t.TempDir()
-	r := &running{path: filepath.Join(dir, "policy.yaml"), log: &lockedBuffer{}, reload: make(chan struct{})}
+	r := &running{path: filepath.Join(dir, "policy.yaml"), log: &testutil.Buffer{}, reload: make(chan struct{})}
 	if err := os.WriteFile(r.path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -177,7 +178,7 @@ func TestTailFollow(t *testing.T) {
 	l := writeLog(t, path, mixed(30))
 	defer l.Close()
 	waitFor(t, "history written", func() bool { return l.Stats().Written == 30 })
-	var out syncBuffer
+	var out testutil.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -1,7 +1,6 @@
 package declog
 
 import (
-	"bytes"
 	"strings"
 	"sync"
 	"testing"
@@ -9,24 +8,6 @@ import (
 
 	"github.com/egressd/egressd/policy"
 )
-
-// syncBuffer is a bytes.Buffer the writer goroutine and the test can share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeClock is a settable clock.
 type fakeClock struct {

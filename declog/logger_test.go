@@ -2,6 +2,7 @@ package declog
 
 import (
 	"fmt"
+	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func allFields(t0 time.Time) []Entry {
 func TestRoundTripFile(t *testing.T) {
 	clk := newFakeClock()
 	path := filepath.Join(t.TempDir(), "decisions.log")
-	var stdout syncBuffer
+	var stdout testutil.Buffer
 	l, err := New(Options{File: path, Stdout: &stdout, Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +206,7 @@ func TestThrottleFolds(t *testing.T) {
 
 func TestThrottleWindowEndsOnNextWrite(t *testing.T) {
 	clk := newFakeClock()
-	var stdout syncBuffer
+	var stdout testutil.Buffer
 	// A window far longer than the test keeps the ticker out of it: only
 	// the next write can end it.
 	l, err := New(Options{Stdout: &stdout, Clock: clk.Now, ThrottleWindow: time.Hour})
@@ -236,7 +237,7 @@ func TestThrottleWindowEndsOnNextWrite(t *testing.T) {
 
 func TestThrottleWindowEndsOnTimer(t *testing.T) {
 	clk := newFakeClock()
-	var stdout syncBuffer
+	var stdout testutil.Buffer
 	l, err := New(Options{Stdout: &stdout, Clock: clk.Now, ThrottleWindow: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +251,7 @@ func TestThrottleWindowEndsOnTimer(t *testing.T) {
 }
 
 func TestThrottleOff(t *testing.T) {
-	var stdout syncBuffer
+	var stdout testutil.Buffer
 	l, err := New(Options{Stdout: &stdout, ThrottleWindow: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +269,7 @@ func TestWriteErrorsCountedNotFatal(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full to simulate a full disk")
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.Buffer
 	l, err := New(Options{File: "/dev/full", Stdout: &stdout, Stderr: &stderr})
 	if err != nil {
 		t.Fatal(err)
@@ -293,13 +294,13 @@ type blockingWriter struct {
 	started chan struct{}
 	once    sync.Once
 	release chan struct{}
-	syncBuffer
+	testutil.Buffer
 }
 
 func (b *blockingWriter) Write(p []byte) (int, error) {
 	b.once.Do(func() { close(b.started) })
 	<-b.release
-	return b.syncBuffer.Write(p)
+	return b.Buffer.Write(p)
 }
 
 func newBlockingWriter() *blockingWriter {

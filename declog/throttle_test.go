@@ -2,6 +2,7 @@ package declog
 
 import (
 	"fmt"
+	"github.com/egressd/egressd/internal/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func dnsDenial(client, host string) Entry {
 // returns what it wrote, in order.
 func logLines(t *testing.T, maxKeys, perClient int, record func(l *Logger)) []Entry {
 	t.Helper()
-	var stdout syncBuffer
+	var stdout testutil.Buffer
 	l, err := New(Options{Stdout: &stdout, Clock: newFakeClock().Now, ThrottleWindow: time.Hour,
 		MaxThrottleKeys: maxKeys, MaxThrottleKeysPerClient: perClient})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"log/slog"
 	"math"
@@ -156,7 +157,7 @@ func TestStreamWithinTheMarginIsNotCut(t *testing.T) {
 // reported, the overshoot is logged at WARN with both figures and flagged
 // budget_exceeded, and with spend past the cap the next call is refused.
 func TestOvershootChargedLoggedAndCapCloses(t *testing.T) {
-	var logs safeBuffer
+	var logs testutil.Buffer
 	r := newRig(t, openRouterJSON(0.08, 90000, 10), withBudget(func(b *policy.BudgetConfig) { b.CapUSD = 0.05 }),
 		func(c *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) {
 			c.Logger = slog.New(slog.NewTextHandler(&logs, nil))

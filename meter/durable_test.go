@@ -2,6 +2,7 @@ package meter
 
 import (
 	"errors"
+	"github.com/egressd/egressd/internal/testutil"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func TestCrashChargesCallsInFlight(t *testing.T) {
 	}
 	// m is dropped here without settling: egressd was killed.
 
-	var logs syncBuffer
+	var logs testutil.Buffer
 	m2, err := Open(cfg, Options{Clock: clk.now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,38 +1,19 @@
 package meter
 
 import (
-	"bytes"
 	"errors"
+	"github.com/egressd/egressd/internal/testutil"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 )
-
-// syncBuffer is a log sink safe for the meter's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestOvershootIsChargedLoggedAndClosesTheCap: a call that cost more than
 // its reservation (an input the estimate missed) is charged in full, the
 // overshoot is logged at WARN with both figures, and once spend is at or
 // past the cap every reservation is refused, even a free one.
 func TestOvershootIsChargedLoggedAndClosesTheCap(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.Buffer
 	m, err := Open(budget(t, 1), Options{Clock: newClock(t0).now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

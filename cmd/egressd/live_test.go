@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,29 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/daemon"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // serveForTest runs egressd in-process on loopback ports with a decision
 // log file, until the test ends.
@@ -88,7 +71,7 @@ func TestStatusTailSuggestAgainstRunningEgressd(t *testing.T) {
 	// tail -f --admin follows the live stream.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var tailOut syncBuf
+	var tailOut testutil.Buffer
 	tailDone := make(chan error, 1)
 	go func() {
 		root := newRootCmd()
