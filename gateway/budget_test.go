@@ -41,14 +41,10 @@ func TestConcurrentCallsNeverPassTheCap(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodPost, r.srv.URL+"/openrouter/api/v1/chat/completions", strings.NewReader(sonnetCall))
-			req.Header.Set("Authorization", "Bearer "+agentToken)
-			resp, err := r.srv.Client().Do(req)
-			if err != nil {
-				t.Error(err)
+			resp, body := r.chat(sonnetCall)
+			if resp == nil {
 				return
 			}
-			body := readAll(t, resp)
 			if resp.StatusCode != 200 && (resp.StatusCode != 429 || errType(t, body) != "budget_exceeded" ||
 				resp.Header.Get("X-Egressd-Reason") != "budget_exceeded") {
 				t.Errorf("got %d %s, want 200 or the 429 budget error", resp.StatusCode, body)

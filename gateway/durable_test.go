@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -139,14 +138,7 @@ func TestReservationIsOnDiskBeforeTheProviderSeesTheCall(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodPost, r.srv.URL+"/openrouter/api/v1/chat/completions", strings.NewReader(sonnetCall))
-			req.Header.Set("Authorization", "Bearer "+agentToken)
-			resp, err := r.srv.Client().Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if readAll(t, resp); resp.StatusCode != 200 {
+			if resp, _ := r.chat(sonnetCall); resp != nil && resp.StatusCode != 200 {
 				t.Errorf("got %d, want 200", resp.StatusCode)
 			}
 		}()
@@ -180,14 +172,10 @@ func TestCapRaceWithDurableReservations(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest(http.MethodPost, r.srv.URL+"/openrouter/api/v1/chat/completions", strings.NewReader(sonnetCall))
-			req.Header.Set("Authorization", "Bearer "+agentToken)
-			resp, err := r.srv.Client().Do(req)
-			if err != nil {
-				t.Error(err)
+			resp, body := r.chat(sonnetCall)
+			if resp == nil {
 				return
 			}
-			body := readAll(t, resp)
 			switch {
 			case resp.StatusCode == 200:
 				ok.Add(1)

@@ -218,6 +218,24 @@ func (r *rig) post(path, body string, hdr ...string) *http.Response {
 	return r.do(req)
 }
 
+// chat sends one OpenRouter chat call with the agent token and returns the
+// response and its body. Unlike post it is safe from many goroutines: it
+// reports errors with t.Error and returns nil, and waits for nothing.
+func (r *rig) chat(body string) (*http.Response, []byte) {
+	req, err := http.NewRequest(http.MethodPost, r.srv.URL+"/openrouter/api/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		r.t.Error(err)
+		return nil, nil
+	}
+	req.Header.Set("Authorization", "Bearer "+agentToken)
+	resp, err := r.srv.Client().Do(req)
+	if err != nil {
+		r.t.Error(err)
+		return nil, nil
+	}
+	return resp, readAll(r.t, resp)
+}
+
 // do sends req and returns the response with its body read and the
 // gateway done with the request: settlement and the decision entry come
 // after the last byte, which a Content-Length client sees first.
