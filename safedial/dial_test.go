@@ -32,21 +32,7 @@ func addrs(ss ...string) []netip.Addr {
 }
 
 func TestDialContext(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := int(acceptor(t, "127.0.0.2").Port())
 	pol, err := policy.LoadBytes([]byte("version: 1\nnetworks:\n  allow: [127.0.0.2/32, 127.0.0.3/32]\n"), "t")
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +133,27 @@ func TestCheck(t *testing.T) {
 
 // refusedAddr is a loopback address with nothing listening: dials to it
 // fail at once.
+// acceptor listens on ip, accepts and closes every connection until the
+// test ends, and returns its address: a target that answers.
+func acceptor(t *testing.T, ip string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
 func refusedAddr(t *testing.T) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -159,21 +166,7 @@ func refusedAddr(t *testing.T) netip.AddrPort {
 }
 
 func TestDialFirst(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	up := netip.MustParseAddrPort(ln.Addr().String())
+	up := acceptor(t, "127.0.0.1")
 	down := refusedAddr(t)
 
 	var mu sync.Mutex
