@@ -1,6 +1,7 @@
 package dnsfilter
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -167,4 +168,32 @@ func answerAddrs(m *dns.Msg) []string {
 		}
 	}
 	return out
+}
+
+// serveSockets runs e's server on fresh loopback UDP and TCP sockets and
+// returns their addresses. stop cancels Serve and returns what it
+// returned; a Serve that does not return within 10s fails the test.
+func serveSockets(t *testing.T, e *testEnv) (udp, tcp string, stop func() error) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, pc, ln) }()
+	return pc.LocalAddr().String(), ln.Addr().String(), func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return within 10s of cancel")
+			return nil
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package dnsfilter
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -17,20 +16,10 @@ import (
 // over TCP it ends the connection, and the server keeps answering.
 func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(bigZone()...))
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, pc, ln) }()
-	defer func() { cancel(); <-done }()
+	udp, tcp, stop := serveSockets(t, e)
+	defer stop()
 
-	raw, err := net.Dial("udp", pc.LocalAddr().String())
+	raw, err := net.Dial("udp", udp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +28,7 @@ func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 	raw.Write([]byte("not dns at all, but long enough to have a header"))  // header, then nonsense
 	raw.Write(append([]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 63, 'a')) // a label running past the end
 	c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
-	if _, _, err := c.Exchange(query("granted.example.", dns.TypeA), pc.LocalAddr().String()); err != nil {
+	if _, _, err := c.Exchange(query("granted.example.", dns.TypeA), udp); err != nil {
 		t.Fatalf("after garbage: %v", err)
 	}
 	// The server reads its socket in order, so the garbage was judged
@@ -48,7 +37,7 @@ func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 		t.Errorf("garbage over UDP: %d bad_request entries from 127.0.0.1, want 3", got)
 	}
 
-	tc, err := net.Dial("tcp", ln.Addr().String())
+	tc, err := net.Dial("tcp", tcp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -391,28 +391,18 @@ func TestTruncationAndEDNS(t *testing.T) {
 // TestServeUDPAndTCP runs the server on real loopback sockets.
 func TestServeUDPAndTCP(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(bigZone()...))
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, pc, ln) }()
+	udp, tcp, stop := serveSockets(t, e)
 
 	tests := []struct {
 		network, addr, name string
 		rcode, answers      int
 		tc                  bool
 	}{
-		{"udp", pc.LocalAddr().String(), "granted.example.", dns.RcodeSuccess, 1, false},
-		{"udp", pc.LocalAddr().String(), "evil.example.", dns.RcodeNameError, 0, false},
-		{"udp", pc.LocalAddr().String(), "big.wild.example.", dns.RcodeSuccess, -1, true},
-		{"tcp", ln.Addr().String(), "big.wild.example.", dns.RcodeSuccess, 60, false},
-		{"tcp", ln.Addr().String(), "evil.example.", dns.RcodeNameError, 0, false},
+		{"udp", udp, "granted.example.", dns.RcodeSuccess, 1, false},
+		{"udp", udp, "evil.example.", dns.RcodeNameError, 0, false},
+		{"udp", udp, "big.wild.example.", dns.RcodeSuccess, -1, true},
+		{"tcp", tcp, "big.wild.example.", dns.RcodeSuccess, 60, false},
+		{"tcp", tcp, "evil.example.", dns.RcodeNameError, 0, false},
 	}
 	for _, tc := range tests {
 		c := dns.Client{Net: tc.network, Timeout: 2 * time.Second}
@@ -426,7 +416,7 @@ func TestServeUDPAndTCP(t *testing.T) {
 		}
 	}
 	// Garbage must not take the server down.
-	raw, err := net.Dial("udp", pc.LocalAddr().String())
+	raw, err := net.Dial("udp", udp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,18 +424,12 @@ func TestServeUDPAndTCP(t *testing.T) {
 	raw.Write([]byte("not dns at all, but long enough to have a header"))
 	raw.Close()
 	c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
-	if _, _, err := c.Exchange(query("granted.example.", dns.TypeA), pc.LocalAddr().String()); err != nil {
+	if _, _, err := c.Exchange(query("granted.example.", dns.TypeA), udp); err != nil {
 		t.Errorf("after garbage: %v", err)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Serve returned %v, want nil after cancel", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return after cancel")
+	if err := stop(); err != nil {
+		t.Errorf("Serve returned %v, want nil after cancel", err)
 	}
 	if got := e.up.Count("evil.example.", dns.TypeA); got != 0 {
 		t.Errorf("upstream got %d queries for evil.example, want 0", got)
