@@ -3,7 +3,7 @@ package admin
 import (
 	"fmt"
 	"io"
-	"strconv"
+	"math"
 	"strings"
 	"time"
 
@@ -100,7 +100,7 @@ func PrintStatus(w io.Writer, st Status, color bool) error {
 	p.policy(st)
 	c := st.Counts
 	p.row("traffic", fmt.Sprintf("%d allowed, %d denied, %d would-deny; %d DNS queries; %d tunnels open; up %s, down %s",
-		c.Allowed, c.Denied, c.WouldDeny, c.DNSQueries, c.TunnelsOpen, size(c.BytesUp), size(c.BytesDown)))
+		c.Allowed, c.Denied, c.WouldDeny, c.DNSQueries, c.TunnelsOpen, declog.FormatBytes(int64(min(c.BytesUp, math.MaxInt64))), declog.FormatBytes(int64(min(c.BytesDown, math.MaxInt64)))))
 	p.budget(st)
 	p.recent(st)
 	_, err := io.WriteString(w, p.b.String())
@@ -212,17 +212,4 @@ func clock(t time.Time) string {
 		return "never"
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
-}
-
-func size(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatUint(n, 10) + "B"
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

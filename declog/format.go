@@ -114,7 +114,7 @@ func target(e Entry) string {
 func details(e Entry) (string, string) {
 	switch e.Event {
 	case EventClose:
-		return fmt.Sprintf("up %s down %s", size(e.BytesUp), size(e.BytesDn)),
+		return fmt.Sprintf("up %s down %s", FormatBytes(e.BytesUp), FormatBytes(e.BytesDn)),
 			e.Duration.Round(time.Millisecond).String()
 	case EventUsage:
 		est := ""
@@ -151,7 +151,12 @@ func sampleList(label string, names []string) string {
 	return b.String()
 }
 
-func size(n int64) string {
+// FormatBytes renders a byte count for people: 512B, 1.5KiB, 3.2GiB.
+// Negative counts (never logged) render as 0B.
+func FormatBytes(n int64) string {
+	if n < 0 {
+		n = 0
+	}
 	const unit = 1024
 	if n < unit {
 		return strconv.FormatInt(n, 10) + "B"
