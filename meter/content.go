@@ -12,23 +12,23 @@ import "bytes"
 // summarised thinking) is not seen at all. It is an estimate, not a bound.
 const ContentBytesPerToken = 3
 
-// contentBytes is the size of the model output one SSE event carries: the
-// decoded bytes of its text, tool-call arguments and reasoning. Framing
-// (ids, roles, model names, usage, signatures, base64 audio) is not
-// output and not counted, because it is the bulk of a stream's bytes.
-//
-// Which events carry new output differs per format: a Chat Completions
-// chunk has no event name and no top-level type; Anthropic and Responses
-// name their events, and only those whose name ends in "delta" carry new
-// output (the "done", "completed" and "start" events repeat it or carry
-// none). OpenRouter sends reasoning twice in one chunk (delta.reasoning and
-// reasoning_details[].text), so the two are not added up.
-func contentBytes(event, data []byte) int64 {
+// scanEvent reads one SSE event's data in a single pass without decoding
+// it: content is the size of the model output it carries (see
+// contentBytes), and usage reports whether it may carry usage, that is,
+// whether its top-level object has a member that encoding/json would
+// match to one of probe's usage-bearing fields (usage, message, response)
+// with a value other than null. Only such events are decoded; an ordinary
+// content event, including OpenAI's `"usage":null` on every chunk, is not.
+// Strings are skipped whole, so text the agent steers into the output
+// (a "usage" key, escaped quotes) cannot be mistaken for structure. For
+// input that is not valid JSON the answer does not matter: decoding it
+// fails and yields nothing, the same as not decoding it.
+func scanEvent(event, data []byte) (content int64, usage bool) {
 	var text, reasoning, details int64
 	kind := event
 	var key []byte
 	var objects uint64 // bit d set: nesting level d is an object
-	depth, expectKey := 0, false
+	depth, expectKey, topKey := 0, false, false
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
 		case '{', '[':
@@ -44,12 +44,17 @@ func contentBytes(event, data []byte) int64 {
 			expectKey = depth > 0 && depth < 64 && objects&(1<<depth) != 0
 		case ':':
 			expectKey = false
+			if topKey {
+				topKey = false
+				usage = usage || !isNull(data[i+1:])
+			}
 		case '"':
 			end, n := stringEnd(data, i)
 			s := data[i+1 : end]
 			i = end // the loop steps past the closing quote
 			if expectKey {
 				key, expectKey = s, false
+				topKey = depth == 1 && mayNameUsage(s)
 				continue
 			}
 			if depth == 1 && len(kind) == 0 && string(key) == "type" {
@@ -66,9 +71,53 @@ func contentBytes(event, data []byte) int64 {
 		}
 	}
 	if len(kind) > 0 && (!bytes.HasSuffix(kind, []byte("delta")) || bytes.HasSuffix(kind, []byte("audio.delta"))) {
-		return 0
+		return 0, usage
 	}
-	return text + max(reasoning, details)
+	return text + max(reasoning, details), usage
+}
+
+// contentBytes is the size of the model output one SSE event carries: the
+// decoded bytes of its text, tool-call arguments and reasoning. Framing
+// (ids, roles, model names, usage, signatures, base64 audio) is not
+// output and not counted, because it is the bulk of a stream's bytes.
+//
+// Which events carry new output differs per format: a Chat Completions
+// chunk has no event name and no top-level type; Anthropic and Responses
+// name their events, and only those whose name ends in "delta" carry new
+// output (the "done", "completed" and "start" events repeat it or carry
+// none). OpenRouter sends reasoning twice in one chunk (delta.reasoning and
+// reasoning_details[].text), so the two are not added up.
+func contentBytes(event, data []byte) int64 {
+	n, _ := scanEvent(event, data)
+	return n
+}
+
+// usageNames are probe's members that can lead to usage.
+var usageNames = [...]string{"usage", "message", "response"}
+
+// mayNameUsage reports whether encoding/json could match the raw (still
+// escaped) key to one of usageNames. It matches names case-insensitively
+// and after unescaping, and folds some non-ASCII letters onto ASCII ones
+// (U+017F, long s, matches "s"), so a key with an escape or a non-ASCII
+// byte is answered yes: rare in real streams, and decoding is always safe.
+func mayNameUsage(key []byte) bool {
+	for _, c := range key {
+		if c == '\\' || c >= 0x80 {
+			return true
+		}
+	}
+	for _, name := range usageNames {
+		if bytes.EqualFold(key, []byte(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// isNull reports whether b, after JSON whitespace, starts with null.
+func isNull(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return bytes.HasPrefix(b, []byte("null"))
 }
 
 func b2u(b bool) uint64 {

@@ -110,13 +110,19 @@ func (e *Extractor) Result() (Usage, Completeness) {
 	return e.acc.normalise(e.format), e.state
 }
 
-// usageKey pre-filters events: most chunks carry text only, and skipping
-// them spares a JSON decode per token.
+// usageKey is the old pre-filter, kept in front of the decode so that
+// exactly the events it let through can still yield usage: scanEvent only
+// narrows them further.
 var usageKey = []byte(`"usage"`)
 
+// onEvent counts the event's output and decodes it only when scanEvent
+// says it may carry usage: most events carry text only (and OpenAI's
+// carry "usage":null), and a JSON decode per token was most of a stream's
+// CPU.
 func (e *Extractor) onEvent(event, data []byte) {
-	e.content += contentBytes(event, data)
-	if bytes.Contains(data, usageKey) {
+	n, usage := scanEvent(event, data)
+	e.content += n
+	if usage && bytes.Contains(data, usageKey) {
 		e.onJSON(data)
 	}
 	if e.limit > 0 && e.OutputTokensSeen() > e.limit {

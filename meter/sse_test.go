@@ -79,7 +79,8 @@ func splitAt(b, cuts []byte) [][]byte {
 
 // FuzzSSE checks, for the real provider streams, that any chunking yields
 // the same usage as the whole stream, and for arbitrary bytes, that any
-// chunking yields the same events as one Write (and nothing panics).
+// chunking yields the same events as one Write (and nothing panics), and
+// that indexEOL finds the line end bytes.IndexAny finds.
 func FuzzSSE(f *testing.F) {
 	var streams []fixture
 	for _, fx := range fixtures {
@@ -99,6 +100,9 @@ func FuzzSSE(f *testing.F) {
 		got, gotState := extract(fx.format, true, splitAt(b, cuts)...)
 		if got != want || gotState != wantState {
 			t.Fatalf("%s split %v: got %+v (%d), want %+v (%d)", fx.file, cuts, got, gotState, want, wantState)
+		}
+		if got, want := indexEOL(raw), bytes.IndexAny(raw, "\r\n"); got != want {
+			t.Fatalf("indexEOL(%q) = %d, want %d", raw, got, want)
 		}
 		if diff := cmp.Diff(collect(64, raw), collect(64, splitAt(raw, cuts)...)); diff != "" {
 			t.Fatalf("raw %q split %v: events differ (-whole +split):\n%s", raw, cuts, diff)
