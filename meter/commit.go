@@ -27,15 +27,21 @@ func (m *Meter) persist(v uint64) error {
 	}
 }
 
-// writeNewest writes the current state as the one writer. Called with mu
-// held and no write running; mu is released during the write.
+// writeNewest writes the current state as the one writer: the changes
+// since the last write as one journal record, or a whole snapshot when a
+// record cannot say them, the journal is not known to be whole, or it is
+// due for compaction. Called with mu held and no write running; mu is
+// released during the write.
 func (m *Meter) writeNewest() {
 	m.writing = true
-	snap, nv, path := m.led.clone(), m.version, m.path
+	nv := m.version
+	b, err := m.nextBatch()
 	m.lastTry, m.attempted = m.clock(), nv
 	m.mu.Unlock()
 
-	err := m.write(path, snap)
+	if err == nil {
+		err = m.write(b)
+	}
 
 	m.mu.Lock()
 	m.writing = false
@@ -43,15 +49,40 @@ func (m *Meter) writeNewest() {
 	if err != nil {
 		if m.writeErr == nil {
 			m.log.Error("spend ledger write failed: refusing metered calls until it can be written; spend is kept in memory",
-				"ledger", path, "spent_usd", toUSD(m.led.SpentNano), "err", err)
+				"ledger", b.path, "spent_usd", toUSD(m.led.SpentNano), "err", err)
 		}
 		m.writeErr = err
 		return
 	}
 	if m.writeErr != nil {
-		m.log.Info("spend ledger writable again", "ledger", path)
+		m.log.Info("spend ledger writable again", "ledger", b.path)
 	}
 	m.writeErr, m.written = nil, max(m.written, nv)
+}
+
+// nextBatch captures the next write. Called by the writer with mu held.
+func (m *Meter) nextBatch() (batch, error) {
+	b := batch{path: m.path}
+	j := &m.jour
+	limit := j.limit
+	if limit <= 0 {
+		limit = compactBytes
+	}
+	b.full = m.full || j.broken || j.f == nil || j.path != m.path || j.size >= limit
+	if b.full {
+		m.full = false
+		m.led.untouch()
+		b.snap = m.led.clone()
+		return b, nil
+	}
+	m.led.Seq++
+	rec, err := encodeRecord(&m.led, m.led.Seq)
+	if err != nil {
+		m.full = true // what it held goes into the next snapshot instead
+		return b, err
+	}
+	b.rec = rec
+	return b, nil
 }
 
 // holdWrites waits for the running write to end and keeps others from

@@ -17,7 +17,7 @@ import (
 // onDisk reads the ledger file as the next Open would.
 func onDisk(t *testing.T, path string) ledger {
 	t.Helper()
-	l, found, err := readLedger(path)
+	l, found, _, err := readLedger(path)
 	if err != nil || !found {
 		t.Fatalf("read ledger %s: found %v, err %v", path, found, err)
 	}
@@ -147,7 +147,7 @@ func TestSettleWriteFailureKeepsTheReservationOnDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.write = func(string, ledger) error { return errors.New("disk on fire") }
+	m.write = func(batch) error { return errors.New("disk on fire") }
 	if _, err := r.Settle(0.1, Usage{}, false); !errors.Is(err, ErrLedgerUnavailable) {
 		t.Fatalf("settle with a failing write: got %v, want ErrLedgerUnavailable", err)
 	}
@@ -170,7 +170,7 @@ func TestReserveRefusedWhenItsWriteFails(t *testing.T) {
 	clk := newClock(t0)
 	m := open(t, cfg, clk)
 	writes := 0
-	m.write = func(path string, l ledger) error { writes++; return writeLedger(path, l) }
+	m.write = func(b batch) error { writes++; return m.jour.store(b) }
 	fix := breakDir(t, cfg.Ledger)
 	if _, err := m.Reserve("m", 0.1); !errors.Is(err, ErrLedgerUnavailable) {
 		t.Fatalf("reserve with a broken ledger dir: got %v, want ErrLedgerUnavailable", err)
@@ -202,16 +202,16 @@ func TestConcurrentReservationsShareAWrite(t *testing.T) {
 	var mu sync.Mutex
 	var written []int // calls in flight in each write
 	entered, release := make(chan struct{}, 1), make(chan struct{})
-	m.write = func(path string, l ledger) error {
+	m.write = func(b batch) error {
 		mu.Lock()
 		first := len(written) == 0
-		written = append(written, int(l.InFlight["m"].Calls))
+		written = append(written, int(batchLedger(t, b).InFlight["m"].Calls))
 		mu.Unlock()
 		if first {
 			entered <- struct{}{}
 			<-release
 		}
-		return writeLedger(path, l)
+		return m.jour.store(b)
 	}
 	var wg sync.WaitGroup
 	reserve := func() {

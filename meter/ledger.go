@@ -13,8 +13,11 @@ import (
 )
 
 // ledgerVersion is the on-disk format version; a file with another version
-// is refused rather than guessed at.
-const ledgerVersion = 1
+// is refused rather than guessed at. Version 2 may have a journal beside
+// it (see journal.go): a version-1 reader, which would not replay it,
+// refuses the file instead of forgetting what the journal holds. Version
+// 1 files are read as snapshots without a journal.
+const ledgerVersion = 2
 
 // maxLedgerBytes bounds the file read at start; a real ledger is a few KiB.
 const maxLedgerBytes = 4 << 20
@@ -50,6 +53,11 @@ type ledger struct {
 	Updated      time.Time              `json:"updated"`
 	Models       map[string]*ModelSpend `json:"models,omitempty"`
 	InFlight     map[string]*pending    `json:"in_flight,omitempty"`
+	// Seq is the last journal record this state holds.
+	Seq uint64 `json:"journal_seq"`
+
+	// The entries changed since the last journal record; not in the file.
+	touchedModels, touchedFlight map[string]struct{}
 }
 
 // ModelSpend is one model's share of the period's spend.
@@ -72,6 +80,7 @@ type pending struct {
 
 func (l *ledger) clone() ledger {
 	c := *l
+	c.touchedModels, c.touchedFlight = nil, nil
 	c.Models = make(map[string]*ModelSpend, len(l.Models))
 	for k, v := range l.Models {
 		mv := *v
@@ -85,13 +94,31 @@ func (l *ledger) clone() ledger {
 	return c
 }
 
+// touch notes that the entry key of set changed, for the next journal
+// record.
+func touch(set *map[string]struct{}, key string) {
+	if *set == nil {
+		*set = make(map[string]struct{})
+	}
+	(*set)[key] = struct{}{}
+}
+
+// untouch forgets the changes noted, once a record or a snapshot holds
+// them. The sets keep their storage for the next call.
+func (l *ledger) untouch() {
+	clear(l.touchedModels)
+	clear(l.touchedFlight)
+}
+
 // model returns name's entry in the per-model breakdown, created on first
-// use; past maxModels names, new ones share otherModel.
+// use; past maxModels names, new ones share otherModel. The caller is
+// about to change it, so it is noted for the journal.
 func (l *ledger) model(name string) *ModelSpend {
 	if l.Models == nil {
 		l.Models = make(map[string]*ModelSpend)
 	}
 	if ms := l.Models[name]; ms != nil {
+		touch(&l.touchedModels, name)
 		return ms
 	}
 	if len(l.Models) >= maxModels {
@@ -102,6 +129,7 @@ func (l *ledger) model(name string) *ModelSpend {
 		ms = &ModelSpend{}
 		l.Models[name] = ms
 	}
+	touch(&l.touchedModels, name)
 	return ms
 }
 
@@ -122,6 +150,7 @@ func (l *ledger) reserve(model string, nano int64) string {
 	}
 	p.Calls++
 	p.ReservedNano += nano // the sum stays under the cap, so under maxNano
+	touch(&l.touchedFlight, model)
 	return model
 }
 
@@ -136,6 +165,7 @@ func (l *ledger) unreserve(key string, nano int64) {
 	if p.Calls <= 0 {
 		delete(l.InFlight, key)
 	}
+	touch(&l.touchedFlight, key)
 }
 
 // chargeInFlight charges the reservations left by an egressd that stopped
@@ -158,10 +188,35 @@ func (l *ledger) chargeInFlight() (calls, nano int64) {
 	return calls, nano
 }
 
-// readLedger loads path. A missing file is a fresh ledger (found false);
-// anything else that is not a valid ledger is an error, so that spend is
-// never silently reset.
-func readLedger(path string) (l ledger, found bool, err error) {
+// readLedger loads the ledger at path: its snapshot with its journal
+// replayed. A missing ledger is a fresh one (found false); anything else
+// that is not a valid ledger is an error, so that spend is never silently
+// reset. torn reports a torn last journal record, which was ignored.
+func readLedger(path string) (l ledger, found, torn bool, err error) {
+	l, found, err = readSnapshot(path)
+	if err != nil {
+		return ledger{}, false, false, err
+	}
+	j, err := readJournal(path)
+	if err != nil || len(j) == 0 {
+		return l, found, false, err
+	}
+	if !found {
+		// Open writes a snapshot before the first record, and a
+		// snapshot is only ever replaced: the file was removed.
+		return ledger{}, false, false, fmt.Errorf("ledger %s: %w: a journal without its snapshot", path, ErrLedgerCorrupt)
+	}
+	if _, torn, err = replay(&l, j); err != nil {
+		return ledger{}, false, false, fmt.Errorf("ledger %s: %w: %w", path, ErrLedgerCorrupt, err)
+	}
+	if err := l.check(); err != nil {
+		return ledger{}, false, false, fmt.Errorf("ledger %s after its journal: %w: %w", path, ErrLedgerCorrupt, err)
+	}
+	return l, true, torn, nil
+}
+
+// readSnapshot loads the ledger file itself.
+func readSnapshot(path string) (l ledger, found bool, err error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return ledger{}, false, nil
@@ -192,8 +247,8 @@ func readLedger(path string) (l ledger, found bool, err error) {
 }
 
 func (l *ledger) check() error {
-	if l.Version != ledgerVersion {
-		return fmt.Errorf("version %d, want %d", l.Version, ledgerVersion)
+	if l.Version != ledgerVersion && l.Version != 1 {
+		return fmt.Errorf("version %d, want 1 or %d", l.Version, ledgerVersion)
 	}
 	if err := checkPeriod(l.Period); err != nil {
 		return err
@@ -220,9 +275,10 @@ func (l *ledger) check() error {
 	return nil
 }
 
-// writeLedger replaces path atomically and durably: write a temp file in
-// the same directory, fsync it, rename it over path, fsync the directory.
-// A crash leaves either the old file or the new one, never a torn one.
+// writeLedger replaces the snapshot at path atomically and durably: write
+// a temp file in the same directory, fsync it, rename it over path, fsync
+// the directory. A crash leaves either the old file or the new one, never
+// a torn one.
 func writeLedger(path string, l ledger) error {
 	l.Version = ledgerVersion
 	l.SpentUSD = toUSD(l.SpentNano)

@@ -94,7 +94,10 @@ type Meter struct {
 	writing   bool      // a write (or Reconfigure's switch) is running
 	wrote     sync.Cond // on mu; broadcast when one ends
 
-	write func(path string, l ledger) error // writeLedger; tests wrap it
+	full bool    // the next write must be a snapshot: a record cannot say the change
+	jour journal // touched by the one writer only
+
+	write func(b batch) error // jour.store; tests wrap it
 }
 
 // Open loads the ledger named by cfg and returns a meter. A missing ledger
@@ -113,7 +116,7 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Meter{clock: opt.Clock, log: opt.Logger, write: writeLedger}
+	m := &Meter{clock: opt.Clock, log: opt.Logger}
 	m.wrote.L = &m.mu
 	if m.clock == nil {
 		m.clock = time.Now
@@ -121,6 +124,7 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	m.jour.log, m.write = m.log, m.jour.store
 	led, found, err := m.loadLedger(cfg.Ledger)
 	if err != nil {
 		return nil, err
@@ -131,6 +135,7 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	}
 	m.cfg, m.capNano, m.path, m.led = cfg, toNano(cfg.CapUSD, false), cfg.Ledger, led
 	m.mu.Lock()
+	m.full = true // the journal is replayed into the snapshot and emptied
 	m.adoptPeriod(now)
 	m.version++
 	v := m.version
@@ -142,9 +147,13 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 // loadLedger reads the ledger at path, charges the calls it holds in
 // flight, and removes stale temporary files beside it.
 func (m *Meter) loadLedger(path string) (ledger, bool, error) {
-	led, found, err := readLedger(path)
+	led, found, torn, err := readLedger(path)
 	if err != nil {
 		return led, found, err
+	}
+	if torn {
+		m.log.Warn("spend ledger journal ended in a torn record, left by a crash while it was written: ignored (its call was never forwarded)",
+			"journal", journalPath(path))
 	}
 	if calls, nano := led.chargeInFlight(); calls > 0 {
 		m.log.Warn("spend ledger held calls in flight when egressd last stopped: charged at their reserved amounts as estimates",
@@ -197,6 +206,7 @@ func (m *Meter) adoptPeriod(now time.Time) {
 	if m.led.Period != m.cfg.Period {
 		m.led.Period, m.led.PeriodStart = m.cfg.Period, cur
 		m.version++
+		m.full = true
 		return
 	}
 	if m.cfg.Period == PeriodTotal || !cur.After(m.led.PeriodStart) {
@@ -206,4 +216,5 @@ func (m *Meter) adoptPeriod(now time.Time) {
 		"previous_start", m.led.PeriodStart, "previous_spent_usd", toUSD(m.led.SpentNano))
 	m.led.PeriodStart, m.led.SpentNano, m.led.Warned, m.led.Models = cur, 0, false, nil
 	m.version++
+	m.full = true
 }

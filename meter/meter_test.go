@@ -206,7 +206,7 @@ func TestCorruptLedgerFailsClosed(t *testing.T) {
 		{"empty", ""},
 		{"garbage", "not json at all"},
 		{"truncated", `{"version":1,"period":"month","spent_nano_usd":12`},
-		{"wrong version", `{"version":2,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1}`},
+		{"wrong version", `{"version":3,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1}`},
 		{"negative spend", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":-1}`},
 		{"unknown field", `{"version":1,"period":"month","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1,"reset":true}`},
 		{"bad period", `{"version":1,"period":"year","period_start":"2026-03-01T00:00:00Z","spent_nano_usd":1}`},

@@ -111,9 +111,10 @@ func (m *Meter) Reconfigure(cfg policy.BudgetConfig) error {
 		}
 		m.written, m.attempted = 0, 0 // the new file must receive the state
 	}
-	// Always written: a reload is also how an operator retries a ledger
-	// that failed after fixing its disk.
+	// Always written, as a snapshot: a reload is also how an operator
+	// retries a ledger that failed after fixing its disk.
 	m.version++
+	m.full = true
 	v := m.version
 	m.releaseWrites()
 	m.mu.Unlock()

@@ -20,7 +20,7 @@ func BenchmarkReserveDurable(b *testing.B) {
 		b.Run(fmt.Sprintf("callers-%d", callers), func(b *testing.B) {
 			m := open(b, budget(b, 1e9), newClock(t0))
 			var writes atomic.Int64
-			m.write = func(path string, l ledger) error { writes.Add(1); return writeLedger(path, l) }
+			m.write = func(bt batch) error { writes.Add(1); return m.jour.store(bt) }
 			var mu sync.Mutex
 			var lat []time.Duration
 			work := make(chan struct{})
