@@ -266,7 +266,7 @@ func TestJournalAcrossCompaction(t *testing.T) {
 		t.Fatalf("journal %d bytes before the compaction and %d after, want some and none", len(old.Jour), len(now.Jour))
 	}
 	for name, f := range map[string]crashFiles{
-		"before the rename":       old,
+		"before the rename":        old,
 		"before the journal reset": {now.Snap, old.Jour},
 		"after":                    now,
 	} {
