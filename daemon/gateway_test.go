@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/meter"
 )
 
 // TestServeGateway runs the gateway end to end through Run: the agent's
@@ -155,15 +156,9 @@ budget: {cap_usd: 10, ledger: %s, unknown_model: default, prices: {default: {inp
 // ledgerSpend reads the period's spend from the ledger file.
 func ledgerSpend(t *testing.T, path string) float64 {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	l, err := meter.ReadLedger(path) // the ledger file with its journal
 	if err != nil {
-		t.Fatalf("ledger not written: %v", err)
+		t.Fatalf("ledger not readable: %v", err)
 	}
-	var l struct {
-		SpentUSD *float64 `json:"spent_usd"`
-	}
-	if err := json.Unmarshal(b, &l); err != nil || l.SpentUSD == nil {
-		t.Fatalf("ledger %s: no spent_usd (%v)", b, err)
-	}
-	return *l.SpentUSD
+	return l.SpentUSD
 }

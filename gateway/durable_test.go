@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -17,33 +16,16 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// diskLedger is the part of the ledger file these tests read, decoded
-// here rather than by the meter so that the on-disk names are checked too.
-type diskLedger struct {
-	SpentNano int64 `json:"spent_nano_usd"`
-	Models    map[string]struct {
-		Requests int64 `json:"requests"`
-	} `json:"models"`
-	InFlight map[string]struct {
-		Calls        int64 `json:"calls"`
-		ReservedNano int64 `json:"reserved_nano_usd"`
-	} `json:"in_flight"`
-}
+// diskLedger is the ledger as the next egressd would read it from disk.
+type diskLedger = meter.LedgerState
 
 func readDiskLedger(path string) (diskLedger, error) {
-	var l diskLedger
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return l, err
-	}
-	if err := json.Unmarshal(b, &l); err != nil {
-		return l, fmt.Errorf("ledger does not parse: %w", err)
-	}
-	return l, nil
+	return meter.ReadLedger(path)
 }
 
-// calls is how many calls the file accounts for: settled or in flight.
-func (l diskLedger) calls() (settled, inFlight, reservedNano int64) {
+// ledgerCalls is how many calls the ledger accounts for: settled or in
+// flight.
+func ledgerCalls(l diskLedger) (settled, inFlight, reservedNano int64) {
 	for _, m := range l.Models {
 		settled += m.Requests
 	}
@@ -86,7 +68,7 @@ func (d *diskCheck) handle(w http.ResponseWriter, r *http.Request, body []byte) 
 	d.mu.Unlock()
 	l, err := readDiskLedger(d.path)
 	if err == nil {
-		settled, inFlight, nano := l.calls()
+		settled, inFlight, nano := ledgerCalls(l)
 		switch {
 		case settled+inFlight < seen:
 			err = fmt.Errorf("call %d reached the provider while the ledger held %d settled + %d in flight", seen, settled, inFlight)
@@ -152,7 +134,7 @@ func TestReservationIsOnDiskBeforeTheProviderSeesTheCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if settled, inFlight, _ := l.calls(); settled != 53 || inFlight != 0 || l.SpentNano != 53*1_000_000 {
+	if settled, inFlight, _ := ledgerCalls(l); settled != 53 || inFlight != 0 || l.SpentNano != 53*1_000_000 {
 		t.Errorf("ledger at the end: %d settled, %d in flight, %d nano-USD; want 53, 0, %d", settled, inFlight, l.SpentNano, 53*1_000_000)
 	}
 }

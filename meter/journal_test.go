@@ -485,3 +485,27 @@ func fuzzJournal(f *testing.F) (ledger, [][]byte) {
 	r2.Release()
 	return snap, recs
 }
+
+// TestReadLedgerSeesTheJournal: ReadLedger reads what Open would, the
+// journal included, and writes nothing.
+func TestReadLedgerSeesTheJournal(t *testing.T) {
+	cfg := budget(t, 10)
+	m := open(t, cfg, newClock(t0))
+	r, _ := m.Reserve("m", 0.5)
+	r.Settle(0.25, Usage{InputTokens: 2}, false)
+	m.Reserve("m", 0.125)
+	files := capture(t, cfg.Ledger)
+	got, err := ReadLedger(cfg.Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SpentUSD != 0.25 || got.Models["m"].Requests != 1 || got.InFlight["m"] != (Pending{1, 125_000_000}) {
+		t.Errorf("got %+v, want 0.25 spent by 1 request and 1 call in flight", got)
+	}
+	if diff := cmp.Diff(files, capture(t, cfg.Ledger)); diff != "" {
+		t.Errorf("ReadLedger changed the files (-before +after):\n%s", diff)
+	}
+	if _, err := ReadLedger(cfg.Ledger + ".missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing ledger: got %v, want os.ErrNotExist", err)
+	}
+}
