@@ -108,8 +108,8 @@ type Meter struct {
 // its model's breakdown) and cleared, with one WARN line giving the count
 // and the sum. Temporary files left by a write that was killed are
 // removed. Open assumes it is the only user of the ledger file. The ledger
-// is written once at open to prove it can be (and to record any such
-// charge): when that fails the meter is returned in the unavailable state
+// is written once at open, as a snapshot that takes in its journal, to
+// prove it can be (and to record any such charge): when that fails the meter is returned in the unavailable state
 // (metered calls refused, retried on demand) and the failure is logged.
 func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	cfg, err := normalise(cfg)
@@ -152,7 +152,7 @@ func (m *Meter) loadLedger(path string) (ledger, bool, error) {
 		return led, found, err
 	}
 	if torn {
-		m.log.Warn("spend ledger journal ended in a torn record, left by a crash while it was written: ignored (its call was never forwarded)",
+		m.log.Warn("spend ledger journal ended in a torn record, left by a crash while it was written: ignored, as it was never acknowledged",
 			"journal", journalPath(path))
 	}
 	if calls, nano := led.chargeInFlight(); calls > 0 {
