@@ -3,7 +3,6 @@
 package hardening
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -99,22 +99,16 @@ func gwCall(e *proc) reply {
 	return reply{Status: resp.StatusCode, Reason: resp.Header.Get("X-Egressd-Reason"), Body: string(b), Err: err}
 }
 
-// ledgerNano reads the period's spend (nano-USD) from the ledger file; it
-// fails the test if the file does not parse.
+// ledgerNano reads the period's spend (nano-USD) from the ledger (its
+// snapshot with the journal replayed, as a restart would see it); it fails
+// the test if the ledger does not read.
 func ledgerNano(t *testing.T, path string) int64 {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	l, err := meter.ReadLedger(path)
 	if err != nil {
 		t.Fatalf("read ledger: %v", err)
 	}
-	var l struct {
-		Version   int    `json:"version"`
-		SpentNano *int64 `json:"spent_nano_usd"`
-	}
-	if err := json.Unmarshal(b, &l); err != nil || l.SpentNano == nil || l.Version != 1 {
-		t.Fatalf("ledger does not parse (%v): %q", err, b)
-	}
-	return *l.SpentNano
+	return l.SpentNano
 }
 
 // waitLedger waits for the ledger file to hold want nano-USD.
@@ -182,8 +176,8 @@ func fill(t *testing.T, dir string) string {
 	}
 }
 
-// ledgerFault runs the common script of the ledger-full and ledger-read-
-// only tests: spend, break the ledger's filesystem, see metered calls
+// ledgerFault runs the script of the ledger-full test (any filesystem
+// fault under a running egressd): spend, break the filesystem, see calls
 // refused (fail closed, logged, the provider not called), repair it, and
 // check that every call that was answered is in the ledger, also after a
 // restart.
@@ -234,24 +228,43 @@ func ledgerFault(t *testing.T, breakFS, repair func()) {
 	}
 }
 
-// failClosed checks metered calls once the ledger cannot be written: the
-// first is answered (its reservation was made while the ledger looked
-// healthy; its settle is the write that fails, and its spend is held in
-// memory), the rest are refused without reaching the provider. It returns
-// how many calls were answered.
+// failClosed checks metered calls once the ledger cannot be written. A
+// reservation or settle is one small journal append, which can still land
+// in the slack of the journal's last allocated page on a full filesystem,
+// so calls may be answered (and recorded) for a while; once an append
+// fails, every call is refused without reaching the provider until a new
+// snapshot can be written. It returns how many calls were answered.
 func failClosed(t *testing.T, e *proc, prov *provider) int {
 	t.Helper()
-	for i := range 5 {
+	answered := 0
+	for i := 0; ; i++ {
+		if i == 64 {
+			t.Fatalf("64 metered calls answered with the ledger's filesystem full; want refusals once the journal's slack is used up")
+		}
 		before := prov.calls.Load()
 		r := gwCall(e)
+		if r.Status == 200 {
+			answered++
+			continue
+		}
 		if r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
-			t.Errorf("call %d with the ledger broken: got %v, want 503 ledger_unavailable", i, r)
+			t.Fatalf("call %d with the ledger's filesystem full: got %v, want 200 or 503 ledger_unavailable", i, r)
 		}
 		if prov.calls.Load() != before {
-			t.Errorf("call %d reached the provider while the ledger could not be written", i)
+			t.Errorf("call %d was refused but reached the provider", i)
+		}
+		break
+	}
+	for i := range 4 {
+		before := prov.calls.Load()
+		if r := gwCall(e); r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
+			t.Errorf("call %d after the first refusal: got %v, want 503 ledger_unavailable", i, r)
+		}
+		if prov.calls.Load() != before {
+			t.Errorf("call %d after the first refusal reached the provider", i)
 		}
 	}
-	return 0
+	return answered
 }
 
 // TestLedgerFull: the ledger's filesystem fills up.
@@ -266,13 +279,53 @@ func TestLedgerFull(t *testing.T) {
 		func() { os.Remove(filler) })
 }
 
-// TestLedgerReadOnly: the ledger's filesystem turns read-only (root
-// ignores file modes, so this is a read-only remount of the tmpfs).
+// TestLedgerReadOnly: egressd starts on a ledger whose filesystem is
+// read-only. (A read-only remount under a running egressd is refused by
+// the kernel while the journal is open for appending; the kernel's own
+// emergency remount fails appends like a full disk, which TestLedgerFull
+// covers.) Every metered call is refused without reaching the provider,
+// the rest of egressd keeps working, and a restart on the repaired
+// filesystem finds every answered call.
 func TestLedgerReadOnly(t *testing.T) {
-	var dir string
-	ledgerFault(t,
-		func() { dir = mountedLedgerDir(t); remount(t, dir, "ro") },
-		func() { remount(t, dir, "rw") })
+	dir := mountTmpfs(t, "64k")
+	prov := startProvider(t)
+	ledger := filepath.Join(dir, "ledger.json")
+	e := startEgressd(t, gatewayPolicy(prov, ledger), gatewayEnv...)
+	for range 3 {
+		if r := gwCall(e); r.Status != 200 {
+			t.Fatalf("metered call before the fault: got %v, want 200", r)
+		}
+	}
+	waitLedger(t, ledger, 3*callNano, "before the fault")
+	stop := func() {
+		e.signal(t, syscall.SIGTERM)
+		if _, exited := e.waitExit(10 * time.Second); !exited {
+			t.Fatal("egressd did not stop on SIGTERM")
+		}
+	}
+	stop()
+	remount(t, mountedLedgerDir(t), "ro")
+	e.start(t)
+	for i := range 3 {
+		before := prov.calls.Load()
+		if r := gwCall(e); r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
+			t.Errorf("call %d on a read-only ledger: got %v, want 503 ledger_unavailable", i, r)
+		}
+		if prov.calls.Load() != before {
+			t.Errorf("call %d on a read-only ledger reached the provider", i)
+		}
+	}
+	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: policy.ReasonLedgerUnavailable, Denied: true})
+	e.alive(t)
+	stop()
+	remount(t, mountedLedgerDir(t), "rw")
+	e.start(t)
+	if got := ledgerNano(t, ledger); got != 3*callNano {
+		t.Errorf("ledger after the read-only start: got %d nano-USD, want %d", got, 3*callNano)
+	}
+	if r := gwCall(e); r.Status != 200 {
+		t.Errorf("metered call after the repair: got %v, want 200", r)
+	}
 }
 
 // mountedLedgerDir finds the tmpfs ledgerFault mounted for this test.
@@ -437,18 +490,8 @@ func hammer(t *testing.T, e *proc, n int, warm int64) (answered func() int64, st
 }
 
 func ledgerCalls(t *testing.T, path string) (calls, inFlight, reserved int64) {
-	b, err := os.ReadFile(path)
+	l, err := meter.ReadLedger(path)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var l struct {
-		Models   map[string]struct{ Requests int64 }
-		InFlight map[string]struct {
-			Calls        int64
-			ReservedNano int64 `json:"reserved_nano_usd"`
-		} `json:"in_flight"`
-	}
-	if err := json.Unmarshal(b, &l); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range l.Models {
