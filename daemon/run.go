@@ -271,6 +271,13 @@ func (d *daemon) shutdown(gw, adm *http.Server, stopDNS func()) {
 				gw.Close()
 			}
 		}
+		// Leave the ledger file current on its own (the journal folded
+		// in) for whoever reads it while egressd is stopped.
+		if d.meter != nil {
+			if err := d.meter.Close(); err != nil {
+				d.log.Warn("spend ledger not compacted at stop; its journal holds the spend", "error", err)
+			}
+		}
 	}()
 	wg.Wait()
 	stopDNS()

@@ -107,3 +107,25 @@ func (m *Meter) retryDue() bool {
 	now := m.clock()
 	return now.Sub(m.lastTry) >= writeRetryBackoff || now.Before(m.lastTry)
 }
+
+// Close folds the journal into one snapshot, so that the ledger file read
+// on its own is current after a clean stop, and closes the ledger files.
+// Call it once the gateway has drained; a call settled after it still
+// works (its write is a snapshot that reopens the files). A failure is
+// returned and logged like any other write: the journal still holds
+// everything, so nothing is lost.
+func (m *Meter) Close() error {
+	m.mu.Lock()
+	m.full = true
+	m.version++
+	v := m.version
+	m.mu.Unlock()
+	err := m.persist(v)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.holdWrites()
+	defer m.releaseWrites()
+	m.jour.close()
+	return err
+}

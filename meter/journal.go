@@ -267,12 +267,8 @@ func (j *journal) compact(path string, l ledger) error {
 	}
 	// Reopened by name every time: the old handles may be of files that
 	// were removed or of another path.
-	for _, f := range []*os.File{j.f, j.snap} {
-		if f != nil {
-			f.Close()
-		}
-	}
-	j.f, j.snap, j.path = nil, nil, path
+	j.close()
+	j.path = path
 	if err := j.reset(); err != nil {
 		// Durable in the snapshot, so this write succeeded; appending
 		// waits until a later snapshot empties the journal.
@@ -285,6 +281,17 @@ func (j *journal) compact(path string, l ledger) error {
 	}
 	j.broken, j.size, j.resetFailing = false, 0, false
 	return nil
+}
+
+// close closes the journal's files; the next write is a snapshot that
+// reopens them.
+func (j *journal) close() {
+	for _, f := range []*os.File{j.f, j.snap} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	j.f, j.snap = nil, nil
 }
 
 // reset opens the snapshot and the journal and empties the journal durably, with its

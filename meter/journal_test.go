@@ -509,3 +509,46 @@ func TestReadLedgerSeesTheJournal(t *testing.T) {
 		t.Errorf("missing ledger: got %v, want os.ErrNotExist", err)
 	}
 }
+
+// TestCloseFoldsTheJournal: after Close the snapshot alone holds every
+// settle and the journal is empty; a call settled after Close is still
+// written.
+func TestCloseFoldsTheJournal(t *testing.T) {
+	cfg := budget(t, 10)
+	m := open(t, cfg, newClock(t0))
+	for range 3 {
+		r, err := m.Reserve("m", 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Settle(0.25, Usage{InputTokens: 1}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, err := m.Reserve("m", 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	snap, found, err := readSnapshot(cfg.Ledger)
+	if err != nil || !found {
+		t.Fatalf("read snapshot: found %v, err %v", found, err)
+	}
+	if got, want := snap.SpentNano, toNano(0.75, false); got != want {
+		t.Errorf("snapshot alone after Close: spent %d, want %d", got, want)
+	}
+	if got := len(inFlight(snap)); got != 1 {
+		t.Errorf("snapshot alone after Close: %d reservations in flight, want 1", got)
+	}
+	if j, err := readJournal(cfg.Ledger); err != nil || len(j) != 0 {
+		t.Errorf("journal after Close: %q, %v; want empty", j, err)
+	}
+	if _, err := late.Settle(0.25, Usage{InputTokens: 1}, false); err != nil {
+		t.Fatalf("settle after Close: %v", err)
+	}
+	if got, want := onDisk(t, cfg.Ledger).SpentNano, toNano(1, false); got != want {
+		t.Errorf("ledger after a settle following Close: spent %d, want %d", got, want)
+	}
+}
