@@ -56,7 +56,10 @@ func (r *udpReader) handle(pkt []byte, from net.Addr, start time.Time) {
 		o = busy(d)
 		r.commit(from, appendShortReply(r.reply(), q, o.rcode))
 	}
-	s.logDecision(p, r.clientName(client), host, dns.Type(q.qtype).String(), o, start)
+	if o.log {
+		e := decisionEntry(p, r.clientName(client), host, dns.Type(q.qtype).String(), o, start)
+		r.logs = append(r.logs, pendingLog{e: e, folded: o.folded})
+	}
 }
 
 // busy is the outcome when too many queries wait for the resolver: what

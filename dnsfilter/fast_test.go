@@ -76,6 +76,7 @@ var testClient net.Addr = &net.UDPAddr{IP: net.IPv4(172, 30, 0, 2), Port: 40000}
 func (tr *testReader) ask(tb testing.TB, pkt []byte) (reply []byte, inline bool) {
 	tb.Helper()
 	tr.r.handle(pkt, testClient, tr.u.s.clock())
+	tr.r.record()
 	if tr.r.nout > 0 {
 		reply = bytes.Clone(tr.r.out[0].Buffers[0])
 		if tr.r.nout > 1 {
@@ -373,6 +374,7 @@ func TestFastPathAllocs(t *testing.T) {
 	for _, tc := range tests {
 		got := testing.AllocsPerRun(100, func() {
 			tr.r.handle(tc.pkt, testClient, e.srv.clock())
+			tr.r.record()
 			tr.r.nout = 0
 		})
 		if got > tc.max {
@@ -476,6 +478,7 @@ func BenchmarkFastPath(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				tr.r.handle(bc.pkt, testClient, time.Now())
+				tr.r.record()
 				tr.r.nout = 0
 			}
 		})

@@ -233,28 +233,40 @@ func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outco
 	s.logDecision(p, netaddr.String(client), host, qtype, o, start)
 }
 
-// logDecision is record for a query already read: the one place a DNS
-// decision line is built, for the full path and the fast path alike.
+// logDecision is record for a query already read, written at once.
 func (s *Server) logDecision(p *policy.Policy, client, host, qtype string, o outcome, start time.Time) {
 	if !o.log {
 		return
 	}
+	e := decisionEntry(p, client, host, qtype, o, start)
+	e.Duration = s.clock().Sub(start)
+	s.emit(e, o.folded)
+}
+
+// decisionEntry is the one place a DNS decision line is built, for the
+// full path and the fast path alike; the caller sets Duration.
+func decisionEntry(p *policy.Policy, client, host, qtype string, o outcome, start time.Time) declog.Entry {
 	e := declog.Entry{
-		Time:     start,
-		Event:    declog.EventDecision,
-		Client:   client,
-		Proto:    policy.ProtoDNS,
-		Host:     host,
-		QType:    qtype,
-		Verdict:  o.verdict,
-		Reason:   o.reason,
-		Duration: s.clock().Sub(start),
+		Time:    start,
+		Event:   declog.EventDecision,
+		Client:  client,
+		Proto:   policy.ProtoDNS,
+		Host:    host,
+		QType:   qtype,
+		Verdict: o.verdict,
+		Reason:  o.reason,
 	}
 	if p != nil {
 		e.Rule = o.rule.String() // rendered at compile time: no allocation
 	}
-	if o.folded.count > 0 {
-		s.rec.Record(o.folded.entry(start))
+	return e
+}
+
+// emit records e, preceded by the summary of the rate-limit window it
+// replaced when that had unlogged refusals.
+func (s *Server) emit(e declog.Entry, folded limitSummary) {
+	if folded.count > 0 {
+		s.rec.Record(folded.entry(e.Time))
 	}
 	s.rec.Record(e)
 }

@@ -119,8 +119,9 @@ func (s *Server) keep(p *policy.Policy, r *dns.Msg, reply *dns.Msg, b []byte, o 
 	}
 	q.hostN = len(q.key)
 	q.key = appendKeyTail(q.key, binary.BigEndian.Uint16(b[end:]), r.IsEdns0() != nil)
+	now := s.clock()
 	ttls, ok := recordTTLs(b)
-	if !ok {
+	if !ok || !countsDown(b, ttls, o.until, now) {
 		return
 	}
 	pr := &packedReply{
@@ -128,5 +129,20 @@ func (s *Server) keep(p *policy.Policy, r *dns.Msg, reply *dns.Msg, b []byte, o 
 		wire: append([]byte(nil), b...), ttls: ttls,
 		verdict: o.verdict, reason: o.reason, rule: o.rule,
 	}
-	s.replies.put(string(q.key), pr, p, o.gen, s.clock())
+	s.replies.put(string(q.key), pr, p, o.gen, now)
+}
+
+// countsDown reports whether every TTL at offs in b is the seconds left
+// until until, as the resolver sets them (give or take the second that
+// may have turned since): only then is patching them all to one value
+// what the full path would write.
+func countsDown(b []byte, offs []uint16, until, now time.Time) bool {
+	left := int64(max(until.Sub(now), 0) / time.Second)
+	for _, off := range offs {
+		ttl := int64(binary.BigEndian.Uint32(b[off:]))
+		if ttl != left && ttl != left+1 {
+			return false
+		}
+	}
+	return true
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/declog"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
@@ -130,6 +131,14 @@ type udpReader struct {
 
 	lastClient netip.Addr
 	lastName   string
+
+	logs []pendingLog // decision lines of the batch, written after its replies
+}
+
+// pendingLog is a decision line waiting for its batch to be sent.
+type pendingLog struct {
+	e      declog.Entry
+	folded limitSummary
 }
 
 func (u *udpServer) newReader() *udpReader {
@@ -138,6 +147,7 @@ func (u *udpServer) newReader() *udpReader {
 		in:      make([]ipv4.Message, batchSize),
 		out:     make([]ipv4.Message, batchSize),
 		clients: make(map[netip.Addr]string),
+		logs:    make([]pendingLog, 0, batchSize),
 		q:       wireQuery{key: make([]byte, 0, maxNameWire+8)},
 	}
 	for i := range r.in {
@@ -172,6 +182,7 @@ func (r *udpReader) run(ctx context.Context) error {
 			r.handle(m.Buffers[0][:m.N], m.Addr, now)
 		}
 		r.flush()
+		r.record()
 	}
 }
 
@@ -200,6 +211,20 @@ func (r *udpReader) flush() {
 		ms = ms[min(n, len(ms)):]
 	}
 	r.nout = 0
+}
+
+// record writes the batch's decision lines once its replies are sent:
+// the log writer's wake-up then never delays a reply, and Duration is
+// each query's time in egressd, sending included, for one clock reading.
+func (r *udpReader) record() {
+	end := r.u.s.clock()
+	for i := range r.logs {
+		l := &r.logs[i]
+		l.e.Duration = end.Sub(l.e.Time)
+		r.u.s.emit(l.e, l.folded)
+	}
+	clear(r.logs) // drop the strings until the next batch
+	r.logs = r.logs[:0]
 }
 
 // clientName is netaddr.String(a), remembered: the decision log needs
