@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/miekg/dns"
+	"github.com/egressd/egressd/declog"
 )
 
 // UDP is served by a few reader goroutines that own the socket, rather
