@@ -112,13 +112,17 @@ func (s *Server) keep(p *policy.Policy, r *dns.Msg, reply *dns.Msg, b []byte, o 
 	if o.until.IsZero() || reply.Truncated || reply.Compress || len(b) > maxUDPSize {
 		return
 	}
-	var q wireQuery
+	var buf [maxNameWire + 8]byte
+	q := wireQuery{key: buf[:0]}
 	end, ok := readName(b, headerLen, &q)
 	if !ok || end+4 > len(b) {
 		return
 	}
 	q.hostN = len(q.key)
 	q.key = appendKeyTail(q.key, binary.BigEndian.Uint16(b[end:]), r.IsEdns0() != nil)
+	if old := s.replies.get(q.key); old != nil && old.pol == p && old.gen == o.gen && old.until.Equal(o.until) {
+		return // the same answer is kept already
+	}
 	now := s.clock()
 	ttls, ok := recordTTLs(b)
 	if !ok || !countsDown(b, ttls, o.until, now) {
