@@ -70,8 +70,8 @@ func busy(d policy.Decision) outcome {
 
 // generation is the resolver's flush count, 0 when it does not tell.
 func (s *Server) generation() uint64 {
-	if er, ok := s.res.(expiringResolver); ok {
-		return er.Generation()
+	if s.exp != nil {
+		return s.exp.Generation()
 	}
 	return 0
 }

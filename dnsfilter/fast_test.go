@@ -484,3 +484,26 @@ func BenchmarkFastPath(b *testing.B) {
 		})
 	}
 }
+
+// TestTooManyWaiting: with every slot for resolver waits taken, a granted
+// query is answered SERVFAIL at once (resolve_failed, as when the
+// resolver itself is too busy), by the fast path and the full path alike,
+// and nothing is forwarded.
+func TestTooManyWaiting(t *testing.T) {
+	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
+	tr := newTestReader(e.srv)
+	tr.u.slots = make(chan struct{}) // no room at all
+	subnet := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(198, 51, 100, 0)}
+	for _, m := range []*dns.Msg{q("granted.example.", dns.TypeA), q("granted.example.", dns.TypeA, withEDNS(1232, false, subnet))} {
+		b, inline := tr.ask(t, pack(t, m))
+		if !inline || b[3]&0xF != dns.RcodeServerFailure {
+			t.Errorf("got inline %v, rcode %d; want inline SERVFAIL", inline, b[3]&0xF)
+		}
+		if got := e.rec.last(t); got.Reason != policy.ReasonResolveFailed || got.Host != "granted.example" {
+			t.Errorf("logged %s for %q, want resolve_failed for granted.example", got.Reason, got.Host)
+		}
+	}
+	if n := e.up.Total(); n != 0 {
+		t.Errorf("upstream got %d queries, want 0", n)
+	}
+}

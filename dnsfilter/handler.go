@@ -175,13 +175,12 @@ func (s *Server) resolve(p *policy.Policy, q dns.Question, d policy.Decision) ou
 // generation read before asking when the resolver tells them (a zero
 // until otherwise, and the reply is then not kept).
 func (s *Server) exchange(ctx context.Context, q dns.Question) (*dns.Msg, time.Time, uint64, error) {
-	er, ok := s.res.(expiringResolver)
-	if !ok {
+	if s.exp == nil {
 		m, err := s.res.Exchange(ctx, q.Name, q.Qtype)
 		return m, time.Time{}, 0, err
 	}
-	gen := er.Generation()
-	m, until, err := er.ExchangeUntil(ctx, q.Name, q.Qtype)
+	gen := s.exp.Generation()
+	m, until, err := s.exp.ExchangeUntil(ctx, q.Name, q.Qtype)
 	return m, until, gen, err
 }
 

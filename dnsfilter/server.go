@@ -144,10 +144,6 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 
 	// Room for every UDP reader and the TCP server to fail at once.
 	errc := make(chan error, udpReaders()+1)
-	var udp *udpServer
-	if pc != nil {
-		udp = s.serveUDP(ctx, pc, errc)
-	}
 	var tcp *dns.Server
 	var err error
 	if ln != nil {
@@ -155,6 +151,10 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 		if err = start(tcp, errc); err != nil {
 			tcp = nil
 		}
+	}
+	var udp *udpServer
+	if pc != nil && err == nil {
+		udp = s.serveUDP(ctx, pc, errc)
 	}
 	if err == nil {
 		err = s.run(ctx, errc)
