@@ -127,7 +127,7 @@ func (r *udpReader) wait() bool {
 // on its own goroutine, holding a slot from wait, and replies straight
 // to the socket.
 func (r *udpReader) later(m *dns.Msg, pkt []byte, from net.Addr, p *policy.Policy, client netip.Addr, d policy.Decision, start time.Time) {
-	u := r.u
+	u, src := r.u, r.dst
 	if m == nil {
 		pkt = append([]byte(nil), pkt...) // the reader reuses its buffer
 	}
@@ -146,7 +146,7 @@ func (r *udpReader) later(m *dns.Msg, pkt []byte, from net.Addr, p *policy.Polic
 			}
 		}
 		o := u.s.resolve(p, m.Question[0], d)
-		u.s.reply(&packetWriter{pc: u.pc, remote: from}, m, p, client, o, start)
+		u.s.reply(&packetWriter{pc: u.pc, remote: from, src: src}, m, p, client, o, start)
 	}()
 }
 

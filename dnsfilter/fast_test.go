@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
@@ -209,10 +210,17 @@ func TestFastPathAllocs(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
 	e.srv.rec = declog.Discard{}
 	tr := newTestReader(e.srv)
+	// As on a socket bound to every address: replies carry their source.
+	tr.u.pktinfo = true
+	tr.r = tr.u.newReader()
+	tr.r.dst = netip.MustParseAddr("172.30.0.1")
 	hit := pack(t, q("GrAnTeD.example.", dns.TypeA, withEDNS(1232, false)))
 	fullAsk(t, e.srv, pack(t, q("granted.example.", dns.TypeA, withEDNS(1232, false))))
 	if _, inline := tr.ask(t, hit); !inline {
 		t.Fatal("cache hit answered on a goroutine")
+	}
+	if got, want := tr.r.out[0].OOB, appendPktinfo(nil, tr.r.dst); !bytes.Equal(got, want) {
+		t.Errorf("reply's control message %x, want %x", got, want)
 	}
 	tests := []struct {
 		name string
@@ -266,8 +274,8 @@ func TestFastPathRateLimit(t *testing.T) {
 	}
 }
 
-// TestServeDualStack: replies on an IPv6 socket reach IPv4 and IPv6
-// clients alike.
+// TestServeDualStack: replies on an IPv6 socket bound to every address
+// reach IPv4 and IPv6 clients alike, from the address each asked.
 func TestServeDualStack(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
 	if probe, err := net.ListenPacket("udp", "[::1]:0"); err != nil {
@@ -289,7 +297,7 @@ func TestServeDualStack(t *testing.T) {
 		}
 	}()
 	port := pc.LocalAddr().(*net.UDPAddr).Port
-	for _, host := range []string{"127.0.0.1", "::1"} {
+	for _, host := range []string{"127.0.0.1", "127.0.0.2", "::1"} {
 		c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		for range 2 { // resolved, then from the reply cache
@@ -357,5 +365,33 @@ func TestTooManyWaiting(t *testing.T) {
 	}
 	if n := e.up.Total(); n != 0 {
 		t.Errorf("upstream got %d queries, want 0", n)
+	}
+}
+
+// TestReplyFromAddressAsked: on a socket bound to every address, a reply
+// leaves from the address the query was sent to (as miekg's server sent
+// it), or a client that checks the source, as connected sockets do,
+// never sees it.
+func TestReplyFromAddressAsked(t *testing.T) {
+	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
+	pc, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, pc, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	addr := net.JoinHostPort("127.0.0.2", strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+	for _, name := range []string{"granted.example.", "granted.example.", "evil.example."} {
+		c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
+		if _, _, err := c.Exchange(query(name, dns.TypeA), addr); err != nil {
+			t.Errorf("%s via 127.0.0.2: %v", name, err)
+		}
 	}
 }

@@ -42,15 +42,18 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-func newBatchConn(pc net.PacketConn) batchConn {
+// newBatchConn returns pc as a batchConn and whether its datagrams come
+// with their destination address (see pktinfo).
+func newBatchConn(pc net.PacketConn) (batchConn, bool) {
 	c, ok := pc.(*net.UDPConn)
 	if !ok {
-		return plainConn{pc}
+		return plainConn{pc}, false
 	}
+	pktinfo := enablePktinfo(c)
 	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
-		return ipv6.NewPacketConn(c)
+		return ipv6.NewPacketConn(c), pktinfo
 	}
-	return ipv4.NewPacketConn(c)
+	return ipv4.NewPacketConn(c), pktinfo
 }
 
 type plainConn struct{ pc net.PacketConn }
@@ -78,6 +81,7 @@ type udpServer struct {
 	s       *Server
 	pc      net.PacketConn
 	conn    batchConn
+	pktinfo bool // datagrams carry their destination, replies their source
 	readers sync.WaitGroup
 	waiting sync.WaitGroup // queries handed to their own goroutine
 	slots   chan struct{}  // one per waiting query, up to maxWaiting
@@ -86,7 +90,8 @@ type udpServer struct {
 // serveUDP starts the readers on pc. A reader whose socket fails reports
 // on errc (which has room for every reader) and stops.
 func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn, errc chan<- error) *udpServer {
-	u := &udpServer{s: s, pc: pc, conn: newBatchConn(pc), slots: make(chan struct{}, maxWaiting)}
+	u := &udpServer{s: s, pc: pc, slots: make(chan struct{}, maxWaiting)}
+	u.conn, u.pktinfo = newBatchConn(pc)
 	for range udpReaders() {
 		r := u.newReader()
 		u.readers.Go(func() {
@@ -126,6 +131,7 @@ type udpReader struct {
 	u       *udpServer
 	in, out []ipv4.Message
 	nout    int
+	dst     netip.Addr // where the datagram being answered was sent
 	q       wireQuery
 	clients map[netip.Addr]string // log spellings of recent clients
 
@@ -155,6 +161,10 @@ func (u *udpServer) newReader() *udpReader {
 		// datagram is cut at the same place as before.
 		r.in[i].Buffers = [][]byte{make([]byte, maxUDPSize)}
 		r.out[i].Buffers = [][]byte{make([]byte, 0, maxUDPSize)}
+		if u.pktinfo {
+			r.in[i].OOB = make([]byte, oobSize)
+			r.out[i].OOB = make([]byte, 0, oobSize)
+		}
 	}
 	return r
 }
@@ -179,6 +189,10 @@ func (r *udpReader) run(ctx context.Context) error {
 		r.nout = 0
 		for i := range r.in[:n] {
 			m := &r.in[i]
+			r.dst = netip.Addr{}
+			if r.u.pktinfo {
+				r.dst = pktinfoDst(m.OOB[:m.NN])
+			}
 			r.handle(m.Buffers[0][:m.N], m.Addr, now)
 		}
 		r.flush()
@@ -189,11 +203,15 @@ func (r *udpReader) run(ctx context.Context) error {
 // reply returns the buffer for the next reply of the batch, empty.
 func (r *udpReader) reply() []byte { return r.out[r.nout].Buffers[0][:0] }
 
-// commit queues b (built on reply's buffer, or any bytes) for to.
+// commit queues b (built on reply's buffer, or any bytes) for to, the
+// sender of the datagram being answered, from the address it was sent to.
 func (r *udpReader) commit(to net.Addr, b []byte) {
 	m := &r.out[r.nout]
 	m.Buffers[0] = append(m.Buffers[0][:0], b...)
 	m.Addr = to
+	if r.u.pktinfo {
+		m.OOB = appendPktinfo(m.OOB[:0], r.dst)
+	}
 	r.nout++
 }
 
@@ -280,10 +298,12 @@ func (w *batchWriter) TsigTimersOnly(bool) {}
 func (w *batchWriter) Hijack()             {}
 
 // packetWriter is the dns.ResponseWriter of a query answered off the
-// reader, once the resolver has spoken: it writes straight to the socket.
+// reader, once the resolver has spoken: it writes straight to the socket,
+// from src when known.
 type packetWriter struct {
 	pc     net.PacketConn
 	remote net.Addr
+	src    netip.Addr
 }
 
 func (w *packetWriter) LocalAddr() net.Addr  { return w.pc.LocalAddr() }
@@ -296,8 +316,16 @@ func (w *packetWriter) WriteMsg(m *dns.Msg) error {
 	_, err = w.Write(b)
 	return err
 }
-func (w *packetWriter) Write(b []byte) (int, error) { return w.pc.WriteTo(b, w.remote) }
-func (w *packetWriter) Close() error                { return nil }
-func (w *packetWriter) TsigStatus() error           { return nil }
-func (w *packetWriter) TsigTimersOnly(bool)         {}
-func (w *packetWriter) Hijack()                     {}
+func (w *packetWriter) Write(b []byte) (int, error) {
+	c, ok := w.pc.(*net.UDPConn)
+	to, isUDP := w.remote.(*net.UDPAddr)
+	if !ok || !isUDP || !w.src.IsValid() {
+		return w.pc.WriteTo(b, w.remote)
+	}
+	n, _, err := c.WriteMsgUDP(b, appendPktinfo(nil, w.src), to)
+	return n, err
+}
+func (w *packetWriter) Close() error        { return nil }
+func (w *packetWriter) TsigStatus() error   { return nil }
+func (w *packetWriter) TsigTimersOnly(bool) {}
+func (w *packetWriter) Hijack()             {}
