@@ -14,11 +14,14 @@ import (
 // errMalformed ends a TCP connection whose message did not parse.
 var errMalformed = errors.New("malformed dns message")
 
-// checkedReader sits under miekg's TCP server and drops messages that do not
+// checkedReader sits under miekg's server and drops messages that do not
 // parse, after logging them with the client that sent them. miekg's own
 // hook for such messages (MsgInvalidFunc) is not told who sent them, and a
 // probe the log cannot attribute is one the operator never sees. Dropped
 // UDP packets get no reply: any reply to garbage can be used to amplify.
+// Serve puts miekg on TCP only; the UDP readers (udp.go) apply the same
+// rule through malformed, and ReadUDP remains for the dns.Reader
+// interface and the test comparing the readers with miekg's server.
 type checkedReader struct {
 	inner dns.Reader
 	s     *Server

@@ -10,6 +10,13 @@
 // the rate limit and dns.qtypes. Query types other than the policy's
 // dns.qtypes are refused, each client is rate limited, and every query
 // leaves one decision line in the decision log.
+//
+// TCP is served by miekg/dns through ServeDNS. UDP, where the agent's
+// queries come, is served by readers that own the socket (udp.go): they
+// answer plain queries from the bytes, granted ones from packed replies
+// kept per policy and resolver answer (replies.go), with the same checks,
+// replies and log lines as ServeDNS, which they fall back to for anything
+// else.
 package dnsfilter
 
 import (
@@ -83,7 +90,7 @@ type Config struct {
 }
 
 // Server is the allow-list DNS server. Its ServeDNS is safe for concurrent
-// use; Serve runs it on sockets.
+// use; Serve runs the server on sockets.
 type Server struct {
 	policy func() *policy.Policy
 	res    Resolver
