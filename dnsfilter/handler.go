@@ -25,6 +25,11 @@ type outcome struct {
 	rule    *policy.Rule
 	log     bool         // false only for rate-limited queries already logged this window
 	folded  limitSummary // rate-limited queries of the window this one replaced, not logged
+	// For outcomes of a resolver answer: when its cache entry expires and
+	// the resolver generation read before asking (see keep). A zero until
+	// means the reply must not be kept.
+	until time.Time
+	gen   uint64
 }
 
 // ServeDNS implements dns.Handler: it answers one query and records one
@@ -37,45 +42,82 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	start := s.clock()
 	client := netaddr.Of(w.RemoteAddr())
 	p := s.policy()
-	o := s.decide(p, client, r, start)
+	o, d, ask := s.decide(p, client, r, start)
+	if ask {
+		o = s.resolve(p, r.Question[0], d)
+	}
+	s.reply(w, r, p, client, o, start)
+}
+
+// reply writes the reply to r for o and records the decision. A UDP
+// reply that came from the resolver is kept for the fast path too.
+func (s *Server) reply(w dns.ResponseWriter, r *dns.Msg, p *policy.Policy, client netip.Addr, o outcome, start time.Time) {
 	reply := makeReply(r, o)
 	size := dns.MaxMsgSize
-	if _, tcp := w.RemoteAddr().(*net.TCPAddr); !tcp {
+	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	if !tcp {
 		size = udpSize(r)
 	}
 	reply.Truncate(size)
-	if err := w.WriteMsg(reply); err != nil {
+	var err error
+	if !tcp && !o.until.IsZero() {
+		var b []byte
+		if b, err = reply.Pack(); err == nil {
+			s.keep(p, r, reply, b, o)
+			_, err = w.Write(b)
+		}
+	} else {
+		err = w.WriteMsg(reply)
+	}
+	if err != nil {
 		s.log.Debug("dns reply not written", "client", client, "err", err)
 	}
 	s.record(p, client, r, o, start)
 }
 
 // decide runs the per-query checks in their declared order: policy
-// present, client rate, message shape, name granted, type answered, then
-// resolution and address filtering. Denied names are never forwarded.
-func (s *Server) decide(p *policy.Policy, client netip.Addr, r *dns.Msg, now time.Time) outcome {
+// present, client rate, message shape, name granted, type answered. When
+// ask is true the query is granted and its answer comes from resolve,
+// with d the grant; otherwise o is the answer. Denied names are never
+// forwarded.
+func (s *Server) decide(p *policy.Policy, client netip.Addr, r *dns.Msg, now time.Time) (o outcome, d policy.Decision, ask bool) {
 	if p == nil {
-		return outcome{rcode: dns.RcodeServerFailure, log: true}
+		return outcome{rcode: dns.RcodeServerFailure, log: true}, d, false
 	}
+	if o, ok := s.admit(p, client, now); !ok {
+		return o, d, false
+	}
+	if rcode, ok := checkShape(r); !ok {
+		return outcome{rcode: rcode, reason: policy.ReasonBadRequest, log: true}, d, false
+	}
+	q := r.Question[0]
+	return decideQuestion(p, client, q.Name, q.Qtype)
+}
+
+// admit charges the client's DNS rate limit; a refusal is REFUSED.
+func (s *Server) admit(p *policy.Policy, client netip.Addr, now time.Time) (outcome, bool) {
 	lim := p.Config().Limits.DNS
 	if ok, _ := s.limits.Allow(client, ratelimit.Limit{RPS: lim.RPS, Burst: lim.Burst}, now); !ok {
 		log, folded := s.limitLog.note(client, now)
-		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonRateLimited, log: log, folded: folded}
+		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonRateLimited, log: log, folded: folded}, false
 	}
-	if rcode, ok := checkShape(r); !ok {
-		return outcome{rcode: rcode, reason: policy.ReasonBadRequest, log: true}
-	}
-	q := r.Question[0]
-	d := decideName(p, client, q.Name)
+	return outcome{}, true
+}
+
+// decideQuestion is the policy's answer for one well-formed question:
+// NXDOMAIN for a name not granted, REFUSED for a type not answered, else
+// ask (the resolver, through resolve).
+func decideQuestion(p *policy.Policy, client netip.Addr, name string, qtype uint16) (outcome, policy.Decision, bool) {
+	d := decideName(p, client, name)
 	if !d.Verdict.Allowed() {
 		// NXDOMAIN, not REFUSED: musl stops walking its search list on
 		// REFUSED, and to the agent the name simply does not exist.
-		return outcome{rcode: dns.RcodeNameError, verdict: d.Verdict, reason: d.Reason, rule: d.Rule, log: true}
+		return outcome{rcode: dns.RcodeNameError, verdict: d.Verdict, reason: d.Reason, rule: d.Rule, log: true}, d, false
 	}
-	if !p.QTypeAllowed(q.Qtype) {
-		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonQTypeNotAllowed, rule: d.Rule, log: true}
+	if !p.QTypeAllowed(qtype) {
+		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonQTypeNotAllowed, rule: d.Rule, log: true}, d, false
 	}
-	return s.resolve(p, q, d)
+	return outcome{}, d, true
 }
 
 // checkShape accepts one IN-class question in a plain query with EDNS
@@ -114,7 +156,7 @@ func (s *Server) resolve(p *policy.Policy, q dns.Question, d policy.Decision) ou
 	}
 	ctx, cancel := context.WithTimeout(s.baseContext(), queryTimeout)
 	defer cancel()
-	m, err := s.res.Exchange(ctx, q.Name, q.Qtype)
+	m, until, gen, err := s.exchange(ctx, q)
 	if err != nil {
 		s.log.Debug("dns upstream failed", "name", q.Name, "err", err)
 		return fail
@@ -124,9 +166,22 @@ func (s *Server) resolve(p *policy.Policy, q dns.Question, d policy.Decision) ou
 		return fail // CNAME loop: nothing sound to answer
 	}
 	if f.had > 0 && f.kept == 0 {
-		return outcome{rcode: dns.RcodeNameError, reason: f.refused.Reason, rule: d.Rule, log: true}
+		return outcome{rcode: dns.RcodeNameError, reason: f.refused.Reason, rule: d.Rule, log: true, until: until, gen: gen}
 	}
-	return outcome{rcode: m.Rcode, answer: m, verdict: d.Verdict, reason: d.Reason, rule: d.Rule, log: true}
+	return outcome{rcode: m.Rcode, answer: m, verdict: d.Verdict, reason: d.Reason, rule: d.Rule, log: true, until: until, gen: gen}
+}
+
+// exchange asks the resolver, with the answer's expiry and the resolver
+// generation read before asking when the resolver tells them (a zero
+// until otherwise, and the reply is then not kept).
+func (s *Server) exchange(ctx context.Context, q dns.Question) (*dns.Msg, time.Time, uint64, error) {
+	if s.exp == nil {
+		m, err := s.res.Exchange(ctx, q.Name, q.Qtype)
+		return m, time.Time{}, 0, err
+	}
+	gen := s.exp.Generation()
+	m, until, err := s.exp.ExchangeUntil(ctx, q.Name, q.Qtype)
+	return m, until, gen, err
 }
 
 func (s *Server) baseContext() context.Context {
@@ -169,24 +224,48 @@ func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outco
 	if !o.log {
 		return
 	}
+	var host, qtype string
+	if len(r.Question) > 0 {
+		host = strings.ToLower(strings.TrimSuffix(r.Question[0].Name, "."))
+		qtype = dns.Type(r.Question[0].Qtype).String()
+	}
+	s.logDecision(p, netaddr.String(client), host, qtype, o, start)
+}
+
+// logDecision is record for a query already read, written at once.
+func (s *Server) logDecision(p *policy.Policy, client, host, qtype string, o outcome, start time.Time) {
+	if !o.log {
+		return
+	}
+	e := decisionEntry(p, client, host, qtype, o, start)
+	e.Duration = s.clock().Sub(start)
+	s.emit(e, o.folded)
+}
+
+// decisionEntry is the one place a DNS decision line is built, for the
+// full path and the fast path alike; the caller sets Duration.
+func decisionEntry(p *policy.Policy, client, host, qtype string, o outcome, start time.Time) declog.Entry {
 	e := declog.Entry{
-		Time:     start,
-		Event:    declog.EventDecision,
-		Client:   netaddr.String(client),
-		Proto:    policy.ProtoDNS,
-		Verdict:  o.verdict,
-		Reason:   o.reason,
-		Duration: s.clock().Sub(start),
+		Time:    start,
+		Event:   declog.EventDecision,
+		Client:  client,
+		Proto:   policy.ProtoDNS,
+		Host:    host,
+		QType:   qtype,
+		Verdict: o.verdict,
+		Reason:  o.reason,
 	}
 	if p != nil {
 		e.Rule = o.rule.String() // rendered at compile time: no allocation
 	}
-	if len(r.Question) > 0 {
-		e.Host = strings.ToLower(strings.TrimSuffix(r.Question[0].Name, "."))
-		e.QType = dns.Type(r.Question[0].Qtype).String()
-	}
-	if o.folded.count > 0 {
-		s.rec.Record(o.folded.entry(start))
+	return e
+}
+
+// emit records e, preceded by the summary of the rate-limit window it
+// replaced when that had unlogged refusals.
+func (s *Server) emit(e declog.Entry, folded limitSummary) {
+	if folded.count > 0 {
+		s.rec.Record(folded.entry(e.Time))
 	}
 	s.rec.Record(e)
 }

@@ -114,6 +114,7 @@ func newEnv(tb testing.TB, policyYAML string, h resolvertest.Handler) *testEnv {
 type testWriter struct {
 	remote net.Addr
 	reply  *dns.Msg
+	raw    []byte // the last reply's bytes
 	size   int
 	writes int
 }
@@ -135,6 +136,7 @@ func (w *testWriter) WriteMsg(m *dns.Msg) error {
 func (w *testWriter) Write(b []byte) (int, error) {
 	w.writes++
 	w.size = len(b)
+	w.raw = append([]byte(nil), b...)
 	w.reply = new(dns.Msg)
 	return len(b), w.reply.Unpack(b)
 }

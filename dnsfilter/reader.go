@@ -19,6 +19,9 @@ var errMalformed = errors.New("malformed dns message")
 // hook for such messages (MsgInvalidFunc) is not told who sent them, and a
 // probe the log cannot attribute is one the operator never sees. Dropped
 // UDP packets get no reply: any reply to garbage can be used to amplify.
+// Serve puts miekg on TCP only; the UDP readers (udp.go) apply the same
+// rule through malformed, and ReadUDP remains for the dns.Reader
+// interface and the test comparing the readers with miekg's server.
 type checkedReader struct {
 	inner dns.Reader
 	s     *Server
@@ -53,16 +56,22 @@ func (r checkedReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, er
 // answers them.
 func (r checkedReader) ok(m []byte, from net.Addr) bool {
 	var msg dns.Msg
-	if len(m) >= 12 && msg.Unpack(m) == nil {
+	if len(m) >= headerLen && msg.Unpack(m) == nil {
 		return true
 	}
-	r.s.rec.Record(declog.Entry{
-		Time:    r.s.clock(),
+	r.s.malformed(from)
+	return false
+}
+
+// malformed logs a message from from that does not parse: a bad_request
+// decision naming the sender, and nothing else (it is not answered).
+func (s *Server) malformed(from net.Addr) {
+	s.rec.Record(declog.Entry{
+		Time:    s.clock(),
 		Event:   declog.EventDecision,
 		Client:  netaddr.String(netaddr.Of(from)),
 		Proto:   policy.ProtoDNS,
 		Verdict: policy.Deny,
 		Reason:  policy.ReasonBadRequest,
 	})
-	return false
 }

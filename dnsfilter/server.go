@@ -10,6 +10,13 @@
 // the rate limit and dns.qtypes. Query types other than the policy's
 // dns.qtypes are refused, each client is rate limited, and every query
 // leaves one decision line in the decision log.
+//
+// TCP is served by miekg/dns through ServeDNS. UDP, where the agent's
+// queries come, is served by readers that own the socket (udp.go): they
+// answer plain queries from the bytes, granted ones from packed replies
+// kept per policy and resolver answer (replies.go), with the same checks,
+// replies and log lines as ServeDNS, which they fall back to for anything
+// else.
 package dnsfilter
 
 import (
@@ -83,7 +90,7 @@ type Config struct {
 }
 
 // Server is the allow-list DNS server. Its ServeDNS is safe for concurrent
-// use; Serve runs it on sockets.
+// use; Serve runs the server on sockets.
 type Server struct {
 	policy func() *policy.Policy
 	res    Resolver
@@ -94,6 +101,8 @@ type Server struct {
 
 	limits   *ratelimit.Table[netip.Addr]
 	limitLog limitLog
+	replies  replyCache
+	exp      expiringResolver                // res, when it tells expiries; else nil
 	base     atomic.Pointer[context.Context] // Serve's context, for queries
 }
 
@@ -121,6 +130,8 @@ func New(cfg Config) *Server {
 		s.clock = time.Now
 	}
 	s.limitLog.init()
+	s.replies.init()
+	s.exp, _ = s.res.(expiringResolver)
 	return s
 }
 
@@ -138,32 +149,25 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 	defer cancel()
 	s.base.Store(&ctx)
 
-	var servers []*dns.Server
-	errc := make(chan error, 2)
-	start := func(srv *dns.Server) error {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go func() { errc <- srv.ActivateAndServe() }()
-		select {
-		case <-started:
-			servers = append(servers, srv)
-			return nil
-		case err := <-errc:
-			return fmt.Errorf("dnsfilter: serve: %w", err)
+	// Room for every UDP reader and the TCP server to fail at once.
+	errc := make(chan error, udpReaders()+1)
+	var tcp *dns.Server
+	var err error
+	if ln != nil {
+		tcp = s.newServer(func(srv *dns.Server) { srv.Listener = netutil.LimitListener(ln, maxTCPConns) })
+		if err = start(tcp, errc); err != nil {
+			tcp = nil
 		}
 	}
-	var err error
-	if pc != nil {
-		err = start(s.newServer(func(srv *dns.Server) { srv.PacketConn = pc }))
+	var udp *udpServer
+	if pc != nil && err == nil {
+		udp = s.serveUDP(ctx, pc, errc)
 	}
-	if ln != nil && err == nil {
-		err = start(s.newServer(func(srv *dns.Server) { srv.Listener = netutil.LimitListener(ln, maxTCPConns) }))
-	}
-	stopped := 0
 	if err == nil {
-		stopped, err = s.run(ctx, errc)
+		err = s.run(ctx, errc)
 	}
-	s.shutdown(servers, len(servers)-stopped, errc)
+	cancel()
+	s.shutdown(udp, tcp)
 	if pc != nil {
 		pc.Close()
 	}
@@ -173,42 +177,54 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 	return err
 }
 
-// run waits for ctx or a server failure, flushing rate-limit summaries as
-// their windows end. It reports how many servers it saw stop. Queries in
-// progress see ctx end, so their resolution stops and they get SERVFAIL.
-func (s *Server) run(ctx context.Context, errc <-chan error) (int, error) {
+// start runs srv and returns once it serves, or with the error it
+// stopped with. Its later end is reported on errc.
+func start(srv *dns.Server, errc chan error) error {
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { errc <- srv.ActivateAndServe() }()
+	select {
+	case <-started:
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("dnsfilter: serve: %w", err)
+	}
+}
+
+// run waits for ctx or a socket failure, flushing rate-limit summaries as
+// their windows end. Queries in progress see ctx end, so their resolution
+// stops and they get SERVFAIL.
+func (s *Server) run(ctx context.Context, errc <-chan error) error {
 	tick := time.NewTicker(limitLogWindow)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return 0, nil
+			return nil
 		case err := <-errc:
 			if err == nil {
 				err = errors.New("stopped")
 			}
-			return 1, fmt.Errorf("dnsfilter: serve: %w", err)
+			return fmt.Errorf("dnsfilter: serve: %w", err)
 		case <-tick.C:
 			s.flushLimitLog(false)
 		}
 	}
 }
 
-// shutdown stops servers and waits for the running ones to return.
-func (s *Server) shutdown(servers []*dns.Server, running int, errc <-chan error) {
+// shutdown stops the UDP readers and the TCP server (either may be nil)
+// and waits, within shutdownGrace, for the queries they started.
+func (s *Server) shutdown(udp *udpServer, tcp *dns.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	for _, srv := range servers {
-		if err := srv.ShutdownContext(ctx); err != nil {
+	if tcp != nil {
+		// ShutdownContext returns once every TCP handler has.
+		if err := tcp.ShutdownContext(ctx); err != nil {
 			s.log.Warn("dns server shutdown", "err", err)
 		}
 	}
-	for range running {
-		select {
-		case <-errc:
-		case <-ctx.Done():
-			return
-		}
+	if udp != nil {
+		udp.stop(ctx)
 	}
 	s.flushLimitLog(true)
 }

@@ -70,15 +70,16 @@ func (t *Table[K]) Allow(key K, l Limit, now time.Time) (bool, time.Duration) {
 		e.shape = l
 	}
 	e.lastSeen = now
-	r := e.lim.ReserveN(now, 1)
-	if !r.OK() {
-		return false, time.Second
+	// AllowN, not ReserveN and a cancel: it takes nothing from an empty
+	// bucket, and returns no *Reservation to allocate on every call.
+	if e.lim.AllowN(now, 1) {
+		return true, 0
 	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
+	if l.RPS <= 0 {
+		return false, time.Second // never refills
 	}
-	return true, 0
+	missing := 1 - e.lim.TokensAt(now)
+	return false, max(time.Duration(missing/l.RPS*float64(time.Second)), time.Nanosecond)
 }
 
 // Len is the number of keys currently held.

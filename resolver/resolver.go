@@ -96,6 +96,7 @@ type settings struct {
 type Resolver struct {
 	set     atomic.Pointer[settings]
 	next    atomic.Uint32 // index of the upstream that answered last
+	gen     atomic.Uint64 // bumped by every flush; see Generation
 	cache   *cache
 	flights group
 	clock   func() time.Time
@@ -134,13 +135,26 @@ func (r *Resolver) Reconfigure(cfg Config) error {
 	r.cache.setMax(s.cacheSize)
 	if !slices.Equal(old.upstreams, s.upstreams) {
 		r.next.Store(0)
-		r.cache.flush()
+		r.flush()
 	}
 	return nil
 }
 
 // Flush drops every cached answer.
-func (r *Resolver) Flush() { r.cache.flush() }
+func (r *Resolver) Flush() { r.flush() }
+
+// flush empties the cache, then bumps the generation: a caller that read
+// the old generation before its Exchange sees the change on its next
+// check, so nothing derived from a flushed answer outlives the flush.
+func (r *Resolver) flush() {
+	r.cache.flush()
+	r.gen.Add(1)
+}
+
+// Generation counts the flushes so far (Flush, and Reconfigure with new
+// upstreams). A caller keeping something derived from an answer reads it
+// before the Exchange and drops what it kept once it changes.
+func (r *Resolver) Generation() uint64 { return r.gen.Load() }
 
 func makeSettings(cfg Config, log *slog.Logger) *settings {
 	s := &settings{
@@ -174,27 +188,36 @@ func makeSettings(cfg Config, log *slog.Logger) *settings {
 // SERVFAIL, REFUSED and timeouts from every upstream come back as an error
 // wrapping ErrUpstream and are not cached.
 func (r *Resolver) Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m, _, err := r.ExchangeUntil(ctx, name, qtype)
+	return m, err
+}
+
+// ExchangeUntil is Exchange that also returns when the answer leaves the
+// cache: the message's TTLs are the whole seconds left until then. A
+// caller may keep what it derives from the answer until that time (and
+// while Generation is unchanged), and count its TTLs down the same way.
+func (r *Resolver) ExchangeUntil(ctx context.Context, name string, qtype uint16) (*dns.Msg, time.Time, error) {
 	k, err := makeKey(name, qtype)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	now := r.clock()
 	if e := r.cache.get(k, now); e != nil {
-		return e.answer(now), nil
+		return e.answer(now), e.expires, nil
 	}
 	c, err := r.flights.join(k, r.resolve)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("resolver: %s: %w", k.name, ctx.Err())
+		return nil, time.Time{}, fmt.Errorf("resolver: %s: %w", k.name, ctx.Err())
 	}
 	if c.err != nil {
-		return nil, c.err
+		return nil, time.Time{}, c.err
 	}
-	return c.entry.answer(r.clock()), nil
+	return c.entry.answer(r.clock()), c.entry.expires, nil
 }
 
 // resolve is one flight: ask the upstreams, cache what they say. It runs

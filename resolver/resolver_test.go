@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -396,4 +397,42 @@ func TestGroupBusy(t *testing.T) {
 	}
 	close(release)
 	<-c.done
+}
+
+// TestExchangeUntilAndGeneration: the expiry returned is the cache
+// entry's (the TTLs count down to it, from the cache as from upstream),
+// and every flush bumps the generation while other changes do not.
+func TestExchangeUntilAndGeneration(t *testing.T) {
+	up := resolvertest.Start(t, resolvertest.Zone("a.example. 60 IN A 192.0.2.1"))
+	other := resolvertest.Start(t, resolvertest.Zone("a.example. 60 IN A 192.0.2.1"))
+	clock := newClock()
+	r := newTestResolver(t, clock, up)
+	want := clock.Now().Add(60 * time.Second)
+	for _, step := range []time.Duration{0, 20 * time.Second} {
+		clock.Advance(step)
+		m, until, err := r.ExchangeUntil(context.Background(), "a.example.", dns.TypeA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !until.Equal(want) {
+			t.Errorf("after %s: until %v, want %v", step, until, want)
+		}
+		if got, left := m.Answer[0].Header().Ttl, uint32(until.Sub(clock.Now())/time.Second); got != left {
+			t.Errorf("after %s: TTL %d, want the %d s left", step, got, left)
+		}
+	}
+	gens := []uint64{r.Generation()}
+	r.Flush()
+	gens = append(gens, r.Generation())
+	if err := r.Reconfigure(Config{Upstreams: []string{up.Addr}, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	gens = append(gens, r.Generation()) // same upstreams: no flush
+	if err := r.Reconfigure(Config{Upstreams: []string{other.Addr}}); err != nil {
+		t.Fatal(err)
+	}
+	gens = append(gens, r.Generation())
+	if want := []uint64{0, 1, 1, 2}; !slices.Equal(gens, want) {
+		t.Errorf("generations %v, want %v", gens, want)
+	}
 }
