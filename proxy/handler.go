@@ -41,16 +41,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit applies the connection cap verdict made at accept time and pairs
-// the request with the head the Host-header tracker parsed. A plain request
+// the request with the head the Host-header parser read. A plain request
 // without a verified head is refused: egressd could not check its Host.
 func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (headRecord, denial) {
 	var head headRecord
-	if t := cc.tracker(); t != nil {
-		h, ok := t.pop(r.Context(), headerTimeout(rq.pol))
+	if hp := cc.parser(); hp != nil {
+		h, ok := hp.take(r.Method, r.RequestURI)
 		if ok && h.flaw != "" {
 			return head, denial{reason: policy.ReasonBadRequest, detail: h.flaw}
 		}
-		if !ok || h.method != r.Method || h.uri != r.RequestURI {
+		if !ok {
 			return head, denial{reason: policy.ReasonBadRequest, detail: "unparseable request head"}
 		}
 		head = h
