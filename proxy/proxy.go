@@ -239,6 +239,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
 	})
+	gp.OnResponse().DoFunc(s.answerDialDenied)
 	gp.OnResponse().DoFunc(s.filterResponse)
 	return gp
 }
