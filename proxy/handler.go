@@ -22,7 +22,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
 		rq.proto = policy.ProtoConnect
 	}
-	rq.client = clientAddr(r, cc)
+	rq.client, rq.cname = clientAddr(r, cc)
 
 	head, dn := s.admit(r, cc, rq)
 	if dn.denied() {
@@ -219,9 +219,12 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-func clientAddr(r *http.Request, cc *clientConn) netip.Addr {
+// clientAddr is the client's address and its log spelling (made once per
+// connection when there is one).
+func clientAddr(r *http.Request, cc *clientConn) (netip.Addr, string) {
 	if cc != nil {
-		return cc.ip
+		return cc.ip, cc.name
 	}
-	return netaddr.Parse(r.RemoteAddr)
+	ip := netaddr.Parse(r.RemoteAddr)
+	return ip, netaddr.String(ip)
 }

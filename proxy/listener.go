@@ -33,7 +33,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		lim := l.s.policy().Config().Limits
 		over, reject := l.s.conns.add(ip, lim.MaxConns, lim.MaxConnsPerClient)
 		if !reject {
-			return &clientConn{Conn: c, s: l.s, ip: ip, over: over}, nil
+			return &clientConn{Conn: c, s: l.s, ip: ip, name: netaddr.String(ip), over: over}, nil
 		}
 		l.s.conns.remove(ip)
 		_ = c.Close()
@@ -85,6 +85,7 @@ type clientConn struct {
 	net.Conn
 	s    *Server
 	ip   netip.Addr
+	name string // ip's log spelling, for every entry about the connection
 	over bool
 
 	sniffed atomic.Bool

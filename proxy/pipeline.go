@@ -27,6 +27,7 @@ import (
 type request struct {
 	start  time.Time
 	client netip.Addr
+	cname  string // client's log spelling (netaddr.String), made once per connection
 	proto  policy.Proto
 	method string
 	host   string     // normalised name or IP literal; "" when unparseable
@@ -229,9 +230,12 @@ func (e *dialDenied) Error() string { return "denied: " + e.reason.String() }
 // the transport served the request on a pooled connection after all and
 // dropped the dial's error.
 func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
-	var dd *dialDenied
+	if resp != nil {
+		return resp // before dd, which escapes: no allocation per response
+	}
 	rq := requestFrom(ctx.Req.Context())
-	if resp != nil || rq == nil || !errors.As(ctx.Error, &dd) {
+	var dd *dialDenied
+	if rq == nil || !errors.As(ctx.Error, &dd) {
 		return resp
 	}
 	status := statusFor(dd.reason)
@@ -320,11 +324,19 @@ func (rq *request) hint() string {
 	return policy.Hint(rq.policyRequest(), rq.d)
 }
 
+// clientName is the client's log spelling.
+func (rq *request) clientName() string {
+	if rq.cname == "" {
+		return netaddr.String(rq.client)
+	}
+	return rq.cname
+}
+
 func (s *Server) recordDecision(rq *request) {
 	e := declog.Entry{
 		Time:    rq.start,
 		Event:   declog.EventDecision,
-		Client:  netaddr.String(rq.client),
+		Client:  rq.clientName(),
 		Proto:   rq.proto,
 		Host:    rq.host,
 		Port:    rq.port,
@@ -357,7 +369,7 @@ func (s *Server) recordClose(rq *request, reason policy.Reason, status int, up, 
 	s.rec.Record(declog.Entry{
 		Time:     now,
 		Event:    declog.EventClose,
-		Client:   netaddr.String(rq.client),
+		Client:   rq.clientName(),
 		Proto:    rq.proto,
 		Host:     rq.host,
 		Port:     rq.port,
