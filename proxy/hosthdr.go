@@ -229,10 +229,11 @@ func (hp *headParser) push(rec headRecord) bool {
 		hp.stop()
 		return false
 	}
-	q := queuedHead{start: len(hp.arena), rec: rec}
+	at := len(hp.arena)
+	q := queuedHead{start: at, mend: at, end: at, rec: rec}
 	if rec.flaw == "" {
 		hp.arena = append(hp.arena, hp.cur.target...)
-		q.mend, q.end = q.start+hp.cur.mlen, len(hp.arena)
+		q.mend, q.end = at+hp.cur.mlen, len(hp.arena)
 	}
 	hp.queue = append(hp.queue, q)
 	return true
@@ -265,10 +266,31 @@ func (hp *headParser) take(method, target string) (headRecord, bool) {
 	hp.qnext++
 	ok := q.rec.flaw != "" ||
 		string(hp.arena[q.start:q.mend]) == method && string(hp.arena[q.mend:q.end]) == target
-	if hp.qnext == len(hp.queue) {
+	switch {
+	case hp.qnext == len(hp.queue):
 		hp.queue, hp.qnext, hp.arena = hp.queue[:0], 0, hp.arena[:0]
+	case hp.qnext >= compactAfter && 2*hp.qnext >= len(hp.queue):
+		hp.compact()
 	}
 	return q.rec, ok
+}
+
+// compactAfter is how many taken records a queue that never empties (a
+// client always pipelining one more request) may keep in front of it.
+const compactAfter = 32
+
+// compact moves the records not yet taken, and their bytes, to the front,
+// so a queue that never runs empty does not grow with every request.
+func (hp *headParser) compact() {
+	base := hp.queue[hp.qnext].start
+	hp.arena = hp.arena[:copy(hp.arena, hp.arena[base:])]
+	n := copy(hp.queue, hp.queue[hp.qnext:])
+	clear(hp.queue[n:])
+	hp.queue, hp.qnext = hp.queue[:n], 0
+	for i := range hp.queue {
+		q := &hp.queue[i]
+		q.start, q.mend, q.end = q.start-base, q.mend-base, q.end-base
+	}
 }
 
 // close stops the parser for good (the connection became a tunnel or

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -192,6 +193,29 @@ func TestShadowMismatch(t *testing.T) {
 		if h, ok := hp.take(c.method, c.target); ok {
 			t.Errorf("%s %s: got %+v, want no match for GET http://a.test/", c.method, c.target, h)
 		}
+	}
+}
+
+// TestShadowPipelinedQueue: a client that always has one more request in
+// flight never lets the queue run empty; it must not grow with every
+// request all the same.
+func TestShadowPipelinedQueue(t *testing.T) {
+	head := func(i int) string {
+		return "GET http://a.test/" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: a.test\r\n\r\n"
+	}
+	hp := newHeadParser(1 << 16)
+	hp.feed([]byte(head(0)))
+	for i := 1; i <= 5000; i++ {
+		hp.feed([]byte(head(i)))
+		if h, ok := hp.take("GET", "http://a.test/"+strconv.Itoa(i-1)); !ok || h.host != "a.test" {
+			t.Fatalf("request %d: got %+v ok=%v, want its record", i-1, h, ok)
+		}
+	}
+	if _, ok := hp.take("GET", "http://a.test/5000"); !ok {
+		t.Fatal("last request: no record")
+	}
+	if q, a := cap(hp.queue), cap(hp.arena); q > 256 || a > 16<<10 {
+		t.Errorf("after 5000 pipelined requests the queue holds %d records and %d bytes, want bounded", q, a)
 	}
 }
 
