@@ -125,9 +125,11 @@ func (d *dialLog) list() []string {
 }
 
 // TestBypassRebinding: the name answers 127.0.0.1 (allowed here through
-// networks.allow) first and 10.0.0.1 afterwards. egressd looks it up once
-// per request and dials the address it checked; the second request sees
-// the private answer and is denied; nothing ever dials 10.0.0.1.
+// networks.allow) first and 10.0.0.1 afterwards. egressd dials only the
+// addresses it checked: once no connection to the name is open, the next
+// request looks the name up again, sees the private answer and is denied;
+// nothing ever dials 10.0.0.1. (A request while a connection is open is
+// TestDeferredCheckAtDial.)
 func TestBypassRebinding(t *testing.T) {
 	dl := &dialLog{}
 	f := newFixture(t, fixOpts{mod: func(c *Config) { c.Dial = dl.dial }})
@@ -138,8 +140,12 @@ func TestBypassRebinding(t *testing.T) {
 	if n := f.res.callCount("rebind.b.test"); n != 1 {
 		t.Errorf("lookups for one request: got %d, want 1", n)
 	}
+	f.dropPooled()
 	checkDenied(t, f.env, denyCase{"rebound", getReq(url, host), 403, policy.ReasonPrivateAddress,
 		"rebind.b.test", "private"})
+	if n := f.res.callCount("rebind.b.test"); n != 2 {
+		t.Errorf("lookups for two requests: got %d, want 2", n)
+	}
 	c, br := f.connect(f.ep("granted.test"))
 	echo(t, c, br, "x")
 	want := []string{"127.0.0.1:" + strconv.Itoa(f.http.port), "127.0.0.1:" + strconv.Itoa(f.echo)}

@@ -22,7 +22,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodConnect {
 		rq.proto = policy.ProtoConnect
 	}
-	rq.client = clientAddr(r, cc)
+	rq.client, rq.cname = clientAddr(r, cc)
 
 	head, dn := s.admit(r, cc, rq)
 	if dn.denied() {
@@ -41,16 +41,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit applies the connection cap verdict made at accept time and pairs
-// the request with the head the Host-header tracker parsed. A plain request
+// the request with the head the Host-header parser read. A plain request
 // without a verified head is refused: egressd could not check its Host.
 func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (headRecord, denial) {
 	var head headRecord
-	if t := cc.tracker(); t != nil {
-		h, ok := t.pop(r.Context(), headerTimeout(rq.pol))
+	if hp := cc.parser(); hp != nil {
+		h, ok := hp.take(r.Method, r.RequestURI)
 		if ok && h.flaw != "" {
 			return head, denial{reason: policy.ReasonBadRequest, detail: h.flaw}
 		}
-		if !ok || h.method != r.Method || h.uri != r.RequestURI {
+		if !ok {
 			return head, denial{reason: policy.ReasonBadRequest, detail: "unparseable request head"}
 		}
 		head = h
@@ -219,9 +219,12 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-func clientAddr(r *http.Request, cc *clientConn) netip.Addr {
+// clientAddr is the client's address and its log spelling (made once per
+// connection when there is one).
+func clientAddr(r *http.Request, cc *clientConn) (netip.Addr, string) {
 	if cc != nil {
-		return cc.ip
+		return cc.ip, cc.name
 	}
-	return netaddr.Parse(r.RemoteAddr)
+	ip := netaddr.Parse(r.RemoteAddr)
+	return ip, netaddr.String(ip)
 }

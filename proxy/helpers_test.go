@@ -199,6 +199,26 @@ func startProxy(t *testing.T, policyYAML func(proxyPort int) string, mod func(*C
 	return e
 }
 
+// dropPooled closes the proxy's idle upstream connections and waits until
+// none is open, so that the next plain request resolves and checks its
+// target before its decision instead of reusing one. The transport pools a
+// connection a moment after its response ends, hence the bounded retry.
+func (e *env) dropPooled() {
+	e.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		e.srv.tr.CloseIdleConnections()
+		n := e.srv.Len()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d upstream connections still open after %v", n, waitLimit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func mustPolicy(t *testing.T, yaml string) *policy.Policy {
 	t.Helper()
 	p, err := policy.LoadBytes([]byte(yaml), t.Name())

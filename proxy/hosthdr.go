@@ -1,32 +1,32 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"errors"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/textproto"
 	"sync"
-	"time"
 )
 
 // Why this file exists: net/http deletes the Host header of every request
 // before a handler sees it (r.Host is the URI's host for absolute-URI
 // requests), yet egressd must refuse a request whose Host header disagrees
 // with its URI. So each plain-HTTP client connection gets a shadow parser:
-// every byte the server reads is copied to a goroutine that reads the same
-// stream with the same standard-library pieces the server uses — textproto
-// for the request line and header (keeping Host), http.ReadRequest on that
-// head for the body framing, the stdlib chunked reader for chunked bodies —
-// records each request's method, target and Host headers, and skips its
-// body. The handler pairs each request with the next record and refuses it
-// (bad_request) if method and target differ, so a desync fails closed.
+// clientConn.Read hands it every byte the server reads, in order, and it
+// follows the same stream the way net/http frames it — request line, header
+// lines, then the body by Content-Length or chunked coding — recording each
+// request's method, target and Host headers. It runs inline in Read, so by
+// the time the server calls the handler the record of that request is
+// already queued. The handler pairs each request with the next record and
+// refuses it (bad_request) if method and target differ, so a desync fails
+// closed.
 //
-// The shadow parser is also where egressd is stricter than net/http about
+// The parser repeats only what it must of net/http's reading (where a line,
+// a head and a body end; net/http's own rules are quoted at each step) and
+// stops at anything net/http would refuse: the connection is closed after
+// that refusal anyway, and a request after a stop finds no record and is
+// refused. It is stricter than net/http where that is cheap and refusing is
+// right; strictness only ever fails closed.
+//
+// It is also where egressd is stricter than net/http about a head's
 // framing, because it is the only place that sees the raw lines: a head
 // with a line ending in a bare LF, a CR not followed by LF, an obs-fold
 // continuation line, Content-Length together with Transfer-Encoding, or
@@ -36,28 +36,27 @@ import (
 // read what follows such a head. net/http itself accepts all of them but
 // the last (it folds obs-fold, takes LF as a line end, lets chunked win).
 
-// headRecord is what the shadow parser saw of one request head.
+// headRecord is what the shadow parser saw of one request head, as the
+// handler gets it.
 type headRecord struct {
-	method string
-	uri    string
-	hosts  []string
-	flaw   string // why the head's framing is refused; "" for a sound head
+	hosts int    // Host header lines
+	host  string // the first one's value, trimmed as textproto trims it
+	flaw  string // why the head's framing is refused; "" for a sound head
 }
 
 // hostMatches reports whether the recorded Host header (if any) names the
 // same host and port as the request target. No Host header (HTTP/1.0) is
 // accepted: there is nothing to disagree with.
 func (h headRecord) hostMatches(rq *request) bool {
-	switch len(h.hosts) {
+	switch h.hosts {
 	case 0:
 		return true
 	case 1:
 	default:
 		return false
 	}
-	hdr := h.hosts[0]
-	host, port := hdr, "80"
-	if hh, pp, err := net.SplitHostPort(hdr); err == nil {
+	host, port := h.host, "80"
+	if hh, pp, err := net.SplitHostPort(h.host); err == nil {
 		host, port = hh, pp
 		if port == "" {
 			port = "80"
@@ -70,239 +69,235 @@ func (h headRecord) hostMatches(rq *request) bool {
 	return probe.host == rq.host && probe.port == rq.port
 }
 
-// hostTracker runs the shadow parser for one connection.
-type hostTracker struct {
-	pw      *io.PipeWriter
-	maxHead int // bytes a head may take, as net/http allows (max_header_bytes + 4 KiB)
+// Where the shadow parser is in the stream.
+type parseState uint8
 
-	// Parser goroutine only: the raw head being read and a reader over it.
-	raw []byte
-	rd  bytes.Reader
-
-	mu     sync.Mutex
-	queue  []headRecord
-	dead   bool
-	signal chan struct{} // capacity 1: something was queued or the parser died
-}
-
-// newHostTracker starts the shadow parser. maxHead bounds one raw head, so
-// a stream the parser misreads cannot make it buffer without bound.
-func newHostTracker(maxHead int) *hostTracker {
-	pr, pw := io.Pipe()
-	t := &hostTracker{pw: pw, maxHead: maxHead, signal: make(chan struct{}, 1)}
-	go t.run(pr)
-	return t
-}
-
-var (
-	// errFlawed stops the shadow parser after a flawed head: the connection
-	// is closed after its refusal, and nothing after it is framed reliably.
-	errFlawed = errors.New("flawed request head")
-	// errHeadTooLarge stops it on a head net/http would refuse anyway.
-	errHeadTooLarge = errors.New("request head too large")
+const (
+	stHead      parseState = iota // request line and header lines
+	stBody                        // Content-Length body bytes
+	stChunkLine                   // a chunk-size line
+	stChunkData                   // chunk data bytes
+	stChunkEnd                    // the CRLF after chunk data
+	stTrailer                     // trailer lines after the last chunk
+	stStopped                     // flawed or unreadable stream, or detached
 )
 
-// run parses request heads until the stream ends (connection closed or
-// detached) or does not parse. Its goroutine ends with the connection.
-func (t *hostTracker) run(pr *io.PipeReader) {
-	br := bufio.NewReader(pr)
-	var head bytes.Buffer
-	hbr := bufio.NewReaderSize(nil, 4096)
-	var err error
-	for err == nil {
-		err = t.next(br, &head, hbr)
-	}
-	_ = pr.CloseWithError(err)
-	t.mu.Lock()
-	t.dead = true
-	t.mu.Unlock()
-	t.wake()
+const (
+	// maxChunkLine is net/http's bound on a chunk-size line (its
+	// maxLineLength, the size of its read buffer), CRLF included.
+	maxChunkLine = 4096
+	// maxTrailer bounds a trailer as net/http does (it must fit the 4 KiB
+	// read buffer, seeUpcomingDoubleCRLF).
+	maxTrailer = 4096
+	// maxQueued bounds heads read but not yet served. The server reads at
+	// most its 4 KiB buffer ahead of the request it serves, so a sound
+	// client never gets near it.
+	maxQueued = 1024
+)
+
+// headParser is the shadow parser of one client connection. feed runs in
+// clientConn.Read (the connection's goroutine, or net/http's background
+// read while a handler runs), take in the handler: mu orders them.
+type headParser struct {
+	maxHead int // bytes a head may take, as net/http allows (max_header_bytes + 4 KiB)
+
+	mu   sync.Mutex
+	st   parseState
+	line []byte // the current line while it spans reads
+	n    int    // bytes of the current head or trailer so far
+	left uint64 // body or chunk bytes still to skip; CRLF bytes seen in stChunkEnd
+	cur  headScan
+
+	queue []queuedHead // heads read, not yet taken
+	qnext int          // queue[qnext] is the next to take
+	arena []byte       // the queued heads' methods and targets
+	host  string       // the last Host value, reused while it repeats
 }
 
-// next reads one request: head, record, body. head and hbr are reused
-// buffers for the framing parse.
-func (t *hostTracker) next(br *bufio.Reader, head *bytes.Buffer, hbr *bufio.Reader) error {
-	flaw, err := t.readHead(br)
-	if err != nil {
-		return err
-	}
-	if flaw != "" {
-		t.push(headRecord{flaw: flaw})
-		return errFlawed
-	}
-	// Parse the raw head with the pieces net/http uses, so method, target
-	// and headers are what the server sees.
-	t.rd.Reset(t.raw)
-	hbr.Reset(&t.rd)
-	tp := textproto.NewReader(hbr)
-	line, err := tp.ReadLine()
-	if err != nil {
-		return err
-	}
-	hdr, err := tp.ReadMIMEHeader()
-	if err != nil {
-		return err
-	}
-	if flaw := framingFlaw(hdr); flaw != "" {
-		t.push(headRecord{flaw: flaw})
-		return errFlawed
-	}
-	// Let net/http decide method, target and framing from the same request
-	// line and the headers framing depends on.
-	head.Reset()
-	head.WriteString(line)
-	head.WriteString("\r\n")
-	for _, k := range [...]string{"Content-Length", "Transfer-Encoding"} {
-		for _, v := range hdr[k] {
-			head.WriteString(k + ": " + v + "\r\n")
-		}
-	}
-	head.WriteString("\r\n")
-	hbr.Reset(head)
-	req, err := http.ReadRequest(hbr)
-	if err != nil {
-		return err
-	}
-	t.push(headRecord{method: req.Method, uri: req.RequestURI, hosts: hdr["Host"]})
-	switch {
-	case len(req.TransferEncoding) > 0 && req.TransferEncoding[0] == "chunked":
-		if _, err := io.Copy(io.Discard, httputil.NewChunkedReader(br)); err != nil {
-			return err
-		}
-		return skipTrailer(br)
-	case req.ContentLength > 0:
-		_, err = io.CopyN(io.Discard, br, req.ContentLength)
-	}
-	return err
+// headScan is what the parser keeps of the head being read; its buffers are
+// reused from head to head.
+type headScan struct {
+	lines   int
+	target  []byte // method then request target, as the request line has them
+	mlen    int    // length of the method in target
+	http11  bool   // protocol at least HTTP/1.1: Transfer-Encoding counts
+	hosts   int
+	host    string
+	cls     int
+	cl      []byte // the first Content-Length value
+	clDiffs bool   // a later Content-Length differs from the first
+	tes     int
+	chunked bool // the (last) Transfer-Encoding value is "chunked"
 }
 
-// readHead reads one raw head, request line through the empty line, into
-// t.raw. Lines end at LF, as textproto (and so net/http) ends them, so the
-// head ends where the server's does. It returns the first flaw of the raw
-// lines that textproto would have smoothed over.
-func (t *hostTracker) readHead(br *bufio.Reader) (flaw string, err error) {
-	t.raw = t.raw[:0]
-	for n := 0; ; n++ {
-		start := len(t.raw)
-		if err := t.readLine(br); err != nil {
-			return "", err
-		}
-		line := t.raw[start : len(t.raw)-1] // without its LF
-		cr := len(line) > 0 && line[len(line)-1] == '\r'
-		if cr {
-			line = line[:len(line)-1]
-		}
-		switch {
-		case flaw != "":
-		case !cr:
-			flaw = "line ends with a bare LF"
-		case bytes.IndexByte(line, '\r') >= 0:
-			flaw = "bare CR in the request head"
-		case n > 0 && len(line) > 0 && (line[0] == ' ' || line[0] == '\t'):
-			flaw = "obs-fold header line"
-		}
-		if len(line) == 0 {
-			return flaw, nil
-		}
-	}
+// queuedHead is a parsed head waiting for its handler; method and target
+// are arena[start:mend] and arena[mend:end].
+type queuedHead struct {
+	start, mend, end int
+	rec              headRecord
 }
 
-// readLine appends one line, through its LF, to t.raw.
-func (t *hostTracker) readLine(br *bufio.Reader) error {
-	for {
-		frag, err := br.ReadSlice('\n')
-		if len(t.raw)+len(frag) > t.maxHead {
-			return errHeadTooLarge
-		}
-		t.raw = append(t.raw, frag...)
-		if err != bufio.ErrBufferFull {
-			return err
-		}
-	}
+func newHeadParser(maxHead int) *headParser {
+	return &headParser{maxHead: maxHead}
 }
 
-// framingFlaw refuses the header combinations RFC 9112 §6.1 and §6.3 call
-// errors or smuggling: Content-Length with Transfer-Encoding (net/http lets
-// chunked win and keeps the connection), and Transfer-Encoding twice.
-func framingFlaw(hdr textproto.MIMEHeader) string {
-	te, cl := hdr["Transfer-Encoding"], hdr["Content-Length"]
-	switch {
-	case len(te) > 0 && len(cl) > 0:
-		return "Content-Length with Transfer-Encoding"
-	case len(te) > 1:
-		return "Transfer-Encoding repeated"
-	}
-	return ""
-}
-
-// skipTrailer consumes what follows a chunked body's last chunk, as the
-// server's body reader does: a bare CRLF or a trailer header block.
-func skipTrailer(br *bufio.Reader) error {
-	b, err := br.Peek(2)
-	if err != nil {
-		return err
-	}
-	if string(b) == "\r\n" {
-		_, err = br.Discard(2)
-		return err
-	}
-	_, err = textproto.NewReader(br).ReadMIMEHeader()
-	return err
-}
-
-func (t *hostTracker) push(h headRecord) {
-	t.mu.Lock()
-	t.queue = append(t.queue, h)
-	t.mu.Unlock()
-	t.wake()
-}
-
-func (t *hostTracker) wake() {
-	select {
-	case t.signal <- struct{}{}:
-	default:
-	}
-}
-
-// feed copies bytes the server read. It returns once the shadow parser has
-// taken them; after the parser stopped it returns at once.
-func (t *hostTracker) feed(p []byte) { _, _ = t.pw.Write(p) }
-
-// close ends the shadow parser.
-func (t *hostTracker) close() { _ = t.pw.Close() }
-
-// pop returns the record of the next request. The server has read the
-// whole head before calling the handler, so the record is at most a parse
-// away; the wait is bounded anyway.
-func (t *hostTracker) pop(ctx context.Context, wait time.Duration) (headRecord, bool) {
-	var timer *time.Timer
-	for {
-		t.mu.Lock()
-		if len(t.queue) > 0 {
-			h := t.queue[0]
-			t.queue[0] = headRecord{}
-			t.queue = t.queue[1:]
-			t.mu.Unlock()
-			if timer != nil {
-				timer.Stop()
+// feed parses bytes the server read. It never blocks and never allocates
+// once its buffers have grown to the connection's heads.
+func (hp *headParser) feed(p []byte) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	for len(p) > 0 && hp.st != stStopped {
+		switch hp.st {
+		case stBody, stChunkData:
+			k := min(hp.left, uint64(len(p)))
+			p = p[k:]
+			if hp.left -= k; hp.left > 0 {
+				break
 			}
-			return h, true
-		}
-		dead := t.dead
-		t.mu.Unlock()
-		if dead {
-			return headRecord{}, false
-		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-			defer timer.Stop()
-		}
-		select {
-		case <-t.signal:
-		case <-ctx.Done():
-			return headRecord{}, false
-		case <-timer.C:
-			return headRecord{}, false
+			if hp.st == stBody {
+				hp.st = stHead
+			} else {
+				hp.st = stChunkEnd
+			}
+		case stChunkEnd:
+			// net/http reads exactly "\r\n" after chunk data.
+			if p[0] != "\r\n"[hp.left] {
+				hp.stop()
+				return
+			}
+			p = p[1:]
+			if hp.left++; hp.left == 2 {
+				hp.st, hp.left = stChunkLine, 0
+			}
+		default:
+			p = hp.nextLine(p)
 		}
 	}
+}
+
+// nextLine takes one line (through its LF) from p, or buffers p when the
+// line goes on in the next read, and returns what follows the line.
+func (hp *headParser) nextLine(p []byte) []byte {
+	limit := maxChunkLine
+	switch hp.st {
+	case stHead:
+		limit = hp.maxHead - hp.n
+	case stTrailer:
+		limit = maxTrailer - hp.n
+	}
+	i := bytes.IndexByte(p, '\n')
+	frag := p
+	if i >= 0 {
+		frag = p[:i+1]
+	}
+	if len(hp.line)+len(frag) > limit {
+		hp.stop() // net/http refuses it too (431, or a body error)
+		return nil
+	}
+	if i < 0 {
+		hp.line = append(hp.line, p...)
+		return nil
+	}
+	line := frag
+	if len(hp.line) > 0 {
+		hp.line = append(hp.line, frag...)
+		line = hp.line
+	}
+	switch hp.st {
+	case stHead:
+		hp.headLine(line)
+	case stChunkLine:
+		hp.chunkLine(line)
+	case stTrailer:
+		hp.trailerLine(line)
+	}
+	hp.line = hp.line[:0]
+	return p[i+1:]
+}
+
+// refuse queues a flawed record and stops: admit refuses the request and
+// closes the connection.
+func (hp *headParser) refuse(flaw string) {
+	hp.push(headRecord{flaw: flaw})
+	hp.stop()
+}
+
+// push queues a record; the method and target of the head being read go
+// to the arena with it.
+func (hp *headParser) push(rec headRecord) bool {
+	if len(hp.queue)-hp.qnext >= maxQueued {
+		hp.stop()
+		return false
+	}
+	at := len(hp.arena)
+	q := queuedHead{start: at, mend: at, end: at, rec: rec}
+	if rec.flaw == "" {
+		hp.arena = append(hp.arena, hp.cur.target...)
+		q.mend, q.end = at+hp.cur.mlen, len(hp.arena)
+	}
+	hp.queue = append(hp.queue, q)
+	return true
+}
+
+func (hp *headParser) resetHead() {
+	hp.n = 0
+	c := &hp.cur
+	*c = headScan{target: c.target[:0], cl: c.cl[:0]}
+}
+
+// stop ends parsing: nothing after this point is framed reliably.
+func (hp *headParser) stop() {
+	hp.st = stStopped
+	hp.line = nil
+}
+
+// take returns the record of the next request if it is the one net/http
+// parsed (same method and target), or its flaw. ok is false when there is
+// no record or it belongs to another request: egressd cannot vouch for
+// that request's Host header.
+func (hp *headParser) take(method, target string) (headRecord, bool) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	if hp.qnext == len(hp.queue) {
+		return headRecord{}, false
+	}
+	q := hp.queue[hp.qnext]
+	hp.queue[hp.qnext] = queuedHead{}
+	hp.qnext++
+	ok := q.rec.flaw != "" ||
+		string(hp.arena[q.start:q.mend]) == method && string(hp.arena[q.mend:q.end]) == target
+	switch {
+	case hp.qnext == len(hp.queue):
+		hp.queue, hp.qnext, hp.arena = hp.queue[:0], 0, hp.arena[:0]
+	case hp.qnext >= compactAfter && 2*hp.qnext >= len(hp.queue):
+		hp.compact()
+	}
+	return q.rec, ok
+}
+
+// compactAfter is how many taken records a queue that never empties (a
+// client always pipelining one more request) may keep in front of it.
+const compactAfter = 32
+
+// compact moves the records not yet taken, and their bytes, to the front,
+// so a queue that never runs empty does not grow with every request.
+func (hp *headParser) compact() {
+	base := hp.queue[hp.qnext].start
+	hp.arena = hp.arena[:copy(hp.arena, hp.arena[base:])]
+	n := copy(hp.queue, hp.queue[hp.qnext:])
+	clear(hp.queue[n:])
+	hp.queue, hp.qnext = hp.queue[:n], 0
+	for i := range hp.queue {
+		q := &hp.queue[i]
+		q.start, q.mend, q.end = q.start-base, q.mend-base, q.end-base
+	}
+}
+
+// close stops the parser for good (the connection became a tunnel or
+// closed) and drops its buffers.
+func (hp *headParser) close() {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	hp.stop()
+	hp.queue, hp.arena, hp.qnext = nil, nil, 0
 }

@@ -33,7 +33,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		lim := l.s.policy().Config().Limits
 		over, reject := l.s.conns.add(ip, lim.MaxConns, lim.MaxConnsPerClient)
 		if !reject {
-			return &clientConn{Conn: c, s: l.s, ip: ip, over: over}, nil
+			return &clientConn{Conn: c, s: l.s, ip: ip, name: netaddr.String(ip), over: over}, nil
 		}
 		l.s.conns.remove(ip)
 		_ = c.Close()
@@ -78,18 +78,19 @@ func (c *connCounter) remove(ip netip.Addr) {
 
 // clientConn is one accepted client connection. It releases its cap slot
 // on Close (also after goproxy hijacked it), feeds what the HTTP server
-// reads to the Host-header tracker until the connection becomes a tunnel,
+// reads to the Host-header parser until the connection becomes a tunnel,
 // and turns the answers net/http writes on its own into logged refusals
 // (refuse.go).
 type clientConn struct {
 	net.Conn
 	s    *Server
 	ip   netip.Addr
+	name string // ip's log spelling, for every entry about the connection
 	over bool
 
 	sniffed atomic.Bool
 	connect atomic.Bool // the first bytes were a CONNECT
-	hosts   atomic.Pointer[hostTracker]
+	heads   atomic.Pointer[headParser]
 	closed  sync.Once
 
 	serving atomic.Bool // a handler runs (ServeHTTP until connState)
@@ -106,7 +107,7 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// observe starts the tracker on the first bytes unless the connection
+// observe starts the parser on the first bytes unless the connection
 // opens with CONNECT: such a connection is either hijacked into a tunnel
 // or closed after its denial, so it never carries a plain request (and
 // admit refuses one if it tried).
@@ -115,21 +116,21 @@ func (c *clientConn) observe(p []byte) {
 		if bytes.HasPrefix(p, connectPrefix) {
 			c.connect.Store(true)
 		} else {
-			c.hosts.Store(newHostTracker(c.s.headLimit()))
+			c.heads.Store(newHeadParser(c.s.headLimit()))
 		}
 	}
-	if t := c.hosts.Load(); t != nil {
-		t.feed(p)
+	if hp := c.heads.Load(); hp != nil {
+		hp.feed(p)
 	}
 }
 
-// tracker returns the connection's Host-header tracker, nil after detach
-// or for a connection that opened with CONNECT.
-func (c *clientConn) tracker() *hostTracker {
+// parser returns the connection's Host-header parser, nil after detach or
+// for a connection that opened with CONNECT.
+func (c *clientConn) parser() *headParser {
 	if c == nil {
 		return nil
 	}
-	return c.hosts.Load()
+	return c.heads.Load()
 }
 
 // startServing marks that a handler runs on the connection, so what it
@@ -140,13 +141,13 @@ func (c *clientConn) startServing() {
 	}
 }
 
-// detach stops the tracker: the bytes that follow are a tunnel's.
+// detach stops the parser: the bytes that follow are a tunnel's.
 func (c *clientConn) detach() {
 	if c == nil {
 		return
 	}
-	if t := c.hosts.Swap(nil); t != nil {
-		t.close()
+	if hp := c.heads.Swap(nil); hp != nil {
+		hp.close()
 	}
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"math"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/elazarl/goproxy"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
@@ -24,6 +27,7 @@ import (
 type request struct {
 	start  time.Time
 	client netip.Addr
+	cname  string // client's log spelling (netaddr.String), made once per connection
 	proto  policy.Proto
 	method string
 	host   string     // normalised name or IP literal; "" when unparseable
@@ -106,6 +110,14 @@ func (s *Server) limitClient(rq *request) denial {
 // decide runs steps 6–9 on a parsed target: Decide, the destination
 // bucket, resolution and the address checks. On success rq.d is the
 // verdict to log and rq.targets the addresses the dial may use.
+//
+// A plain HTTP request to a destination egressd already holds a connection
+// to (in use, or idle in the transport's pool) skips steps 8 and 9 here:
+// the transport most likely reuses that connection, whose address was
+// checked when it was dialed and is re-checked on every policy swap
+// (Revoke), and the pool is keyed by the canonical host and port, so no
+// other destination's connection can serve it. rq.targets stays nil and
+// dialHTTP resolves and checks if the transport dials after all.
 func (s *Server) decide(ctx context.Context, rq *request) denial {
 	rq.d = rq.pol.Decide(rq.policyRequest())
 	if !rq.d.Verdict.Allowed() {
@@ -114,21 +126,45 @@ func (s *Server) decide(ctx context.Context, rq *request) denial {
 	if dn := s.limitHost(rq); dn.denied() {
 		return dn
 	}
-	addrs, dn := s.resolve(ctx, rq)
-	if dn.denied() {
-		return dn
+	if rq.proto != policy.ProtoHTTP || !s.reg.holds(rq.destKey()) {
+		targets, dn := s.checkedTargets(ctx, rq)
+		if dn.denied() {
+			return dn
+		}
+		rq.targets = targets
 	}
-	// Step 9: every address is checked, and one bad address denies the
-	// name (see safedial.Check).
-	targets, err := safedial.Check(rq.pol, s.self, addrs, rq.port)
-	if err != nil {
-		return denial{reason: deniedReason(err)}
-	}
-	rq.targets = targets
 	if rq.reportRate && rq.d.Verdict == policy.Allow {
 		rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
 	}
 	return denial{}
+}
+
+// checkedTargets runs steps 8 and 9: resolution, then every address is
+// checked, and one bad address denies the name (see safedial.Check).
+func (s *Server) checkedTargets(ctx context.Context, rq *request) ([]netip.AddrPort, denial) {
+	addrs, dn := s.resolve(ctx, rq)
+	if dn.denied() {
+		return nil, dn
+	}
+	targets, err := safedial.Check(rq.pol, s.self, addrs, rq.port)
+	if err != nil {
+		return nil, denial{reason: deniedReason(err)}
+	}
+	return targets, denial{}
+}
+
+// destKey is the destination the request's connections are registered
+// under.
+func (rq *request) destKey() destKey {
+	return destKey{host: rq.host, port: rq.port, proto: rq.proto}
+}
+
+// holds reports whether an upstream connection to k is open.
+func (r *registry) holds(k destKey) bool {
+	r.mu.Lock()
+	_, ok := r.m[k]
+	r.mu.Unlock()
+	return ok
 }
 
 // limitHost is step 7: the destination's bucket, keyed by normalised host.
@@ -179,6 +215,49 @@ func deniedReason(err error) policy.Reason {
 // all within timeouts.dial. Nothing here resolves a name.
 func (s *Server) dialChecked(ctx context.Context, rq *request) (net.Conn, netip.AddrPort, error) {
 	return safedial.DialFirst(ctx, s.cfg.Dial, "tcp", rq.targets, safedial.DialTimeout(rq.pol))
+}
+
+// dialDenied is dialHTTP's refusal when the resolution it ran for a
+// deferred check (see decide) fails step 8 or 9.
+type dialDenied struct{ reason policy.Reason }
+
+func (e *dialDenied) Error() string { return "denied: " + e.reason.String() }
+
+// answerDialDenied is the first response filter: a request whose dial
+// dialHTTP refused gets the answer an early denial gets (status,
+// X-Egressd-Reason, one line with the hint), logged as a denial after its
+// allow line. Logging here rather than in dialHTTP keeps the log true when
+// the transport served the request on a pooled connection after all and
+// dropped the dial's error.
+func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+	if resp != nil {
+		return resp // before dd, which escapes: no allocation per response
+	}
+	rq := requestFrom(ctx.Req.Context())
+	var dd *dialDenied
+	if rq == nil || !errors.As(ctx.Error, &dd) {
+		return resp
+	}
+	status := statusFor(dd.reason)
+	s.recordLateDenial(rq, dd.reason, status)
+	denied := *rq
+	denied.d = policy.Decision{Verdict: policy.Deny, Reason: dd.reason, Rule: rq.d.Rule}
+	body := s.denyBody(&denied, denial{reason: dd.reason})
+	return &http.Response{
+		StatusCode: status,
+		Status:     strconv.Itoa(status) + " " + http.StatusText(status),
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header: http.Header{
+			"Content-Type":           {"text/plain; charset=utf-8"},
+			"X-Content-Type-Options": {"nosniff"},
+			"X-Egressd-Reason":       {dd.reason.String()},
+		},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       ctx.Req,
+	}
 }
 
 // statusFor maps a denial reason to its HTTP status.
@@ -245,11 +324,19 @@ func (rq *request) hint() string {
 	return policy.Hint(rq.policyRequest(), rq.d)
 }
 
+// clientName is the client's log spelling.
+func (rq *request) clientName() string {
+	if rq.cname == "" {
+		return netaddr.String(rq.client)
+	}
+	return rq.cname
+}
+
 func (s *Server) recordDecision(rq *request) {
 	e := declog.Entry{
 		Time:    rq.start,
 		Event:   declog.EventDecision,
-		Client:  netaddr.String(rq.client),
+		Client:  rq.clientName(),
 		Proto:   rq.proto,
 		Host:    rq.host,
 		Port:    rq.port,
@@ -282,7 +369,7 @@ func (s *Server) recordClose(rq *request, reason policy.Reason, status int, up, 
 	s.rec.Record(declog.Entry{
 		Time:     now,
 		Event:    declog.EventClose,
-		Client:   netaddr.String(rq.client),
+		Client:   rq.clientName(),
 		Proto:    rq.proto,
 		Host:     rq.host,
 		Port:     rq.port,

@@ -29,6 +29,12 @@
 //     tunnels to names, the first client bytes are held until their TLS
 //     SNI is checked.
 //
+// A plain HTTP request to a destination egressd already holds a connection
+// to runs steps 8 and 9 only if the transport dials (see Server.decide): a
+// pooled connection's address was checked when it was dialed and again at
+// every reload (Revoke). A refusal there is answered and logged like any
+// other, after the request's allow line.
+//
 // In mode report, the Decide reasons policy relaxes and rate limits are
 // logged as would_deny and let through; caps, address checks, malformed
 // requests and SNI mismatches are always enforced.
@@ -239,6 +245,7 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
 	})
+	gp.OnResponse().DoFunc(s.answerDialDenied)
 	gp.OnResponse().DoFunc(s.filterResponse)
 	return gp
 }

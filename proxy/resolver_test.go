@@ -18,7 +18,8 @@ import (
 // TestSharedResolverRebinding runs the proxy on egressd's own resolver
 // against an in-process DNS server whose answer for rebind.test turns
 // private after the first query: the first request reaches the loopback
-// upstream, the second (after the cached answer expired) is denied.
+// upstream, the second (after the cached answer expired, with no pooled
+// connection left to reuse) is denied.
 func TestSharedResolverRebinding(t *testing.T) {
 	var queries atomic.Int32
 	dnsUp := resolvertest.Start(t, func(_ string, q *dns.Msg) *dns.Msg {
@@ -50,6 +51,7 @@ func TestSharedResolverRebinding(t *testing.T) {
 		t.Fatalf("first request: got %d %q, want 200", resp.StatusCode, body)
 	}
 	clock.Advance(time.Minute) // past the cached answer's TTL (and min_ttl)
+	e.dropPooled()             // else the request may reuse the checked connection
 	checkDenied(t, e, denyCase{"rebound", getReq("http://"+target+"/", target), 403,
 		policy.ReasonPrivateAddress, "rebind.test", "private"})
 	if n := up.count(); n != 1 {

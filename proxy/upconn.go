@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/safedial"
 )
 
 // maxHelloWrites bounds how many pieces a ClientHello may arrive in before
@@ -225,15 +226,24 @@ func (u *upConn) CloseWrite() error { return closeWrite(u.Conn) }
 // CloseRead half-closes the read side.
 func (u *upConn) CloseRead() error { return closeRead(u.Conn) }
 
-// dialHTTP is the transport's dialer: it takes the addresses the pipeline
-// checked for the request that triggered the dial, so keep-alive reuse and
-// new connections alike only ever reach checked addresses.
+// dialHTTP is the transport's dialer. It dials the addresses the pipeline
+// checked for the request that triggered the dial; when decide left them
+// to the dial (it expected a pooled connection), it resolves and checks
+// them here first. Keep-alive reuse and new connections alike only ever
+// reach checked addresses.
 func (s *Server) dialHTTP(ctx context.Context, _, _ string) (net.Conn, error) {
 	rq := requestFrom(ctx)
 	if rq == nil {
 		return nil, errors.New("dial without a decision")
 	}
-	c, ap, err := s.dialChecked(ctx, rq)
+	targets := rq.targets
+	if targets == nil {
+		var dn denial
+		if targets, dn = s.checkedTargets(ctx, rq); dn.denied() {
+			return nil, &dialDenied{reason: dn.reason}
+		}
+	}
+	c, ap, err := safedial.DialFirst(ctx, s.cfg.Dial, "tcp", targets, safedial.DialTimeout(rq.pol))
 	if err != nil {
 		return nil, err
 	}
