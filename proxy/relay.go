@@ -261,33 +261,54 @@ func (w *respWriter) finish() (up, down int64) {
 	down = w.down
 	if h := w.hijacked; h != nil {
 		_ = h.Close()
-		up += h.up.Load()
-		down += h.down.Load()
+		u, d := h.counts()
+		up += u
+		down += d
 	}
 	return up, down
 }
 
 // hijackedConn counts an upgraded connection's bytes and keeps the half-close
-// methods goproxy's tunnel relay looks for. Each write to the client is
-// bounded by timeouts.idle, so a client that stops reading a tunnel is cut
-// even while its own bytes keep the upstream side busy.
+// methods goproxy's relay looks for. Each write to the client is bounded
+// by timeouts.idle, so a client that stops reading is cut even while its
+// own bytes keep the upstream side busy.
 type hijackedConn struct {
 	net.Conn
 	idle     time.Duration
 	up, down atomic.Int64
+	// Held across a Read or Write and its count: goproxy stops waiting
+	// when one direction ends, and the other's last write may have reached
+	// the client without being counted yet (see counts).
+	rmu, wmu sync.Mutex
 }
 
 func (c *hijackedConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	n, err := c.Conn.Read(p)
 	c.up.Add(int64(n))
 	return n, err
 }
 
 func (c *hijackedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
 	n, err := c.Conn.Write(p)
 	c.down.Add(int64(n))
 	return n, err
+}
+
+// counts returns the bytes read and written, after waiting for a Read or
+// Write in progress to be counted. Call it after Close, which ends them.
+func (c *hijackedConn) counts() (up, down int64) {
+	c.rmu.Lock()
+	up = c.up.Load()
+	c.rmu.Unlock()
+	c.wmu.Lock()
+	down = c.down.Load()
+	c.wmu.Unlock()
+	return up, down
 }
 
 // WriteTo lets goproxy's io.Copy of a tunnel use a pooled buffer.
