@@ -226,16 +226,16 @@ func (s *Server) newTransport(idle time.Duration) *http.Transport {
 	}
 }
 
-// newGoproxy configures goproxy as the request/tunnel engine: it relays
-// bodies, upgrades and tunnels; every decision happened before it runs.
+// newGoproxy configures goproxy as the request engine: it relays bodies
+// and upgrades (tunnels are relayed by serveTunnel); every decision
+// happened before it runs.
 func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Tr = s.tr
 	gp.Logger = printfLogger{s.log}
 	gp.KeepAcceptEncoding = true
 	gp.ConnectDial = nil // the default reads HTTPS_PROXY from the environment
-	gp.ConnectDialWithReq = s.dialConnect
-	gp.ConnectionErrHandler = s.connectFailed
+	gp.ConnectDialWithReq = noConnectDial
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
 	})

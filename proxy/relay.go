@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,39 +16,6 @@ import (
 
 	"github.com/egressd/egressd/policy"
 )
-
-// dialConnect is goproxy's CONNECT dialer: it dials the addresses the
-// pipeline checked for this request (never addr, which is the client's
-// spelling) and wraps the connection as a registered, inspected tunnel.
-func (s *Server) dialConnect(req *http.Request, _, _ string) (net.Conn, error) {
-	rq := requestFrom(req.Context())
-	if rq == nil {
-		return nil, errors.New("connect without a decision")
-	}
-	c, ap, err := s.dialChecked(req.Context(), rq)
-	if err != nil {
-		s.log.Warn("proxy dial failed", "proto", "connect", "host", rq.host, "port", rq.port, "err", err)
-		s.recordClose(rq, policy.ReasonNone, http.StatusBadGateway, 0, 0)
-		return nil, err
-	}
-	u := s.newUpConn(c, ap, rq, true)
-	if u == nil {
-		return nil, errRevoked
-	}
-	return u, nil
-}
-
-// connectFailed answers a CONNECT whose dial failed. goproxy closes the
-// client connection afterwards.
-func (s *Server) connectFailed(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
-	target := "upstream"
-	if rq := requestFrom(ctx.Req.Context()); rq != nil {
-		target = rq.targetString()
-	}
-	body := "egressd: could not connect to " + target + ": " + errCause(err) + "\n"
-	_, _ = fmt.Fprintf(w, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"+
-		"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-}
 
 // filterResponse turns transport errors into a 502 that names no URL, and
 // strips hop-by-hop response headers (keeping a 101's upgrade headers).
