@@ -131,8 +131,12 @@ func (s *Server) hijack(w http.ResponseWriter, rq *request, cc *clientConn) (net
 	}
 	// Hijack moved a byte net/http's background read may have taken into
 	// brw.Reader, so everything the client sent so far is either here or
-	// still in the socket.
-	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	// still in the socket. An empty slice would still pin net/http's 4 KiB
+	// buffer for the tunnel's life, so none is kept.
+	var early []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ = brw.Reader.Peek(n)
+	}
 	return conn, early, true
 }
 
@@ -160,7 +164,7 @@ func noConnectDial(*http.Request, string, string) (net.Conn, error) {
 func (t *tunnel) relayUp() {
 	u := t.u
 	var err error
-	if len(t.early) > 0 {
+	if t.early != nil {
 		_, err = u.Write(t.early)
 		t.early = nil
 	}
