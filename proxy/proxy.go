@@ -151,6 +151,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Resolver == nil {
 		return nil, fmt.Errorf("%w: Resolver is required", ErrConfig)
 	}
+	if cfg.Dial == nil {
+		cfg.Dial = upstreamDialer.DialContext
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, now: cfg.Clock, epoch: time.Now()}
 	if s.log == nil {
 		s.log = slog.Default()
