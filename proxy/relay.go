@@ -201,8 +201,8 @@ func (w *respWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 }
 
-// Hijack hands the client connection to goproxy for a tunnel or an
-// upgraded connection; the Host-header tracker stops first, since what
+// Hijack hands the client connection to goproxy for an upgraded
+// connection; the Host-header tracker stops first, since what
 // follows is not HTTP.
 func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := w.ResponseWriter.(http.Hijacker)
@@ -277,7 +277,8 @@ func (c *hijackedConn) counts() (up, down int64) {
 	return up, down
 }
 
-// WriteTo lets goproxy's io.Copy of a tunnel use a pooled buffer.
+// WriteTo lets goproxy's io.Copy of an upgraded connection use a pooled
+// buffer.
 func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, c) }
 
 // CloseWrite half-closes when the connection supports it.
@@ -301,7 +302,7 @@ func closeRead(c net.Conn) error {
 }
 
 // copyPooled copies src to dst with a buffer from copyBufs. io.Copy in
-// goproxy's tunnel relay would allocate 32 KiB per direction per tunnel.
+// goproxy's upgrade relay would allocate 32 KiB per direction.
 func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)

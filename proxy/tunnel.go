@@ -200,10 +200,7 @@ func (t *tunnel) relayDown() {
 // the SNI check is done): then it returns true and the caller splices the
 // rest.
 func (t *tunnel) copyBuffered(r *lazyReader, src net.Conn, rc syscall.RawConn, down bool) (bool, error) {
-	r.src, r.rc = src, rc
-	if rc != nil {
-		r.try = r.tryRead
-	}
+	r.init(src, rc)
 	moved := 0
 	for {
 		if t.kernel && moved >= spliceAfter && (down || !t.u.inspecting.Load()) {
@@ -247,15 +244,18 @@ func (t *tunnel) writeClient(p []byte) (int, error) {
 
 // done ends one direction: at EOF the half-close is passed on (dst gets
 // FIN), on an error the whole tunnel ends, so the other direction is not
-// left blocked. The last direction to finish logs the close.
+// left blocked. The last direction to finish closes both ends (their FIN,
+// when at EOF: nothing is left unread) and logs the close.
 func (t *tunnel) done(err error, dst net.Conn) {
-	if err == nil {
-		_ = closeWrite(dst)
-	} else {
+	if err != nil {
 		t.u.end(policy.ReasonNone)
 	}
 	if t.left.Add(-1) == 0 {
 		t.finish(http.StatusOK)
+		return
+	}
+	if err == nil {
+		_ = closeWrite(dst)
 	}
 }
 
@@ -338,6 +338,14 @@ type lazyReader struct {
 	n   int
 	err error
 	try func(fd uintptr) bool
+}
+
+// init reads src through rc, or plainly when rc is nil.
+func (r *lazyReader) init(src net.Conn, rc syscall.RawConn) {
+	r.src, r.rc = src, rc
+	if rc != nil {
+		r.try = r.tryRead
+	}
 }
 
 // read returns the next bytes, valid until release, or io.EOF.

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,5 +316,102 @@ func TestSplicedClientThatStopsReadingIsCut(t *testing.T) {
 			}
 			f.waitNoClientConns(t)
 		})
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// TestRelayChunkAllocs: relaying a chunk through a buffer (a read, the
+// write to the client, the buffer given back) allocates nothing, in either
+// relay mode.
+func TestRelayChunkAllocs(t *testing.T) {
+	for _, m := range relayModes {
+		t.Run(m.name, func(t *testing.T) {
+			srcPeer, src := tcpPair(t)
+			dst, dstPeer := tcpPair(t)
+			tn := &tunnel{client: dst, kernel: m.kernel, u: &upConn{s: &Server{epoch: time.Now()}, idle: time.Minute}}
+			var r lazyReader
+			var rc syscall.RawConn
+			if m.kernel {
+				var err error
+				if rc, err = src.SyscallConn(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.init(src, rc)
+			one, got := []byte{'x'}, make([]byte, 1)
+			allocs := testing.AllocsPerRun(200, func() {
+				if _, err := srcPeer.Write(one); err != nil {
+					t.Fatal(err)
+				}
+				p, err := r.read()
+				if err != nil || len(p) != 1 {
+					t.Fatalf("read: got %q %v, want one byte", p, err)
+				}
+				if _, err := tn.writeClient(p); err != nil {
+					t.Fatal(err)
+				}
+				r.release()
+				if _, err := io.ReadFull(dstPeer, got); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("allocations per relayed chunk: got %v, want 0", allocs)
+			}
+		})
+	}
+}
+
+// hijackRecorder is a ResponseWriter whose Hijack hands over conn with
+// buffered already read past the request head.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn     net.Conn
+	buffered string
+}
+
+func (h hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	br := bufio.NewReaderSize(io.MultiReader(strings.NewReader(h.buffered), h.conn), 4096)
+	if h.buffered != "" {
+		if _, err := br.Peek(len(h.buffered)); err != nil {
+			return nil, nil, err
+		}
+	}
+	return h.conn, bufio.NewReadWriter(br, bufio.NewWriter(h.conn)), nil
+}
+
+// TestHijackEarlyBytes: hijack returns exactly the bytes buffered past the
+// CONNECT head, and no slice at all when there are none (an empty one
+// would pin net/http's read buffer for the tunnel's life).
+func TestHijackEarlyBytes(t *testing.T) {
+	s := &Server{}
+	for _, buffered := range []string{"", "\x16\x03\x01 hello"} {
+		c, _ := tcpPair(t)
+		conn, early, ok := s.hijack(hijackRecorder{conn: c, buffered: buffered}, &request{}, nil)
+		if !ok || conn != c {
+			t.Fatalf("hijack: got %v %v, want the connection", conn, ok)
+		}
+		if string(early) != buffered || (buffered == "") != (early == nil) {
+			t.Errorf("early bytes: got %q (nil %v), want %q", early, early == nil, buffered)
+		}
 	}
 }
