@@ -62,7 +62,11 @@
 //     Nothing after it on that connection is read.
 //   - Every write to a client (responses and tunnels) must finish within
 //     timeouts.idle, so a client that stops reading is cut rather than
-//     holding a handler, an upstream connection and a slot.
+//     holding a handler, an upstream connection and a slot. A tunnel
+//     relayed in the kernel (splice) has no per-write deadline: it is cut
+//     once bytes for its client have waited timeouts.idle without the
+//     client acknowledging any (TCP_INFO, checked every quarter of
+//     timeouts.idle; see tunnel.go).
 //   - http.Server settings (timeouts.header, client keep-alive
 //     timeouts.idle, limits.max_header_bytes) are read at New; all other
 //     limits and timeouts are read from the current policy at each use.
