@@ -43,8 +43,8 @@ type tunnel struct {
 	u      *upConn
 	client net.Conn // what the relay reads and writes: the raw *net.TCPConn when there is one
 	conn   net.Conn // what net/http handed over; its Close frees the cap slot
-	// kernel: both ends are TCP sockets on Linux, so the relay may splice
-	// and idleness is read from TCP_INFO. Otherwise every byte goes through
+	// kernel: both ends are TCP sockets on Linux (4.6 or later), so the
+	// relay may splice and idleness is read from TCP_INFO. Otherwise every byte goes through
 	// a buffer, touch() tracks idleness and writes to the client carry a
 	// deadline, as for upgraded HTTP connections.
 	kernel           bool
@@ -271,8 +271,9 @@ func (t *tunnel) finish(status int) {
 // closeClient closes the client end (upConn.end).
 func (t *tunnel) closeClient() { _ = t.conn.Close() }
 
-// setKernel decides whether the tunnel relays in the kernel: on Linux,
-// with both ends raw TCP sockets (Config.Dial may return something else).
+// setKernel decides whether the tunnel relays in the kernel: where
+// kernelRelay allows, with both ends raw TCP sockets (Config.Dial may
+// return something else).
 func (t *tunnel) setKernel(up net.Conn) {
 	ut, ok1 := up.(*net.TCPConn)
 	ct, ok2 := t.client.(*net.TCPConn)

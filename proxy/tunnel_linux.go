@@ -3,15 +3,46 @@
 package proxy
 
 import (
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// kernelRelay: Linux splices between TCP sockets and reports TCP_INFO, so
-// tunnels relay in the kernel (see tunnel.go).
-const kernelRelay = true
+// kernelRelay: Linux splices between TCP sockets, and from 4.6 on its
+// TCP_INFO has what checkIdle reads (tcpi_bytes_acked since 4.1,
+// tcpi_notsent_bytes since 4.6), so tunnels relay in the kernel. On an
+// older kernel they relay through buffers, as elsewhere.
+var kernelRelay = kernelAtLeast(4, 6)
+
+// kernelAtLeast compares the running kernel's release with major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return releaseAtLeast(unix.ByteSliceToString(u.Release[:]), major, minor)
+}
+
+// releaseAtLeast reads "major.minor" from the front of a kernel release
+// ("6.1.0-18-amd64") and compares it; anything else is too old.
+func releaseAtLeast(release string, major, minor int) bool {
+	maj, rest, ok := strings.Cut(release, ".")
+	if !ok {
+		return false
+	}
+	if i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		rest = rest[:i]
+	}
+	ma, err1 := strconv.Atoi(maj)
+	mi, err2 := strconv.Atoi(rest)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
 
 // readNow is one non-blocking read(2) on a socket's descriptor.
 func readNow(fd uintptr, p []byte) (int, error) {
@@ -23,8 +54,7 @@ func readNow(fd uintptr, p []byte) (int, error) {
 	}
 }
 
-// tcpState reads a TCP socket's TCP_INFO. tcpi_bytes_acked needs Linux
-// 4.1 and tcpi_notsent_bytes 4.6.
+// tcpState reads a TCP socket's TCP_INFO.
 func tcpState(rc syscall.RawConn) (sockState, error) {
 	var info *unix.TCPInfo
 	var gerr error

@@ -9,7 +9,7 @@ import (
 
 // kernelRelay: elsewhere tunnels relay through buffers, idleness is
 // tracked per read and write, and writes to the client carry deadlines.
-const kernelRelay = false
+var kernelRelay = false
 
 var errNoKernelRelay = errors.New("no kernel relay on this system")
 
