@@ -12,7 +12,8 @@ import (
 )
 
 // ServeHTTP is the proxy's front door: it runs the decision pipeline (see
-// the package comment) and hands allowed requests and tunnels to goproxy.
+// the package comment), hands allowed requests to goproxy and relays
+// allowed tunnels itself (serveTunnel).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.busy.add(1)
 	defer s.busy.add(-1)
@@ -63,8 +64,7 @@ func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (headRecord
 	return head, denial{}
 }
 
-// serveConnect decides a CONNECT and lets goproxy dial (dialConnect) and
-// relay the tunnel.
+// serveConnect decides a CONNECT and relays the tunnel (serveTunnel).
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn) {
 	host, port, err := net.SplitHostPort(r.RequestURI)
 	if err != nil || strings.ContainsAny(r.RequestURI, "@/?#") {
@@ -80,8 +80,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *reques
 		return
 	}
 	s.recordDecision(rq)
-	rw := newRespWriter(w, cc, rq)
-	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
+	s.serveTunnel(w, r, rq, cc)
 }
 
 // serveHTTP decides an absolute-URI request and lets goproxy relay it

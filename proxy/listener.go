@@ -159,6 +159,18 @@ func (c *clientConn) Close() error {
 	return c.Conn.Close()
 }
 
+// rawTCP is the accepted TCP connection under c, which a tunnel relays
+// directly (splice); nil when it is not TCP, or c is nil. Call it only
+// after detach: from then on c holds no bytes of its own, so reading the
+// raw connection loses nothing.
+func (c *clientConn) rawTCP() *net.TCPConn {
+	if c == nil {
+		return nil
+	}
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
+
 // CloseWrite half-closes when the connection supports it.
 func (c *clientConn) CloseWrite() error { return closeWrite(c.Conn) }
 

@@ -68,7 +68,11 @@
 //     Nothing after it on that connection is read.
 //   - Every write to a client (responses and tunnels) must finish within
 //     timeouts.idle, so a client that stops reading is cut rather than
-//     holding a handler, an upstream connection and a slot.
+//     holding a handler, an upstream connection and a slot. A tunnel
+//     relayed in the kernel (splice) has no per-write deadline: it is cut
+//     once bytes for its client have waited timeouts.idle without the
+//     client acknowledging any (TCP_INFO, checked every quarter of
+//     timeouts.idle; see tunnel.go).
 //   - http.Server settings (timeouts.header, client keep-alive
 //     timeouts.idle, limits.max_header_bytes) are read at New; all other
 //     limits and timeouts are read from the current policy at each use.
@@ -157,6 +161,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Resolver == nil {
 		return nil, fmt.Errorf("%w: Resolver is required", ErrConfig)
 	}
+	if cfg.Dial == nil {
+		cfg.Dial = upstreamDialer.DialContext
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, rec: cfg.Recorder, now: cfg.Clock, epoch: time.Now()}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -232,16 +239,16 @@ func (s *Server) newTransport(idle time.Duration) *http.Transport {
 	}
 }
 
-// newGoproxy configures goproxy as the request/tunnel engine: it relays
-// bodies, upgrades and tunnels; every decision happened before it runs.
+// newGoproxy configures goproxy as the request engine: it relays bodies
+// and upgrades (tunnels are relayed by serveTunnel); every decision
+// happened before it runs.
 func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Tr = s.tr
 	gp.Logger = printfLogger{s.log}
 	gp.KeepAcceptEncoding = true
 	gp.ConnectDial = nil // the default reads HTTPS_PROXY from the environment
-	gp.ConnectDialWithReq = s.dialConnect
-	gp.ConnectionErrHandler = s.connectFailed
+	gp.ConnectDialWithReq = noConnectDial
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
 	})

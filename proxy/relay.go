@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,39 +16,6 @@ import (
 
 	"github.com/egressd/egressd/policy"
 )
-
-// dialConnect is goproxy's CONNECT dialer: it dials the addresses the
-// pipeline checked for this request (never addr, which is the client's
-// spelling) and wraps the connection as a registered, inspected tunnel.
-func (s *Server) dialConnect(req *http.Request, _, _ string) (net.Conn, error) {
-	rq := requestFrom(req.Context())
-	if rq == nil {
-		return nil, errors.New("connect without a decision")
-	}
-	c, ap, err := s.dialChecked(req.Context(), rq)
-	if err != nil {
-		s.log.Warn("proxy dial failed", "proto", "connect", "host", rq.host, "port", rq.port, "err", err)
-		s.recordClose(rq, policy.ReasonNone, http.StatusBadGateway, 0, 0)
-		return nil, err
-	}
-	u := s.newUpConn(c, ap, rq, true)
-	if u == nil {
-		return nil, errRevoked
-	}
-	return u, nil
-}
-
-// connectFailed answers a CONNECT whose dial failed. goproxy closes the
-// client connection afterwards.
-func (s *Server) connectFailed(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
-	target := "upstream"
-	if rq := requestFrom(ctx.Req.Context()); rq != nil {
-		target = rq.targetString()
-	}
-	body := "egressd: could not connect to " + target + ": " + errCause(err) + "\n"
-	_, _ = fmt.Fprintf(w, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"+
-		"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-}
 
 // filterResponse turns transport errors into a 502 that names no URL, and
 // strips hop-by-hop response headers (keeping a 101's upgrade headers).
@@ -235,8 +201,8 @@ func (w *respWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 }
 
-// Hijack hands the client connection to goproxy for a tunnel or an
-// upgraded connection; the Host-header tracker stops first, since what
+// Hijack hands the client connection to goproxy for an upgraded
+// connection; the Host-header tracker stops first, since what
 // follows is not HTTP.
 func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := w.ResponseWriter.(http.Hijacker)
@@ -261,36 +227,58 @@ func (w *respWriter) finish() (up, down int64) {
 	down = w.down
 	if h := w.hijacked; h != nil {
 		_ = h.Close()
-		up += h.up.Load()
-		down += h.down.Load()
+		u, d := h.counts()
+		up += u
+		down += d
 	}
 	return up, down
 }
 
 // hijackedConn counts an upgraded connection's bytes and keeps the half-close
-// methods goproxy's tunnel relay looks for. Each write to the client is
-// bounded by timeouts.idle, so a client that stops reading a tunnel is cut
-// even while its own bytes keep the upstream side busy.
+// methods goproxy's relay looks for. Each write to the client is bounded
+// by timeouts.idle, so a client that stops reading is cut even while its
+// own bytes keep the upstream side busy.
 type hijackedConn struct {
 	net.Conn
 	idle     time.Duration
 	up, down atomic.Int64
+	// Held across a Read or Write and its count: goproxy stops waiting
+	// when one direction ends, and the other's last write may have reached
+	// the client without being counted yet (see counts).
+	rmu, wmu sync.Mutex
 }
 
 func (c *hijackedConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	n, err := c.Conn.Read(p)
 	c.up.Add(int64(n))
 	return n, err
 }
 
 func (c *hijackedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
 	n, err := c.Conn.Write(p)
 	c.down.Add(int64(n))
 	return n, err
 }
 
-// WriteTo lets goproxy's io.Copy of a tunnel use a pooled buffer.
+// counts returns the bytes read and written, after waiting for a Read or
+// Write in progress to be counted. Call it after Close, which ends them.
+func (c *hijackedConn) counts() (up, down int64) {
+	c.rmu.Lock()
+	up = c.up.Load()
+	c.rmu.Unlock()
+	c.wmu.Lock()
+	down = c.down.Load()
+	c.wmu.Unlock()
+	return up, down
+}
+
+// WriteTo lets goproxy's io.Copy of an upgraded connection use a pooled
+// buffer.
 func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, c) }
 
 // CloseWrite half-closes when the connection supports it.
@@ -314,7 +302,7 @@ func closeRead(c net.Conn) error {
 }
 
 // copyPooled copies src to dst with a buffer from copyBufs. io.Copy in
-// goproxy's tunnel relay would allocate 32 KiB per direction per tunnel.
+// goproxy's upgrade relay would allocate 32 KiB per direction.
 func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -31,31 +30,41 @@ var (
 // or a pooled HTTP transport connection. It counts bytes, closes itself
 // after timeouts.idle without a byte in either direction, is registered by
 // destination for Revoke and Shutdown, and for tunnels to names withholds
-// the client's first bytes until their TLS SNI is checked.
+// the client's first bytes until their TLS SNI is checked. A tunnel's
+// upConn also owns the client end (tun): ending it closes both.
 type upConn struct {
 	net.Conn
-	s      *Server
-	rq     *request // the request that dialed it; only its immutable fields are read
-	key    destKey
-	addr   netip.AddrPort
-	tunnel bool
-	pol    atomic.Pointer[policy.Policy] // policy it was last checked against
+	s    *Server
+	rq   *request // the request that dialed it; only its immutable fields are read
+	key  destKey
+	addr netip.AddrPort
+	tun  *tunnel                       // the client end; nil for HTTP transport connections
+	pol  atomic.Pointer[policy.Policy] // policy it was last checked against
 
 	up, down atomic.Int64
-	last     atomic.Int64 // time.Since(s.epoch) at the last byte
+	last     atomic.Int64 // time.Since(s.epoch) at the last byte (HTTP, and tunnels without kernel counters)
 	idle     time.Duration
 	timer    *time.Timer
 
-	// First-flight inspection, touched only by the client→upstream copier
+	// First-flight inspection, touched only by the client→upstream relay
 	// (Write) and, for inspecting, by the header-timeout timer.
 	inspecting  atomic.Bool
 	hello       []byte
 	helloWrites int
 	helloTimer  *time.Timer
 
+	// mu orders end: whoever ends the connection records its denial before
+	// anyone can read reason (a tunnel's close entry follows its denial).
+	mu     sync.Mutex
 	ending atomic.Bool
-	reason policy.Reason // why it was ended; written once, before Close
+	reason policy.Reason // why it was ended; guarded by mu
 }
+
+// upstreamDialer dials the checked addresses when Config.Dial is nil. TCP
+// keep-alive is off: timeouts.idle already ends a silent connection
+// (checkIdle), and keep-alive's four setsockopt calls per dial were a
+// measurable share of a short tunnel's cost.
+var upstreamDialer = net.Dialer{KeepAlive: -1}
 
 // destKey groups connections by the destination Revoke re-decides.
 type destKey struct {
@@ -64,33 +73,38 @@ type destKey struct {
 	proto policy.Proto
 }
 
-// newUpConn wraps a freshly dialed connection and registers it. A policy
-// swap that happened between the decision and now is caught here, so Revoke
-// can never miss a connection that was being dialed while it ran; such a
-// connection is closed and nil returned.
-func (s *Server) newUpConn(c net.Conn, ap netip.AddrPort, rq *request, tunnel bool) *upConn {
-	u := &upConn{
-		Conn: c, s: s, rq: rq, addr: ap, tunnel: tunnel,
-		key:  destKey{host: rq.host, port: rq.port, proto: rq.proto},
-		idle: rq.pol.Config().Timeouts.Idle,
+// newUpConn wraps a freshly dialed HTTP transport connection and
+// registers it; nil if a policy swap since the decision revoked it.
+func (s *Server) newUpConn(c net.Conn, ap netip.AddrPort, rq *request) *upConn {
+	u := &upConn{Conn: c, s: s, rq: rq, addr: ap, idle: rq.pol.Config().Timeouts.Idle}
+	s.track(u)
+	if s.revokedSince(u) {
+		u.end(policy.ReasonRevoked)
+		return nil
 	}
-	u.pol.Store(rq.pol)
+	return u
+}
+
+// track arms u's idle timer and adds it to the registry.
+func (s *Server) track(u *upConn) {
+	u.key = destKey{host: u.rq.host, port: u.rq.port, proto: u.rq.proto}
+	u.pol.Store(u.rq.pol)
 	u.touch()
-	u.inspecting.Store(tunnel && !rq.ip.IsValid())
 	if u.idle > 0 {
 		// Armed only after u.timer is set: checkIdle reads it.
 		u.timer = time.AfterFunc(time.Duration(math.MaxInt64), u.checkIdle)
 		u.timer.Reset(u.idle)
 	}
-	if tunnel {
-		s.busy.add(1)
-	}
 	s.reg.add(u)
-	if p := s.policy(); p != rq.pol && !s.stillAllowed(p, p.Decide(rq.policyRequest()), u) {
-		u.end(policy.ReasonRevoked)
-		return nil
-	}
-	return u
+}
+
+// revokedSince re-decides a just-registered connection if the policy was
+// swapped since its decision: Revoke may have run while it was dialed, and
+// checking after track means it can never be missed. The caller ends it
+// (reason revoked) when this says so.
+func (s *Server) revokedSince(u *upConn) bool {
+	p := s.policy()
+	return p != u.rq.pol && !s.stillAllowed(p, p.Decide(u.rq.policyRequest()), u)
 }
 
 func (u *upConn) touch() { u.last.Store(int64(time.Since(u.s.epoch))) }
@@ -120,16 +134,25 @@ func (u *upConn) Write(p []byte) (int, error) {
 // a server might read a name from what egressd could not.
 func (u *upConn) inspectWrite(p []byte) (int, error) {
 	u.helloWrites++
-	u.hello = append(u.hello, p...)
 	u.touch()
-	sni, complete, err := parseSNI(u.hello)
+	// A ClientHello usually comes whole in one piece: parse it in place and
+	// copy only what has to wait for more.
+	data := p
+	if len(u.hello) > 0 {
+		u.hello = append(u.hello, p...)
+		data = u.hello
+	}
+	sni, complete, err := parseSNI(data)
 	switch {
 	case errors.Is(err, errNotTLS):
 	case err != nil:
 		return 0, u.deny(policy.ReasonBadRequest)
 	case !complete:
-		if u.helloWrites >= maxHelloWrites || len(u.hello) > 2*maxHelloLen {
+		if u.helloWrites >= maxHelloWrites || len(data) > 2*maxHelloLen {
 			return 0, u.deny(policy.ReasonBadRequest)
+		}
+		if len(u.hello) == 0 {
+			u.hello = append(make([]byte, 0, 2*len(p)), p...)
 		}
 		if u.helloTimer == nil {
 			u.helloTimer = time.AfterFunc(headerTimeout(u.rq.pol), u.helloExpired)
@@ -142,9 +165,8 @@ func (u *upConn) inspectWrite(p []byte) (int, error) {
 	if u.helloTimer != nil {
 		u.helloTimer.Stop()
 	}
-	buf := u.hello
 	u.hello = nil
-	n, err := u.Conn.Write(buf)
+	n, err := u.Conn.Write(data)
 	u.up.Add(int64(n))
 	if err != nil {
 		return 0, err
@@ -173,12 +195,17 @@ func (u *upConn) checkIdle() {
 	if u.ending.Load() {
 		return
 	}
-	quiet := time.Since(u.s.epoch) - time.Duration(u.last.Load())
-	if quiet >= u.idle {
+	var next time.Duration
+	if u.tun != nil {
+		next = u.tun.checkIdle()
+	} else {
+		next = u.idle - (time.Since(u.s.epoch) - time.Duration(u.last.Load()))
+	}
+	if next <= 0 {
 		u.end(policy.ReasonNone)
 		return
 	}
-	u.timer.Reset(u.idle - quiet)
+	u.timer.Reset(next)
 }
 
 // deny ends the connection with a logged denial.
@@ -196,28 +223,39 @@ func (u *upConn) Close() error {
 }
 
 // end closes the connection once: a denial reason (revoked, sni_mismatch,
-// ...) is logged as a decision first, then the tunnel's close entry.
+// ...) is logged as a decision first. A tunnel's close entry follows when
+// its relay has stopped (tunnel.finish), with the final byte counts.
 func (u *upConn) end(reason policy.Reason) bool {
-	if !u.ending.CompareAndSwap(false, true) {
+	u.mu.Lock()
+	if u.ending.Load() {
+		u.mu.Unlock()
 		return false
 	}
+	u.ending.Store(true)
 	u.reason = reason
 	if reason != policy.ReasonNone {
 		u.s.recordLateDenial(u.rq, reason, 0)
 	}
+	u.mu.Unlock()
 	_ = u.Conn.Close()
+	if u.tun != nil {
+		u.tun.closeClient()
+	}
 	if u.timer != nil {
 		u.timer.Stop()
 	}
 	u.s.reg.remove(u)
-	if u.tunnel {
-		u.s.recordClose(u.rq, reason, http.StatusOK, u.up.Load(), u.down.Load())
-		u.s.busy.add(-1)
-	}
 	return true
 }
 
-// WriteTo lets goproxy's io.Copy of a tunnel use a pooled buffer.
+// endReason is why the connection was ended (ReasonNone if by a close).
+func (u *upConn) endReason() policy.Reason {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.reason
+}
+
+// WriteTo lets the transport's io.Copy use a pooled buffer.
 func (u *upConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, u) }
 
 // CloseWrite half-closes the upstream when the client finished sending.
@@ -247,7 +285,7 @@ func (s *Server) dialHTTP(ctx context.Context, _, _ string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := s.newUpConn(c, ap, rq, false)
+	u := s.newUpConn(c, ap, rq)
 	if u == nil {
 		return nil, errRevoked
 	}
