@@ -1,6 +1,7 @@
 package declog
 
 import (
+	"bytes"
 	"fmt"
 	"github.com/egressd/egressd/internal/testutil"
 	"io"
@@ -467,5 +468,24 @@ func BenchmarkWriter(b *testing.B) {
 		if _, err := rot.Write(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestLoneEntryReachesTheFile: an entry that no other follows is written
+// within the linger, without waiting for a full batch or for Close.
+func TestLoneEntryReachesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.log")
+	l, err := New(Options{File: path, Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Record(denial("10.0.0.2", "lone.example"))
+	waitFor(t, "the lone entry in the file", func() bool {
+		b, _ := os.ReadFile(path)
+		return bytes.Contains(b, []byte("lone.example"))
+	})
+	if got := l.Stats().Written; got != 1 {
+		t.Errorf("written: got %d, want 1", got)
 	}
 }
