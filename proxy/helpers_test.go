@@ -512,3 +512,28 @@ func (f *fixture) get(rawURL, hostHeader string, extra ...string) (*http.Respons
 func (f *fixture) hp(host string) string { return host + ":" + strconv.Itoa(f.http.port) }
 func (f *fixture) tp(host string) string { return host + ":" + strconv.Itoa(f.tls.port) }
 func (f *fixture) ep(host string) string { return host + ":" + strconv.Itoa(f.echo) }
+
+// keepWriting sends a byte up c every 50 ms, so the tunnel is never idle
+// from the client's side, until the returned stop is called or a write
+// fails (egressd cut the connection).
+func keepWriting(c net.Conn) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			_ = c.SetWriteDeadline(time.Now().Add(waitLimit))
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}

@@ -117,25 +117,7 @@ func TestTunnelClientThatNeverReadsIsCut(t *testing.T) {
 	}
 	// Keep bytes flowing up, paced, until egressd cuts the connection or
 	// the wait below gives up.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			_ = c.SetWriteDeadline(time.Now().Add(waitLimit))
-			if _, err := c.Write([]byte("x")); err != nil {
-				return
-			}
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	defer keepWriting(c)()
 	cl := f.rec.waitFor(t, "close entry of the stalled tunnel", func(e declog.Entry) bool {
 		return e.Event == declog.EventClose && e.Proto == policy.ProtoConnect
 	})

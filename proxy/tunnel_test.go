@@ -291,25 +291,7 @@ func TestSplicedClientThatStopsReadingIsCut(t *testing.T) {
 			if got, want := f.openTunnel(t).spliced.Load() > 0, m.kernel; got != want {
 				t.Fatalf("download spliced: got %v, want %v", got, want)
 			}
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				tick := time.NewTicker(50 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-stop:
-						return
-					case <-tick.C:
-					}
-					_ = c.SetWriteDeadline(time.Now().Add(waitLimit))
-					if _, err := c.Write([]byte("x")); err != nil {
-						return
-					}
-				}
-			}()
-			defer func() { close(stop); <-done }()
+			defer keepWriting(c)()
 			cl := closeEntry(t, f)
 			if cl.BytesDn >= bigBody || cl.BytesDn < 1<<20 {
 				t.Errorf("close entry: %d bytes down, want between the MiB read and the %d offered", cl.BytesDn, bigBody)
