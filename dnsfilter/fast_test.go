@@ -287,15 +287,7 @@ func TestServeDualStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, pc, nil) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	defer serveUDP(t, e, pc)()
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	for _, host := range []string{"127.0.0.1", "127.0.0.2", "::1"} {
 		c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
@@ -378,20 +370,26 @@ func TestReplyFromAddressAsked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, pc, nil) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	defer serveUDP(t, e, pc)()
 	addr := net.JoinHostPort("127.0.0.2", strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
 	for _, name := range []string{"granted.example.", "granted.example.", "evil.example."} {
 		c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
 		if _, _, err := c.Exchange(query(name, dns.TypeA), addr); err != nil {
 			t.Errorf("%s via 127.0.0.2: %v", name, err)
+		}
+	}
+}
+
+// serveUDP runs e's server on pc alone; the returned stop ends it and
+// fails the test if Serve did.
+func serveUDP(t *testing.T, e *testEnv, pc net.PacketConn) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Serve(ctx, pc, nil) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
 		}
 	}
 }
