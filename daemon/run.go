@@ -138,7 +138,13 @@ func (d *daemon) openDecisionLog(cfg *policy.Config) error {
 
 func resolverConfig(cfg *policy.Config, log *slog.Logger) resolver.Config {
 	r := cfg.Resolver
-	return resolver.Config{Upstreams: r.Upstreams, Timeout: r.Timeout, MinTTL: r.MinTTL, MaxTTL: r.MaxTTL, CacheSize: r.CacheSize, Logger: log}
+	// The policy already filled in its defaults, so an explicit
+	// min_ttl: 0 means "no floor"; the resolver reads 0 as "my default".
+	minTTL := r.MinTTL
+	if minTTL == 0 {
+		minTTL = time.Nanosecond
+	}
+	return resolver.Config{Upstreams: r.Upstreams, Timeout: r.Timeout, MinTTL: minTTL, MaxTTL: r.MaxTTL, CacheSize: r.CacheSize, Logger: log}
 }
 
 // build constructs the edges; nothing serves yet.
