@@ -67,11 +67,15 @@ func TestRequestForms(t *testing.T) {
 		})
 	}
 	t.Run("asterisk-form", func(t *testing.T) {
-		// net/http answers OPTIONS * itself (200, empty); it must simply
-		// never be forwarded.
-		c := dialFrom(t, newClientIP(), w.e.a().Proxy)
-		if r := exchange(c, "OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: "+h+"\r\n\r\n"); r.Status == 0 || r.Body != "" && r.Reason == "" {
-			t.Errorf("got %v, want an empty answer or a denial", r)
+		// Refused and logged like any request egressd cannot forward,
+		// never forwarded.
+		src := newClientIP()
+		c := dialFrom(t, src, w.e.a().Proxy)
+		if r := exchange(c, "OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: "+h+"\r\n\r\n"); r.Status != 400 || r.Reason != "bad_request" {
+			t.Errorf("got %v, want 400 bad_request", r)
+		}
+		if w.e.log.waitOrNil(2*time.Second, match{Event: "decision", Client: src, Reason: policy.ReasonBadRequest, Denied: true}) == nil {
+			t.Errorf("no bad_request denial logged for OPTIONS * from %s", src)
 		}
 	})
 	for _, s := range w.web.requests() {

@@ -188,7 +188,11 @@ func New(cfg Config) (*Server, error) {
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), // accept errors, handler panics
 		ConnContext:       withClientConn,
-		ConnState:         s.connState,
+		// "OPTIONS *" comes to the handler, which refuses and logs it like
+		// any request it cannot forward, instead of net/http answering 200
+		// unlogged and leaving the Host-header parser a request behind.
+		DisableGeneralOptionsHandler: true,
+		ConnState:                    s.connState,
 	}
 	return s, nil
 }
