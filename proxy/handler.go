@@ -101,7 +101,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 	s.recordDecision(rq)
 	prepareOutbound(r, rq)
 	if r.Body != nil && r.Body != http.NoBody {
-		rq.body = &countingBody{ReadCloser: r.Body}
+		rq.body = &countingBody{ReadCloser: r.Body, idle: idleTimeout(rq.pol)}
+		if cc != nil {
+			rq.body.conn = cc
+		}
 		r.Body = rq.body
 	}
 	rw := newRespWriter(w, cc, rq)

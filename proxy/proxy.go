@@ -66,6 +66,10 @@
 //     short) is the client's fault: 400 bad_request with Connection: close,
 //     logged as a denial after the request's allow line, never a 502.
 //     Nothing after it on that connection is read.
+//   - A request body may not wait longer than timeouts.idle for its next
+//     bytes (nor may net/http's discard of an unread rest): a client that
+//     announces a body and stops sending gets 400 bad_request instead of
+//     holding a handler and an upstream connection.
 //   - Every write to a client (responses and tunnels) must finish within
 //     timeouts.idle, so a client that stops reading is cut rather than
 //     holding a handler, an upstream connection and a slot. A tunnel

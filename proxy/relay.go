@@ -318,17 +318,49 @@ type countingBody struct {
 	io.ReadCloser
 	n   atomic.Int64
 	bad atomic.Pointer[readFailure]
+
+	// The client's connection and how long one read of the body may wait
+	// for bytes: http.Server has no such limit once the head is read
+	// (egressd sets no ReadTimeout, which would also cut slow uploads), so
+	// without it a client that announces a body and stops sending holds a
+	// handler and an upstream connection for good. nil conn: no limit.
+	conn net.Conn
+	idle time.Duration
+	done atomic.Bool // a read returned EOF or an error
 }
 
 type readFailure struct{ err error }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	b.arm()
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
-	if err != nil && err != io.EOF {
-		b.bad.CompareAndSwap(nil, &readFailure{err})
+	if err != nil {
+		// Done: at EOF net/http starts its background read of the next
+		// request and clears the deadline itself; after any other error
+		// the connection is closed. No deadline is set after this.
+		b.done.Store(true)
+		if err != io.EOF {
+			b.bad.CompareAndSwap(nil, &readFailure{err})
+		}
 	}
 	return n, err
+}
+
+// Close bounds net/http's discard of an unread rest of the body (it
+// reads up to 256 KiB from the client) by the same idle limit.
+func (b *countingBody) Close() error {
+	b.arm()
+	return b.ReadCloser.Close()
+}
+
+// arm gives the next read from the client idle to return, unless the
+// body is done: then net/http's own background read may be running,
+// which a deadline would cut.
+func (b *countingBody) arm() {
+	if b.conn != nil && !b.done.Load() {
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	}
 }
 
 // failure is the first error reading the client's body, nil if none; nil

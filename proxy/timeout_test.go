@@ -181,3 +181,59 @@ func TestHeaderSizeCap(t *testing.T) {
 		t.Errorf("normal head: got %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestSlowRequestBody: a request body whose bytes stop coming for
+// timeouts.idle is cut (400 bad_request, logged, the connection closed),
+// while a slow body that keeps making progress is forwarded whole.
+func TestSlowRequestBody(t *testing.T) {
+	f := newFixture(t, fixOpts{timeouts: "  header: 2s\n  idle: 300ms\n"})
+	g := f.hp("granted.test")
+	head := "POST http://" + g + "/upload HTTP/1.1\r\nHost: " + g + "\r\nContent-Length: 100\r\n\r\n"
+
+	t.Run("stalled", func(t *testing.T) {
+		f.rec.reset()
+		c := f.dial()
+		br := bufio.NewReader(c)
+		start := time.Now()
+		if _, err := io.WriteString(c, head+strings.Repeat("a", 10)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to a stalled body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Egressd-Reason") != "bad_request" {
+			t.Errorf("stalled body: got %d reason %q, want 400 bad_request", resp.StatusCode, resp.Header.Get("X-Egressd-Reason"))
+		}
+		if took := time.Since(start); took < 250*time.Millisecond {
+			t.Errorf("cut after %v, want about the 300ms idle timeout", took)
+		}
+		expectClosed(t, c, br)
+		f.rec.decisionFor(t, "granted.test", policy.ReasonBadRequest)
+	})
+
+	t.Run("slow but moving", func(t *testing.T) {
+		c := f.dial()
+		br := bufio.NewReader(c)
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		// 10 pieces 100 ms apart: a second in all, over three times the
+		// idle timeout, but never 300 ms without a byte.
+		for range 10 {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := io.WriteString(c, strings.Repeat("b", 10)); err != nil {
+				t.Fatalf("body write: %v", err)
+			}
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to a slow body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("slow but moving body: got %d, want 200", resp.StatusCode)
+		}
+	})
+}
