@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/egressd/egressd/internal/tcplisten"
 )
 
 // Addrs are the addresses egressd actually bound (":0" in tests becomes a
@@ -61,7 +63,7 @@ func bind(proxyAddr, dnsAddr, gatewayAddr, adminAddr string) (*listeners, error)
 			return nil
 		}
 		var ln net.Listener
-		ln, err = net.Listen("tcp", addr)
+		ln, err = tcplisten.Listen(addr)
 		if err != nil {
 			err = fmt.Errorf("listen %s on %s: %w", name, addr, err)
 			return nil
@@ -89,7 +91,7 @@ func bindDNS(addr string) (net.PacketConn, net.Listener, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("listen dns on %s/udp: %w", addr, err)
 		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		ln, err := tcplisten.Listen(pc.LocalAddr().String())
 		if err == nil {
 			return pc, ln, nil
 		}

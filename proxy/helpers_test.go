@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/tcplisten"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -152,7 +153,7 @@ func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // env is a running proxy on loopback with its fakes.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *Server
 	addr string
 	port int
@@ -164,9 +165,9 @@ type env struct {
 
 // startProxy listens on 127.0.0.1:0, builds the policy with the proxy's own
 // port known (policyYAML gets it), and serves until the test ends.
-func startProxy(t *testing.T, policyYAML func(proxyPort int) string, mod func(*Config)) *env {
+func startProxy(t testing.TB, policyYAML func(proxyPort int) string, mod func(*Config)) *env {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := tcplisten.Listen("127.0.0.1:0") // as the daemon listens
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func (e *env) dropPooled() {
 	}
 }
 
-func mustPolicy(t *testing.T, yaml string) *policy.Policy {
+func mustPolicy(t testing.TB, yaml string) *policy.Policy {
 	t.Helper()
 	p, err := policy.LoadBytes([]byte(yaml), t.Name())
 	if err != nil {
@@ -259,7 +260,7 @@ func (e *env) roundTrip(raw string) (*http.Response, string) {
 	return sendRaw(e.t, c, bufio.NewReader(c), raw)
 }
 
-func sendRaw(t *testing.T, c net.Conn, br *bufio.Reader, raw string) (*http.Response, string) {
+func sendRaw(t testing.TB, c net.Conn, br *bufio.Reader, raw string) (*http.Response, string) {
 	t.Helper()
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
@@ -302,7 +303,7 @@ type upstream struct {
 	reqs []*http.Request
 }
 
-func newUpstream(t *testing.T, tlsOn bool, h http.HandlerFunc) *upstream {
+func newUpstream(t testing.TB, tlsOn bool, h http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -344,14 +345,14 @@ func (u *upstream) count() int {
 
 // echoServer is a TCP upstream that echoes every byte: a stand-in for any
 // non-HTTP protocol in a tunnel.
-func echoServer(t *testing.T) int {
+func echoServer(t testing.TB) int {
 	return tcpServer(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 // tcpServer serves each accepted connection with serve (which returns when
 // it is done with it) until the test ends, then closes every connection
 // and waits for the handlers. It returns the port on 127.0.0.1.
-func tcpServer(t *testing.T, serve func(net.Conn)) int {
+func tcpServer(t testing.TB, serve func(net.Conn)) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -420,7 +421,7 @@ func expectClosed(t *testing.T, c net.Conn, r io.Reader) {
 }
 
 // echo writes msg into a tunnel and expects it back.
-func echo(t *testing.T, c net.Conn, br *bufio.Reader, msg string) {
+func echo(t testing.TB, c net.Conn, br *bufio.Reader, msg string) {
 	t.Helper()
 	if _, err := io.WriteString(c, msg); err != nil {
 		t.Fatalf("write %q: %v", msg, err)
@@ -454,7 +455,7 @@ type fixOpts struct {
 	mod        func(*Config)
 }
 
-func newFixture(t *testing.T, o fixOpts) *fixture {
+func newFixture(t testing.TB, o fixOpts) *fixture {
 	t.Helper()
 	f := &fixture{http: newUpstream(t, false, o.httpH), tls: newUpstream(t, true, nil), echo: echoServer(t)}
 	if o.mode == "" {
