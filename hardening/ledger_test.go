@@ -255,16 +255,23 @@ func failClosed(t *testing.T, e *proc, prov *provider) int {
 		}
 		break
 	}
-	for i := range 4 {
+	expectRefused(t, e, prov, 4, "after the first refusal")
+	return answered
+}
+
+// expectRefused makes n metered calls and checks each is refused with
+// 503 ledger_unavailable without reaching the provider.
+func expectRefused(t *testing.T, e *proc, prov *provider, n int, when string) {
+	t.Helper()
+	for i := range n {
 		before := prov.calls.Load()
 		if r := gwCall(e); r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
-			t.Errorf("call %d after the first refusal: got %v, want 503 ledger_unavailable", i, r)
+			t.Errorf("call %d %s: got %v, want 503 ledger_unavailable", i, when, r)
 		}
 		if prov.calls.Load() != before {
-			t.Errorf("call %d after the first refusal reached the provider", i)
+			t.Errorf("call %d %s reached the provider", i, when)
 		}
 	}
-	return answered
 }
 
 // TestLedgerFull: the ledger's filesystem fills up.
@@ -306,15 +313,7 @@ func TestLedgerReadOnly(t *testing.T) {
 	stop()
 	remount(t, mountedLedgerDir(t), "ro")
 	e.start(t)
-	for i := range 3 {
-		before := prov.calls.Load()
-		if r := gwCall(e); r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
-			t.Errorf("call %d on a read-only ledger: got %v, want 503 ledger_unavailable", i, r)
-		}
-		if prov.calls.Load() != before {
-			t.Errorf("call %d on a read-only ledger reached the provider", i)
-		}
-	}
+	expectRefused(t, e, prov, 3, "on a read-only ledger")
 	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: policy.ReasonLedgerUnavailable, Denied: true})
 	e.alive(t)
 	stop()

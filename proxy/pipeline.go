@@ -243,21 +243,7 @@ func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *h
 	denied := *rq
 	denied.d = policy.Decision{Verdict: policy.Deny, Reason: dd.reason, Rule: rq.d.Rule}
 	body := s.denyBody(&denied, denial{reason: dd.reason})
-	return &http.Response{
-		StatusCode: status,
-		Status:     strconv.Itoa(status) + " " + http.StatusText(status),
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header: http.Header{
-			"Content-Type":           {"text/plain; charset=utf-8"},
-			"X-Content-Type-Options": {"nosniff"},
-			"X-Egressd-Reason":       {dd.reason.String()},
-		},
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       ctx.Req,
-	}
+	return denialResponse(ctx.Req, status, dd.reason, body, false)
 }
 
 // statusFor maps a denial reason to its HTTP status.

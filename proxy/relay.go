@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,21 +55,31 @@ func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 func (s *Server) badBodyResponse(req *http.Request, rq *request) *http.Response {
 	rq.badBody = true
 	body := s.denyBody(rq, denial{reason: policy.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())})
+	return denialResponse(req, http.StatusBadRequest, policy.ReasonBadRequest, body, true)
+}
+
+// denialResponse is the answer egressd makes up itself for a request it
+// refuses once goproxy has it: status, the X-Egressd-Reason header and
+// body, and Connection: close when closing.
+func denialResponse(req *http.Request, status int, reason policy.Reason, body string, closing bool) *http.Response {
+	h := http.Header{
+		"Content-Type":           {"text/plain; charset=utf-8"},
+		"X-Content-Type-Options": {"nosniff"},
+		"X-Egressd-Reason":       {reason.String()},
+	}
+	if closing {
+		h["Connection"] = []string{"close"}
+	}
 	return &http.Response{
-		StatusCode: http.StatusBadRequest,
-		Status:     "400 Bad Request",
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header: http.Header{
-			"Content-Type":           {"text/plain; charset=utf-8"},
-			"X-Content-Type-Options": {"nosniff"},
-			"X-Egressd-Reason":       {policy.ReasonBadRequest.String()},
-			"Connection":             {"close"},
-		},
+		StatusCode:    status,
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
 		Body:          io.NopCloser(strings.NewReader(body)),
 		ContentLength: int64(len(body)),
-		Close:         true,
+		Close:         closing,
 		Request:       req,
 	}
 }
