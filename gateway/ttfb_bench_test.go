@@ -6,12 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/testutil"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -54,48 +53,10 @@ func BenchmarkTTFB(b *testing.B) {
 		b.Run(fmt.Sprintf("agents-%d", conc), func(b *testing.B) {
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 			defer c.CloseIdleConnections()
-			var mu sync.Mutex
-			var ttfb []time.Duration
-			work := make(chan struct{})
-			var wg sync.WaitGroup
-			for range conc {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range work {
-						d, err := firstByte(c, url, body)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						mu.Lock()
-						ttfb = append(ttfb, d)
-						mu.Unlock()
-					}
-				}()
-			}
-			for b.Loop() {
-				work <- struct{}{}
-			}
-			close(work)
-			wg.Wait()
-			reportTTFB(b, ttfb)
+			ttfb := testutil.Latencies(b, conc, func() (time.Duration, error) { return firstByte(c, url, body) })
+			testutil.ReportLatencies(b, ttfb, "ttfb-µs")
 		})
 	}
-}
-
-func reportTTFB(b *testing.B, d []time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	slices.Sort(d)
-	var sum time.Duration
-	for _, x := range d {
-		sum += x
-	}
-	b.ReportMetric(float64(sum.Microseconds())/float64(len(d)), "ttfb-µs")
-	b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(d[len(d)*99/100].Microseconds()), "p99-µs")
 }
 
 // firstByte sends one call, returns when its first body byte arrived,

@@ -2,11 +2,11 @@ package meter
 
 import (
 	"fmt"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/testutil"
 )
 
 // BenchmarkReserveDurable is what the durable reservation costs a call
@@ -21,43 +21,18 @@ func BenchmarkReserveDurable(b *testing.B) {
 			m := open(b, budget(b, 1e9), newClock(t0))
 			var writes atomic.Int64
 			m.write = func(bt batch) error { writes.Add(1); return m.jour.store(bt) }
-			var mu sync.Mutex
-			var lat []time.Duration
-			work := make(chan struct{})
-			var wg sync.WaitGroup
-			for range callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range work {
-						start := time.Now()
-						r, err := m.Reserve("m", 0.01)
-						d := time.Since(start)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						r.Settle(0.005, Usage{}, false)
-						mu.Lock()
-						lat = append(lat, d)
-						mu.Unlock()
-					}
-				}()
-			}
 			writes.Store(0)
-			for b.Loop() {
-				work <- struct{}{}
-			}
-			close(work)
-			wg.Wait()
-			slices.Sort(lat)
-			var sum time.Duration
-			for _, d := range lat {
-				sum += d
-			}
-			b.ReportMetric(float64(sum.Microseconds())/float64(len(lat)), "reserve-µs")
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			lat := testutil.Latencies(b, callers, func() (time.Duration, error) {
+				start := time.Now()
+				r, err := m.Reserve("m", 0.01)
+				d := time.Since(start)
+				if err != nil {
+					return 0, err
+				}
+				r.Settle(0.005, Usage{}, false)
+				return d, nil
+			})
+			testutil.ReportLatencies(b, lat, "reserve-µs")
 			b.ReportMetric(float64(writes.Load())/float64(len(lat)), "writes/call")
 		})
 	}
