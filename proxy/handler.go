@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/hop"
+
+	"github.com/egressd/egressd/proxy/internal/httphead"
+
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 )
@@ -44,12 +48,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admit applies the connection cap verdict made at accept time and pairs
 // the request with the head the Host-header parser read. A plain request
 // without a verified head is refused: egressd could not check its Host.
-func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (headRecord, denial) {
-	var head headRecord
+func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (httphead.Record, denial) {
+	var head httphead.Record
 	if hp := cc.parser(); hp != nil {
-		h, ok := hp.take(r.Method, r.RequestURI)
-		if ok && h.flaw != "" {
-			return head, denial{reason: policy.ReasonBadRequest, detail: h.flaw}
+		h, ok := hp.Take(r.Method, r.RequestURI)
+		if ok && h.Flaw != "" {
+			return head, denial{reason: policy.ReasonBadRequest, detail: h.Flaw}
 		}
 		if !ok {
 			return head, denial{reason: policy.ReasonBadRequest, detail: "unparseable request head"}
@@ -85,12 +89,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *reques
 
 // serveHTTP decides an absolute-URI request and lets goproxy relay it
 // through the transport, whose only dialer is dialHTTP.
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn, head headRecord) {
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn, head httphead.Record) {
 	if dn := parseAbsolute(r, rq); dn.denied() {
 		s.deny(w, rq, dn, false)
 		return
 	}
-	if !head.hostMatches(rq) {
+	if !hostMatches(head, rq) {
 		s.deny(w, rq, denial{reason: policy.ReasonHostMismatch}, false)
 		return
 	}
@@ -171,37 +175,7 @@ func prepareOutbound(r *http.Request, rq *request) {
 	}
 	r.Host = ""
 	r.RequestURI = ""
-	removeHopHeaders(r.Header, isWebSocket(r.Header))
-}
-
-// hopHeaders are never forwarded (RFC 9110 §7.6.1 plus the proxy ones).
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-// removeHopHeaders strips hop-by-hop headers and every header the
-// Connection header names. A WebSocket handshake keeps exactly
-// "Connection: Upgrade" and its Upgrade header, which it needs end to end.
-func removeHopHeaders(h http.Header, websocket bool) {
-	var upgrade []string
-	if websocket {
-		upgrade = h["Upgrade"]
-	}
-	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-	if websocket {
-		h["Connection"] = []string{"Upgrade"}
-		h["Upgrade"] = upgrade
-	}
+	hop.Remove(r.Header, isWebSocket(r.Header))
 }
 
 // isWebSocket reports a WebSocket handshake: Connection lists upgrade and
@@ -229,4 +203,29 @@ func clientAddr(r *http.Request, cc *clientConn) (netip.Addr, string) {
 	}
 	ip := netaddr.Parse(r.RemoteAddr)
 	return ip, netaddr.String(ip)
+}
+
+// hostMatches reports whether the recorded Host header (if any) names the
+// same host and port as the request target. No Host header (HTTP/1.0) is
+// accepted: there is nothing to disagree with.
+func hostMatches(h httphead.Record, rq *request) bool {
+	switch h.Hosts {
+	case 0:
+		return true
+	case 1:
+	default:
+		return false
+	}
+	host, port := h.Host, "80"
+	if hh, pp, err := net.SplitHostPort(h.Host); err == nil {
+		host, port = hh, pp
+		if port == "" {
+			port = "80"
+		}
+	}
+	var probe request
+	if probe.setTarget(host, port).denied() {
+		return false
+	}
+	return probe.host == rq.host && probe.port == rq.port
 }

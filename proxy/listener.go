@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/egressd/egressd/proxy/internal/httphead"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
@@ -90,7 +92,7 @@ type clientConn struct {
 
 	sniffed atomic.Bool
 	connect atomic.Bool // the first bytes were a CONNECT
-	heads   atomic.Pointer[headParser]
+	heads   atomic.Pointer[httphead.Parser]
 	closed  sync.Once
 
 	serving atomic.Bool // a handler runs (ServeHTTP until connState)
@@ -116,17 +118,17 @@ func (c *clientConn) observe(p []byte) {
 		if bytes.HasPrefix(p, connectPrefix) {
 			c.connect.Store(true)
 		} else {
-			c.heads.Store(newHeadParser(c.s.headLimit()))
+			c.heads.Store(httphead.New(c.s.headLimit()))
 		}
 	}
 	if hp := c.heads.Load(); hp != nil {
-		hp.feed(p)
+		hp.Feed(p)
 	}
 }
 
 // parser returns the connection's Host-header parser, nil after detach or
 // for a connection that opened with CONNECT.
-func (c *clientConn) parser() *headParser {
+func (c *clientConn) parser() *httphead.Parser {
 	if c == nil {
 		return nil
 	}
@@ -147,7 +149,7 @@ func (c *clientConn) detach() {
 		return
 	}
 	if hp := c.heads.Swap(nil); hp != nil {
-		hp.close()
+		hp.Close()
 	}
 }
 

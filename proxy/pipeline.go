@@ -263,7 +263,7 @@ func statusFor(r policy.Reason) int {
 
 // deny answers a denied request and logs its decision. closeConn ends the
 // client connection after the answer (always for CONNECT, so a connection
-// that began with CONNECT never carries a plain request; see hosthdr.go).
+// that began with CONNECT never carries a plain request; see internal/httphead).
 func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn bool) {
 	armWrite(w, idleTimeout(rq.pol))
 	rq.d.Verdict, rq.d.Reason = policy.Deny, dn.reason

@@ -11,7 +11,7 @@
 //     answers and logs them as bad_request at the connection (refuse.go)
 //  1. connection caps (limits.max_conns, max_conns_per_client), applied when
 //     the connection is accepted: too_many_connections
-//  2. Host-header bookkeeping for the request (see hosthdr.go); a head
+//  2. Host-header bookkeeping for the request (see internal/httphead); a head
 //     whose raw framing is ambiguous (bare LF or CR, obs-fold,
 //     Content-Length with Transfer-Encoding, Transfer-Encoding twice) is
 //     bad_request and closes the connection

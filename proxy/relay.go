@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/bufpool"
+	"github.com/egressd/egressd/internal/hop"
+
 	"github.com/elazarl/goproxy"
 
 	"github.com/egressd/egressd/policy"
@@ -22,7 +25,7 @@ import (
 // strips hop-by-hop response headers (keeping a 101's upgrade headers).
 func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
 	if resp != nil {
-		removeHopHeaders(resp.Header, resp.StatusCode == http.StatusSwitchingProtocols && isWebSocket(resp.Header))
+		hop.Remove(resp.Header, resp.StatusCode == http.StatusSwitchingProtocols && isWebSocket(resp.Header))
 		return resp
 	}
 	rq := requestFrom(ctx.Req.Context())
@@ -186,13 +189,11 @@ func (w *respWriter) abort() {
 	}
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // ReadFrom relays a body with a pooled buffer (io.Copy would allocate one
 // per response) and flushes after each read, however small.
 func (w *respWriter) ReadFrom(src io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
+	bp := bufpool.Get()
+	defer bufpool.Put(bp)
 	var total int64
 	for {
 		n, rerr := src.Read(*bp)
@@ -290,7 +291,7 @@ func (c *hijackedConn) counts() (up, down int64) {
 
 // WriteTo lets goproxy's io.Copy of an upgraded connection use a pooled
 // buffer.
-func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, c) }
+func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) { return bufpool.Copy(w, c) }
 
 // CloseWrite half-closes when the connection supports it.
 func (c *hijackedConn) CloseWrite() error { return closeWrite(c.Conn) }
@@ -311,17 +312,6 @@ func closeRead(c net.Conn) error {
 	}
 	return nil
 }
-
-// copyPooled copies src to dst with a buffer from copyBufs. io.Copy in
-// goproxy's upgrade relay would allocate 32 KiB per direction.
-func copyPooled(dst io.Writer, src io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	// readOnly hides src's WriteTo, which would call back here.
-	return io.CopyBuffer(dst, readOnly{src}, *bp)
-}
-
-type readOnly struct{ io.Reader }
 
 // countingBody counts request body bytes sent upstream and keeps the first
 // error reading them. It is read by the transport's goroutine.

@@ -43,7 +43,7 @@ func TestSlowClientHello(t *testing.T) {
 	f := newFixture(t, fixOpts{timeouts: "  header: 200ms\n"})
 	c, br := f.connect(f.ep("granted.test"))
 	start := time.Now()
-	if _, err := c.Write([]byte{recordTypeHandshake, 3, 1, 0, 200, handshakeClientHell}); err != nil {
+	if _, err := c.Write([]byte{22, 3, 1, 0, 200, 1} /* a handshake record announcing a ClientHello */); err != nil {
 		t.Fatal(err)
 	}
 	expectClosed(t, c, br)
@@ -66,7 +66,7 @@ func TestMalformedClientHello(t *testing.T) {
 	f := newFixture(t, fixOpts{})
 	c, br := f.connect(f.ep("granted.test"))
 	// A handshake record holding a ServerHello (type 2) instead.
-	if _, err := c.Write([]byte{recordTypeHandshake, 3, 1, 0, 4, 2, 0, 0, 0}); err != nil {
+	if _, err := c.Write([]byte{22, 3, 1, 0, 4, 2, 0, 0, 0}); err != nil {
 		t.Fatal(err)
 	}
 	expectClosed(t, c, br)

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/proxy/internal/sockio"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -22,7 +24,7 @@ import (
 // splice(2) (TCPConn.ReadFrom); what the wrappers did is done without
 // them: byte counts come back from ReadFrom, idleness and a client that
 // stopped reading are read from the kernel's TCP_INFO (tunnel.checkIdle),
-// and a tunnel waiting for bytes holds no buffer (lazyReader). Two
+// and a tunnel waiting for bytes holds no buffer (sockio.Reader). Two
 // goroutines per tunnel, one per direction.
 
 // spliceAfter is how many bytes one direction of a tunnel relays through a
@@ -52,9 +54,9 @@ type tunnel struct {
 	left             atomic.Int32    // relay directions still running
 	spliced          atomic.Int32    // directions that went over to splice
 
-	early      []byte     // client bytes net/http had buffered (see hijack)
-	fromClient lazyReader // used by relayUp only
-	fromUp     lazyReader // used by relayDown only
+	early      []byte        // client bytes net/http had buffered (see hijack)
+	fromClient sockio.Reader // used by relayUp only
+	fromUp     sockio.Reader // used by relayDown only
 
 	// Whether the client takes what is sent to it; only checkIdle (the
 	// idle timer, which re-arms itself) reads and writes these.
@@ -199,14 +201,14 @@ func (t *tunnel) relayDown() {
 // tunnel can splice, until spliceAfter bytes have passed (and, upwards,
 // the SNI check is done): then it returns true and the caller splices the
 // rest.
-func (t *tunnel) copyBuffered(r *lazyReader, src net.Conn, rc syscall.RawConn, down bool) (bool, error) {
-	r.init(src, rc)
+func (t *tunnel) copyBuffered(r *sockio.Reader, src net.Conn, rc syscall.RawConn, down bool) (bool, error) {
+	r.Init(src, rc)
 	moved := 0
 	for {
 		if t.kernel && moved >= spliceAfter && (down || !t.u.inspecting.Load()) {
 			return true, nil
 		}
-		p, err := r.read()
+		p, err := r.Read()
 		if len(p) > 0 {
 			var werr error
 			if down {
@@ -219,7 +221,7 @@ func (t *tunnel) copyBuffered(r *lazyReader, src net.Conn, rc syscall.RawConn, d
 				err = werr
 			}
 		}
-		r.release()
+		r.Release()
 		if err == io.EOF {
 			return false, nil
 		}
@@ -272,12 +274,12 @@ func (t *tunnel) finish(status int) {
 func (t *tunnel) closeClient() { _ = t.conn.Close() }
 
 // setKernel decides whether the tunnel relays in the kernel: where
-// kernelRelay allows, with both ends raw TCP sockets (Config.Dial may
+// sockio.Kernel allows, with both ends raw TCP sockets (Config.Dial may
 // return something else).
 func (t *tunnel) setKernel(up net.Conn) {
 	ut, ok1 := up.(*net.TCPConn)
 	ct, ok2 := t.client.(*net.TCPConn)
-	if !kernelRelay || !ok1 || !ok2 {
+	if !sockio.Kernel || !ok1 || !ok2 {
 		return
 	}
 	var err1, err2 error
@@ -297,95 +299,26 @@ func (t *tunnel) checkIdle() time.Duration {
 	if !t.kernel {
 		return u.idle - (time.Since(u.s.epoch) - time.Duration(u.last.Load()))
 	}
-	cs, err := tcpState(t.clientRaw)
+	cs, err := sockio.TCPState(t.clientRaw)
 	if err != nil {
 		return 0 // the socket cannot report: it is closed or broken
 	}
-	us, err := tcpState(t.upRaw)
+	us, err := sockio.TCPState(t.upRaw)
 	if err != nil {
 		return 0
 	}
-	next := u.idle - min(cs.quiet, us.quiet)
+	next := u.idle - min(cs.Quiet, us.Quiet)
 	if next <= 0 {
 		return 0
 	}
 	now := time.Since(u.s.epoch)
 	switch {
-	case !cs.pending:
+	case !cs.Pending:
 		t.stalled = false
-	case !t.stalled || cs.acked != t.stallAcked:
-		t.stalled, t.stallAcked, t.stallSince = true, cs.acked, now
+	case !t.stalled || cs.Acked != t.stallAcked:
+		t.stalled, t.stallAcked, t.stallSince = true, cs.Acked, now
 	case now-t.stallSince >= u.idle:
 		return 0
 	}
 	return min(next, u.idle/4)
-}
-
-// sockState is what the kernel reports about one TCP socket's traffic.
-type sockState struct {
-	quiet   time.Duration // since data was last sent or received
-	pending bool          // bytes are queued that the peer has not acknowledged
-	acked   uint64        // bytes the peer has acknowledged so far
-}
-
-// lazyReader reads a tunnel's socket into a buffer from copyBufs that it
-// takes only once data has arrived (kernel mode: a non-blocking read inside
-// RawConn.Read, which waits for readability without one). A tunnel waiting
-// for bytes, most of a tunnel's life, holds no buffer.
-type lazyReader struct {
-	src net.Conn
-	rc  syscall.RawConn // nil: plain Read into a buffer held while it blocks
-	buf *[]byte
-	n   int
-	err error
-	try func(fd uintptr) bool
-}
-
-// init reads src through rc, or plainly when rc is nil.
-func (r *lazyReader) init(src net.Conn, rc syscall.RawConn) {
-	r.src, r.rc = src, rc
-	if rc != nil {
-		r.try = r.tryRead
-	}
-}
-
-// read returns the next bytes, valid until release, or io.EOF.
-func (r *lazyReader) read() ([]byte, error) {
-	if r.rc == nil {
-		r.buf = copyBufs.Get().(*[]byte)
-		n, err := r.src.Read(*r.buf)
-		return (*r.buf)[:n], err
-	}
-	r.n, r.err = 0, nil
-	if err := r.rc.Read(r.try); err != nil {
-		return nil, err
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	if r.n == 0 {
-		return nil, io.EOF
-	}
-	return (*r.buf)[:r.n], nil
-}
-
-// tryRead is the RawConn.Read callback: false (wait for readability) when
-// the socket has nothing, with the buffer given back.
-func (r *lazyReader) tryRead(fd uintptr) bool {
-	b := copyBufs.Get().(*[]byte)
-	n, err := readNow(fd, *b)
-	if err == syscall.EAGAIN {
-		copyBufs.Put(b)
-		return false
-	}
-	r.buf, r.n, r.err = b, max(n, 0), err
-	return true
-}
-
-// release gives the buffer of the last read back.
-func (r *lazyReader) release() {
-	if r.buf != nil {
-		copyBufs.Put(r.buf)
-		r.buf = nil
-	}
 }

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/proxy/internal/sockio"
+
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/testutil"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -26,7 +29,7 @@ var relayModes = []struct {
 	kernel bool
 	mod    func(*Config)
 }{
-	{"kernel", kernelRelay, nil},
+	{"kernel", sockio.Kernel, nil},
 	{"buffered", false, func(c *Config) { c.Dial = wrappedDial }},
 }
 
@@ -220,7 +223,7 @@ func TestTunnelEarlyBytes(t *testing.T) {
 	}})
 	f.res.set("rec.test", "127.0.0.1")
 	target := "rec.test:" + strconv.Itoa(rec.port)
-	hello := clientHello(t, "rec.test")
+	hello := testutil.ClientHello(t, "rec.test")
 	long := pattern(48 << 10) // far past net/http's 4 KiB read buffer
 	cases := []struct {
 		name         string
@@ -231,7 +234,7 @@ func TestTunnelEarlyBytes(t *testing.T) {
 		{"half a hello", hello[:len(hello)/2], append(append([]byte{}, hello[len(hello)/2:]...), "after"...), policy.ReasonNone},
 		{"hello and a long tail", append(append([]byte{}, hello...), long...), []byte("end"), policy.ReasonNone},
 		{"not tls", []byte("SSH-2.0-test\r\n"), long, policy.ReasonNone},
-		{"sni mismatch", append(append([]byte{}, clientHello(t, "evil.test")...), "after"...), nil, policy.ReasonSNIMismatch},
+		{"sni mismatch", append(append([]byte{}, testutil.ClientHello(t, "evil.test")...), "after"...), nil, policy.ReasonSNIMismatch},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -330,7 +333,7 @@ func TestRelayChunkAllocs(t *testing.T) {
 			srcPeer, src := tcpPair(t)
 			dst, dstPeer := tcpPair(t)
 			tn := &tunnel{client: dst, kernel: m.kernel, u: &upConn{s: &Server{epoch: time.Now()}, idle: time.Minute}}
-			var r lazyReader
+			var r sockio.Reader
 			var rc syscall.RawConn
 			if m.kernel {
 				var err error
@@ -338,20 +341,20 @@ func TestRelayChunkAllocs(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r.init(src, rc)
+			r.Init(src, rc)
 			one, got := []byte{'x'}, make([]byte, 1)
 			allocs := testing.AllocsPerRun(200, func() {
 				if _, err := srcPeer.Write(one); err != nil {
 					t.Fatal(err)
 				}
-				p, err := r.read()
+				p, err := r.Read()
 				if err != nil || len(p) != 1 {
 					t.Fatalf("read: got %q %v, want one byte", p, err)
 				}
 				if _, err := tn.writeClient(p); err != nil {
 					t.Fatal(err)
 				}
-				r.release()
+				r.Release()
 				if _, err := io.ReadFull(dstPeer, got); err != nil {
 					t.Fatal(err)
 				}

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"testing"
+
+	"github.com/egressd/egressd/internal/hop"
 )
 
 func TestPrepareOutbound(t *testing.T) {
@@ -40,12 +42,12 @@ func TestPrepareOutbound(t *testing.T) {
 func TestRemoveHopHeadersKeepsWebSocketHandshake(t *testing.T) {
 	h := http.Header{"Connection": {"keep-alive, Upgrade, X-Hop"}, "Upgrade": {"websocket"}, "X-Hop": {"1"},
 		"Sec-Websocket-Key": {"k"}}
-	removeHopHeaders(h, isWebSocket(h))
+	hop.Remove(h, isWebSocket(h))
 	if h.Get("Connection") != "Upgrade" || h.Get("Upgrade") != "websocket" || h.Get("X-Hop") != "" || h.Get("Sec-Websocket-Key") != "k" {
 		t.Errorf("websocket handshake headers: got %v", h)
 	}
 	h = http.Header{"Connection": {"Upgrade"}, "Upgrade": {"h2c"}}
-	removeHopHeaders(h, isWebSocket(h))
+	hop.Remove(h, isWebSocket(h))
 	if len(h) != 0 {
 		t.Errorf("non-websocket upgrade: got %v, want every hop header removed", h)
 	}

@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/bufpool"
+	"github.com/egressd/egressd/proxy/internal/sni"
+
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/safedial"
 )
@@ -142,13 +145,13 @@ func (u *upConn) inspectWrite(p []byte) (int, error) {
 		u.hello = append(u.hello, p...)
 		data = u.hello
 	}
-	sni, complete, err := parseSNI(data)
+	name, complete, err := sni.Parse(data)
 	switch {
-	case errors.Is(err, errNotTLS):
+	case errors.Is(err, sni.ErrNotTLS):
 	case err != nil:
 		return 0, u.deny(policy.ReasonBadRequest)
 	case !complete:
-		if u.helloWrites >= maxHelloWrites || len(data) > 2*maxHelloLen {
+		if u.helloWrites >= maxHelloWrites || len(data) > 2*sni.MaxHelloLen {
 			return 0, u.deny(policy.ReasonBadRequest)
 		}
 		if len(u.hello) == 0 {
@@ -158,7 +161,7 @@ func (u *upConn) inspectWrite(p []byte) (int, error) {
 			u.helloTimer = time.AfterFunc(headerTimeout(u.rq.pol), u.helloExpired)
 		}
 		return len(p), nil
-	case !sniMatches(sni, u.rq.host):
+	case !sniMatches(name, u.rq.host):
 		return 0, u.deny(policy.ReasonSNIMismatch)
 	}
 	u.inspecting.Store(false)
@@ -256,7 +259,7 @@ func (u *upConn) endReason() policy.Reason {
 }
 
 // WriteTo lets the transport's io.Copy use a pooled buffer.
-func (u *upConn) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, u) }
+func (u *upConn) WriteTo(w io.Writer) (int64, error) { return bufpool.Copy(w, u) }
 
 // CloseWrite half-closes the upstream when the client finished sending.
 func (u *upConn) CloseWrite() error { return closeWrite(u.Conn) }

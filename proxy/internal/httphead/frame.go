@@ -1,4 +1,4 @@
-package proxy
+package httphead
 
 import "bytes"
 
@@ -8,7 +8,7 @@ import "bytes"
 
 // headLine reads one line of a head. Lines end at LF, as textproto (and so
 // net/http) ends them, so the head ends where the server's does.
-func (hp *headParser) headLine(line []byte) {
+func (hp *Parser) headLine(line []byte) {
 	hp.n += len(line)
 	c := &hp.cur
 	first := c.lines == 0
@@ -69,7 +69,7 @@ func isDigit(b byte) bool { return '0' <= b && b <= '9' }
 // headerLine notes the headers framing and the Host check depend on. Field
 // names compare as textproto canonicalises them (ASCII case-insensitively);
 // values are trimmed of spaces and tabs as textproto trims them.
-func (hp *headParser) headerLine(text []byte) bool {
+func (hp *Parser) headerLine(text []byte) bool {
 	name, value, ok := bytes.Cut(text, []byte{':'})
 	if !ok {
 		return false // textproto: "missing colon"
@@ -96,7 +96,7 @@ func (hp *headParser) headerLine(text []byte) bool {
 
 // hostString returns value as a string, reusing the previous Host value's
 // string when it repeats, as it does on a keep-alive connection.
-func (hp *headParser) hostString(value []byte) string {
+func (hp *Parser) hostString(value []byte) string {
 	if string(value) != hp.host {
 		hp.host = string(value)
 	}
@@ -105,7 +105,7 @@ func (hp *headParser) hostString(value []byte) string {
 
 // endHead ends a head at its empty line: refuse ambiguous framing, queue
 // the record, and go on to the body as net/http's readTransfer frames it.
-func (hp *headParser) endHead() {
+func (hp *Parser) endHead() {
 	c := &hp.cur
 	// RFC 9112 §6.1 and §6.3: Content-Length with Transfer-Encoding is an
 	// error or smuggling (net/http lets chunked win and keeps the
@@ -140,7 +140,7 @@ func (hp *headParser) endHead() {
 			next, left = stBody, n
 		}
 	}
-	if !hp.push(headRecord{hosts: c.hosts, host: c.host}) {
+	if !hp.push(Record{Hosts: c.hosts, Host: c.host}) {
 		return
 	}
 	hp.st, hp.left = next, left
@@ -166,7 +166,7 @@ func parseContentLength(v []byte) (uint64, bool) {
 // chunkLine reads a chunk-size line as net/http's chunked reader does:
 // CRLF-terminated with no other CR, trailing spaces and tabs dropped, an
 // extension cut at ';', then at most 16 hex digits.
-func (hp *headParser) chunkLine(line []byte) {
+func (hp *Parser) chunkLine(line []byte) {
 	text, ok := bytes.CutSuffix(line, []byte("\r\n"))
 	if !ok || bytes.IndexByte(text, '\r') >= 0 {
 		hp.stop()
@@ -210,7 +210,7 @@ func hexDigit(b byte) (byte, bool) {
 // (CRLF, no stray CR, no folding, a colon); net/http is more lenient
 // there, and what it takes beyond that stops this parser, which fails the
 // next request closed.
-func (hp *headParser) trailerLine(line []byte) {
+func (hp *Parser) trailerLine(line []byte) {
 	hp.n += len(line)
 	text, ok := bytes.CutSuffix(line, []byte("\r\n"))
 	switch {

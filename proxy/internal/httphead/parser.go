@@ -1,12 +1,16 @@
-package proxy
+// Package httphead owns the shadow reading of an HTTP/1 client stream: a
+// byte-level parser that frames requests the way net/http does and records
+// each head's Host headers and framing flaws, which net/http hides from a
+// handler. It knows nothing of policy; the proxy pairs its records with the
+// requests net/http serves.
+package httphead
 
 import (
 	"bytes"
-	"net"
 	"sync"
 )
 
-// Why this file exists: net/http deletes the Host header of every request
+// Why this package exists: net/http deletes the Host header of every request
 // before a handler sees it (r.Host is the URI's host for absolute-URI
 // requests), yet egressd must refuse a request whose Host header disagrees
 // with its URI. So each plain-HTTP client connection gets a shadow parser:
@@ -31,42 +35,17 @@ import (
 // with a line ending in a bare LF, a CR not followed by LF, an obs-fold
 // continuation line, Content-Length together with Transfer-Encoding, or
 // Transfer-Encoding twice is recorded as flawed (RFC 9112 §2.2, §5.2, §6.1,
-// §6.3 allow or require refusing each) and the parser stops: admit refuses
+// §6.3 allow or require refusing each) and the parser stops: the proxy refuses
 // the request and closes the connection, so no second parser ever gets to
 // read what follows such a head. net/http itself accepts all of them but
 // the last (it folds obs-fold, takes LF as a line end, lets chunked win).
 
-// headRecord is what the shadow parser saw of one request head, as the
+// Record is what the shadow parser saw of one request head, as the
 // handler gets it.
-type headRecord struct {
-	hosts int    // Host header lines
-	host  string // the first one's value, trimmed as textproto trims it
-	flaw  string // why the head's framing is refused; "" for a sound head
-}
-
-// hostMatches reports whether the recorded Host header (if any) names the
-// same host and port as the request target. No Host header (HTTP/1.0) is
-// accepted: there is nothing to disagree with.
-func (h headRecord) hostMatches(rq *request) bool {
-	switch h.hosts {
-	case 0:
-		return true
-	case 1:
-	default:
-		return false
-	}
-	host, port := h.host, "80"
-	if hh, pp, err := net.SplitHostPort(h.host); err == nil {
-		host, port = hh, pp
-		if port == "" {
-			port = "80"
-		}
-	}
-	var probe request
-	if probe.setTarget(host, port).denied() {
-		return false
-	}
-	return probe.host == rq.host && probe.port == rq.port
+type Record struct {
+	Hosts int    // Host header lines
+	Host  string // the first one's value, trimmed as textproto trims it
+	Flaw  string // why the head's framing is refused; "" for a sound head
 }
 
 // Where the shadow parser is in the stream.
@@ -95,10 +74,10 @@ const (
 	maxQueued = 1024
 )
 
-// headParser is the shadow parser of one client connection. feed runs in
+// Parser is the shadow parser of one client connection. feed runs in
 // clientConn.Read (the connection's goroutine, or net/http's background
 // read while a handler runs), take in the handler: mu orders them.
-type headParser struct {
+type Parser struct {
 	maxHead int // bytes a head may take, as net/http allows (max_header_bytes + 4 KiB)
 
 	mu   sync.Mutex
@@ -134,16 +113,16 @@ type headScan struct {
 // are arena[start:mend] and arena[mend:end].
 type queuedHead struct {
 	start, mend, end int
-	rec              headRecord
+	rec              Record
 }
 
-func newHeadParser(maxHead int) *headParser {
-	return &headParser{maxHead: maxHead}
+func New(maxHead int) *Parser {
+	return &Parser{maxHead: maxHead}
 }
 
 // feed parses bytes the server read. It never blocks and never allocates
 // once its buffers have grown to the connection's heads.
-func (hp *headParser) feed(p []byte) {
+func (hp *Parser) Feed(p []byte) {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	for len(p) > 0 && hp.st != stStopped {
@@ -177,7 +156,7 @@ func (hp *headParser) feed(p []byte) {
 
 // nextLine takes one line (through its LF) from p, or buffers p when the
 // line goes on in the next read, and returns what follows the line.
-func (hp *headParser) nextLine(p []byte) []byte {
+func (hp *Parser) nextLine(p []byte) []byte {
 	limit := maxChunkLine
 	switch hp.st {
 	case stHead:
@@ -217,21 +196,21 @@ func (hp *headParser) nextLine(p []byte) []byte {
 
 // refuse queues a flawed record and stops: admit refuses the request and
 // closes the connection.
-func (hp *headParser) refuse(flaw string) {
-	hp.push(headRecord{flaw: flaw})
+func (hp *Parser) refuse(flaw string) {
+	hp.push(Record{Flaw: flaw})
 	hp.stop()
 }
 
 // push queues a record; the method and target of the head being read go
 // to the arena with it.
-func (hp *headParser) push(rec headRecord) bool {
+func (hp *Parser) push(rec Record) bool {
 	if len(hp.queue)-hp.qnext >= maxQueued {
 		hp.stop()
 		return false
 	}
 	at := len(hp.arena)
 	q := queuedHead{start: at, mend: at, end: at, rec: rec}
-	if rec.flaw == "" {
+	if rec.Flaw == "" {
 		hp.arena = append(hp.arena, hp.cur.target...)
 		q.mend, q.end = at+hp.cur.mlen, len(hp.arena)
 	}
@@ -239,14 +218,14 @@ func (hp *headParser) push(rec headRecord) bool {
 	return true
 }
 
-func (hp *headParser) resetHead() {
+func (hp *Parser) resetHead() {
 	hp.n = 0
 	c := &hp.cur
 	*c = headScan{target: c.target[:0], cl: c.cl[:0]}
 }
 
 // stop ends parsing: nothing after this point is framed reliably.
-func (hp *headParser) stop() {
+func (hp *Parser) stop() {
 	hp.st = stStopped
 	hp.line = nil
 }
@@ -255,16 +234,16 @@ func (hp *headParser) stop() {
 // parsed (same method and target), or its flaw. ok is false when there is
 // no record or it belongs to another request: egressd cannot vouch for
 // that request's Host header.
-func (hp *headParser) take(method, target string) (headRecord, bool) {
+func (hp *Parser) Take(method, target string) (Record, bool) {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	if hp.qnext == len(hp.queue) {
-		return headRecord{}, false
+		return Record{}, false
 	}
 	q := hp.queue[hp.qnext]
 	hp.queue[hp.qnext] = queuedHead{}
 	hp.qnext++
-	ok := q.rec.flaw != "" ||
+	ok := q.rec.Flaw != "" ||
 		string(hp.arena[q.start:q.mend]) == method && string(hp.arena[q.mend:q.end]) == target
 	switch {
 	case hp.qnext == len(hp.queue):
@@ -281,7 +260,7 @@ const compactAfter = 32
 
 // compact moves the records not yet taken, and their bytes, to the front,
 // so a queue that never runs empty does not grow with every request.
-func (hp *headParser) compact() {
+func (hp *Parser) compact() {
 	base := hp.queue[hp.qnext].start
 	hp.arena = hp.arena[:copy(hp.arena, hp.arena[base:])]
 	n := copy(hp.queue, hp.queue[hp.qnext:])
@@ -295,7 +274,7 @@ func (hp *headParser) compact() {
 
 // close stops the parser for good (the connection became a tunnel or
 // closed) and drops its buffers.
-func (hp *headParser) close() {
+func (hp *Parser) Close() {
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	hp.stop()

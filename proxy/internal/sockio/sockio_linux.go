@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package sockio
 
 import (
 	"strconv"
@@ -11,11 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// kernelRelay: Linux splices between TCP sockets, and from 4.6 on its
-// TCP_INFO has what checkIdle reads (tcpi_bytes_acked since 4.1,
+// Kernel: Linux splices between TCP sockets, and from 4.6 on its
+// TCP_INFO has what the proxy reads for idleness (tcpi_bytes_acked since 4.1,
 // tcpi_notsent_bytes since 4.6), so tunnels relay in the kernel. On an
 // older kernel they relay through buffers, as elsewhere.
-var kernelRelay = kernelAtLeast(4, 6)
+var Kernel = kernelAtLeast(4, 6)
 
 // kernelAtLeast compares the running kernel's release with major.minor.
 func kernelAtLeast(major, minor int) bool {
@@ -54,21 +54,21 @@ func readNow(fd uintptr, p []byte) (int, error) {
 	}
 }
 
-// tcpState reads a TCP socket's TCP_INFO.
-func tcpState(rc syscall.RawConn) (sockState, error) {
+// TCPState reads a TCP socket's TCP_INFO.
+func TCPState(rc syscall.RawConn) (State, error) {
 	var info *unix.TCPInfo
 	var gerr error
 	if err := rc.Control(func(fd uintptr) {
 		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
 	}); err != nil {
-		return sockState{}, err
+		return State{}, err
 	}
 	if gerr != nil {
-		return sockState{}, gerr
+		return State{}, gerr
 	}
-	return sockState{
-		quiet:   time.Duration(min(info.Last_data_recv, info.Last_data_sent)) * time.Millisecond,
-		pending: info.Unacked > 0 || info.Notsent_bytes > 0,
-		acked:   info.Bytes_acked,
+	return State{
+		Quiet:   time.Duration(min(info.Last_data_recv, info.Last_data_sent)) * time.Millisecond,
+		Pending: info.Unacked > 0 || info.Notsent_bytes > 0,
+		Acked:   info.Bytes_acked,
 	}, nil
 }

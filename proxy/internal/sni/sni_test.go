@@ -1,36 +1,11 @@
-package proxy
+package sni
 
 import (
-	"crypto/tls"
 	"errors"
-	"net"
 	"testing"
-	"time"
-)
 
-// clientHello captures the first flight crypto/tls sends for serverName.
-func clientHello(t testing.TB, serverName string) []byte {
-	t.Helper()
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	go func() {
-		_ = tls.Client(a, &tls.Config{ServerName: serverName, InsecureSkipVerify: true}).Handshake()
-	}()
-	_ = b.SetReadDeadline(time.Now().Add(waitLimit))
-	var data []byte
-	buf := make([]byte, 4096)
-	for {
-		n, err := b.Read(buf)
-		if err != nil {
-			t.Fatalf("reading ClientHello: %v", err)
-		}
-		data = append(data, buf[:n]...)
-		if _, complete, err := parseSNI(data); complete || err != nil {
-			return data
-		}
-	}
-}
+	"github.com/egressd/egressd/internal/testutil"
+)
 
 // refragment splits the handshake message in one record into records of
 // at most size bytes, as a client may.
@@ -83,7 +58,7 @@ func sniExt(names ...string) []byte {
 }
 
 func TestParseSNI(t *testing.T) {
-	real := clientHello(t, "granted.test")
+	real := testutil.ClientHello(t, "granted.test")
 	cases := []struct {
 		name     string
 		data     []byte
@@ -92,25 +67,25 @@ func TestParseSNI(t *testing.T) {
 		err      error
 	}{
 		{"crypto/tls hello", real, "granted.test", true, nil},
-		{"no sni", clientHello(t, ""), "", true, nil},
+		{"no sni", testutil.ClientHello(t, ""), "", true, nil},
 		{"split into 100-byte records", refragment(real, 100), "granted.test", true, nil},
 		{"split into 1-byte records", refragment(real, 1), "granted.test", true, nil},
 		{"prefix", real[:len(real)/2], "", false, nil},
 		{"record header only", real[:3], "", false, nil},
 		{"empty", nil, "", false, nil},
-		{"plain http", []byte("GET / HTTP/1.1\r\n"), "", false, errNotTLS},
-		{"ssh", []byte("SSH-2.0-x\r\n"), "", false, errNotTLS},
+		{"plain http", []byte("GET / HTTP/1.1\r\n"), "", false, ErrNotTLS},
+		{"ssh", []byte("SSH-2.0-x\r\n"), "", false, ErrNotTLS},
 		{"minimal", helloWithExtensions(sniExt("a.test")), "a.test", true, nil},
 		{"no extensions block", helloRecord(helloBody()), "", true, nil},
-		{"trailing garbage after extensions", helloRecord(append(helloBody(), 0, 0, 9)), "", false, errBadHello},
-		{"two server_name extensions", helloWithExtensions(sniExt("a.test"), sniExt("b.test")), "", false, errBadHello},
-		{"two host names", helloWithExtensions(sniExt("a.test", "b.test")), "", false, errBadHello},
-		{"not a client hello", []byte{recordTypeHandshake, 3, 1, 0, 4, 2, 0, 0, 0}, "", false, errBadHello},
-		{"alert record", []byte{recordTypeHandshake, 3, 1, 0, 1, 1, 21, 3, 1, 0, 2, 2, 40}, "", false, errBadHello},
-		{"zero-length record", []byte{recordTypeHandshake, 3, 1, 0, 0}, "", false, errBadHello},
-		{"oversized record", []byte{recordTypeHandshake, 3, 1, 0x50, 0}, "", false, errBadHello},
-		{"hello claims 16MB", []byte{recordTypeHandshake, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff}, "", false, errBadHello},
-		{"bad record version", []byte{recordTypeHandshake, 9, 9, 0, 4, 1, 0, 0, 0}, "", false, errBadHello},
+		{"trailing garbage after extensions", helloRecord(append(helloBody(), 0, 0, 9)), "", false, ErrBadHello},
+		{"two server_name extensions", helloWithExtensions(sniExt("a.test"), sniExt("b.test")), "", false, ErrBadHello},
+		{"two host names", helloWithExtensions(sniExt("a.test", "b.test")), "", false, ErrBadHello},
+		{"not a client hello", []byte{recordTypeHandshake, 3, 1, 0, 4, 2, 0, 0, 0}, "", false, ErrBadHello},
+		{"alert record", []byte{recordTypeHandshake, 3, 1, 0, 1, 1, 21, 3, 1, 0, 2, 2, 40}, "", false, ErrBadHello},
+		{"zero-length record", []byte{recordTypeHandshake, 3, 1, 0, 0}, "", false, ErrBadHello},
+		{"oversized record", []byte{recordTypeHandshake, 3, 1, 0x50, 0}, "", false, ErrBadHello},
+		{"hello claims 16MB", []byte{recordTypeHandshake, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff}, "", false, ErrBadHello},
+		{"bad record version", []byte{recordTypeHandshake, 9, 9, 0, 4, 1, 0, 0, 0}, "", false, ErrBadHello},
 	}
 	// A hello whose ServerNameList length overruns its extension.
 	bad := helloWithExtensions(sniExt("a.test"))
@@ -121,10 +96,10 @@ func TestParseSNI(t *testing.T) {
 		sni      string
 		complete bool
 		err      error
-	}{"list length overrun", bad, "", false, errBadHello})
+	}{"list length overrun", bad, "", false, ErrBadHello})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			sni, complete, err := parseSNI(c.data)
+			sni, complete, err := Parse(c.data)
 			if sni != c.sni || complete != c.complete || !errors.Is(err, c.err) {
 				t.Errorf("parseSNI: got (%q, %v, %v), want (%q, %v, %v)", sni, complete, err, c.sni, c.complete, c.err)
 			}
@@ -133,24 +108,24 @@ func TestParseSNI(t *testing.T) {
 }
 
 func TestParseSNIAllocs(t *testing.T) {
-	real := clientHello(t, "granted.test")
-	allocs := testing.AllocsPerRun(100, func() { _, _, _ = parseSNI(real) })
+	real := testutil.ClientHello(t, "granted.test")
+	allocs := testing.AllocsPerRun(100, func() { _, _, _ = Parse(real) })
 	if allocs > 1 { // the returned string
 		t.Errorf("parseSNI of a single-record hello: got %v allocs, want at most 1", allocs)
 	}
 }
 
-// FuzzParseSNI: never panics, and the answer is monotonic in the input:
+// FuzzParse: never panics, and the answer is monotonic in the input:
 // a prefix of a complete hello is either incomplete or the same answer.
-func FuzzParseSNI(f *testing.F) {
-	real := clientHello(f, "granted.test")
+func FuzzParse(f *testing.F) {
+	real := testutil.ClientHello(f, "granted.test")
 	f.Add(real)
 	f.Add(refragment(real, 7))
-	f.Add(clientHello(f, ""))
+	f.Add(testutil.ClientHello(f, ""))
 	f.Add(helloWithExtensions(sniExt("a.test", "b.test")))
 	f.Add([]byte("GET / HTTP/1.1\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		sni, complete, err := parseSNI(data)
+		sni, complete, err := Parse(data)
 		if err != nil || !complete {
 			if sni != "" {
 				t.Fatalf("incomplete or failed parse returned SNI %q", sni)
@@ -161,8 +136,8 @@ func FuzzParseSNI(f *testing.F) {
 			if cut < 0 || cut >= len(data) {
 				continue
 			}
-			psni, pcomplete, perr := parseSNI(data[:cut])
-			if perr != nil && !errors.Is(perr, errNotTLS) || pcomplete && psni != sni {
+			psni, pcomplete, perr := Parse(data[:cut])
+			if perr != nil && !errors.Is(perr, ErrNotTLS) || pcomplete && psni != sni {
 				t.Fatalf("prefix %d: got (%q, %v, %v), whole input gives %q", cut, psni, pcomplete, perr, sni)
 			}
 		}

@@ -1,4 +1,7 @@
-package proxy
+// Package sni owns the reading of a TLS ClientHello's server name from the
+// first bytes a client sends into a tunnel: a byte-level parser that holds
+// no state between calls, never reads past its input and never panics.
+package sni
 
 import (
 	"errors"
@@ -13,33 +16,33 @@ const (
 	sniTypeHostName     = 0
 	// maxRecordLen is the largest TLSPlaintext fragment (2^14).
 	maxRecordLen = 1 << 14
-	// maxHelloLen bounds how much of a ClientHello egressd buffers before
+	// MaxHelloLen bounds how much of a ClientHello egressd buffers before
 	// deciding. Real ClientHellos (even with post-quantum key shares) are a
 	// few KiB; anything near this is an attack on the buffer.
-	maxHelloLen = 64 << 10
+	MaxHelloLen = 64 << 10
 )
 
-// Errors from parseSNI. errNotTLS means the stream does not start with a
+// Errors from Parse. ErrNotTLS means the stream does not start with a
 // TLS handshake record at all (plain bytes: the tunnel is not inspected);
-// errBadHello means it claims to be TLS but the ClientHello is malformed,
+// ErrBadHello means it claims to be TLS but the ClientHello is malformed,
 // which egressd treats as a denial: a server might parse what we cannot.
 var (
-	errNotTLS   = errors.New("not a tls handshake")
-	errBadHello = errors.New("malformed tls clienthello")
+	ErrNotTLS   = errors.New("not a tls handshake")
+	ErrBadHello = errors.New("malformed tls clienthello")
 )
 
-// parseSNI reads the server name from the first bytes a client sent into a
+// Parse reads the server name from the first bytes a client sent into a
 // tunnel. It returns complete == false when data holds only a prefix of the
-// ClientHello (more bytes are needed), errNotTLS when the stream is not TLS,
-// errBadHello when it is malformed, and otherwise the host_name from the
+// ClientHello (more bytes are needed), ErrNotTLS when the stream is not TLS,
+// ErrBadHello when it is malformed, and otherwise the host_name from the
 // server_name extension ("" when the client sent none). The ClientHello may
 // span several records. It never reads past data and never panics.
-func parseSNI(data []byte) (sni string, complete bool, err error) {
+func Parse(data []byte) (sni string, complete bool, err error) {
 	if len(data) == 0 {
 		return "", false, nil
 	}
 	if data[0] != recordTypeHandshake {
-		return "", false, errNotTLS
+		return "", false, ErrNotTLS
 	}
 	msg, complete, err := assembleHandshake(data)
 	if err != nil || !complete {
@@ -62,11 +65,11 @@ func assembleHandshake(data []byte) (msg []byte, complete bool, err error) {
 			return nil, false, nil
 		}
 		if data[0] != recordTypeHandshake || data[1] != 3 {
-			return nil, false, errBadHello
+			return nil, false, ErrBadHello
 		}
 		n := int(data[3])<<8 | int(data[4])
 		if n == 0 || n > maxRecordLen {
-			return nil, false, errBadHello
+			return nil, false, ErrBadHello
 		}
 		if len(data) < recordHeaderLen+n {
 			return nil, false, nil
@@ -77,18 +80,18 @@ func assembleHandshake(data []byte) (msg []byte, complete bool, err error) {
 		if need < 0 && total >= 4 {
 			first := joinPrefix(frags, 4)
 			if first[0] != handshakeClientHell {
-				return nil, false, errBadHello
+				return nil, false, ErrBadHello
 			}
 			need = 4 + (int(first[1])<<16 | int(first[2])<<8 | int(first[3]))
-			if need > maxHelloLen {
-				return nil, false, errBadHello
+			if need > MaxHelloLen {
+				return nil, false, ErrBadHello
 			}
 		}
 		if need >= 0 && total >= need {
 			return joinPrefix(frags, need), true, nil
 		}
-		if total > maxHelloLen {
-			return nil, false, errBadHello
+		if total > MaxHelloLen {
+			return nil, false, ErrBadHello
 		}
 	}
 	return nil, false, nil
@@ -117,27 +120,27 @@ func joinPrefix(frags [][]byte, n int) []byte {
 func clientHelloSNI(msg []byte) (string, error) {
 	r := reader(msg[4:])
 	if !r.skip(2+32) || !r.skipVec(1) || !r.skipVec(2) || !r.skipVec(1) {
-		return "", errBadHello
+		return "", ErrBadHello
 	}
 	if r.empty() {
 		return "", nil // no extensions at all: legal before TLS 1.2
 	}
 	exts, ok := r.vec(2)
 	if !ok || !r.empty() {
-		return "", errBadHello
+		return "", ErrBadHello
 	}
 	sni, seen := "", false
 	for !exts.empty() {
 		typ, ok1 := exts.u16()
 		body, ok2 := exts.vec(2)
 		if !ok1 || !ok2 {
-			return "", errBadHello
+			return "", ErrBadHello
 		}
 		if typ != extServerName {
 			continue
 		}
 		if seen {
-			return "", errBadHello
+			return "", ErrBadHello
 		}
 		seen = true
 		name, err := serverNameList(body)
@@ -153,20 +156,20 @@ func clientHelloSNI(msg []byte) (string, error) {
 func serverNameList(body reader) (string, error) {
 	list, ok := body.vec(2)
 	if !ok || !body.empty() || list.empty() {
-		return "", errBadHello
+		return "", ErrBadHello
 	}
 	name, found := "", false
 	for !list.empty() {
 		typ, ok1 := list.u8()
 		v, ok2 := list.vec(2)
 		if !ok1 || !ok2 || len(v) == 0 {
-			return "", errBadHello
+			return "", ErrBadHello
 		}
 		if typ != sniTypeHostName {
 			continue
 		}
 		if found {
-			return "", errBadHello
+			return "", ErrBadHello
 		}
 		name, found = string(v), true
 	}

@@ -1,4 +1,4 @@
-package proxy
+package httphead
 
 import (
 	"bufio"
@@ -13,14 +13,14 @@ import (
 
 // feedIn feeds raw to hp in pieces of size n (all at once for n <= 0), the
 // way reads of different sizes would deliver it.
-func feedIn(hp *headParser, raw string, n int) {
+func feedIn(hp *Parser, raw string, n int) {
 	b := []byte(raw)
 	if n <= 0 {
 		n = len(b) + 1
 	}
 	for len(b) > 0 {
 		k := min(n, len(b))
-		hp.feed(b[:k])
+		hp.Feed(b[:k])
 		b = b[k:]
 	}
 }
@@ -50,17 +50,17 @@ func TestShadowHeadFlaws(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, n := range []int{0, 1, 7} {
-			hp := newHeadParser(1 << 16)
+			hp := New(1 << 16)
 			feedIn(hp, c.raw, n)
-			h, ok := hp.take("POST", "http://a.test/")
+			h, ok := hp.Take("POST", "http://a.test/")
 			if !ok {
 				t.Fatalf("%s, fed %d at a time: no record for %q", c.name, n, c.raw)
 			}
-			if h.flaw != c.flaw {
-				t.Errorf("%s, fed %d at a time: flaw: got %q, want %q", c.name, n, h.flaw, c.flaw)
+			if h.Flaw != c.flaw {
+				t.Errorf("%s, fed %d at a time: flaw: got %q, want %q", c.name, n, h.Flaw, c.flaw)
 			}
-			if c.flaw == "" && (h.hosts != 1 || h.host != "a.test") {
-				t.Errorf("%s, fed %d at a time: hosts: got %d %q, want 1 a.test", c.name, n, h.hosts, h.host)
+			if c.flaw == "" && (h.Hosts != 1 || h.Host != "a.test") {
+				t.Errorf("%s, fed %d at a time: hosts: got %d %q, want 1 a.test", c.name, n, h.Hosts, h.Host)
 			}
 		}
 	}
@@ -69,13 +69,13 @@ func TestShadowHeadFlaws(t *testing.T) {
 // TestShadowStopsAfterFlaw: nothing after a flawed head is parsed, so no
 // record can pair with a request another parser found in its body.
 func TestShadowStopsAfterFlaw(t *testing.T) {
-	hp := newHeadParser(1 << 16)
-	hp.feed([]byte("POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" +
+	hp := New(1 << 16)
+	hp.Feed([]byte("POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" +
 		"0\r\n\r\nGET http://a.test/next HTTP/1.1\r\nHost: a.test\r\n\r\n"))
-	if h, ok := hp.take("POST", "http://a.test/"); !ok || h.flaw == "" {
+	if h, ok := hp.Take("POST", "http://a.test/"); !ok || h.Flaw == "" {
 		t.Fatalf("first record: got %+v ok=%v, want a flawed one", h, ok)
 	}
-	if h, ok := hp.take("GET", "http://a.test/next"); ok {
+	if h, ok := hp.Take("GET", "http://a.test/next"); ok {
 		t.Errorf("second record: got %+v, want none (the parser stopped)", h)
 	}
 }
@@ -85,9 +85,9 @@ func TestShadowStopsAfterFlaw(t *testing.T) {
 func TestShadowHeadLimit(t *testing.T) {
 	raw := "GET http://a.test/ HTTP/1.1\r\nX-Big: " + strings.Repeat("a", 300) + "\r\n\r\n"
 	for _, n := range []int{0, 1, 50} {
-		hp := newHeadParser(256)
+		hp := New(256)
 		feedIn(hp, raw, n)
-		if h, ok := hp.take("GET", "http://a.test/"); ok {
+		if h, ok := hp.Take("GET", "http://a.test/"); ok {
 			t.Errorf("fed %d at a time: got record %+v, want none for a head over the limit", n, h)
 		}
 		if c := cap(hp.line); c > 512 {
@@ -133,15 +133,15 @@ func TestShadowFraming(t *testing.T) {
 		}
 	}
 	for _, n := range []int{0, 1, 2, 3, 5, 64} {
-		hp := newHeadParser(1 << 16)
+		hp := New(1 << 16)
 		feedIn(hp, stream, n)
 		for i, w := range wants {
-			h, ok := hp.take(w.method, w.target)
-			if !ok || h.flaw != "" || h.hosts != 1 || h.host != w.host {
+			h, ok := hp.Take(w.method, w.target)
+			if !ok || h.Flaw != "" || h.Hosts != 1 || h.Host != w.host {
 				t.Errorf("fed %d at a time, request %d: got %+v ok=%v, want host %q", n, i, h, ok, w.host)
 			}
 		}
-		if h, ok := hp.take("GET", "http://evil.test/"); ok {
+		if h, ok := hp.Take("GET", "http://evil.test/"); ok {
 			t.Errorf("fed %d at a time: got an extra record %+v", n, h)
 		}
 		if hp.st != stHead || hp.n != 0 || len(hp.line) != 0 {
@@ -173,10 +173,10 @@ func TestShadowStops(t *testing.T) {
 	}
 	const next = "GET http://a.test/next HTTP/1.1\r\nHost: a.test\r\n\r\n"
 	for _, c := range cases {
-		hp := newHeadParser(1 << 16)
-		hp.feed([]byte(c.raw + next))
-		_, _ = hp.take("POST", "http://a.test/")
-		if h, ok := hp.take("GET", "http://a.test/next"); ok {
+		hp := New(1 << 16)
+		hp.Feed([]byte(c.raw + next))
+		_, _ = hp.Take("POST", "http://a.test/")
+		if h, ok := hp.Take("GET", "http://a.test/next"); ok {
 			t.Errorf("%s: the request after it got record %+v, want none", c.name, h)
 		}
 	}
@@ -188,9 +188,9 @@ func TestShadowMismatch(t *testing.T) {
 	for _, c := range []struct{ method, target string }{
 		{"POST", "http://a.test/"}, {"GET", "http://a.test/x"}, {"GET", "http://a.test"},
 	} {
-		hp := newHeadParser(1 << 16)
-		hp.feed([]byte("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n"))
-		if h, ok := hp.take(c.method, c.target); ok {
+		hp := New(1 << 16)
+		hp.Feed([]byte("GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+		if h, ok := hp.Take(c.method, c.target); ok {
 			t.Errorf("%s %s: got %+v, want no match for GET http://a.test/", c.method, c.target, h)
 		}
 	}
@@ -203,15 +203,15 @@ func TestShadowPipelinedQueue(t *testing.T) {
 	head := func(i int) string {
 		return "GET http://a.test/" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: a.test\r\n\r\n"
 	}
-	hp := newHeadParser(1 << 16)
-	hp.feed([]byte(head(0)))
+	hp := New(1 << 16)
+	hp.Feed([]byte(head(0)))
 	for i := 1; i <= 5000; i++ {
-		hp.feed([]byte(head(i)))
-		if h, ok := hp.take("GET", "http://a.test/"+strconv.Itoa(i-1)); !ok || h.host != "a.test" {
+		hp.Feed([]byte(head(i)))
+		if h, ok := hp.Take("GET", "http://a.test/"+strconv.Itoa(i-1)); !ok || h.Host != "a.test" {
 			t.Fatalf("request %d: got %+v ok=%v, want its record", i-1, h, ok)
 		}
 	}
-	if _, ok := hp.take("GET", "http://a.test/5000"); !ok {
+	if _, ok := hp.Take("GET", "http://a.test/5000"); !ok {
 		t.Fatal("last request: no record")
 	}
 	if q, a := cap(hp.queue), cap(hp.arena); q > 256 || a > 16<<10 {
@@ -225,14 +225,14 @@ func TestShadowNoAllocs(t *testing.T) {
 	raw := []byte("GET http://bench.example:8080/path?q=1 HTTP/1.1\r\nHost: bench.example:8080\r\n" +
 		"User-Agent: wrk\r\nAccept: */*\r\n\r\n" +
 		"POST http://bench.example:8080/up HTTP/1.1\r\nHost: bench.example:8080\r\nContent-Length: 3\r\n\r\nabc")
-	hp := newHeadParser(1 << 16)
+	hp := New(1 << 16)
 	run := func() {
-		hp.feed(raw[:40])
-		hp.feed(raw[40:])
-		if _, ok := hp.take("GET", "http://bench.example:8080/path?q=1"); !ok {
+		hp.Feed(raw[:40])
+		hp.Feed(raw[40:])
+		if _, ok := hp.Take("GET", "http://bench.example:8080/path?q=1"); !ok {
 			t.Fatal("no record for the GET")
 		}
-		if _, ok := hp.take("POST", "http://bench.example:8080/up"); !ok {
+		if _, ok := hp.Take("POST", "http://bench.example:8080/up"); !ok {
 			t.Fatal("no record for the POST")
 		}
 	}
@@ -245,12 +245,12 @@ func TestShadowNoAllocs(t *testing.T) {
 func BenchmarkShadowParse(b *testing.B) {
 	raw := []byte("GET http://bench.example:8080/ HTTP/1.1\r\nHost: bench.example:8080\r\n" +
 		"User-Agent: wrk\r\nAccept: */*\r\n\r\n")
-	hp := newHeadParser(1 << 16)
+	hp := New(1 << 16)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
-		hp.feed(raw)
-		if _, ok := hp.take("GET", "http://bench.example:8080/"); !ok {
+		hp.Feed(raw)
+		if _, ok := hp.Take("GET", "http://bench.example:8080/"); !ok {
 			b.Fatal("no record")
 		}
 	}
@@ -276,12 +276,12 @@ func FuzzShadowHead(f *testing.F) {
 		"2;x\r\nab\r\n0\r\nT: 1\r\n\r\nGET http://b/ HTTP/1.0\r\nHost: b\r\n\r\n"), uint8(5))
 	f.Fuzz(func(t *testing.T, in []byte, piece uint8) {
 		const limit = 512
-		hp, whole := newHeadParser(limit), newHeadParser(limit)
-		whole.feed(in)
+		hp, whole := New(limit), New(limit)
+		whole.Feed(in)
 		n := int(piece%32) + 1
 		for b := in; len(b) > 0; {
 			k := min(n, len(b))
-			hp.feed(b[:k])
+			hp.Feed(b[:k])
 			b = b[k:]
 			if len(hp.line) > limit || hp.n > max(limit, maxTrailer) {
 				t.Fatalf("parser holds %d line bytes, %d head bytes, over its limits", len(hp.line), hp.n)
@@ -300,17 +300,17 @@ func FuzzShadowHead(f *testing.F) {
 				return
 			}
 			queued := hp.qnext < len(hp.queue)
-			h, ok := hp.take(req.Method, req.RequestURI)
+			h, ok := hp.Take(req.Method, req.RequestURI)
 			if queued && !ok {
 				t.Fatalf("desync: net/http read %s %s, the parser's next record is another request", req.Method, req.RequestURI)
 			}
-			if ok && h.flaw != "" {
+			if ok && h.Flaw != "" {
 				return // refused; the parser read nothing after it
 			}
 			// ReadRequest drops the Host header; for an origin-form target
 			// req.Host is its value (it refuses two).
-			if ok && req.URL.Host == "" && (req.Host != "" || h.hosts > 0) && (h.hosts != 1 || h.host != req.Host) {
-				t.Fatalf("record for %s %s has Host %d %q, net/http read %q", req.Method, req.RequestURI, h.hosts, h.host, req.Host)
+			if ok && req.URL.Host == "" && (req.Host != "" || h.Hosts > 0) && (h.Hosts != 1 || h.Host != req.Host) {
+				t.Fatalf("record for %s %s has Host %d %q, net/http read %q", req.Method, req.RequestURI, h.Hosts, h.Host, req.Host)
 			}
 			if _, err := io.Copy(io.Discard, req.Body); err != nil || !ok || req.Close {
 				return
