@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
 
@@ -18,10 +17,6 @@ import (
 // Readers skip such lines instead of failing, so a torn last line after a
 // crash or a note from another logger never stops `egressd tail`.
 var ErrNotEntry = errors.New("not a decision log entry")
-
-// maxDurationMS bounds duration_ms on read: anything beyond ~31 years is
-// garbage, and converting it would overflow time.Duration.
-const maxDurationMS = 1e12
 
 // level follows the verdict: anything that is not a plain allow is worth a
 // WARN, so a log shipper filtering on level still sees every denial.
@@ -55,54 +50,13 @@ func appendHeader(dst []byte, t time.Time, lvl slog.Level, msg string) []byte {
 	return appendString(dst, msg, slogEscape)
 }
 
-// appendEntry appends e as one JSON line, newline included: the fields in
-// their fixed order, optional ones left out when zero as the json tags on
-// Entry say. It allocates nothing once dst has room; the writer reuses one
-// buffer for every line.
+// appendEntry appends e as one JSON line, newline included: the slog
+// header, then the fields table in order. It allocates nothing once dst has
+// room; the writer reuses one buffer for every line.
 func appendEntry(dst []byte, e *Entry) []byte {
-	msg := message(e)
-	dst = appendHeader(dst, e.Time, level(e.Verdict), msg)
-	dst = appendStringField(dst, "event", msg)
-	dst = appendStringField(dst, "client", e.Client)
-	dst = appendStringField(dst, "proto", e.Proto.String())
-	dst = appendStringField(dst, "host", e.Host)
-	if e.Port != 0 {
-		dst = appendIntField(dst, "port", int64(e.Port))
-	}
-	dst = appendOptString(dst, "method", e.Method)
-	dst = appendOptString(dst, "qtype", e.QType)
-	dst = appendStringField(dst, "verdict", e.Verdict.String())
-	dst = appendStringField(dst, "reason", e.Reason.String())
-	dst = appendOptString(dst, "rule", e.Rule)
-	dst = appendOptString(dst, "hint", e.Hint)
-	dst = appendOptInt(dst, "status", int64(e.Status))
-	dst = appendOptInt(dst, "bytes_up", e.BytesUp)
-	dst = appendOptInt(dst, "bytes_down", e.BytesDn)
-	if e.Duration != 0 {
-		// Microsecond resolution, written as milliseconds: readable by people
-		// and stable across a read/write round trip.
-		dst = append(dst, `,"duration_ms":`...)
-		dst = appendFloat(dst, float64(e.Duration.Microseconds())/1000)
-	}
-	dst = appendOptInt(dst, "count", int64(e.Count))
-	if len(e.Hosts) > 0 {
-		dst = appendStrings(dst, "hosts", e.Hosts)
-	}
-	if len(e.Clients) > 0 {
-		dst = appendStrings(dst, "clients", e.Clients)
-	}
-	dst = appendOptString(dst, "provider", e.Provider)
-	dst = appendOptString(dst, "model", e.Model)
-	dst = appendOptInt(dst, "input_tokens", e.InputTokens)
-	dst = appendOptInt(dst, "output_tokens", e.OutputTokens)
-	if e.CostUSD != 0 && !math.IsNaN(e.CostUSD) && !math.IsInf(e.CostUSD, 0) {
-		// NaN and Inf have no JSON form; a cost that is not a number is
-		// left out rather than written as an error string.
-		dst = append(dst, `,"cost_usd":`...)
-		dst = appendFloat(dst, e.CostUSD)
-	}
-	if e.Estimated {
-		dst = append(dst, `,"estimated":true`...)
+	dst = appendHeader(dst, e.Time, level(e.Verdict), message(e))
+	for i := range fields {
+		dst = fields[i].put(dst, e)
 	}
 	return append(dst, '}', '\n')
 }
@@ -153,109 +107,45 @@ func Marshal(e Entry) []byte {
 	return b[:len(b)-1]
 }
 
-// wire is the JSON shape of a line; enums travel as their String forms.
-type wire struct {
-	Time         time.Time `json:"time"`
-	Msg          string    `json:"msg"`
-	Event        string    `json:"event"`
-	Client       string    `json:"client"`
-	Proto        string    `json:"proto"`
-	Host         string    `json:"host"`
-	Port         uint16    `json:"port"`
-	Method       string    `json:"method"`
-	QType        string    `json:"qtype"`
-	Verdict      string    `json:"verdict"`
-	Reason       string    `json:"reason"`
-	Rule         string    `json:"rule"`
-	Hint         string    `json:"hint"`
-	Status       int       `json:"status"`
-	BytesUp      int64     `json:"bytes_up"`
-	BytesDn      int64     `json:"bytes_down"`
-	DurationMS   float64   `json:"duration_ms"`
-	Count        int       `json:"count"`
-	Hosts        []string  `json:"hosts"`
-	Clients      []string  `json:"clients"`
-	Provider     string    `json:"provider"`
-	Model        string    `json:"model"`
-	InputTokens  int64     `json:"input_tokens"`
-	OutputTokens int64     `json:"output_tokens"`
-	CostUSD      float64   `json:"cost_usd"`
-	Estimated    bool      `json:"estimated"`
-}
-
 // Unmarshal parses one line written by Encode. It returns an error wrapping
-// ErrNotEntry for anything else.
+// ErrNotEntry for anything else: not a JSON object, an unknown event, proto,
+// verdict or reason, or a value of the wrong type.
 func Unmarshal(line []byte) (Entry, error) {
-	var w wire
-	if err := json.Unmarshal(line, &w); err != nil {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(line, &obj); err != nil {
 		return Entry{}, fmt.Errorf("%w: %w", ErrNotEntry, err)
 	}
-	if !knownEvent(w.Event) {
-		return Entry{}, fmt.Errorf("%w: event %q", ErrNotEntry, w.Event)
+	var e Entry
+	if raw, ok := obj["time"]; ok {
+		if err := json.Unmarshal(raw, &e.Time); err != nil {
+			return Entry{}, fmt.Errorf("%w: time: %w", ErrNotEntry, err)
+		}
+		if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
+			// slog cannot write such a time back; no clock of ours makes one.
+			return Entry{}, fmt.Errorf("%w: time %v out of range", ErrNotEntry, e.Time)
+		}
 	}
-	if y := w.Time.UTC().Year(); y < 0 || y > 9999 {
-		// slog cannot write such a time back; no clock of ours makes one.
-		return Entry{}, fmt.Errorf("%w: time %v out of range", ErrNotEntry, w.Time)
-	}
-	proto, ok := parseProto(w.Proto)
-	if !ok {
-		return Entry{}, fmt.Errorf("%w: proto %q", ErrNotEntry, w.Proto)
-	}
-	verdict, ok := parseVerdict(w.Verdict)
-	if !ok {
-		return Entry{}, fmt.Errorf("%w: verdict %q", ErrNotEntry, w.Verdict)
-	}
-	reason, ok := policy.ParseReason(w.Reason)
-	if !ok {
-		return Entry{}, fmt.Errorf("%w: reason %q", ErrNotEntry, w.Reason)
-	}
-	e := Entry{
-		Time: w.Time, Event: w.Event, Client: w.Client, Proto: proto, Host: w.Host,
-		Port: w.Port, Method: w.Method, QType: w.QType, Verdict: verdict, Reason: reason,
-		Rule: w.Rule, Hint: w.Hint, Status: w.Status, BytesUp: w.BytesUp, BytesDn: w.BytesDn,
-		Count: w.Count, Provider: w.Provider, Model: w.Model, InputTokens: w.InputTokens,
-		OutputTokens: w.OutputTokens, CostUSD: w.CostUSD, Estimated: w.Estimated,
-	}
-	e.Hosts, e.Clients = sampleOf(w.Hosts), sampleOf(w.Clients)
-	if w.DurationMS > 0 && w.DurationMS <= maxDurationMS {
-		e.Duration = time.Duration(math.Round(w.DurationMS*1000)) * time.Microsecond
+	for i := range fields {
+		f := &fields[i]
+		raw, ok := obj[f.key]
+		if !ok || string(raw) == "null" {
+			if f.must {
+				return Entry{}, fmt.Errorf("%w: no %s", ErrNotEntry, f.key)
+			}
+			continue
+		}
+		if err := f.get(&e, raw); err != nil {
+			return Entry{}, fmt.Errorf("%w: %s: %w", ErrNotEntry, f.key, err)
+		}
 	}
 	return e, nil
 }
 
-// sampleOf is a Hosts or Clients sample as read: nil when empty (as
-// written), and never longer than the writer makes one.
-func sampleOf(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	return s[:min(len(s), SampleMax):min(len(s), SampleMax)]
-}
-
 func knownEvent(s string) bool {
-	switch s {
-	case EventDecision, EventClose, EventSummary, EventUsage:
-		return true
+	for _, ev := range events {
+		if ev == s {
+			return true
+		}
 	}
 	return false
-}
-
-// parseProto and parseVerdict invert the String methods by walking the enum
-// until String reports "unknown"; policy owns the names, not this package.
-func parseProto(s string) (policy.Proto, bool) {
-	for p := policy.Proto(0); p.String() != "unknown"; p++ {
-		if p.String() == s {
-			return p, true
-		}
-	}
-	return 0, false
-}
-
-func parseVerdict(s string) (policy.Verdict, bool) {
-	for v := policy.Verdict(0); v.String() != "unknown"; v++ {
-		if v.String() == s {
-			return v, true
-		}
-	}
-	return 0, false
 }

@@ -16,7 +16,12 @@ const (
 	EventClose    = "close"    // a tunnel or request finished: bytes and duration
 	EventSummary  = "summary"  // Count identical denials folded into one line
 	EventUsage    = "usage"    // the gateway settled a metered call
+	// EventBudgetWarn: spend crossed budget.warn_at.
+	EventBudgetWarn = "budget_warn"
 )
+
+// events are every kind a line may carry; readers skip lines of any other.
+var events = [...]string{EventDecision, EventClose, EventSummary, EventUsage, EventBudgetWarn}
 
 // Entry is one decision-log line. Field names are constant (they are the
 // JSON keys); never log query strings, credentials or bodies.

@@ -104,15 +104,11 @@ func (c *call) recordUsage(u meter.Usage, cost float64, estimated, over bool) {
 	})
 }
 
-// eventBudgetWarn marks the entry logged when spend first crosses warn_at
-// in a period. declog has no constant for it yet.
-const eventBudgetWarn = "budget_warn"
-
 // The meter has already logged the crossing with slog.
 func (c *call) recordWarn() {
 	s := c.h.meter.Snapshot()
 	c.h.rec.Record(declog.Entry{
-		Time: c.h.clock(), Event: eventBudgetWarn, Proto: policy.ProtoGateway, Host: c.name,
+		Time: c.h.clock(), Event: declog.EventBudgetWarn, Proto: policy.ProtoGateway, Host: c.name,
 		Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Provider: c.name, CostUSD: s.SpentUSD,
 	})
 }
