@@ -176,7 +176,7 @@ func TestWarnAtLogsOncePerPeriod(t *testing.T) {
 			t.Fatalf("got %d, want 200", resp.StatusCode)
 		}
 	}
-	warns := r.rec.byEvent(eventBudgetWarn)
+	warns := r.rec.byEvent(declog.EventBudgetWarn)
 	if len(warns) != 1 || math.Abs(warns[0].CostUSD-0.6) > 1e-12 {
 		t.Errorf("got warn entries %+v, want one at spend 0.6", warns)
 	}
