@@ -3,6 +3,7 @@ package dnsfilter
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func diffCases(tb testing.TB) []diffCase {
 // reader.
 func TestFastPathMatchesFullPath(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(bigZone()...))
-	tr := newTestReader(e.srv)
+	tr := newTestReader(e.srv, netip.Addr{})
 	for _, tc := range diffCases(t) {
 		if tc.reject {
 			continue

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/dnsfilter/internal/udpserve"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver"
 	"github.com/egressd/egressd/resolver/resolvertest"
@@ -56,36 +57,41 @@ func (c *capturePC) SetDeadline(time.Time) error      { return nil }
 func (c *capturePC) SetReadDeadline(time.Time) error  { return nil }
 func (c *capturePC) SetWriteDeadline(time.Time) error { return nil }
 
-// testReader drives one UDP reader of s without a socket.
+// testReader drives one UDP handler of s without a socket.
 type testReader struct {
-	u  *udpServer
-	r  *udpReader
+	h  *udpHandler
+	b  *udpserve.Batch
 	pc *capturePC
 }
 
-func newTestReader(s *Server) *testReader {
+// newTestReader's replies carry dst as their source when it is valid, as
+// on a socket bound to every address.
+func newTestReader(s *Server, dst netip.Addr) *testReader {
 	pc := newCapturePC()
-	u := &udpServer{s: s, pc: pc, conn: plainConn{pc}, slots: make(chan struct{}, maxWaiting)}
-	return &testReader{u: u, r: u.newReader(), pc: pc}
+	return &testReader{h: s.newUDPHandler(), b: udpserve.NewBatch(pc, dst), pc: pc}
 }
 
 var testClient net.Addr = &net.UDPAddr{IP: net.IPv4(172, 30, 0, 2), Port: 40000}
 
-// ask hands pkt to the reader and returns its reply (nil for none) and
-// whether the reader answered it inline rather than on a goroutine.
+// handle runs one datagram as a reader does: answer, then the batch sent.
+func (tr *testReader) handle(pkt []byte, now time.Time) {
+	tr.h.Datagram(tr.b, pkt, testClient, now)
+	tr.h.Sent()
+}
+
+// ask hands pkt to the handler and returns its reply (nil for none) and
+// whether it was answered inline rather than on a goroutine.
 func (tr *testReader) ask(tb testing.TB, pkt []byte) (reply []byte, inline bool) {
 	tb.Helper()
-	tr.r.handle(pkt, testClient, tr.u.s.clock())
-	tr.r.record()
-	if tr.r.nout > 0 {
-		reply = bytes.Clone(tr.r.out[0].Buffers[0])
-		if tr.r.nout > 1 {
-			tb.Fatalf("%d inline replies to one datagram, want 1", tr.r.nout)
+	tr.handle(pkt, tr.h.s.clock())
+	if replies, _ := tr.b.Replies(); len(replies) > 0 {
+		if len(replies) > 1 {
+			tb.Fatalf("%d inline replies to one datagram, want 1", len(replies))
 		}
-		tr.r.nout = 0
-		return reply, true
+		tr.b.Reset()
+		return bytes.Clone(replies[0]), true
 	}
-	tr.u.waiting.Wait()
+	tr.h.s.waiting.wg.Wait()
 	w := tr.pc.take()
 	if len(w) > 1 {
 		tb.Fatalf("%d replies to one datagram, want 1", len(w))
@@ -122,7 +128,7 @@ func pack(tb testing.TB, m *dns.Msg) []byte {
 
 // q builds a query for name and qtype, edited by edits.
 func q(name string, qtype uint16, edits ...func(*dns.Msg)) *dns.Msg {
-	m := query(name, qtype)
+	m := mkQuery(name, qtype)
 	m.Id = 0x1234
 	for _, e := range edits {
 		e(m)
@@ -147,7 +153,7 @@ func TestReplyCacheFollowsPolicyAndResolver(t *testing.T) {
 	var mu sync.Mutex
 	p := loadPolicy(t, basePolicy)
 	e.srv.policy = func() *policy.Policy { mu.Lock(); defer mu.Unlock(); return p }
-	tr := newTestReader(e.srv)
+	tr := newTestReader(e.srv, netip.Addr{})
 	ask := func() (*dns.Msg, bool) {
 		t.Helper()
 		b, inline := tr.ask(t, pack(t, q("granted.example.", dns.TypeA)))
@@ -209,19 +215,18 @@ func TestReplyCacheFollowsPolicyAndResolver(t *testing.T) {
 func TestFastPathAllocs(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
 	e.srv.rec = declog.Discard{}
-	tr := newTestReader(e.srv)
-	// As on a socket bound to every address: replies carry their source.
-	tr.u.pktinfo = true
-	tr.r = tr.u.newReader()
-	tr.r.dst = netip.MustParseAddr("172.30.0.1")
+	tr := newTestReader(e.srv, netip.MustParseAddr("172.30.0.1"))
 	hit := pack(t, q("GrAnTeD.example.", dns.TypeA, withEDNS(1232, false)))
 	fullAsk(t, e.srv, pack(t, q("granted.example.", dns.TypeA, withEDNS(1232, false))))
-	if _, inline := tr.ask(t, hit); !inline {
+	tr.handle(hit, e.srv.clock())
+	replies, oob := tr.b.Replies()
+	if len(replies) != 1 {
 		t.Fatal("cache hit answered on a goroutine")
 	}
-	if got, want := tr.r.out[0].OOB, appendPktinfo(nil, tr.r.dst); !bytes.Equal(got, want) {
-		t.Errorf("reply's control message %x, want %x", got, want)
+	if len(oob[0]) == 0 {
+		t.Error("reply carries no source address")
 	}
+	tr.b.Reset()
 	tests := []struct {
 		name string
 		pkt  []byte
@@ -233,9 +238,8 @@ func TestFastPathAllocs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		got := testing.AllocsPerRun(100, func() {
-			tr.r.handle(tc.pkt, testClient, e.srv.clock())
-			tr.r.record()
-			tr.r.nout = 0
+			tr.handle(tc.pkt, e.srv.clock())
+			tr.b.Reset()
 		})
 		if got > tc.max {
 			t.Errorf("%s: %v allocations per query, want at most %v", tc.name, got, tc.max)
@@ -248,7 +252,7 @@ func TestFastPathAllocs(t *testing.T) {
 func TestFastPathRateLimit(t *testing.T) {
 	yaml := basePolicy[:len(basePolicy)-len("  dns: {rps: 1000, burst: 1000}\n")] + "  dns: {rps: 1, burst: 2}\n"
 	e := newEnv(t, yaml, resolvertest.Zone(testZone...))
-	tr := newTestReader(e.srv)
+	tr := newTestReader(e.srv, netip.Addr{})
 	fullAsk(t, e.srv, pack(t, q("granted.example.", dns.TypeA))) // one token
 	refused := 0
 	for range 6 {
@@ -293,7 +297,7 @@ func TestServeDualStack(t *testing.T) {
 		c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		for range 2 { // resolved, then from the reply cache
-			r, _, err := c.Exchange(query("granted.example.", dns.TypeA), addr)
+			r, _, err := c.Exchange(mkQuery("granted.example.", dns.TypeA), addr)
 			if err != nil {
 				t.Fatalf("%s: %v", host, err)
 			}
@@ -314,7 +318,7 @@ func BenchmarkFastPath(b *testing.B) {
 		Policy:   func() *policy.Policy { return p },
 		Resolver: resolver.New(resolver.Config{Upstreams: []string{up.Addr}}),
 	})
-	tr := newTestReader(s)
+	tr := newTestReader(s, netip.Addr{})
 	hit := pack(b, q("granted.example.", dns.TypeA))
 	if _, inline := tr.ask(b, hit); inline {
 		b.Fatal("warm-up answered inline")
@@ -329,9 +333,8 @@ func BenchmarkFastPath(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				tr.r.handle(bc.pkt, testClient, time.Now())
-				tr.r.record()
-				tr.r.nout = 0
+				tr.handle(bc.pkt, time.Now())
+				tr.b.Reset()
 			}
 		})
 	}
@@ -343,8 +346,8 @@ func BenchmarkFastPath(b *testing.B) {
 // and nothing is forwarded.
 func TestTooManyWaiting(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
-	tr := newTestReader(e.srv)
-	tr.u.slots = make(chan struct{}) // no room at all
+	e.srv.waiting.slots = make(chan struct{}) // no room at all
+	tr := newTestReader(e.srv, netip.Addr{})
 	subnet := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(198, 51, 100, 0)}
 	for _, m := range []*dns.Msg{q("granted.example.", dns.TypeA), q("granted.example.", dns.TypeA, withEDNS(1232, false, subnet))} {
 		b, inline := tr.ask(t, pack(t, m))
@@ -374,7 +377,7 @@ func TestReplyFromAddressAsked(t *testing.T) {
 	addr := net.JoinHostPort("127.0.0.2", strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
 	for _, name := range []string{"granted.example.", "granted.example.", "evil.example."} {
 		c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
-		if _, _, err := c.Exchange(query(name, dns.TypeA), addr); err != nil {
+		if _, _, err := c.Exchange(mkQuery(name, dns.TypeA), addr); err != nil {
 			t.Errorf("%s via 127.0.0.2: %v", name, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -48,14 +49,14 @@ func FuzzServeDNS(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	seed(query("granted.example.", dns.TypeA))
-	seed(query("EvIl.ExAmPlE.", dns.TypeA))
-	seed(query("a.b.wild.example.", dns.TypeAAAA))
-	seed(query("svc.wild.example.", dns.TypeHTTPS))
-	seed(query("granted.example.", dns.TypeTXT))
-	seed(query(`x\.wild.example.`, dns.TypeA))
-	seed(query("cnamepriv.wild.example.", dns.TypeA))
-	edns := query("mixed.wild.example.", dns.TypeA)
+	seed(mkQuery("granted.example.", dns.TypeA))
+	seed(mkQuery("EvIl.ExAmPlE.", dns.TypeA))
+	seed(mkQuery("a.b.wild.example.", dns.TypeAAAA))
+	seed(mkQuery("svc.wild.example.", dns.TypeHTTPS))
+	seed(mkQuery("granted.example.", dns.TypeTXT))
+	seed(mkQuery(`x\.wild.example.`, dns.TypeA))
+	seed(mkQuery("cnamepriv.wild.example.", dns.TypeA))
+	edns := mkQuery("mixed.wild.example.", dns.TypeA)
 	edns.SetEdns0(4096, true)
 	seed(edns)
 	f.Add([]byte{})
@@ -167,7 +168,7 @@ func FuzzUDPHandle(f *testing.F) {
 		spy := &spyResolver{zone: zone}
 		s := New(Config{Policy: func() *policy.Policy { return p }, Resolver: spy, Recorder: declog.Discard{},
 			Logger: quiet, Clock: func() time.Time { return spyNow }})
-		tr := newTestReader(s)
+		tr := newTestReader(s, netip.Addr{})
 		var replies [][]byte
 		for range 2 {
 			if reply, _ := tr.ask(t, b); reply != nil {

@@ -39,59 +39,62 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if r == nil || r.Response {
 		return
 	}
-	start := s.clock()
-	client := netaddr.Of(w.RemoteAddr())
-	p := s.policy()
-	o, d, ask := s.decide(p, client, r, start)
-	if ask {
-		o = s.resolve(p, r.Question[0], d)
-	}
-	s.reply(w, r, p, client, o, start)
+	q := newMsgQuery(s.policy(), netaddr.Of(w.RemoteAddr()), r, s.clock())
+	s.serve(q, &msgAnswer{s: s, w: w})
 }
 
-// reply writes the reply to r for o and records the decision. A UDP
-// reply that came from the resolver is kept for the fast path too.
-func (s *Server) reply(w dns.ResponseWriter, r *dns.Msg, p *policy.Policy, client netip.Addr, o outcome, start time.Time) {
-	reply := makeReply(r, o)
+// msgAnswer answers with a dns.Msg written to w. The resolver is asked
+// inline (miekg gives each TCP connection its goroutine) unless later is
+// set: a UDP datagram the fast path does not read waits on a goroutine of
+// its own, so the reader goes on reading.
+type msgAnswer struct {
+	s     *Server
+	w     dns.ResponseWriter
+	later func(*query) bool
+}
+
+func (a *msgAnswer) short(q *query)     { a.s.reply(a.w, q) }
+func (a *msgAnswer) cached(*query) bool { return false }
+func (a *msgAnswer) record(q *query)    { a.s.record(q) }
+
+func (a *msgAnswer) resolve(q *query) bool {
+	if a.later != nil {
+		return a.later(q)
+	}
+	a.s.finish(a.w, q)
+	return true
+}
+
+// finish answers a granted query through the resolver and records it.
+func (s *Server) finish(w dns.ResponseWriter, q *query) {
+	q.o = s.resolve(q.p, q.msg.Question[0], q.d)
+	s.reply(w, q)
+	s.record(q)
+}
+
+// reply writes the reply to q.msg for q.o. A UDP reply that came from the
+// resolver is kept for the fast path too.
+func (s *Server) reply(w dns.ResponseWriter, q *query) {
+	reply := makeReply(q.msg, q.o)
 	size := dns.MaxMsgSize
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	if !tcp {
-		size = udpSize(r)
+		size = udpSize(q.msg)
 	}
 	reply.Truncate(size)
 	var err error
-	if !tcp && !o.until.IsZero() {
+	if !tcp && !q.o.until.IsZero() {
 		var b []byte
 		if b, err = reply.Pack(); err == nil {
-			s.keep(p, r, reply, b, o)
+			s.keep(q.p, q.msg, reply, b, q.o)
 			_, err = w.Write(b)
 		}
 	} else {
 		err = w.WriteMsg(reply)
 	}
 	if err != nil {
-		s.log.Debug("dns reply not written", "client", client, "err", err)
+		s.log.Debug("dns reply not written", "client", q.client, "err", err)
 	}
-	s.record(p, client, r, o, start)
-}
-
-// decide runs the per-query checks in their declared order: policy
-// present, client rate, message shape, name granted, type answered. When
-// ask is true the query is granted and its answer comes from resolve,
-// with d the grant; otherwise o is the answer. Denied names are never
-// forwarded.
-func (s *Server) decide(p *policy.Policy, client netip.Addr, r *dns.Msg, now time.Time) (o outcome, d policy.Decision, ask bool) {
-	if p == nil {
-		return outcome{rcode: dns.RcodeServerFailure, log: true}, d, false
-	}
-	if o, ok := s.admit(p, client, now); !ok {
-		return o, d, false
-	}
-	if rcode, ok := checkShape(r); !ok {
-		return outcome{rcode: rcode, reason: policy.ReasonBadRequest, log: true}, d, false
-	}
-	q := r.Question[0]
-	return decideQuestion(p, client, q.Name, q.Qtype)
 }
 
 // admit charges the client's DNS rate limit; a refusal is REFUSED.
@@ -102,22 +105,6 @@ func (s *Server) admit(p *policy.Policy, client netip.Addr, now time.Time) (outc
 		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonRateLimited, log: log, folded: folded}, false
 	}
 	return outcome{}, true
-}
-
-// decideQuestion is the policy's answer for one well-formed question:
-// NXDOMAIN for a name not granted, REFUSED for a type not answered, else
-// ask (the resolver, through resolve).
-func decideQuestion(p *policy.Policy, client netip.Addr, name string, qtype uint16) (outcome, policy.Decision, bool) {
-	d := decideName(p, client, name)
-	if !d.Verdict.Allowed() {
-		// NXDOMAIN, not REFUSED: musl stops walking its search list on
-		// REFUSED, and to the agent the name simply does not exist.
-		return outcome{rcode: dns.RcodeNameError, verdict: d.Verdict, reason: d.Reason, rule: d.Rule, log: true}, d, false
-	}
-	if !p.QTypeAllowed(qtype) {
-		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonQTypeNotAllowed, rule: d.Rule, log: true}, d, false
-	}
-	return outcome{}, d, true
 }
 
 // checkShape accepts one IN-class question in a plain query with EDNS
@@ -217,29 +204,25 @@ func udpSize(r *dns.Msg) int {
 	return min(max(size, dns.MinMsgSize), maxUDPSize)
 }
 
-// record writes the query's decision line, preceded by the summary of the
+// record writes q's decision line at once, preceded by the summary of the
 // rate-limit window it replaced when that had unlogged refusals. The
 // summary names no query: the refusals it counts were for any names.
-func (s *Server) record(p *policy.Policy, client netip.Addr, r *dns.Msg, o outcome, start time.Time) {
-	if !o.log {
+func (s *Server) record(q *query) {
+	if !q.o.log {
 		return
 	}
-	var host, qtype string
-	if len(r.Question) > 0 {
-		host = strings.ToLower(strings.TrimSuffix(r.Question[0].Name, "."))
-		qtype = dns.Type(r.Question[0].Qtype).String()
-	}
-	s.logDecision(p, netaddr.String(client), host, qtype, o, start)
+	e := decisionEntry(q.p, netaddr.String(q.client), q.host, qtypeName(q), q.o, q.start)
+	e.Duration = s.clock().Sub(q.start)
+	s.emit(e, q.o.folded)
 }
 
-// logDecision is record for a query already read, written at once.
-func (s *Server) logDecision(p *policy.Policy, client, host, qtype string, o outcome, start time.Time) {
-	if !o.log {
-		return
+// qtypeName is the query type as logged; none for a message without a
+// question.
+func qtypeName(q *query) string {
+	if q.msg != nil && len(q.msg.Question) == 0 {
+		return ""
 	}
-	e := decisionEntry(p, client, host, qtype, o, start)
-	e.Duration = s.clock().Sub(start)
-	s.emit(e, o.folded)
+	return dns.Type(q.qtype).String()
 }
 
 // decisionEntry is the one place a DNS decision line is built, for the

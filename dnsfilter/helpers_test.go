@@ -145,7 +145,7 @@ func (w *testWriter) TsigStatus() error   { return nil }
 func (w *testWriter) TsigTimersOnly(bool) {}
 func (w *testWriter) Hijack()             {}
 
-func query(name string, qtype uint16) *dns.Msg {
+func mkQuery(name string, qtype uint16) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	return m

@@ -5,10 +5,11 @@ import (
 	"net"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
-	"github.com/miekg/dns"
 )
 
 // errMalformed ends a TCP connection whose message did not parse.

@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver/resolvertest"
-	"github.com/miekg/dns"
 )
 
 // TestMalformedMessagesAreLoggedAndDropped: a message that does not parse
@@ -28,7 +29,7 @@ func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 	raw.Write([]byte("not dns at all, but long enough to have a header"))  // header, then nonsense
 	raw.Write(append([]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}, 63, 'a')) // a label running past the end
 	c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
-	if _, _, err := c.Exchange(query("granted.example.", dns.TypeA), udp); err != nil {
+	if _, _, err := c.Exchange(mkQuery("granted.example.", dns.TypeA), udp); err != nil {
 		t.Fatalf("after garbage: %v", err)
 	}
 	// The server reads its socket in order, so the garbage was judged

@@ -11,12 +11,13 @@
 // dns.qtypes are refused, each client is rate limited, and every query
 // leaves one decision line in the decision log.
 //
-// TCP is served by miekg/dns through ServeDNS. UDP, where the agent's
-// queries come, is served by readers that own the socket (udp.go): they
-// answer plain queries from the bytes, granted ones from packed replies
-// kept per policy and resolver answer (replies.go), with the same checks,
-// replies and log lines as ServeDNS, which they fall back to for anything
-// else.
+// Every query is a query value (query.go) that serve takes through the
+// same order: decide, answer, record. TCP is served by miekg/dns through
+// ServeDNS. UDP, where the agent's queries come, is read by
+// internal/udpserve's readers, which hand each datagram to a udpHandler:
+// plain queries are answered from their bytes, granted ones from packed
+// replies kept per policy and resolver answer (replies.go), with the same
+// checks, replies and log lines as ServeDNS.
 package dnsfilter
 
 import (
@@ -28,6 +29,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/dnsfilter/internal/udpserve"
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/netutil"
@@ -46,8 +49,8 @@ const (
 	// a client from ever hanging.
 	queryTimeout = 5 * time.Second
 	// maxUDPSize is the largest UDP answer sent, whatever the client
-	// advertises: the DNS flag day 2020 value, which avoids fragmentation.
-	maxUDPSize = 1232
+	// advertises.
+	maxUDPSize = udpserve.MaxSize
 	// maxTCPConns bounds concurrent TCP connections; further ones wait in
 	// the kernel backlog.
 	maxTCPConns = 256
@@ -104,6 +107,7 @@ type Server struct {
 	replies  replyCache
 	exp      expiringResolver                // res, when it tells expiries; else nil
 	base     atomic.Pointer[context.Context] // Serve's context, for queries
+	waiting  waiters                         // UDP queries waiting for the resolver
 }
 
 // New returns a server for cfg; see Config for what nil fields mean.
@@ -131,6 +135,7 @@ func New(cfg Config) *Server {
 	}
 	s.limitLog.init()
 	s.replies.init()
+	s.waiting.init()
 	s.exp, _ = s.res.(expiringResolver)
 	return s
 }
@@ -150,7 +155,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 	s.base.Store(&ctx)
 
 	// Room for every UDP reader and the TCP server to fail at once.
-	errc := make(chan error, udpReaders()+1)
+	errc := make(chan error, udpserve.Readers()+1)
 	var tcp *dns.Server
 	var err error
 	if ln != nil {
@@ -159,9 +164,14 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 			tcp = nil
 		}
 	}
-	var udp *udpServer
+	var udp *udpserve.Server
 	if pc != nil && err == nil {
-		udp = s.serveUDP(ctx, pc, errc)
+		udp = udpserve.Serve(ctx, udpserve.Config{
+			Conn:    pc,
+			Handler: func() udpserve.Handler { return s.newUDPHandler() },
+			Clock:   s.clock,
+			Logger:  s.log,
+		}, errc)
 	}
 	if err == nil {
 		err = s.run(ctx, errc)
@@ -214,7 +224,7 @@ func (s *Server) run(ctx context.Context, errc <-chan error) error {
 
 // shutdown stops the UDP readers and the TCP server (either may be nil)
 // and waits, within shutdownGrace, for the queries they started.
-func (s *Server) shutdown(udp *udpServer, tcp *dns.Server) {
+func (s *Server) shutdown(udp *udpserve.Server, tcp *dns.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if tcp != nil {
@@ -224,7 +234,10 @@ func (s *Server) shutdown(udp *udpServer, tcp *dns.Server) {
 		}
 	}
 	if udp != nil {
-		udp.stop(ctx)
+		// The readers stop first, so no query starts waiting after the
+		// wait below has begun; the socket stays open for the replies.
+		udp.Stop()
+		s.waiting.wait(ctx)
 	}
 	s.flushLimitLog(true)
 }

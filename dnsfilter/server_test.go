@@ -52,7 +52,7 @@ func bigZone() []string {
 
 func TestGrantedAnswered(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
-	q := query("GrAnTeD.eXaMpLe.", dns.TypeA)
+	q := mkQuery("GrAnTeD.eXaMpLe.", dns.TypeA)
 	q.Id = 4242
 	q.CheckingDisabled = true
 	r := e.ask(t, q)
@@ -99,7 +99,7 @@ func TestUngrantedNeverForwarded(t *testing.T) {
 		{"10.0.0.1.", dns.TypeA, policy.ReasonNotAllowlisted},
 	}
 	for _, tc := range tests {
-		r := e.ask(t, query(tc.name, tc.qtype))
+		r := e.ask(t, mkQuery(tc.name, tc.qtype))
 		if r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
 			t.Errorf("%s %s: got %s with %d answers, want NXDOMAIN and none", tc.name, dns.Type(tc.qtype), dns.RcodeToString[r.Rcode], len(r.Answer))
 		}
@@ -115,7 +115,7 @@ func TestUngrantedNeverForwarded(t *testing.T) {
 func TestQTypeRefused(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
 	for _, qt := range []uint16{dns.TypeTXT, dns.TypeNULL, dns.TypeANY, dns.TypeMX, dns.TypeAXFR, 65000} {
-		r := e.ask(t, query("granted.example.", qt))
+		r := e.ask(t, mkQuery("granted.example.", qt))
 		if r.Rcode != dns.RcodeRefused {
 			t.Errorf("%s: got %s, want REFUSED", dns.Type(qt), dns.RcodeToString[r.Rcode])
 		}
@@ -151,7 +151,7 @@ func TestAddressFiltering(t *testing.T) {
 		{"nx.wild.example.", dns.TypeA, dns.RcodeNameError, nil, policy.ReasonAllowlisted},
 	}
 	for _, tc := range tests {
-		r := e.ask(t, query(tc.name, tc.qtype))
+		r := e.ask(t, mkQuery(tc.name, tc.qtype))
 		if r.Rcode != tc.rcode || !slices.Equal(answerAddrs(r), tc.addrs) {
 			t.Errorf("%s %s: got %s %v, want %s %v", tc.name, dns.Type(tc.qtype), dns.RcodeToString[r.Rcode], answerAddrs(r), dns.RcodeToString[tc.rcode], tc.addrs)
 		}
@@ -166,7 +166,7 @@ func TestAddressFiltering(t *testing.T) {
 
 func TestCNAMEChainKept(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
-	r := e.ask(t, query("cname.wild.example.", dns.TypeA))
+	r := e.ask(t, mkQuery("cname.wild.example.", dns.TypeA))
 	if len(r.Answer) != 2 {
 		t.Fatalf("got %d records, want the CNAME and the A", len(r.Answer))
 	}
@@ -178,7 +178,7 @@ func TestCNAMEChainKept(t *testing.T) {
 
 func TestHTTPSHintsPruned(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
-	r := e.ask(t, query("svc.wild.example.", dns.TypeHTTPS))
+	r := e.ask(t, mkQuery("svc.wild.example.", dns.TypeHTTPS))
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("got %s with %d records, want NOERROR with 1", dns.RcodeToString[r.Rcode], len(r.Answer))
 	}
@@ -196,7 +196,7 @@ func TestHTTPSHintsPruned(t *testing.T) {
 func TestCacheHitSkipsUpstream(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
 	for range 3 {
-		if r := e.ask(t, query("granted.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
+		if r := e.ask(t, mkQuery("granted.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
 			t.Fatalf("got %s, want NOERROR", dns.RcodeToString[r.Rcode])
 		}
 	}
@@ -208,7 +208,7 @@ func TestCacheHitSkipsUpstream(t *testing.T) {
 func TestUpstreamTimeoutServfail(t *testing.T) {
 	e := newEnv(t, basePolicy, func(string, *dns.Msg) *dns.Msg { return nil })
 	start := time.Now()
-	r := e.ask(t, query("granted.example.", dns.TypeA))
+	r := e.ask(t, mkQuery("granted.example.", dns.TypeA))
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("SERVFAIL after %s, want within ~600ms (2 × 300ms timeout)", el)
 	}
@@ -225,7 +225,7 @@ func TestRateLimit(t *testing.T) {
 	e := newEnv(t, yaml, resolvertest.Zone(testZone...))
 	send := func(n int) (refused int) {
 		for range n {
-			if e.ask(t, query("evil.example.", dns.TypeA)).Rcode == dns.RcodeRefused {
+			if e.ask(t, mkQuery("evil.example.", dns.TypeA)).Rcode == dns.RcodeRefused {
 				refused++
 			}
 		}
@@ -248,7 +248,7 @@ func TestRateLimit(t *testing.T) {
 	// Another client has its own bucket.
 	w := newWriter()
 	w.remote = &net.UDPAddr{IP: net.IPv4(172, 30, 0, 3), Port: 1}
-	e.srv.ServeDNS(w, query("evil.example.", dns.TypeA))
+	e.srv.ServeDNS(w, mkQuery("evil.example.", dns.TypeA))
 	if w.reply.Rcode != dns.RcodeNameError {
 		t.Errorf("other client: got %s, want NXDOMAIN", dns.RcodeToString[w.reply.Rcode])
 	}
@@ -275,7 +275,7 @@ func TestRateLimit(t *testing.T) {
 
 func TestReportMode(t *testing.T) {
 	e := newEnv(t, basePolicy+"mode: report\n", resolvertest.Zone(testZone...))
-	r := e.ask(t, query("evil.example.", dns.TypeA))
+	r := e.ask(t, mkQuery("evil.example.", dns.TypeA))
 	if r.Rcode != dns.RcodeSuccess || !slices.Equal(answerAddrs(r), []string{"93.184.215.18"}) {
 		t.Errorf("report mode: got %s %v, want the answer", dns.RcodeToString[r.Rcode], answerAddrs(r))
 	}
@@ -283,25 +283,25 @@ func TestReportMode(t *testing.T) {
 		t.Errorf("logged %s/%s, want would_deny/not_allowlisted", got.Verdict, got.Reason)
 	}
 	// Report mode never relaxes address checks or the type list.
-	if r := e.ask(t, query("privevil.example.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+	if r := e.ask(t, mkQuery("privevil.example.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
 		t.Errorf("report mode private answer: got %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
 	}
-	if r := e.ask(t, query("evil.example.", dns.TypeTXT)); r.Rcode != dns.RcodeRefused {
+	if r := e.ask(t, mkQuery("evil.example.", dns.TypeTXT)); r.Rcode != dns.RcodeRefused {
 		t.Errorf("report mode TXT: got %s, want REFUSED", dns.RcodeToString[r.Rcode])
 	}
 }
 
 func TestMalformedQueries(t *testing.T) {
 	e := newEnv(t, basePolicy, resolvertest.Zone(testZone...))
-	twoQ := query("granted.example.", dns.TypeA)
+	twoQ := mkQuery("granted.example.", dns.TypeA)
 	twoQ.Question = append(twoQ.Question, dns.Question{Name: "evil.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET})
-	noQ := query("granted.example.", dns.TypeA)
+	noQ := mkQuery("granted.example.", dns.TypeA)
 	noQ.Question = nil
-	chaos := query("version.bind.", dns.TypeTXT)
+	chaos := mkQuery("version.bind.", dns.TypeTXT)
 	chaos.Question[0].Qclass = dns.ClassCHAOS
-	notify := query("granted.example.", dns.TypeSOA)
+	notify := mkQuery("granted.example.", dns.TypeSOA)
 	notify.Opcode = dns.OpcodeNotify
-	badvers := query("granted.example.", dns.TypeA)
+	badvers := mkQuery("granted.example.", dns.TypeA)
 	badvers.SetEdns0(1232, false)
 	badvers.IsEdns0().SetVersion(1)
 
@@ -323,7 +323,7 @@ func TestMalformedQueries(t *testing.T) {
 			t.Errorf("%s: got %d replies, rcode %v; want 1, %s", tc.name, w.writes, w.reply, dns.RcodeToString[tc.rcode])
 		}
 	}
-	resp := query("granted.example.", dns.TypeA)
+	resp := mkQuery("granted.example.", dns.TypeA)
 	resp.Response = true
 	w := newWriter()
 	e.srv.ServeDNS(w, resp)
@@ -340,7 +340,7 @@ func TestNilPolicyFailsClosed(t *testing.T) {
 	for _, getter := range []func() *policy.Policy{nil, func() *policy.Policy { return nil }} {
 		s := New(Config{Policy: getter})
 		w := newWriter()
-		s.ServeDNS(w, query("granted.example.", dns.TypeA))
+		s.ServeDNS(w, mkQuery("granted.example.", dns.TypeA))
 		if w.reply.Rcode != dns.RcodeServerFailure {
 			t.Errorf("got %s, want SERVFAIL", dns.RcodeToString[w.reply.Rcode])
 		}
@@ -366,7 +366,7 @@ func TestTruncationAndEDNS(t *testing.T) {
 		{"tcp", 0, true, false, dns.MaxMsgSize},
 	}
 	for _, tc := range tests {
-		q := query("big.wild.example.", dns.TypeA)
+		q := mkQuery("big.wild.example.", dns.TypeA)
 		if tc.edns > 0 {
 			q.SetEdns0(tc.edns, false)
 		}
@@ -406,7 +406,7 @@ func TestServeUDPAndTCP(t *testing.T) {
 	}
 	for _, tc := range tests {
 		c := dns.Client{Net: tc.network, Timeout: 2 * time.Second}
-		r, _, err := c.Exchange(query(tc.name, dns.TypeA), tc.addr)
+		r, _, err := c.Exchange(mkQuery(tc.name, dns.TypeA), tc.addr)
 		if err != nil {
 			t.Fatalf("%s %s: %v", tc.network, tc.name, err)
 		}
@@ -424,7 +424,7 @@ func TestServeUDPAndTCP(t *testing.T) {
 	raw.Write([]byte("not dns at all, but long enough to have a header"))
 	raw.Close()
 	c := dns.Client{Net: "udp", Timeout: 2 * time.Second}
-	if _, _, err := c.Exchange(query("granted.example.", dns.TypeA), udp); err != nil {
+	if _, _, err := c.Exchange(mkQuery("granted.example.", dns.TypeA), udp); err != nil {
 		t.Errorf("after garbage: %v", err)
 	}
 
@@ -467,7 +467,7 @@ func TestSelfAddressNeverAnswered(t *testing.T) {
 		Recorder: e.rec,
 		Self:     []netip.Addr{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("::ffff:10.9.0.5")},
 	})
-	r := e.ask(t, query("allowednet.wild.example.", dns.TypeA))
+	r := e.ask(t, mkQuery("allowednet.wild.example.", dns.TypeA))
 	if r.Rcode != dns.RcodeNameError {
 		t.Errorf("got %s %v, want NXDOMAIN", dns.RcodeToString[r.Rcode], answerAddrs(r))
 	}
@@ -476,7 +476,7 @@ func TestSelfAddressNeverAnswered(t *testing.T) {
 	}
 	// The unspecified address stands for this machine's own addresses, not
 	// for every address.
-	if r := e.ask(t, query("granted.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
+	if r := e.ask(t, mkQuery("granted.example.", dns.TypeA)); r.Rcode != dns.RcodeSuccess {
 		t.Errorf("granted.example: got %s, want NOERROR", dns.RcodeToString[r.Rcode])
 	}
 }

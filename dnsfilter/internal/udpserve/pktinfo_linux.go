@@ -1,4 +1,4 @@
-package dnsfilter
+package udpserve
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 
 // A socket bound to every address must answer from the address each query
 // was sent to: a client checking the source (any connected UDP socket)
-// drops anything else. miekg's server did this with IP_PKTINFO and
+// drops anything else. miekg's server does this with IP_PKTINFO and
 // IPV6_PKTINFO; the readers do the same, reading and writing the control
 // messages in place so that a reply costs no allocation.
 
@@ -20,7 +20,7 @@ import (
 var oobSize = syscall.CmsgSpace(20)
 
 // enablePktinfo asks the kernel for each datagram's destination, in
-// whichever families the socket takes, as miekg's server did. It reports
+// whichever families the socket takes, as miekg's server does. It reports
 // whether either was accepted.
 func enablePktinfo(c *net.UDPConn) bool {
 	err6 := ipv6.NewPacketConn(c).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)

@@ -1,4 +1,4 @@
-package dnsfilter
+package udpserve
 
 import (
 	"bytes"
@@ -48,4 +48,25 @@ func TestPktinfoLayout(t *testing.T) {
 	if got := appendPktinfo([]byte{9}, netip.Addr{}); !bytes.Equal(got, []byte{9}) {
 		t.Errorf("no source: got %x, want the buffer unchanged", got)
 	}
+}
+
+// FuzzPktinfoDst: any control-message buffer the kernel (or anything else)
+// hands over is read without panicking, and an IPv6 message written by
+// appendPktinfo reads back as its address.
+func FuzzPktinfoDst(f *testing.F) {
+	f.Add(appendPktinfo(nil, netip.MustParseAddr("127.0.0.2")), []byte(netip.MustParseAddr("::1").AsSlice()))
+	f.Add([]byte{1, 2, 3}, make([]byte, 16))
+	f.Fuzz(func(t *testing.T, oob, addr []byte) {
+		_ = pktinfoDst(oob)
+		if len(addr) != 16 {
+			return
+		}
+		a := netip.AddrFrom16([16]byte(addr))
+		if a.Is4In6() {
+			return
+		}
+		if got := pktinfoDst(appendPktinfo(nil, a)); got != a {
+			t.Fatalf("pktinfoDst(appendPktinfo(%v)) = %v", a, got)
+		}
+	})
 }

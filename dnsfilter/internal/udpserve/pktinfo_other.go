@@ -1,6 +1,6 @@
 //go:build !linux
 
-package dnsfilter
+package udpserve
 
 import (
 	"net"
