@@ -64,10 +64,9 @@ type daemon struct {
 // The wiring order, written down once: policy holder → decision log (the
 // recorder every edge writes to, teed to the admin metrics) → shared
 // resolver → listeners bound → proxy, DNS, gateway (each asks the same
-// policy through the holder) → admin → policy watcher. Inside the proxy a
-// request passes: parse target → Decide → rate limits → resolve → address
-// check → dial; the gateway: auth → Decide → budget reservation → forward →
-// meter → settle. Stopping runs the same list backwards.
+// policy through the holder) → admin → policy watcher. Stopping runs the
+// same list backwards. The order of checks inside each edge is written
+// once, in that edge's package doc: proxy, dnsfilter (serve), gateway.
 func Run(ctx context.Context, opts Options) error {
 	d := &daemon{opts: opts, log: opts.Logger, started: time.Now()}
 	if d.log == nil {

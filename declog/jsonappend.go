@@ -9,15 +9,15 @@ import (
 
 // The JSON primitives of the decision log line. They append to a reused
 // buffer and allocate nothing; their output is byte-for-byte what
-// slog.JSONHandler wrote before (encode_test.go holds the old encoder and
-// compares the two, also under fuzzing), because operators' log shippers
-// and our own readers were built against that format.
+// slog.JSONHandler writes for the same attributes (slogref_test.go holds
+// that reference and encode_test.go compares the two, also under fuzzing),
+// because operators' log shippers and our own readers read that format.
 
 const hexDigits = "0123456789abcdef"
 
-// escapeStyle picks between the two escapers the old encoder used: slog
-// wrote its own string attributes, and encoding/json (via slog.Any) the
-// Hosts and Clients arrays. They differ only in \b and \f.
+// escapeStyle picks between slog's two escapers: slog writes its own string
+// attributes, and encoding/json (via slog.Any) the Hosts and Clients
+// arrays. They differ only in \b and \f.
 type escapeStyle bool
 
 const (

@@ -72,11 +72,11 @@ type Stats struct {
 // stdout pipe would then stall every proxy and DNS goroutine. Measured on
 // the 2-core dev machine: Record costs ~110 ns for an allow and ~155 ns for
 // a folded denial, 0 allocations (BenchmarkRecord); encoding a line takes
-// ~230 ns (BenchmarkWriteLine, was ~1 µs through slog.JSONHandler). The
-// writer writes whatever it drained as one batch per destination, so a
-// logged entry costs ~2.6 µs of CPU in all when entries come one at a time
-// (mostly the wake-up) and ~0.8 µs under load (BenchmarkLoggerThroughput;
-// 3.5 and 2.6 µs with per-line slog and two writes per line).
+// ~230 ns (BenchmarkWriteLine; slog.JSONHandler takes ~1 µs for the same
+// line). The writer writes whatever it drained as one batch per
+// destination, so a logged entry costs ~2.6 µs of CPU in all when entries
+// come one at a time (mostly the wake-up) and ~0.8 µs under load
+// (BenchmarkLoggerThroughput).
 type Logger struct {
 	clock func() time.Time
 	ch    chan Entry

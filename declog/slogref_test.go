@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// This file keeps the encoder the decision log used before appendEntry:
-// the Entry as slog attributes, written by slog.JSONHandler. It is the
-// reference appendEntry must match byte for byte (encode_test.go), so the
-// log format cannot drift from what slog wrote and readers expect.
+// This file writes the Entry as slog attributes through
+// slog.JSONHandler: the reference appendEntry must match byte for byte
+// (encode_test.go), so the log format cannot drift from slog's, which
+// readers expect.
 
 var refHandlerOptions = &slog.HandlerOptions{Level: slog.LevelDebug}
 

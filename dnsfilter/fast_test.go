@@ -102,8 +102,8 @@ func (tr *testReader) ask(tb testing.TB, pkt []byte) (reply []byte, inline bool)
 	return nil, false
 }
 
-// fullAsk is the reference: what the server answered before the fast
-// path, ServeDNS on the message as miekg unpacks it (nil reply when it
+// fullAsk is the reference the fast path must equal: ServeDNS on the
+// message as miekg unpacks it (nil reply when it
 // does not unpack: checkedReader drops it).
 func fullAsk(tb testing.TB, s *Server, pkt []byte) []byte {
 	tb.Helper()
@@ -364,7 +364,7 @@ func TestTooManyWaiting(t *testing.T) {
 }
 
 // TestReplyFromAddressAsked: on a socket bound to every address, a reply
-// leaves from the address the query was sent to (as miekg's server sent
+// leaves from the address the query was sent to (as miekg's server sends
 // it), or a client that checks the source, as connected sockets do,
 // never sees it.
 func TestReplyFromAddressAsked(t *testing.T) {

@@ -29,7 +29,7 @@ func enablePktinfo(c *net.UDPConn) bool {
 }
 
 // pktinfoDst returns the destination address a control-message buffer
-// reports, the IPv6 message first as miekg did (for IPv4 on a dual-stack
+// reports, the IPv6 message first as miekg does (for IPv4 on a dual-stack
 // socket it is the mapped address); the zero Addr when there is none.
 func pktinfoDst(oob []byte) netip.Addr {
 	var v4 netip.Addr
@@ -54,7 +54,7 @@ func pktinfoDst(oob []byte) netip.Addr {
 // appendPktinfo appends the control message that sends a reply from src:
 // IP_PKTINFO with src as ipi_spec_dst for IPv4 (mapped or not, which the
 // kernel takes on a dual-stack socket too), IPV6_PKTINFO otherwise; the
-// interface is left to routing, as miekg left it.
+// interface is left to routing, as miekg leaves it.
 func appendPktinfo(b []byte, src netip.Addr) []byte {
 	if !src.IsValid() {
 		return b
