@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
 
-// refuse answers an error in the provider's shape, and logs the request's
-// one decision entry. Refusals the agent cannot fix by retrying carry
+// refuse answers an error in the provider's shape, with the reason in the
+// status line too (on a server set up with statusline), and logs the
+// request's one decision entry. Refusals the agent cannot fix by retrying carry
 // x-should-retry: false, which the OpenAI and Anthropic SDKs honour
 // instead of retrying a 429 or 503 on their own.
 func (c *call) refuse(status int, reason policy.Reason, typ, msg string, extra ...any) {
@@ -28,6 +30,7 @@ func (c *call) refuse(status int, reason policy.Reason, typ, msg string, extra .
 		hd.Set("X-Should-Retry", "false")
 	}
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, c.name, ""))
 	c.w.WriteHeader(status)
 	c.w.Write(body)
 	c.record(policy.Deny, reason, status, int64(len(body)))

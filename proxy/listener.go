@@ -10,6 +10,7 @@ import (
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -95,6 +96,8 @@ type clientConn struct {
 
 	serving atomic.Bool // a handler runs (ServeHTTP until connState)
 	refused atomic.Bool // egressd answered a request net/http refused
+
+	line statusline.Rewriter // the reason phrase of egressd's refusals (armRefusal)
 }
 
 var connectPrefix = []byte("CONNECT ")
@@ -138,6 +141,7 @@ func (c *clientConn) parser() *headParser {
 func (c *clientConn) startServing() {
 	if c != nil {
 		c.serving.Store(true)
+		c.line.Disarm()
 	}
 }
 
