@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/money"
 	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
@@ -61,19 +62,30 @@ func (c *call) refuseReservation(err error) {
 	var be *meter.BudgetError
 	switch {
 	case errors.As(err, &be):
-		resets := "never (budget.period: total)"
-		var resetsAt any
-		if !be.ResetsAt.IsZero() {
-			resets = be.ResetsAt.UTC().Format(time.RFC3339)
-			resetsAt = resets
-		}
-		msg := fmt.Sprintf("egressd spend cap reached: spent $%.4f of $%.2f this period (plus $%.4f in flight); this call could cost up to $%.4f. The budget resets at %s.",
-			be.SpentUSD, be.CapUSD, be.ReservedUSD, be.NeedUSD, resets)
-		c.refuse(http.StatusTooManyRequests, policy.ReasonBudgetExceeded, "budget_exceeded", msg,
-			"spend", be.SpentUSD, "cap", be.CapUSD, "reserved", be.ReservedUSD, "resets_at", resetsAt)
+		c.refuse(http.StatusTooManyRequests, policy.ReasonBudgetExceeded, "budget_exceeded", budgetMessage(be),
+			"spend", be.SpentUSD, "cap", be.CapUSD, "reserved", be.ReservedUSD, "resets_at", resetsAt(be))
 	default:
 		c.refuseLedger(err)
 	}
+}
+
+// budgetMessage is what the agent reads when the cap stops a call, figures
+// in money.Format's spelling.
+func budgetMessage(be *meter.BudgetError) string {
+	period, resets := "in total", "The budget never resets (budget.period: total)."
+	if !be.ResetsAt.IsZero() {
+		period, resets = "this period", "The budget resets at "+be.ResetsAt.UTC().Format(time.RFC3339)+"."
+	}
+	return fmt.Sprintf("egressd spend cap reached: spent %s of %s %s (plus %s in flight); this call could cost up to %s. %s",
+		money.Format(be.SpentUSD), money.Format(be.CapUSD), period, money.Format(be.ReservedUSD), money.Format(be.NeedUSD), resets)
+}
+
+// resetsAt is the resets_at field: RFC 3339, or null for period total.
+func resetsAt(be *meter.BudgetError) any {
+	if be.ResetsAt.IsZero() {
+		return nil
+	}
+	return be.ResetsAt.UTC().Format(time.RFC3339)
 }
 
 func (c *call) refuseLedger(err error) {
