@@ -26,6 +26,8 @@ func TestRefusalStatusLineOnWire(t *testing.T) {
 			[]string{"HTTP/1.1 403 egressd port_not_allowed: granted.test:8443: the host is granted, this port is not\r\n"}},
 		{"plain then granted", []string{getReq("http://denied.test/x", "denied.test"), getReq(granted, f.hp("granted.test"))},
 			[]string{"HTTP/1.1 403 egressd not_allowlisted: denied.test:80 is not granted\r\n", "HTTP/1.1 200 OK\r\n"}},
+		{"refused by net/http", []string{"GET http://granted.test/ HTTP/1.1\r\nHost: granted.test\r\nBad Name: x\r\n\r\n"},
+			[]string{"HTTP/1.1 400 egressd bad_request: invalid header name\r\n"}},
 		{"bad request", []string{getReq("/", f.hp("granted.test"))},
 			[]string{"HTTP/1.1 400 egressd bad_request: origin-form request: egressd is a forward proxy, not a web server; send absolute URIs via ..." + "\r\n"}},
 	}

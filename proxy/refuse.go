@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
@@ -115,7 +116,10 @@ func refusalDetail(p []byte) string {
 // every other denial (see Server.deny).
 func refusal(code int, detail string) []byte {
 	body := "egressd: denied request: " + policy.ReasonBadRequest.String() + " (" + detail + ")\n"
-	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + policy.StatusPhrase(policy.ReasonBadRequest, "", detail) + "\r\n" +
+	// net/http's words start with its own status ("400 Bad Request: ..."),
+	// which the status line already has.
+	words := strings.TrimPrefix(detail, strconv.Itoa(code)+" "+http.StatusText(code)+": ")
+	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + policy.StatusPhrase(policy.ReasonBadRequest, "", words) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"X-Content-Type-Options: nosniff\r\n" +
 		"X-Egressd-Reason: " + policy.ReasonBadRequest.String() + "\r\n" +
