@@ -31,7 +31,7 @@ func (c *call) refuse(status int, reason policy.Reason, typ, msg string, extra .
 		hd.Set("X-Should-Retry", "false")
 	}
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
-	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, c.name, ""))
+	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, "/"+c.name+"/", ""))
 	c.w.WriteHeader(status)
 	c.w.Write(body)
 	c.record(policy.Deny, reason, status, int64(len(body)))

@@ -29,3 +29,26 @@ func TestBudgetMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalStatusLine: gateway refusals name their reason in the status
+// line, as the proxy's do.
+func TestRefusalStatusLine(t *testing.T) {
+	r := newRig(t, openRouterJSON(0.001, 1, 1))
+	tests := []struct {
+		name, path string
+		hdr        []string
+		want       string
+	}{
+		{"unknown route", "/nosuch/v1/chat/completions", nil, "404 egressd not_allowlisted: /nosuch/ is not granted"},
+		{"wrong token", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer wrong"},
+			"401 egressd unauthorized: wrong or missing agent token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := r.post(tt.path, sonnetCall, tt.hdr...)
+			if got := resp.Status; got != tt.want {
+				t.Errorf("status line: got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
