@@ -27,7 +27,7 @@ const (
 
 type slot struct {
 	epoch int64 // which recentSlot period (unix time / recentSlot)
-	n     int
+	n     []ReasonCount
 }
 
 type hostSlots struct {
@@ -40,24 +40,48 @@ func (h *hostSlots) add(t time.Time, reason string, n int) {
 	epoch := t.Unix() / int64(recentSlot/time.Second)
 	s := &h.slots[(epoch%recentSlots+recentSlots)%recentSlots] // never negative, whatever the clock says
 	if s.epoch != epoch {
-		*s = slot{epoch: epoch}
+		*s = slot{epoch: epoch, n: s.n[:0]}
 	}
-	s.n += n
+	s.n = addReason(s.n, reason, n)
 	if !t.Before(h.lastSeen) {
 		h.lastSeen, h.lastReason = t, reason
 	}
 }
 
-// total counts the buckets still inside the window at now.
-func (h *hostSlots) total(now time.Time) int {
-	cur := now.Unix() / int64(recentSlot/time.Second)
-	n := 0
-	for _, s := range h.slots {
-		if s.epoch > cur-recentSlots && s.epoch <= cur {
-			n += s.n
+// addReason adds n denials for reason to counts. The reasons are a small
+// fixed vocabulary, so a slice stays short.
+func addReason(counts []ReasonCount, reason string, n int) []ReasonCount {
+	for i := range counts {
+		if counts[i].Reason == reason {
+			counts[i].Count += n
+			return counts
 		}
 	}
-	return n
+	return append(counts, ReasonCount{Reason: reason, Count: n})
+}
+
+// total counts the buckets still inside the window at now, in all and per
+// reason (most first).
+func (h *hostSlots) total(now time.Time) (int, []ReasonCount) {
+	cur := now.Unix() / int64(recentSlot/time.Second)
+	n := 0
+	var by []ReasonCount
+	for _, s := range h.slots {
+		if s.epoch > cur-recentSlots && s.epoch <= cur {
+			for _, rc := range s.n {
+				n += rc.Count
+				by = addReason(by, rc.Reason, rc.Count)
+			}
+		}
+	}
+	sortReasons(by)
+	return n, by
+}
+
+func sortReasons(by []ReasonCount) {
+	slices.SortFunc(by, func(a, b ReasonCount) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Reason, b.Reason))
+	})
 }
 
 // recent is a bounded table of denial counts per host over the last hour.
@@ -115,22 +139,30 @@ func (r *recent) top(now time.Time, limit int) []HostCount {
 	defer r.mu.Unlock()
 	var out []HostCount
 	for k, h := range r.hosts {
-		if n := h.total(now); n > 0 {
-			out = append(out, HostCount{Host: k, Count: n, LastReason: h.lastReason, LastSeen: h.lastSeen})
+		if n, by := h.total(now); n > 0 {
+			out = append(out, HostCount{Host: k, Count: n, LastReason: h.lastReason, LastSeen: h.lastSeen, Reasons: by})
 		}
 	}
 	slices.SortFunc(out, func(a, b HostCount) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Host, b.Host))
 	})
-	var rest int
+	other := HostCount{Host: OtherHosts, LastReason: r.other.lastReason, LastSeen: r.other.lastSeen}
+	other.Count, other.Reasons = r.other.total(now)
 	if len(out) > limit {
 		for _, hc := range out[limit:] {
-			rest += hc.Count
+			other.Count += hc.Count
+			for _, rc := range hc.Reasons {
+				other.Reasons = addReason(other.Reasons, rc.Reason, rc.Count)
+			}
+			if hc.LastSeen.After(other.LastSeen) {
+				other.LastSeen, other.LastReason = hc.LastSeen, hc.LastReason
+			}
 		}
 		out = out[:limit]
 	}
-	if n := r.other.total(now) + rest; n > 0 {
-		out = append(out, HostCount{Host: OtherHosts, Count: n, LastReason: r.other.lastReason, LastSeen: r.other.lastSeen})
+	if other.Count > 0 {
+		sortReasons(other.Reasons)
+		out = append(out, other)
 	}
 	return out
 }

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/money"
 )
 
 // Status is what /status serves and `egressd status` prints. The daemon
@@ -62,10 +64,17 @@ type Budget struct {
 
 // HostCount is one row of the recent-denials table.
 type HostCount struct {
-	Host       string    `json:"host"`
-	Count      int       `json:"count"`
-	LastReason string    `json:"last_reason"`
-	LastSeen   time.Time `json:"last_seen"`
+	Host       string        `json:"host"`
+	Count      int           `json:"count"`
+	LastReason string        `json:"last_reason"`
+	LastSeen   time.Time     `json:"last_seen"`
+	Reasons    []ReasonCount `json:"reasons"` // Count split by reason, most first
+}
+
+// ReasonCount is how many of a host's denials had one reason.
+type ReasonCount struct {
+	Reason string `json:"reason"`
+	Count  int    `json:"count"`
 }
 
 const (
@@ -153,7 +162,7 @@ func (p *printer) budget(st Status) {
 		return
 	}
 	if b.CapUSD <= 0 {
-		p.row("spend", fmt.Sprintf("$%.2f, cap $0: gateway calls are refused", b.SpendUSD))
+		p.row("spend", money.Format(b.SpendUSD)+", cap $0: gateway calls are refused")
 		return
 	}
 	frac := b.SpendUSD / b.CapUSD
@@ -166,8 +175,12 @@ func (p *printer) budget(st Status) {
 		col = ansiYel
 	}
 	bar := "[" + p.paint(strings.Repeat("#", filled), col) + strings.Repeat("-", barWidth-filled) + "]"
-	line := fmt.Sprintf("%s $%.2f of $%.2f (%.0f%%)", bar, b.SpendUSD, b.CapUSD, frac*100)
-	if b.Period != "" {
+	line := fmt.Sprintf("%s %s of %s (%.0f%%)", bar, money.Format(b.SpendUSD), money.Format(b.CapUSD), frac*100)
+	switch b.Period {
+	case "":
+	case "total":
+		line += " in total, never resets"
+	default:
 		line += " this " + b.Period
 	}
 	if !b.PeriodEnd.IsZero() {
@@ -186,8 +199,24 @@ func (p *printer) recent(st Status) {
 	}
 	p.b.WriteString("denials in the last hour, by host:\n")
 	for _, hc := range st.RecentDenials {
-		fmt.Fprintf(&p.b, "  %7d  %-40s %-22s last %s\n", hc.Count, declog.Sanitize(hc.Host), declog.Sanitize(hc.LastReason), clock(hc.LastSeen))
+		fmt.Fprintf(&p.b, "  %7d  %-40s last %s  %s\n", hc.Count, declog.Sanitize(hc.Host), clock(hc.LastSeen), reasonList(hc))
 	}
+}
+
+// reasonList is a row's count per reason, "not_allowlisted 40, rate_limited
+// 2"; a lone reason stands alone.
+func reasonList(hc HostCount) string {
+	if len(hc.Reasons) == 0 {
+		return declog.Sanitize(hc.LastReason) // a status from an egressd without per-reason counts
+	}
+	if len(hc.Reasons) == 1 {
+		return declog.Sanitize(hc.Reasons[0].Reason)
+	}
+	parts := make([]string, len(hc.Reasons))
+	for i, rc := range hc.Reasons {
+		parts[i] = declog.Sanitize(rc.Reason) + " " + strconv.Itoa(rc.Count)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ago is the positive duration from then to now, rounded for people.

@@ -50,17 +50,17 @@ func TestRecentWindowAndBound(t *testing.T) {
 		want []HostCount
 	}{
 		{t0.Add(30 * time.Minute), []HostCount{
-			{"a.example", 6, "rate_limited", t0.Add(20 * time.Minute)},
-			{"b.example", 2, "port_not_allowed", t0.Add(10 * time.Minute)},
-			{"c.example", 1, "not_allowlisted", t0.Add(20 * time.Minute)},
-			{OtherHosts, 5, "not_allowlisted", t0.Add(22 * time.Minute)},
+			{"a.example", 6, "rate_limited", t0.Add(20 * time.Minute), reasons("not_allowlisted", 5, "rate_limited", 1)},
+			{"b.example", 2, "port_not_allowed", t0.Add(10 * time.Minute), reasons("port_not_allowed", 2)},
+			{"c.example", 1, "not_allowlisted", t0.Add(20 * time.Minute), reasons("not_allowlisted", 1)},
+			{OtherHosts, 5, "not_allowlisted", t0.Add(22 * time.Minute), reasons("not_allowlisted", 5)},
 		}},
 		// 65 minutes on, the first 5-minute bucket (t0) has left the window.
 		{t0.Add(65 * time.Minute), []HostCount{
-			{"b.example", 2, "port_not_allowed", t0.Add(10 * time.Minute)},
-			{"a.example", 1, "rate_limited", t0.Add(20 * time.Minute)},
-			{"c.example", 1, "not_allowlisted", t0.Add(20 * time.Minute)},
-			{OtherHosts, 5, "not_allowlisted", t0.Add(22 * time.Minute)},
+			{"b.example", 2, "port_not_allowed", t0.Add(10 * time.Minute), reasons("port_not_allowed", 2)},
+			{"a.example", 1, "rate_limited", t0.Add(20 * time.Minute), reasons("rate_limited", 1)},
+			{"c.example", 1, "not_allowlisted", t0.Add(20 * time.Minute), reasons("not_allowlisted", 1)},
+			{OtherHosts, 5, "not_allowlisted", t0.Add(22 * time.Minute), reasons("not_allowlisted", 5)},
 		}},
 		{t0.Add(3 * time.Hour), nil},
 	}
@@ -77,6 +77,15 @@ func TestRecentWindowAndBound(t *testing.T) {
 	}
 }
 
+// reasons builds a ReasonCount list from reason, count pairs.
+func reasons(pairs ...any) []ReasonCount {
+	var out []ReasonCount
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, ReasonCount{Reason: pairs[i].(string), Count: pairs[i+1].(int)})
+	}
+	return out
+}
+
 func TestRecentTopLimit(t *testing.T) {
 	r := newRecent(100)
 	for i := range 30 {
@@ -85,6 +94,9 @@ func TestRecentTopLimit(t *testing.T) {
 	got := r.top(t0, 20)
 	if len(got) != 21 || got[0].Host != "h29.example" || got[20].Host != OtherHosts || got[20].Count != 55 {
 		t.Errorf("got %d rows, first %v, last %v; want 21 rows, h29 first, other = 1+..+10 = 55", len(got), got[0], got[len(got)-1])
+	}
+	if diff := cmp.Diff(reasons("not_allowlisted", 55), got[len(got)-1].Reasons); diff != "" {
+		t.Errorf("other row's reasons (-want +got):\n%s", diff)
 	}
 }
 
@@ -113,8 +125,8 @@ func TestFetchStatus(t *testing.T) {
 	want.Now, want.Ready = t0, true
 	want.Counts = Counts{Allowed: 1, Denied: 1, WouldDeny: 1, DNSQueries: 1, TunnelsOpen: 2}
 	want.RecentDenials = []HostCount{
-		{"evil.example", 1, "not_allowlisted", t0},
-		{"x.example", 1, "qtype_not_allowed", t0},
+		{"evil.example", 1, "not_allowlisted", t0, reasons("not_allowlisted", 1)},
+		{"x.example", 1, "qtype_not_allowed", t0, reasons("qtype_not_allowed", 1)},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
@@ -144,8 +156,8 @@ func TestPrintStatus(t *testing.T) {
 		Counts: Counts{Allowed: 1234, Denied: 56, DNSQueries: 789, TunnelsOpen: 3, BytesUp: 1 << 20, BytesDown: 34 << 20},
 		Budget: &Budget{SpendUSD: 8.5, CapUSD: 10, WarnAt: 0.8, Period: "month", PeriodEnd: t0.Add(17*24*time.Hour + 12*time.Hour), ReservationsInFlight: 2},
 		RecentDenials: []HostCount{
-			{"evil.example", 42, "not_allowlisted", t0.Add(-2 * time.Minute)},
-			{"\x1b[2Jsneaky.example", 1, "not_allowlisted", t0.Add(-3 * time.Minute)},
+			{"evil.example", 42, "rate_limited", t0.Add(-2 * time.Minute), reasons("not_allowlisted", 40, "rate_limited", 2)},
+			{"\x1b[2Jsneaky.example", 1, "not_allowlisted", t0.Add(-3 * time.Minute), reasons("not_\x1ballowlisted", 1)},
 		},
 	}
 	want := `egressd   ready, mode enforce, up 1d2h, v0.1.0
@@ -154,8 +166,8 @@ reload    FAILED at 2025-03-14 11:55:00: allow[3].host: "*.": empty label; the p
 traffic   1234 allowed, 56 denied, 0 would-deny; 789 DNS queries; 3 tunnels open; up 1.0MiB, down 34.0MiB
 spend     [##########################----] $8.50 of $10.00 (85%) this month, resets 2025-04-01 00:00 UTC (in 17d12h); 2 calls in flight
 denials in the last hour, by host:
-       42  evil.example                             not_allowlisted        last 2025-03-14 11:58:00
-        1  "\x1b[2Jsneaky.example"                  not_allowlisted        last 2025-03-14 11:57:00
+       42  evil.example                             last 2025-03-14 11:58:00  not_allowlisted 40, rate_limited 2
+        1  "\x1b[2Jsneaky.example"                  last 2025-03-14 11:57:00  "not_\x1ballowlisted"
 `
 	var b bytes.Buffer
 	if err := PrintStatus(&b, st, false); err != nil {
@@ -184,7 +196,14 @@ func TestPrintStatusBudgets(t *testing.T) {
 		{"none", nil, "spend     no LLM providers configured\n"},
 		{"zero cap", &Budget{SpendUSD: 0}, "spend     $0.00, cap $0: gateway calls are refused\n"},
 		{"over", &Budget{SpendUSD: 12, CapUSD: 10, Period: "total"},
-			"spend     [" + strings.Repeat("#", 30) + "] $12.00 of $10.00 (120%) this total\n"},
+			"spend     [" + strings.Repeat("#", 30) + "] $12.00 of $10.00 (120%) in total, never resets\n"},
+		{"cents", &Budget{SpendUSD: 1.23456, CapUSD: 20, Period: "day"},
+			"spend     [##" + strings.Repeat("-", 28) + "] $1.23 of $20.00 (6%) this day\n"},
+		{"below a dollar", &Budget{SpendUSD: 0.0123456, CapUSD: 20, Period: "day"},
+			"spend     [" + strings.Repeat("-", 30) + "] $0.01235 of $20.00 (0%) this day\n"},
+		{"cap below a cent", &Budget{SpendUSD: 0.0004, CapUSD: 0.001, Period: "month"},
+			"spend     [############------------------] $0.0004 of $0.001 (40%) this month\n"},
+		{"spent, cap zero", &Budget{SpendUSD: 0.25}, "spend     $0.25, cap $0: gateway calls are refused\n"},
 		{"empty", &Budget{CapUSD: 5, Period: "day"}, "spend     [" + strings.Repeat("-", 30) + "] $0.00 of $5.00 (0%) this day\n"},
 	}
 	for _, tc := range tests {
@@ -256,9 +275,9 @@ func TestRecentCountsOverflowSample(t *testing.T) {
 		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted, Count: 5000,
 		Hosts: []string{"target.example", "f0.example"}, Clients: []string{"10.0.0.2"}})
 	want := []HostCount{
-		{"*", 5000, "not_allowlisted", t0},
-		{"f0.example", 1, "not_allowlisted", t0},
-		{"target.example", 1, "not_allowlisted", t0},
+		{"*", 5000, "not_allowlisted", t0, reasons("not_allowlisted", 5000)},
+		{"f0.example", 1, "not_allowlisted", t0, reasons("not_allowlisted", 1)},
+		{"target.example", 1, "not_allowlisted", t0, reasons("not_allowlisted", 1)},
 	}
 	if diff := cmp.Diff(want, srv.Status().RecentDenials); diff != "" {
 		t.Errorf("recent denials (-want +got):\n%s", diff)

@@ -15,6 +15,7 @@ import (
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
+	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
@@ -218,9 +219,11 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 		// the proxy. No WriteTimeout: provider streams run for minutes.
 		// ReadTimeout bounds a slow upload of a request body.
 		t := d.holder.Current().Config().Timeouts
+		// statusline puts the refusal reason into the status line
+		// (gateway refuse).
 		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: t.Header,
-			ReadTimeout: 2 * time.Minute, IdleTimeout: t.Idle}
-		goServe("gateway", func() error { return gw.Serve(ls.gateway) })
+			ReadTimeout: 2 * time.Minute, IdleTimeout: t.Idle, ConnContext: statusline.ConnContext}
+		goServe("gateway", func() error { return gw.Serve(statusline.Listener(ls.gateway)) })
 	}
 	if ls.admin != nil {
 		adm = &http.Server{Handler: d.admin, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}

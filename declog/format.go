@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/money"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -122,7 +123,7 @@ func details(e Entry) (string, string) {
 			est = " (estimated)"
 		}
 		return fmt.Sprintf("in %d out %d", e.InputTokens, e.OutputTokens),
-			fmt.Sprintf("$%.4f%s", e.CostUSD, est)
+			money.Format(e.CostUSD) + est
 	case EventSummary:
 		return e.Reason.String(), fmt.Sprintf("x%d more in the last window", e.Count) +
 			sampleList("; hosts ", e.Hosts) + sampleList("; clients ", e.Clients)

@@ -44,7 +44,7 @@ func TestFormat(t *testing.T) {
 			hhmmss + ` close      connect 10.0.0.2        api.github.com:443                   up 2.0KiB down 5.0MiB  1.234s`},
 		{"usage", Entry{Time: t0, Event: EventUsage, Client: "10.0.0.2", Proto: policy.ProtoGateway,
 			Provider: "openrouter", Model: "x/y", InputTokens: 10, OutputTokens: 20, CostUSD: 0.5, Estimated: true},
-			hhmmss + ` usage      gateway 10.0.0.2        openrouter/x/y                       in 10 out 20           $0.5000 (estimated)`},
+			hhmmss + ` usage      gateway 10.0.0.2        openrouter/x/y                       in 10 out 20           $0.50 (estimated)`},
 		{"ipv6", withTime(denial("fd00::2", "2001:db8::1")),
 			hhmmss + ` deny       connect fd00::2         [2001:db8::1]:443                    not_allowlisted        add "- host: 2001:db8::1" under allow:`},
 		{"hostile host is escaped", withTime(denial("10.0.0.2", "\x1b[2Jevil\n.example")),

@@ -98,6 +98,9 @@ func TestBudgetErrorShapes(t *testing.T) {
 		oe.Error.Cap != 0.001 || oe.Error.ResetsAt != "2026-04-01T00:00:00Z" || !strings.Contains(oe.Error.Message, "2026-04-01") {
 		t.Errorf("openai shape: got %d %+v, want 429 budget_exceeded cap 0.001 resets 2026-04-01", openai.StatusCode, oe)
 	}
+	if got, want := openai.Status, "429 egressd budget_exceeded: the spend cap is reached"; got != want {
+		t.Errorf("status line: got %q, want %q", got, want)
+	}
 	if openai.Header.Get("X-Should-Retry") != "false" {
 		t.Errorf("x-should-retry %q, want false so SDKs do not retry", openai.Header.Get("X-Should-Retry"))
 	}

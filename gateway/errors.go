@@ -11,12 +11,15 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/money"
+	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
 
-// refuse answers an error in the provider's shape, and logs the request's
-// one decision entry. Refusals the agent cannot fix by retrying carry
+// refuse answers an error in the provider's shape, with the reason in the
+// status line too (on a server set up with statusline), and logs the
+// request's one decision entry. Refusals the agent cannot fix by retrying carry
 // x-should-retry: false, which the OpenAI and Anthropic SDKs honour
 // instead of retrying a 429 or 503 on their own.
 func (c *call) refuse(status int, reason policy.Reason, typ, msg string, extra ...any) {
@@ -28,6 +31,7 @@ func (c *call) refuse(status int, reason policy.Reason, typ, msg string, extra .
 		hd.Set("X-Should-Retry", "false")
 	}
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, "/"+c.name+"/", ""))
 	c.w.WriteHeader(status)
 	c.w.Write(body)
 	c.record(policy.Deny, reason, status, int64(len(body)))
@@ -58,19 +62,30 @@ func (c *call) refuseReservation(err error) {
 	var be *meter.BudgetError
 	switch {
 	case errors.As(err, &be):
-		resets := "never (budget.period: total)"
-		var resetsAt any
-		if !be.ResetsAt.IsZero() {
-			resets = be.ResetsAt.UTC().Format(time.RFC3339)
-			resetsAt = resets
-		}
-		msg := fmt.Sprintf("egressd spend cap reached: spent $%.4f of $%.2f this period (plus $%.4f in flight); this call could cost up to $%.4f. The budget resets at %s.",
-			be.SpentUSD, be.CapUSD, be.ReservedUSD, be.NeedUSD, resets)
-		c.refuse(http.StatusTooManyRequests, policy.ReasonBudgetExceeded, "budget_exceeded", msg,
-			"spend", be.SpentUSD, "cap", be.CapUSD, "reserved", be.ReservedUSD, "resets_at", resetsAt)
+		c.refuse(http.StatusTooManyRequests, policy.ReasonBudgetExceeded, "budget_exceeded", budgetMessage(be),
+			"spend", be.SpentUSD, "cap", be.CapUSD, "reserved", be.ReservedUSD, "resets_at", resetsAt(be))
 	default:
 		c.refuseLedger(err)
 	}
+}
+
+// budgetMessage is what the agent reads when the cap stops a call, figures
+// in money.Format's spelling.
+func budgetMessage(be *meter.BudgetError) string {
+	period, resets := "in total", "The budget never resets (budget.period: total)."
+	if !be.ResetsAt.IsZero() {
+		period, resets = "this period", "The budget resets at "+be.ResetsAt.UTC().Format(time.RFC3339)+"."
+	}
+	return fmt.Sprintf("egressd spend cap reached: spent %s of %s %s (plus %s in flight); this call could cost up to %s. %s",
+		money.Format(be.SpentUSD), money.Format(be.CapUSD), period, money.Format(be.ReservedUSD), money.Format(be.NeedUSD), resets)
+}
+
+// resetsAt is the resets_at field: RFC 3339, or null for period total.
+func resetsAt(be *meter.BudgetError) any {
+	if be.ResetsAt.IsZero() {
+		return nil
+	}
+	return be.ResetsAt.UTC().Format(time.RFC3339)
 }
 
 func (c *call) refuseLedger(err error) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -188,7 +189,10 @@ func newRig(t *testing.T, handle func(http.ResponseWriter, *http.Request, []byte
 	provs := r.provs
 	cfg.Providers = func() map[string]policy.ProviderConfig { return provs }
 	r.gw = New(cfg)
-	r.srv = httptest.NewServer(r.gw)
+	r.srv = httptest.NewUnstartedServer(r.gw)
+	r.srv.Listener = statusline.Listener(r.srv.Listener) // as daemon.Run serves it
+	r.srv.Config.ConnContext = statusline.ConnContext
+	r.srv.Start()
 	t.Cleanup(r.srv.Close)
 	t.Cleanup(r.gw.Close)
 	return r

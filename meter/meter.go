@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/internal/money"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -61,8 +62,8 @@ type BudgetError struct {
 }
 
 func (e *BudgetError) Error() string {
-	return fmt.Sprintf("budget exceeded: spent $%.4f + in flight $%.4f + this call up to $%.4f > cap $%.2f",
-		e.SpentUSD, e.ReservedUSD, e.NeedUSD, e.CapUSD)
+	return fmt.Sprintf("budget exceeded: spent %s + in flight %s + this call up to %s > cap %s",
+		money.Format(e.SpentUSD), money.Format(e.ReservedUSD), money.Format(e.NeedUSD), money.Format(e.CapUSD))
 }
 
 // Is makes errors.Is(err, ErrBudgetExceeded) true.

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/egressd/egressd/internal/money"
 )
 
 // ErrBadTarget is returned by ParseTarget for text that is neither
@@ -110,7 +112,11 @@ func (p *Policy) Summary() string {
 	s := fmt.Sprintf("version %d, mode %s, %d allow rules (%d hosts, %d wildcards, %d cidrs)",
 		p.cfg.Version, mode, len(p.rules), hosts, wild, cidrs)
 	if n := len(p.cfg.Providers); n > 0 {
-		s += fmt.Sprintf(", %d providers, cap $%.2f per %s", n, p.cfg.Budget.CapUSD, p.cfg.Budget.Period)
+		per := "per " + p.cfg.Budget.Period
+		if p.cfg.Budget.Period == "total" {
+			per = "in total, never reset"
+		}
+		s += fmt.Sprintf(", %d providers, cap %s %s", n, money.Format(p.cfg.Budget.CapUSD), per)
 	}
 	if len(p.rules) == 0 {
 		s += " — everything is denied"

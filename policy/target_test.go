@@ -69,3 +69,24 @@ func TestRuleStringDoesNotAllocate(t *testing.T) {
 		t.Errorf("Rule.String allocates %v times per call, want 0 (logged on every request)", n)
 	}
 }
+
+func TestSummaryBudget(t *testing.T) {
+	const prov = "providers:\n  p: {upstream: \"https://p.test\", format: openai, api_key_env: K, client_token_env: T}\n"
+	tests := []struct {
+		budget string
+		want   string
+	}{
+		{"budget: {cap_usd: 25, period: month}\n", ", 1 providers, cap $25.00 per month — everything is denied"},
+		{"budget: {cap_usd: 0.001, period: day}\n", ", 1 providers, cap $0.001 per day — everything is denied"},
+		{"budget: {cap_usd: 100, period: total}\n", ", 1 providers, cap $100.00 in total, never reset — everything is denied"},
+	}
+	for _, tt := range tests {
+		p, err := LoadBytes([]byte("version: 1\n"+prov+tt.budget), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Summary(); !strings.HasSuffix(got, tt.want) {
+			t.Errorf("Summary with %q = %q, want it to end %q", tt.budget, got, tt.want)
+		}
+	}
+}

@@ -46,6 +46,9 @@ func checkDenied(t *testing.T, e *env, c denyCase) {
 	if got := resp.Header.Get("X-Egressd-Reason"); got != c.wantReason.String() {
 		t.Errorf("X-Egressd-Reason: got %q, want %q", got, c.wantReason)
 	}
+	if got, want := resp.Status, strconv.Itoa(c.wantStatus)+" egressd "+c.wantReason.String()+": "; !strings.HasPrefix(got, want) {
+		t.Errorf("status line: got %q, want it to start with %q", got, want)
+	}
 	if !strings.HasPrefix(body, "egressd: denied ") || !strings.HasSuffix(body, "\n") || strings.Count(body, "\n") != 1 {
 		t.Errorf("body: got %q, want one line starting with %q", body, "egressd: denied ")
 	}

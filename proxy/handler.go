@@ -28,6 +28,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rq.proto = policy.ProtoConnect
 	}
 	rq.client, rq.cname = clientAddr(r, cc)
+	rq.cc = cc
 
 	head, dn := s.admit(r, cc, rq)
 	if dn.denied() {

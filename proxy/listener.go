@@ -12,6 +12,7 @@ import (
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -97,6 +98,8 @@ type clientConn struct {
 
 	serving atomic.Bool // a handler runs (ServeHTTP until connState)
 	refused atomic.Bool // egressd answered a request net/http refused
+
+	line statusline.Rewriter // the reason phrase of egressd's refusals (armRefusal)
 }
 
 var connectPrefix = []byte("CONNECT ")
@@ -140,6 +143,7 @@ func (c *clientConn) parser() *httphead.Parser {
 func (c *clientConn) startServing() {
 	if c != nil {
 		c.serving.Store(true)
+		c.line.Disarm()
 	}
 }
 

@@ -27,7 +27,8 @@ import (
 type request struct {
 	start  time.Time
 	client netip.Addr
-	cname  string // client's log spelling (netaddr.String), made once per connection
+	cname  string      // client's log spelling (netaddr.String), made once per connection
+	cc     *clientConn // nil for a request served without egressd's listener
 	proto  policy.Proto
 	method string
 	host   string     // normalised name or IP literal; "" when unparseable
@@ -243,6 +244,7 @@ func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *h
 	denied := *rq
 	denied.d = policy.Decision{Verdict: policy.Deny, Reason: dd.reason, Rule: rq.d.Rule}
 	body := s.denyBody(&denied, denial{reason: dd.reason})
+	armRefusal(rq, status, denial{reason: dd.reason})
 	return denialResponse(ctx.Req, status, dd.reason, body, false)
 }
 
@@ -281,6 +283,7 @@ func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn b
 	if closeConn || rq.proto == policy.ProtoConnect {
 		h.Set("Connection", "close")
 	}
+	armRefusal(rq, rq.status, dn)
 	w.WriteHeader(rq.status)
 	_, _ = io.WriteString(w, s.denyBody(rq, dn))
 	s.recordDecision(rq)

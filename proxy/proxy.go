@@ -49,8 +49,9 @@
 //   - Statuses: 403 for policy denials, 429 + Retry-After for rate_limited,
 //     503 + Retry-After for too_many_connections (egressd is busy, the
 //     request itself is fine), 502 for resolve_failed and dial failures,
-//     400 for bad_request. Every denial carries X-Egressd-Reason and a
-//     one-line text/plain body with the policy.Hint grant.
+//     400 for bad_request. Every denial carries X-Egressd-Reason, the
+//     reason in its status line (policy.StatusPhrase, see armRefusal) and
+//     a one-line text/plain body with the policy.Hint grant.
 //   - SNI: the first bytes of a tunnel to a name are held until they are
 //     known not to be TLS (relayed as they are: egressd cannot inspect
 //     other protocols), or a whole ClientHello whose SNI is absent (the

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
@@ -36,7 +37,7 @@ import (
 // Write sends p to the client; see refuse.go for writes outside a handler.
 func (c *clientConn) Write(p []byte) (int, error) {
 	if c.serving.Load() {
-		return c.Conn.Write(p)
+		return c.line.Write(c.Conn, p)
 	}
 	return c.writeUnserved(p)
 }
@@ -115,12 +116,31 @@ func refusalDetail(p []byte) string {
 // every other denial (see Server.deny).
 func refusal(code int, detail string) []byte {
 	body := "egressd: denied request: " + policy.ReasonBadRequest.String() + " (" + detail + ")\n"
-	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n" +
+	// net/http's words start with its own status ("400 Bad Request: ..."),
+	// which the status line already has.
+	words := strings.TrimPrefix(detail, strconv.Itoa(code)+" "+http.StatusText(code)+": ")
+	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + policy.StatusPhrase(policy.ReasonBadRequest, "", words) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"X-Content-Type-Options: nosniff\r\n" +
 		"X-Egressd-Reason: " + policy.ReasonBadRequest.String() + "\r\n" +
 		"Connection: close\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
+
+// armRefusal makes the status line of the refusal about to be written to
+// rq's client say why, in policy.StatusPhrase's words: clients that never
+// show a refusal's body (every client refused a CONNECT) still print its
+// status line. Every refusal egressd writes inside a handler goes through
+// here; refusal above writes its own.
+func armRefusal(rq *request, status int, dn denial) {
+	if rq == nil || rq.cc == nil {
+		return
+	}
+	target := ""
+	if rq.host != "" {
+		target = rq.targetString()
+	}
+	rq.cc.line.Arm(status, policy.StatusPhrase(dn.reason, target, dn.detail))
 }
 
 // connState is the http.Server's ConnState hook. Once a request's response

@@ -57,7 +57,9 @@ func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 // would go on reading requests from wherever the broken body left off.
 func (s *Server) badBodyResponse(req *http.Request, rq *request) *http.Response {
 	rq.badBody = true
-	body := s.denyBody(rq, denial{reason: policy.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())})
+	dn := denial{reason: policy.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())}
+	body := s.denyBody(rq, dn)
+	armRefusal(rq, http.StatusBadRequest, dn)
 	return denialResponse(req, http.StatusBadRequest, policy.ReasonBadRequest, body, true)
 }
 

@@ -53,6 +53,9 @@ func checkRefused(t *testing.T, f *fixture, c refusedCase, allowedFirst bool) {
 	if !strings.HasPrefix(body, "egressd: denied ") || strings.Count(body, "\n") != 1 || !strings.Contains(body, c.wantBody) {
 		t.Errorf("body: got %q, want one egressd line containing %q", body, c.wantBody)
 	}
+	if got, want := resp.Status, strconv.Itoa(c.wantStatus)+" egressd bad_request: "; !strings.HasPrefix(got, want) {
+		t.Errorf("status line: got %q, want it to start with %q", got, want)
+	}
 	expectClosed(t, conn, br)
 	e := f.rec.waitFor(t, "bad_request decision", func(e declog.Entry) bool {
 		return e.Event == declog.EventDecision && e.Reason == policy.ReasonBadRequest

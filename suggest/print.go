@@ -39,6 +39,9 @@ func Print(w io.Writer, r Report) error {
 		}
 		fmt.Fprintf(&b, "# Not grantable with allow: (see `egressd tail --denied`): %s.\n", strings.Join(parts, ", "))
 	}
+	for _, u := range r.Unsuggested {
+		fmt.Fprintf(&b, "# Not suggested: %s (%d denied): %s.\n", oneLine(u.Target), u.Count, u.Why)
+	}
 	if len(r.Suggestions) > 0 {
 		b.WriteString("allow:\n")
 	}
@@ -51,9 +54,12 @@ func Print(w io.Writer, r Report) error {
 
 func writeSuggestion(b *strings.Builder, s Suggestion) {
 	fmt.Fprintf(b, "  # %s, first %s, last %s", counts(s), stamp(s.FirstSeen), stamp(s.LastSeen))
+	if s.Kind == KindPorts {
+		b.WriteByte('\n')
+		writePorts(b, s)
+		return
+	}
 	switch {
-	case s.Kind == KindPorts:
-		fmt.Fprintf(b, "\n  # port not granted; the host is granted by %s: or add the ports there", oneLine(s.Rule))
 	case s.Kind == KindCIDR:
 		b.WriteString("\n  # IP-literal target: check what it is before granting")
 	case len(s.Names) > 0:

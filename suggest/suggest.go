@@ -27,6 +27,8 @@ const (
 	KindHost  Kind = iota // a host (or *.parent) that no rule grants
 	KindPorts             // a host already granted, on ports it is not granted
 	KindCIDR              // an IP-literal target
+
+	kindRoute // a gateway route name: never suggested
 )
 
 // MinWildcard is how many distinct subdomains must have been seen before
@@ -42,13 +44,13 @@ type Suggestion struct {
 	Kind      Kind
 	Host      string    // exact name or "*.parent" (KindHost, KindPorts)
 	CIDR      string    // "203.0.113.7/32" (KindCIDR)
-	Ports     []uint16  // ports to grant; nil when the default (443) covers what was seen
+	Ports     []uint16  // ports to grant (KindPorts: to add); nil when the default (443) covers what was seen
 	Count     int       // denials and would-denies this would have allowed
 	Denied    int       // of Count, enforced denials
 	WouldDeny int       // of Count, report-mode would-denies
 	FirstSeen time.Time //
 	LastSeen  time.Time //
-	Names     []string  // wildcards: the distinct names seen, sorted
+	Names     []string  // wildcards, and KindPorts sharing one rule: the distinct names seen, sorted
 	Rule      string    // KindPorts: the rule that grants the host on other ports
 }
 
@@ -58,6 +60,7 @@ type Report struct {
 	Considered  int            // grantable denials read
 	Skipped     int            // grantable reason, but a target that is not a proper name or address
 	Ungrantable map[string]int // denials by reason that no allow: entry can fix (private_address ...)
+	Unsuggested []Unsuggested  // grantable reason, but a target no one should grant, and why
 	Suggestions []Suggestion
 }
 
@@ -79,6 +82,8 @@ type Collector struct {
 	since    time.Time
 	maxNames int
 	aggs     map[key]*agg
+	unsug    map[unsuggestedKey]int
+	self     []netip.Addr
 	rep      Report
 }
 
@@ -89,6 +94,7 @@ func NewCollector(since time.Time) *Collector {
 		since:    since,
 		maxNames: DefaultMaxNames,
 		aggs:     make(map[key]*agg),
+		unsug:    make(map[unsuggestedKey]int),
 		rep:      Report{Since: since, Ungrantable: make(map[string]int)},
 	}
 }
@@ -123,25 +129,21 @@ func (c *Collector) Add(e declog.Entry) {
 	if n <= 0 {
 		return
 	}
-	var k key
-	var ok bool
-	switch e.Reason {
-	case policy.ReasonNotAllowlisted:
-		k.kind = KindHost
-		k.name, ok = hostName(e.Host)
-	case policy.ReasonPortNotAllowed:
-		k.kind = KindPorts
-		k.name, ok = hostName(e.Host)
-	case policy.ReasonIPLiteralNotAllowed:
-		k.kind = KindCIDR
-		k.name, ok = address(e.Host)
-	default:
-		c.rep.Ungrantable[e.Reason.String()] += n
+	k, ok, grantable := c.keyOf(e, n)
+	if !grantable {
 		return
 	}
 	c.rep.Considered += n
 	if !ok {
 		c.rep.Skipped += n
+		return
+	}
+	if why := c.whyNot(k); why != "" {
+		target := k.name
+		if e.Proto == policy.ProtoGateway {
+			target = "/" + k.name + "/"
+		}
+		c.unsuggest(target, why, n)
 		return
 	}
 	a := c.aggs[k]
@@ -154,6 +156,46 @@ func (c *Collector) Add(e declog.Entry) {
 		c.aggs[k] = a
 	}
 	a.add(e, n)
+}
+
+// keyOf is what e would be suggested under. grantable is false for
+// reasons no allow: entry can fix (counted in Ungrantable); ok is false
+// for targets that are not a proper name or address.
+func (c *Collector) keyOf(e declog.Entry, n int) (k key, ok, grantable bool) {
+	switch {
+	case e.Proto == policy.ProtoGateway && e.Reason == policy.ReasonNotAllowlisted:
+		// An unknown gateway route: its name is a path segment, not a host.
+		k.kind, k.name, ok = kindRoute, declog.Sanitize(e.Host), e.Host != ""
+	case e.Reason == policy.ReasonNotAllowlisted:
+		k.kind = KindHost
+		k.name, ok = hostName(e.Host)
+	case e.Reason == policy.ReasonPortNotAllowed:
+		// The host or address is granted by an entry, on other ports.
+		k.kind = KindPorts
+		if k.name, ok = hostName(e.Host); !ok {
+			k.name, ok = address(e.Host)
+		}
+	case e.Reason == policy.ReasonIPLiteralNotAllowed:
+		k.kind = KindCIDR
+		k.name, ok = address(e.Host)
+	default:
+		c.rep.Ungrantable[e.Reason.String()] += n
+		return k, false, false
+	}
+	return k, ok, true
+}
+
+// whyNot is why k is not suggested, or "".
+func (c *Collector) whyNot(k key) string {
+	switch k.kind {
+	case kindRoute:
+		return whyRoute
+	case KindHost:
+		return nameWhyNot(k.name)
+	case KindCIDR:
+		return c.addrWhyNot(netip.MustParseAddr(k.name)) // canonical by construction in address
+	}
+	return ""
 }
 
 // addFolded spreads an overflow summary (host "*") over the hosts it
@@ -198,16 +240,16 @@ func (a *agg) add(e declog.Entry, n int) {
 func (c *Collector) Report() Report {
 	rep := c.rep
 	rep.Ungrantable = maps.Clone(c.rep.Ungrantable)
+	rep.Unsuggested = c.unsuggested()
 	rep.Suggestions = nil
 	hosts := make(map[string]*agg)
+	ports := make(map[string]*agg)
 	for k, a := range c.aggs {
 		switch k.kind {
 		case KindHost:
 			hosts[k.name] = a
 		case KindPorts:
-			s := a.suggestion(KindPorts, k.name)
-			s.Ports = sortedPorts(a.ports) // always explicit: the default is what is granted already
-			rep.Suggestions = append(rep.Suggestions, s)
+			ports[k.name] = a
 		case KindCIDR:
 			s := a.suggestion(KindCIDR, "")
 			s.CIDR = cidrOf(k.name)
@@ -215,6 +257,7 @@ func (c *Collector) Report() Report {
 		}
 	}
 	rep.Suggestions = append(rep.Suggestions, groupHosts(hosts)...)
+	rep.Suggestions = append(rep.Suggestions, mergePorts(ports)...)
 	slices.SortFunc(rep.Suggestions, func(a, b Suggestion) int {
 		return cmp.Or(
 			cmp.Compare(b.Count, a.Count),

@@ -87,9 +87,9 @@ func TestGrouping(t *testing.T) {
 				deny("c.example.net", 8443, policy.ReasonPortNotAllowed, 0), deny("c.example.net", 8443, policy.ReasonPortNotAllowed, 1)},
 			[]string{"c.example.net[8443] x2", "a.example.net[8443] x1", "b.example.net[8443] x1"}},
 		{"ip literals become /32 and /128",
-			[]declog.Entry{deny("203.0.113.7", 443, policy.ReasonIPLiteralNotAllowed, 0), deny("[2001:db8::1]", 443, policy.ReasonIPLiteralNotAllowed, 1),
-				deny("::ffff:198.51.100.1", 443, policy.ReasonIPLiteralNotAllowed, 2)},
-			[]string{"198.51.100.1/32 x1", "2001:db8::1/128 x1", "203.0.113.7/32 x1"}},
+			[]declog.Entry{deny("9.9.9.9", 443, policy.ReasonIPLiteralNotAllowed, 0), deny("[2606:4700::1111]", 443, policy.ReasonIPLiteralNotAllowed, 1),
+				deny("::ffff:1.1.1.1", 443, policy.ReasonIPLiteralNotAllowed, 2)},
+			[]string{"1.1.1.1/32 x1", "2606:4700::1111/128 x1", "9.9.9.9/32 x1"}},
 		{"ungrantable reasons are not suggested",
 			[]declog.Entry{deny("metadata.example", 80, policy.ReasonMetadataAddress, 0), deny("x.example", 443, policy.ReasonPrivateAddress, 0),
 				deny("y.example", 443, policy.ReasonSelfAddress, 0), deny("z.example", 443, policy.ReasonRateLimited, 0)},
@@ -161,7 +161,7 @@ func TestPrint(t *testing.T) {
 	pna := deny("git.example.org", 22, policy.ReasonPortNotAllowed, 1)
 	pna.Rule = `allow[2] host: "git.example.org" ports: [443]`
 	c.Add(pna)
-	c.Add(deny("203.0.113.7", 443, policy.ReasonIPLiteralNotAllowed, 2))
+	c.Add(deny("9.9.9.9", 443, policy.ReasonIPLiteralNotAllowed, 2))
 	c.Add(deny("169.254.169.254", 80, policy.ReasonMetadataAddress, 2))
 	c.Add(nal("bad\x1bname", 2))
 	var b bytes.Buffer
@@ -178,11 +178,11 @@ allow:
   - host: "*.cdn.example.com"
   # 1 denied, first 2025-03-14 12:02:00Z, last 2025-03-14 12:02:00Z
   # IP-literal target: check what it is before granting
-  - cidr: "203.0.113.7/32"
+  - cidr: "9.9.9.9/32"
   # 1 denied, first 2025-03-14 12:01:00Z, last 2025-03-14 12:01:00Z
-  # port not granted; the host is granted by allow[2] host: "git.example.org" ports: [443]: or add the ports there
+  # port 22 of git.example.org: allow[2] grants it on other ports; add the port there, so that allow[2] reads:
   - host: "git.example.org"
-    ports: [22]
+    ports: [22, 443]
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("Print (-want +got):\n%s", diff)

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/suggest"
 	"github.com/spf13/cobra"
 )
@@ -36,6 +38,18 @@ func logFile(file, config string) (string, error) {
 		return f, nil
 	}
 	return defaultLogFile, nil
+}
+
+// listenIPs are the addresses egressd listens on by name, so that suggest
+// never proposes granting egressd itself; a wildcard listener names none.
+func listenIPs(l policy.ListenConfig) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []string{l.Proxy, l.DNS, l.Gateway, l.Admin} {
+		if ap, err := netip.ParseAddrPort(a); err == nil && !ap.Addr().IsUnspecified() {
+			out = append(out, ap.Addr())
+		}
+	}
+	return out
 }
 
 // colorOut reports whether stdout is a terminal that wants colour.
@@ -126,6 +140,13 @@ mode: report this is a way to learn an allow-list.`,
 				from = time.Now().Add(-since)
 			}
 			c := suggest.NewCollector(from)
+			if config != "" {
+				p, err := loadPolicy(config)
+				if err != nil {
+					return err
+				}
+				c.SetSelf(listenIPs(p.Config().Listen))
+			}
 			err = declog.ReadFiles(path, func(e declog.Entry) error { c.Add(e); return nil })
 			if err != nil {
 				return fmt.Errorf("read decision log: %w", err)
