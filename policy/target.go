@@ -112,6 +112,9 @@ func (p *Policy) Summary() string {
 	if n := len(p.cfg.Providers); n > 0 {
 		s += fmt.Sprintf(", %d providers, cap $%.2f per %s", n, p.cfg.Budget.CapUSD, p.cfg.Budget.Period)
 	}
+	if n := len(p.apis); n > 0 {
+		s += fmt.Sprintf(", %d api routes (%s)", n, strings.Join(p.apiRouteNames(), ", "))
+	}
 	if len(p.rules) == 0 {
 		s += " — everything is denied"
 	}
