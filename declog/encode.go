@@ -70,6 +70,7 @@ func appendEntry(dst []byte, e *Entry) []byte {
 		dst = appendIntField(dst, "port", int64(e.Port))
 	}
 	dst = appendOptString(dst, "method", e.Method)
+	dst = appendOptString(dst, "path", e.Path)
 	dst = appendOptString(dst, "qtype", e.QType)
 	dst = appendStringField(dst, "verdict", e.Verdict.String())
 	dst = appendStringField(dst, "reason", e.Reason.String())
@@ -163,6 +164,7 @@ type wire struct {
 	Host         string    `json:"host"`
 	Port         uint16    `json:"port"`
 	Method       string    `json:"method"`
+	Path         string    `json:"path"`
 	QType        string    `json:"qtype"`
 	Verdict      string    `json:"verdict"`
 	Reason       string    `json:"reason"`
@@ -211,7 +213,7 @@ func Unmarshal(line []byte) (Entry, error) {
 	}
 	e := Entry{
 		Time: w.Time, Event: w.Event, Client: w.Client, Proto: proto, Host: w.Host,
-		Port: w.Port, Method: w.Method, QType: w.QType, Verdict: verdict, Reason: reason,
+		Port: w.Port, Method: w.Method, Path: w.Path, QType: w.QType, Verdict: verdict, Reason: reason,
 		Rule: w.Rule, Hint: w.Hint, Status: w.Status, BytesUp: w.BytesUp, BytesDn: w.BytesDn,
 		Count: w.Count, Provider: w.Provider, Model: w.Model, InputTokens: w.InputTokens,
 		OutputTokens: w.OutputTokens, CostUSD: w.CostUSD, Estimated: w.Estimated,
