@@ -15,6 +15,7 @@ import (
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
+	"github.com/egressd/egressd/internal/apiroute"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
@@ -55,6 +56,7 @@ type daemon struct {
 	dns      *dnsfilter.Server
 	meter    *meter.Meter
 	gateway  *gateway.Handler
+	apis     *apiroute.Handler
 	admin    *admin.Server
 	started  time.Time
 }
@@ -66,8 +68,9 @@ type daemon struct {
 // resolver → listeners bound → proxy, DNS, gateway (each asks the same
 // policy through the holder) → admin → policy watcher. Inside the proxy a
 // request passes: parse target → Decide → rate limits → resolve → address
-// check → dial; the gateway: auth → Decide → budget reservation → forward →
-// meter → settle. Stopping runs the same list backwards.
+// check → dial; the gateway: apis: routes (gatewayMux) or providers; a
+// provider call passes auth → Decide → budget reservation → forward → meter
+// → settle, a route call auth → DecideAPI → rate → forward → scrub. Stopping runs the same list backwards.
 func Run(ctx context.Context, opts Options) error {
 	d := &daemon{opts: opts, log: opts.Logger, started: time.Now()}
 	if d.log == nil {
@@ -166,13 +169,16 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	d.openMeter(cfg)
 	// The gateway's own calls obey the proxy's rule too: resolve through
 	// the shared resolver, check every address, dial a checked one.
+	// apis: routes dial the same way.
+	dialer := &safedial.Dialer{Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts)}
 	upstream := gateway.NewTransport()
-	upstream.DialContext = (&safedial.Dialer{
-		Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts),
-	}).DialContext
+	upstream.DialContext = dialer.DialContext
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
+	})
+	d.apis = apiroute.New(apiroute.Config{
+		Policy: d.holder.Current, Recorder: d.recorder, Env: d.opts.Env, Dial: dialer.DialContext, Logger: d.log,
 	})
 	return nil
 }
@@ -219,7 +225,8 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 		// the proxy. No WriteTimeout: provider streams run for minutes.
 		// ReadTimeout bounds a slow upload of a request body.
 		t := d.holder.Current().Config().Timeouts
-		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: t.Header,
+		mux := gatewayMux{policy: d.holder.Current, apis: d.apis, providers: d.gateway}
+		gw = &http.Server{Handler: mux, ReadHeaderTimeout: t.Header,
 			ReadTimeout: 2 * time.Minute, IdleTimeout: t.Idle}
 		goServe("gateway", func() error { return gw.Serve(ls.gateway) })
 	}
