@@ -3,7 +3,7 @@ package daemon
 import (
 	"encoding/pem"
 	"fmt"
-		"net/http"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
