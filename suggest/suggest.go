@@ -1,5 +1,6 @@
 // Package suggest owns `egressd suggest`: it reads denials and would-denies
-// from the decision log and proposes allow: entries for a person to review.
+// from the decision log and proposes allow: entries (and apis: route rules)
+// for a person to review.
 // It never edits the policy; granting stays a deliberate act. Host names in
 // the log come from the adversarial agent, so only well-formed DNS names and
 // IP addresses are ever proposed, always quoted.
@@ -59,6 +60,7 @@ type Report struct {
 	Skipped     int            // grantable reason, but a target that is not a proper name or address
 	Ungrantable map[string]int // denials by reason that no allow: entry can fix (private_address ...)
 	Suggestions []Suggestion
+	Routes      []RouteSuggestion // apis: rules for path_not_allowed denials
 }
 
 type key struct {
@@ -79,6 +81,7 @@ type Collector struct {
 	since    time.Time
 	maxNames int
 	aggs     map[key]*agg
+	routes   map[routeKey]*RouteSuggestion
 	rep      Report
 }
 
@@ -135,6 +138,9 @@ func (c *Collector) Add(e declog.Entry) {
 	case policy.ReasonIPLiteralNotAllowed:
 		k.kind = KindCIDR
 		k.name, ok = address(e.Host)
+	case policy.ReasonPathNotAllowed:
+		c.addRoute(e, n)
+		return
 	default:
 		c.rep.Ungrantable[e.Reason.String()] += n
 		return
@@ -215,6 +221,7 @@ func (c *Collector) Report() Report {
 		}
 	}
 	rep.Suggestions = append(rep.Suggestions, groupHosts(hosts)...)
+	rep.Routes = c.routeReport()
 	slices.SortFunc(rep.Suggestions, func(a, b Suggestion) int {
 		return cmp.Or(
 			cmp.Compare(b.Count, a.Count),
