@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -222,4 +223,36 @@ func FuzzPathPattern(f *testing.F) {
 			t.Fatalf("pattern %q does not match itself", s)
 		}
 	})
+}
+
+// TestExampleAPIsBlock: the commented apis: example in policy.example.yaml
+// loads once uncommented, so the documentation cannot drift from the schema.
+func TestExampleAPIsBlock(t *testing.T) {
+	data, err := os.ReadFile("../policy.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	in := false
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if line == "# apis:" {
+			in = true
+		}
+		if in && !strings.HasPrefix(line, "#") {
+			break
+		}
+		if in {
+			b.WriteString(strings.TrimPrefix(line, "# ") + "\n")
+		}
+	}
+	if b.Len() == 0 {
+		t.Fatal("no commented apis: block in policy.example.yaml")
+	}
+	p, err := LoadBytes([]byte("version: 1\n"+b.String()), "example apis")
+	if err != nil {
+		t.Fatalf("the example apis: block does not load:\n%v\n%s", err, b.String())
+	}
+	if d := p.DecideAPI("git", "POST", "/acme/app.git/git-receive-pack", ""); d.Reason != ReasonPathNotAllowed {
+		t.Errorf("example git route: push decided %s, want path_not_allowed", d.Reason)
+	}
 }
