@@ -17,8 +17,10 @@ type Rule struct {
 	// Provider names the providers: entry whose upstream host this is, for
 	// use_gateway denials (and gateway allows); "" for allow rules.
 	Provider string
-	// API names the apis: entry whose upstream host this is, likewise.
-	API string
+	// API names the apis: entry whose upstream host this is, likewise,
+	// and Base is that route's upstream URL, for the use_gateway hint.
+	API  string
+	Base string
 
 	text string // String(), rendered once when the policy is compiled
 }

@@ -191,7 +191,7 @@ func (c *compiler) apis() {
 		r.cfg = &ac
 		p.apis[name] = r
 		res := &p.apiRes[i]
-		*res = Rule{Index: -1, API: name}
+		*res = Rule{Index: -1, API: name, Base: r.Upstream.String()}
 		if ip, err := netip.ParseAddr(strings.Trim(r.Host, "[]")); err == nil {
 			res.Prefix = hostPrefix(ip.Unmap())
 			if p.provIPs[ip.Unmap()] == nil {

@@ -108,7 +108,7 @@ func TestAPIHostsUseGateway(t *testing.T) {
 			continue
 		}
 		hint := Hint(req, d)
-		if !strings.Contains(hint, "http://<gateway>/g") {
+		if !strings.Contains(hint, "http://<gateway>/g") || !strings.Contains(hint, "in place of https://") {
 			t.Errorf("Hint(%+v) = %q, want the gateway base URL", req, hint)
 		}
 	}

@@ -89,11 +89,7 @@ func Hint(req Request, d Decision) string {
 		case d.Rule.Provider != "":
 			return fmt.Sprintf("send provider calls to the egressd gateway at /%s/ instead", d.Rule.Provider)
 		case d.Rule.API != "":
-			host := d.Rule.Host
-			if host == "" {
-				host = d.Rule.Prefix.Addr().String()
-			}
-			return fmt.Sprintf("call the egressd gateway's route instead: base URL http://<gateway>/%s (in place of https://%s), with the agent token", d.Rule.API, host)
+			return fmt.Sprintf("call the egressd gateway's route instead: base URL http://<gateway>/%s in place of %s, with the agent token", d.Rule.API, d.Rule.Base)
 		}
 		return ""
 	case ReasonDeniedNetwork:
