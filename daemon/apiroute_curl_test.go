@@ -42,7 +42,7 @@ func TestCurlThroughRoute(t *testing.T) {
 	}
 	path := filepath.Join(dir, "policy.yaml")
 	body := fmt.Sprintf(`version: 1
-listen: {proxy: "", dns: "", admin: "", gateway: 127.0.0.1:0}
+listen: {proxy: 127.0.0.1:0, dns: "", admin: "", gateway: 127.0.0.1:0}
 networks: {allow: [127.0.0.1/32]}
 apis:
   github:
@@ -98,6 +98,20 @@ apis:
 	}
 	if got := sawAuth.Load(); got != "Bearer "+secret {
 		t.Errorf("the API saw Authorization %v, want the injected secret", got)
+	}
+
+	// Around the route: CONNECT through the proxy to the routed upstream is
+	// refused with use_gateway, and nothing reaches the API.
+	before := hits.Load()
+	cmd := exec.Command(curl, "-sS", "-v", "-x", "http://"+a.Proxy, "--cacert", ca, "-H", "Authorization: Bearer "+secret,
+		api.URL+"/repos/acme/app/issues")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "X-Egressd-Reason: use_gateway") {
+		t.Errorf("CONNECT to the routed upstream: err %v, want a use_gateway refusal:\n%s", err, out)
+	}
+	if n := hits.Load() - before; n != 0 {
+		t.Errorf("CONNECT around the route reached the API %d times", n)
 	}
 
 	// The provider side of the listener is untouched: a name that is no
