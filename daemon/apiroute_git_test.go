@@ -138,6 +138,20 @@ apis:
 		t.Fatal("the clone never reached the git server")
 	}
 
+	// The README's other form: the usual URL rewritten to the route and the
+	// token in a header, so the remote URL holds no credential.
+	clone2 := filepath.Join(t.TempDir(), "app2")
+	out, err = runGit(t, home, home,
+		"-c", fmt.Sprintf("url.http://%s/git/.insteadOf=https://git.example.com/", a.Gateway),
+		"-c", "http.extraHeader=Authorization: Bearer "+gitAgentToken,
+		"clone", "https://git.example.com/acme/app.git", clone2)
+	if err != nil {
+		t.Fatalf("git clone with insteadOf and extraHeader: %v\n%s", err, out)
+	}
+	if got, err := os.ReadFile(filepath.Join(clone2, "README")); err != nil || string(got) != "private repo\n" {
+		t.Fatalf("second clone README = %q, %v", got, err)
+	}
+
 	// A push through the same route: refused by egressd, nothing reaches
 	// the server, and the server's branch is unchanged.
 	mustGit(t, clone, home, "commit", "-q", "--allow-empty", "-m", "agent change")

@@ -7,16 +7,14 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/egressd/egressd/internal/canonpath"
 )
 
-// Defaults for an apis: route that leaves them out.
-var (
-	DefaultAPIRate = RateConfig{RPS: 10, Burst: 20}
-)
+// DefaultAPIRate is the token bucket of an apis: route that sets no rate:
+// the same shape as limits.host, since a route is one destination.
+var DefaultAPIRate = RateConfig{RPS: 10, Burst: 20}
 
 // DefaultAPIMaxBodyBytes bounds a request body on an apis: route that sets
 // no max_body_bytes.
@@ -377,10 +375,5 @@ func compilePathPattern(s string) (pathPattern, string) {
 
 // apiRouteNames lists the routes in name order, for summaries.
 func (p *Policy) apiRouteNames() []string {
-	names := make([]string, 0, len(p.apis))
-	for n := range p.apis {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(p.apis))
 }
