@@ -16,7 +16,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
@@ -24,10 +23,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/catrust"
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/ratelimit"
@@ -63,15 +62,13 @@ type Handler struct {
 	clock  func() time.Time
 	limits *ratelimit.Table[string]
 
-	mu         sync.Mutex
-	transports map[string]*cachedTransport // by ca_file ("" = system roots)
+	trust *catrust.Cache // upstream transports by ca_file ("" = system roots)
 }
 
 // New returns a handler for cfg.
 func New(cfg Config) *Handler {
 	h := &Handler{policy: cfg.Policy, rec: cfg.Recorder, env: cfg.Env, dial: cfg.Dial,
-		log: cfg.Logger, clock: cfg.Clock, limits: ratelimit.NewTable[string](1024, 0),
-		transports: map[string]*cachedTransport{}}
+		log: cfg.Logger, clock: cfg.Clock, limits: ratelimit.NewTable[string](1024, 0)}
 	if h.rec == nil {
 		h.rec = declog.Discard{}
 	}
@@ -87,6 +84,7 @@ func New(cfg Config) *Handler {
 	if h.clock == nil {
 		h.clock = time.Now
 	}
+	h.trust = catrust.New(h.newTransport)
 	return h
 }
 
@@ -220,52 +218,15 @@ func (c *call) loadSecret(route *policy.APIRoute) bool {
 	return true
 }
 
-// cachedTransport is the transport for one ca_file, remembered with the
-// file's state so that a replaced bundle takes effect without a restart.
-type cachedTransport struct {
-	stamp string
-	t     *http.Transport
-}
-
-// transport returns the upstream transport trusting caFile ("" = the
-// system roots). It is called directly, never through a Client, so no
+// newTransport is the template of every upstream transport (catrust adds
+// a route's ca_file). It is called directly, never through a Client, so no
 // redirect is ever followed with the secret.
-func (h *Handler) transport(caFile string) (*http.Transport, error) {
-	stamp := ""
-	if caFile != "" {
-		fi, err := os.Stat(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		stamp = fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if ct := h.transports[caFile]; ct != nil && ct.stamp == stamp {
-		return ct.t, nil
-	}
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", caFile)
-		}
-		tlsConf.RootCAs = pool
-	}
-	t := &http.Transport{
-		Proxy: nil, DialContext: h.dial, TLSClientConfig: tlsConf, ForceAttemptHTTP2: true,
-		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 2 * time.Minute,
+func (h *Handler) newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil, DialContext: h.dial, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 2 * time.Minute,
 		MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second, ExpectContinueTimeout: time.Second,
 	}
-	if old := h.transports[caFile]; old != nil {
-		old.t.CloseIdleConnections()
-	}
-	h.transports[caFile] = &cachedTransport{stamp: stamp, t: t}
-	return t, nil
 }
 
 // logSafe bounds an agent-chosen string before it goes into a log field.

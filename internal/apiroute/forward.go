@@ -17,7 +17,7 @@ import (
 // forward sends an allowed call upstream with the secret injected and
 // streams the answer back through the scrubber.
 func (c *call) forward(route *policy.APIRoute, d policy.APIDecision) {
-	t, err := c.h.transport(route.Config().CAFile)
+	t, err := c.h.trust.Get(route.Config().CAFile)
 	if err != nil {
 		c.upstreamFailed(route, err)
 		return
