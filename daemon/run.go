@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/internal/apiroute"
+	"github.com/egressd/egressd/internal/catrust"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
@@ -171,8 +172,13 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	// the shared resolver, check every address, dial a checked one.
 	// apis: routes dial the same way.
 	dialer := &safedial.Dialer{Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts)}
-	upstream := gateway.NewTransport()
-	upstream.DialContext = dialer.DialContext
+	newUpstream := func() *http.Transport {
+		t := gateway.NewTransport()
+		t.DialContext = dialer.DialContext
+		return t
+	}
+	// A provider's ca_file swaps the trust roots of its calls only.
+	upstream := providerTrust{policy: d.holder.Current, def: newUpstream(), cas: catrust.New(newUpstream)}
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,

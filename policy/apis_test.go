@@ -162,6 +162,7 @@ func TestValidateAPIs(t *testing.T) {
 		{"unknown key", route("    secrets: {}\n"), "apis.r.secrets", "unknown key"},
 		{"provider clash", route("") + withUpstream("https://a.example"), "apis.p", "same name"},
 		{"bad name", strings.Replace(route(""), "  r:", "  \"r.s\":", 1), `apis["r.s"]`, "served as"},
+		{"provider relative ca", strings.Replace(withUpstream("https://a.example"), "format: openai", "format: openai\n    ca_file: ca.pem", 1), "providers.p.ca_file", "absolute"},
 	}
 	for _, tt := range tests {
 		y := tt.yaml

@@ -104,6 +104,7 @@ type ProviderConfig struct {
 	APIKeyEnv       string `mapstructure:"api_key_env"`       // env var with the real key (egressd only)
 	ClientTokenEnv  string `mapstructure:"client_token_env"`  // env var with the token the agent sends
 	TokensPerMinute int    `mapstructure:"tokens_per_minute"` // 0 = unlimited
+	CAFile          string `mapstructure:"ca_file"`           // PEM bundle trusted for this upstream instead of the system roots; "" = system roots
 }
 
 // BudgetConfig is the hard spend cap.
