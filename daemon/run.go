@@ -15,6 +15,8 @@ import (
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
+	"github.com/egressd/egressd/internal/apiroute"
+	"github.com/egressd/egressd/internal/catrust"
 	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
@@ -56,6 +58,7 @@ type daemon struct {
 	dns      *dnsfilter.Server
 	meter    *meter.Meter
 	gateway  *gateway.Handler
+	apis     *apiroute.Handler
 	admin    *admin.Server
 	started  time.Time
 }
@@ -67,7 +70,9 @@ type daemon struct {
 // resolver → listeners bound → proxy, DNS, gateway (each asks the same
 // policy through the holder) → admin → policy watcher. Stopping runs the
 // same list backwards. The order of checks inside each edge is written
-// once, in that edge's package doc: proxy, dnsfilter (serve), gateway.
+// once, in that edge's package doc: proxy, dnsfilter (serve), gateway, and
+// internal/apiroute for apis: routes, which gatewayMux picks by the first
+// path segment.
 func Run(ctx context.Context, opts Options) error {
 	d := &daemon{opts: opts, log: opts.Logger, started: time.Now()}
 	if d.log == nil {
@@ -166,13 +171,21 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	d.openMeter(cfg)
 	// The gateway's own calls obey the proxy's rule too: resolve through
 	// the shared resolver, check every address, dial a checked one.
-	upstream := gateway.NewTransport()
-	upstream.DialContext = (&safedial.Dialer{
-		Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts),
-	}).DialContext
+	// apis: routes dial the same way.
+	dialer := &safedial.Dialer{Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts)}
+	newUpstream := func() *http.Transport {
+		t := gateway.NewTransport()
+		t.DialContext = dialer.DialContext
+		return t
+	}
+	// A provider's ca_file swaps the trust roots of its calls only.
+	upstream := providerTrust{policy: d.holder.Current, def: newUpstream(), cas: catrust.New(newUpstream)}
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
+	})
+	d.apis = apiroute.New(apiroute.Config{
+		Policy: d.holder.Current, Recorder: d.recorder, Env: d.opts.Env, Dial: dialer.DialContext, Logger: d.log,
 	})
 	return nil
 }
@@ -219,9 +232,9 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 		// the proxy. No WriteTimeout: provider streams run for minutes.
 		// ReadTimeout bounds a slow upload of a request body.
 		t := d.holder.Current().Config().Timeouts
-		// statusline puts the refusal reason into the status line
-		// (gateway refuse).
-		gw = &http.Server{Handler: d.gateway, ReadHeaderTimeout: t.Header,
+		// statusline puts the refusal reason into the status line.
+		mux := gatewayMux{policy: d.holder.Current, apis: d.apis, providers: d.gateway}
+		gw = &http.Server{Handler: mux, ReadHeaderTimeout: t.Header,
 			ReadTimeout: 2 * time.Minute, IdleTimeout: t.Idle, ConnContext: statusline.ConnContext}
 		goServe("gateway", func() error { return gw.Serve(statusline.Listener(ls.gateway)) })
 	}

@@ -36,7 +36,7 @@ func encodeCases() []Entry {
 	es = append(es, base...)
 	full := Entry{
 		Time: t0, Event: EventSummary, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "*",
-		Port: 65535, Method: "CONNECT", QType: "AAAA", Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted,
+		Port: 65535, Method: "CONNECT", Path: "/a/b", QType: "AAAA", Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted,
 		Rule: "allow[1]", Hint: "hint", Status: 599, BytesUp: math.MaxInt64, BytesDn: math.MinInt64,
 		Duration: math.MaxInt64, Count: math.MaxInt, Hosts: []string{"a", "b"}, Clients: []string{"c"},
 		Provider: "p", Model: "m", InputTokens: -1, OutputTokens: math.MinInt64, CostUSD: math.MaxFloat64,
@@ -46,7 +46,7 @@ func encodeCases() []Entry {
 	for _, s := range hostile {
 		e := full
 		e.Event, e.Client, e.Host, e.Method, e.QType = s, s, s, s, s
-		e.Rule, e.Hint, e.Provider, e.Model = s, s+s, s, s
+		e.Rule, e.Hint, e.Provider, e.Model, e.Path = s, s+s, s, s, s
 		e.Hosts, e.Clients = []string{s, "", s + "x"}, []string{s}
 		es = append(es, e)
 	}
@@ -156,7 +156,7 @@ func FuzzEncodeMatchesSlog(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s1, s2, s3 string, i1, i2 int64, cost float64, sec, nsec int64, bits uint32) {
 		e := Entry{
 			Time: time.Unix(sec, nsec), Event: s3, Client: s1, Proto: policy.Proto(bits & 7), Host: s2,
-			Port: uint16(i1), Method: s3, QType: s1, Verdict: policy.Verdict(bits >> 3 & 3),
+			Port: uint16(i1), Method: s3, Path: s1, QType: s1, Verdict: policy.Verdict(bits >> 3 & 3),
 			Reason: policy.Reason(bits >> 5 & 31), Rule: s2, Hint: s1 + s2, Status: int(i2),
 			BytesUp: i1, BytesDn: i2, Duration: time.Duration(i1 ^ i2), Count: int(i2),
 			Provider: s3, Model: s2, InputTokens: i1, OutputTokens: i2, CostUSD: cost,

@@ -33,6 +33,7 @@ type Entry struct {
 	Host     string         `json:"host"`
 	Port     uint16         `json:"port,omitempty"`
 	Method   string         `json:"method,omitempty"`
+	Path     string         `json:"path,omitempty"` // gateway apis: routes: the canonical path, never the query
 	QType    string         `json:"qtype,omitempty"`
 	Verdict  policy.Verdict `json:"verdict"`
 	Reason   policy.Reason  `json:"reason"`

@@ -31,6 +31,7 @@ var fields = [...]field{
 	reqString("host", func(e *Entry) *string { return &e.Host }),
 	optInt("port", func(e *Entry) *uint16 { return &e.Port }),
 	optString("method", func(e *Entry) *string { return &e.Method }),
+	optString("path", func(e *Entry) *string { return &e.Path }),
 	optString("qtype", func(e *Entry) *string { return &e.QType }),
 	{"verdict", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "verdict", e.Verdict.String()) }, getEnum(func(e *Entry) *policy.Verdict { return &e.Verdict })},
 	{"reason", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "reason", e.Reason.String()) }, getEnum(func(e *Entry) *policy.Reason { return &e.Reason })},

@@ -107,6 +107,8 @@ func target(e Entry) string {
 		return host
 	case e.Port != 0:
 		return net.JoinHostPort(host, strconv.Itoa(int(e.Port)))
+	case e.Path != "":
+		return host + Sanitize(e.Path)
 	}
 	return host
 }

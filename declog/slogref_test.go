@@ -26,6 +26,7 @@ func refAttrs(dst []slog.Attr, e *Entry) []slog.Attr {
 		dst = append(dst, slog.Int("port", int(e.Port)))
 	}
 	dst = refString(dst, "method", e.Method)
+	dst = refString(dst, "path", e.Path)
 	dst = refString(dst, "qtype", e.QType)
 	dst = append(dst,
 		slog.String("verdict", e.Verdict.String()),

@@ -29,6 +29,10 @@ type throttleKey struct {
 	proto   policy.Proto
 	verdict policy.Verdict
 	reason  policy.Reason
+	// call is "METHOD /canonical/path" for gateway apis: route entries,
+	// so that refusals of different calls on one route stay apart (they
+	// are what `suggest` proposes rules from); "" for every other edge.
+	call string
 }
 
 // keyKind is what a throttle key stands for.
@@ -149,7 +153,10 @@ func throttled(e *Entry) bool {
 // the same key ended with suppressed denials, that window's summary is
 // returned so the caller writes it first (it describes earlier events).
 func (t *throttle) check(e *Entry) (suppress bool, summary Entry, hasSummary bool) {
-	k := throttleKey{e.Client, e.Host, e.Port, e.Proto, e.Verdict, e.Reason}
+	k := throttleKey{e.Client, e.Host, e.Port, e.Proto, e.Verdict, e.Reason, ""}
+	if e.Path != "" {
+		k.call = e.Method + " " + e.Path
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st, ok := t.m[k]

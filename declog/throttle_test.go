@@ -304,3 +304,32 @@ func TestThrottleSampleRoundTrip(t *testing.T) {
 			len(got.Hosts), got.Clients, SampleMax)
 	}
 }
+
+// TestThrottleKeepsRouteCallsApart: path_not_allowed refusals of different
+// calls on one route are separate lines (suggest proposes a rule for each);
+// the same call repeated folds as any denial does.
+func TestThrottleKeepsRouteCallsApart(t *testing.T) {
+	call := func(method, path string) Entry {
+		return Entry{Event: EventDecision, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "github",
+			Method: method, Path: path, Verdict: policy.Deny, Reason: policy.ReasonPathNotAllowed}
+	}
+	got := logLines(t, 100, 50, func(l *Logger) {
+		l.Record(call("POST", "/repos/acme/app/issues"))
+		l.Record(call("POST", "/repos/acme/app/issues"))
+		l.Record(call("DELETE", "/repos/acme/app/issues"))
+		l.Record(call("GET", "/repos/acme/other"))
+	})
+	var lines []string
+	for _, e := range got {
+		lines = append(lines, fmt.Sprintf("%s %s %s %d", e.Event, e.Method, e.Path, e.Count))
+	}
+	want := []string{
+		"decision POST /repos/acme/app/issues 0",
+		"decision DELETE /repos/acme/app/issues 0",
+		"decision GET /repos/acme/other 0",
+		"summary POST /repos/acme/app/issues 1",
+	}
+	if diff := cmp.Diff(want, lines); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+}

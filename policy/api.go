@@ -17,6 +17,10 @@ type Rule struct {
 	// Provider names the providers: entry whose upstream host this is, for
 	// use_gateway denials (and gateway allows); "" for allow rules.
 	Provider string
+	// API names the apis: entry whose upstream host this is, likewise,
+	// and Base is that route's upstream URL, for the use_gateway hint.
+	API  string
+	Base string
 
 	text string // String(), rendered once when the policy is compiled
 }
@@ -38,8 +42,10 @@ type Policy struct {
 	wildMax   int
 	cidr      prefixTable[*Rule] // cidr:
 	prov      []Rule             // provider reservations, one per providers: entry
-	provHosts map[string]*Rule   // provider upstream names
+	provHosts map[string]*Rule   // provider and apis: upstream names, reserved for the gateway
 	provIPs   map[netip.Addr]*Rule
+	apis      map[string]*APIRoute // apis: routes by name
+	apiRes    []Rule               // apis: reservations, one per route
 
 	netAllow prefixTable[struct{}]
 	netDeny  prefixTable[struct{}]

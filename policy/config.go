@@ -20,6 +20,7 @@ type Config struct {
 	Admin     AdminConfig               `mapstructure:"admin"`
 	Providers map[string]ProviderConfig `mapstructure:"providers"`
 	Budget    BudgetConfig              `mapstructure:"budget"`
+	APIs      map[string]APIConfig      `mapstructure:"apis"` // secret-bearing API routes on the gateway
 }
 
 // ListenConfig holds the listener addresses; "" disables a listener.
@@ -103,6 +104,7 @@ type ProviderConfig struct {
 	APIKeyEnv       string `mapstructure:"api_key_env"`       // env var with the real key (egressd only)
 	ClientTokenEnv  string `mapstructure:"client_token_env"`  // env var with the token the agent sends
 	TokensPerMinute int    `mapstructure:"tokens_per_minute"` // 0 = unlimited
+	CAFile          string `mapstructure:"ca_file"`           // PEM bundle trusted for this upstream instead of the system roots; "" = system roots
 }
 
 // BudgetConfig is the hard spend cap.
@@ -122,4 +124,41 @@ type Price struct {
 	Output     float64 `mapstructure:"output"`
 	CacheRead  float64 `mapstructure:"cache_read"`  // default: Input
 	CacheWrite float64 `mapstructure:"cache_write"` // default: Input
+}
+
+// APIConfig is one route for a token-bearing HTTPS API on the gateway,
+// served under /<name>/ on listen.gateway: egressd checks the agent token
+// and the method/path rules, injects the secret and forwards over TLS.
+type APIConfig struct {
+	Upstream       string       `mapstructure:"upstream"`         // https://api.github.com (https only)
+	CAFile         string       `mapstructure:"ca_file"`          // PEM bundle trusted for this upstream instead of the system roots; "" = system roots
+	ClientTokenEnv string       `mapstructure:"client_token_env"` // env var with the token the agent sends (Bearer or basic-auth password)
+	Secret         SecretConfig `mapstructure:"secret"`           // what egressd injects
+	Allow          []APIRule    `mapstructure:"allow"`            // default deny: calls no rule names are refused
+	Rate           *RateConfig  `mapstructure:"rate"`             // whole-route token bucket; default {rps: 10, burst: 20}
+	MaxBodyBytes   int64        `mapstructure:"max_body_bytes"`   // request body bound; default 10 MiB
+}
+
+// SecretConfig is either a header (Header, optional Prefix, value from Env)
+// or HTTP basic auth (Basic), never both.
+type SecretConfig struct {
+	Header string       `mapstructure:"header"` // e.g. Authorization
+	Prefix string       `mapstructure:"prefix"` // e.g. "Bearer "
+	Env    string       `mapstructure:"env"`    // env var holding the secret
+	Basic  *BasicSecret `mapstructure:"basic"`  // HTTP basic auth, as git over HTTPS uses
+}
+
+// BasicSecret is HTTP basic auth with the password from the environment.
+type BasicSecret struct {
+	User        string `mapstructure:"user"`
+	PasswordEnv string `mapstructure:"password_env"`
+}
+
+// APIRule grants the listed methods on the listed path patterns. A pattern
+// is a canonical path with * (one segment) and ** (any depth); a pattern
+// with ?k=v&... requires exactly those query parameters, one without ?
+// accepts any query.
+type APIRule struct {
+	Methods []string `mapstructure:"methods"`
+	Paths   []string `mapstructure:"paths"`
 }

@@ -81,6 +81,7 @@ const (
 	ReasonRevoked                           // a reload revoked the grant of an open connection
 	ReasonDeniedNetwork                     // address in networks.deny
 	ReasonLedgerUnavailable                 // gateway: spend ledger cannot be read or written
+	ReasonPathNotAllowed                    // gateway api route: no rule grants the method and path
 	reasonCount
 )
 
@@ -107,6 +108,7 @@ var reasonNames = [reasonCount]string{
 	ReasonRevoked:             "revoked",
 	ReasonDeniedNetwork:       "denied_network",
 	ReasonLedgerUnavailable:   "ledger_unavailable",
+	ReasonPathNotAllowed:      "path_not_allowed",
 }
 
 func (r Reason) String() string {

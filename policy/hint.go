@@ -21,9 +21,12 @@ func (r *Rule) String() string {
 
 func (r *Rule) render() string {
 	var b strings.Builder
-	if r.Provider != "" {
+	switch {
+	case r.Provider != "":
 		b.WriteString(joinKey("providers", r.Provider))
-	} else {
+	case r.API != "":
+		b.WriteString(joinKey("apis", r.API))
+	default:
 		fmt.Fprintf(&b, "allow[%d]", r.Index)
 	}
 	if r.Host != "" {
@@ -31,7 +34,7 @@ func (r *Rule) render() string {
 	} else {
 		fmt.Fprintf(&b, " cidr: %s", r.Prefix)
 	}
-	if r.Provider != "" {
+	if r.Provider != "" || r.API != "" {
 		return b.String()
 	}
 	b.WriteString(" ports: ")
@@ -80,10 +83,15 @@ func Hint(req Request, d Decision) string {
 	case ReasonMetadataAddress:
 		return "cloud metadata addresses can never be granted"
 	case ReasonUseGateway:
-		if d.Rule == nil || d.Rule.Provider == "" {
+		switch {
+		case d.Rule == nil:
 			return ""
+		case d.Rule.Provider != "":
+			return fmt.Sprintf("send provider calls to the egressd gateway at /%s/ instead", d.Rule.Provider)
+		case d.Rule.API != "":
+			return fmt.Sprintf("call the egressd gateway's route instead: base URL http://<gateway>/%s in place of %s, with the agent token", d.Rule.API, d.Rule.Base)
 		}
-		return fmt.Sprintf("send provider calls to the egressd gateway at /%s/ instead", d.Rule.Provider)
+		return ""
 	case ReasonDeniedNetwork:
 		return "the address is in networks.deny:"
 	}

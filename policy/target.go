@@ -118,6 +118,9 @@ func (p *Policy) Summary() string {
 		}
 		s += fmt.Sprintf(", %d providers, cap %s %s", n, money.Format(p.cfg.Budget.CapUSD), per)
 	}
+	if n := len(p.apis); n > 0 {
+		s += fmt.Sprintf(", %d api routes (%s)", n, strings.Join(p.apiRouteNames(), ", "))
+	}
 	if len(p.rules) == 0 {
 		s += " — everything is denied"
 	}

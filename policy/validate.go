@@ -38,6 +38,7 @@ func compile(cfg Config) (*Policy, Errors) {
 	c.log()
 	c.admin()
 	c.providers()
+	c.apis()
 	c.budget()
 	if len(c.errs) > 0 {
 		return nil, c.errs
@@ -50,6 +51,9 @@ func compile(cfg Config) (*Policy, Errors) {
 	}
 	for i := range c.p.prov {
 		c.p.prov[i].text = c.p.prov[i].render()
+	}
+	for i := range c.p.apiRes {
+		c.p.apiRes[i].text = c.p.apiRes[i].render()
 	}
 	return c.p, nil
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -153,6 +154,9 @@ func (c *compiler) providers() {
 		c.envName(path+".client_token_env", pc.ClientTokenEnv)
 		if pc.APIKeyEnv != "" && pc.APIKeyEnv == pc.ClientTokenEnv {
 			c.errf(path+".client_token_env", "must differ from api_key_env: the agent must never hold the real key")
+		}
+		if pc.CAFile != "" && !filepath.IsAbs(pc.CAFile) {
+			c.errf(path+".ca_file", "%q: give an absolute path to a PEM bundle", pc.CAFile)
 		}
 		if pc.TokensPerMinute < 0 {
 			c.errf(path+".tokens_per_minute", "%d: must not be negative", pc.TokensPerMinute)

@@ -22,12 +22,16 @@ func Print(w io.Writer, r Report) error {
 	if !r.Since.IsZero() {
 		since = "since " + r.Since.UTC().Format(time.RFC3339)
 	}
-	if len(r.Suggestions) == 0 {
+	if n := len(r.Suggestions) + len(r.Routes); n == 0 {
 		fmt.Fprintf(&b, "# egressd suggest: no grantable denials %s.\n", since)
 	} else {
 		fmt.Fprintf(&b, "# egressd suggest: %d entries from %d denials and would-denies %s, most frequent first.\n",
-			len(r.Suggestions), r.Considered, since)
-		b.WriteString("# Nothing was changed. Review each one; paste only what you mean to grant under allow:.\n")
+			n, r.Considered, since)
+		where := "allow:"
+		if len(r.Routes) > 0 {
+			where = "allow: or the route's apis.<name>.allow:"
+		}
+		fmt.Fprintf(&b, "# Nothing was changed. Review each one; paste only what you mean to grant under %s.\n", where)
 	}
 	if r.Skipped > 0 {
 		fmt.Fprintf(&b, "# %d denials had targets that are not plain names or addresses; not suggested.\n", r.Skipped)
@@ -48,6 +52,7 @@ func Print(w io.Writer, r Report) error {
 	for _, s := range r.Suggestions {
 		writeSuggestion(&b, s)
 	}
+	writeRoutes(&b, r.Routes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -1,5 +1,6 @@
 // Package suggest owns `egressd suggest`: it reads denials and would-denies
-// from the decision log and proposes allow: entries for a person to review.
+// from the decision log and proposes allow: entries (and apis: route rules)
+// for a person to review.
 // It never edits the policy; granting stays a deliberate act. Host names in
 // the log come from the adversarial agent, so only well-formed DNS names and
 // IP addresses are ever proposed, always quoted.
@@ -62,6 +63,7 @@ type Report struct {
 	Ungrantable map[string]int // denials by reason that no allow: entry can fix (private_address ...)
 	Unsuggested []Unsuggested  // grantable reason, but a target no one should grant, and why
 	Suggestions []Suggestion
+	Routes      []RouteSuggestion // apis: rules for path_not_allowed denials
 }
 
 type key struct {
@@ -84,6 +86,7 @@ type Collector struct {
 	aggs     map[key]*agg
 	unsug    map[unsuggestedKey]int
 	self     []netip.Addr
+	routes   map[routeKey]*RouteSuggestion
 	rep      Report
 }
 
@@ -127,6 +130,10 @@ func (c *Collector) Add(e declog.Entry) {
 		n = e.Count
 	}
 	if n <= 0 {
+		return
+	}
+	if e.Reason == policy.ReasonPathNotAllowed {
+		c.addRoute(e, n)
 		return
 	}
 	k, ok, grantable := c.keyOf(e, n)
@@ -258,6 +265,7 @@ func (c *Collector) Report() Report {
 	}
 	rep.Suggestions = append(rep.Suggestions, groupHosts(hosts)...)
 	rep.Suggestions = append(rep.Suggestions, mergePorts(ports)...)
+	rep.Routes = c.routeReport()
 	slices.SortFunc(rep.Suggestions, func(a, b Suggestion) int {
 		return cmp.Or(
 			cmp.Compare(b.Count, a.Count),

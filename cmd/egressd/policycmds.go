@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/egressd/egressd/policy"
 	"github.com/spf13/cobra"
@@ -33,22 +34,32 @@ and line, and exits 1. Environment overrides (EGRESSD_*) apply, as in serve.`,
 func newExplainCmd() *cobra.Command {
 	var config string
 	cmd := &cobra.Command{
-		Use:   "explain [--config POLICY] TARGET",
+		Use:   "explain [--config POLICY] TARGET | api:ROUTE METHOD PATH",
 		Short: "Say what the policy decides for a destination, and why",
 		Long: `Explain asks the policy the same question the proxy asks and prints the
 verdict, the reason and the rule (or the line that would grant it).
 TARGET is host[:port] (a CONNECT, port 443 by default) or an http:// or
 https:// URL. Names are not resolved: the addresses a name resolves to are
-checked again when egressd dials them. Exit status is 0 when allowed, 1
-when denied.`,
+checked again when egressd dials them. For an apis: route, give
+api:ROUTE, the method and the path after /ROUTE (with its query, if any):
+the rules are matched on the canonical path, as the gateway does. Exit
+status is 0 when allowed, 1 when denied.`,
 		Example: `  egressd explain --config policy.yaml api.github.com
   egressd explain --config policy.yaml http://pypi.org/simple/
-  egressd explain --config policy.yaml 169.254.169.254:80`,
-		Args: cobra.ExactArgs(1),
+  egressd explain --config policy.yaml 169.254.169.254:80
+  egressd explain --config policy.yaml api:github GET /repos/acme/app/issues
+  egressd explain --config policy.yaml api:git GET '/acme/app.git/info/refs?service=git-receive-pack'`,
+		Args: cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := loadPolicy(config)
 			if err != nil {
 				return err
+			}
+			if route, ok := strings.CutPrefix(args[0], "api:"); ok {
+				return explainAPI(cmd, p, route, args[1:])
+			}
+			if len(args) != 1 {
+				return fmt.Errorf("explain takes one TARGET (or api:ROUTE METHOD PATH)")
 			}
 			req, err := policy.ParseTarget(args[0])
 			if err != nil {
@@ -109,4 +120,33 @@ func loadPolicy(path string) (*policy.Policy, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// explainAPI decides one call on an apis: route as the gateway would.
+func explainAPI(cmd *cobra.Command, p *policy.Policy, route string, args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("explain api:%s needs METHOD and PATH, e.g. explain api:%s GET /repos/acme/app/issues", route, route)
+	}
+	if p.API(route) == nil {
+		return fmt.Errorf("the policy has no apis: route %q", route)
+	}
+	method := args[0]
+	path, query, _ := strings.Cut(args[1], "?")
+	d := p.DecideAPI(route, method, path, query)
+	detail := d.RuleText()
+	switch {
+	case d.Reason == policy.ReasonBadRequest:
+		detail = "(" + d.Detail + ")"
+	case d.Verdict != policy.Allow:
+		detail = "(" + policy.APIHint(d, method, query) + ")"
+	}
+	shown := d.Path
+	if shown == "" {
+		shown = path
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%-10s api:%s %s %s  %s  %s\n", d.Verdict, strings.ToLower(route), method, shown, d.Reason, detail)
+	if d.Verdict != policy.Allow {
+		return exitError{1}
+	}
+	return nil
 }
