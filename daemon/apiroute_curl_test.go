@@ -68,9 +68,9 @@ apis:
 		hits   int64
 	}{
 		{"allowed GET", []string{"/github/repos/acme/app/issues?state=open"}, "HTTP/1.1 200", 1},
-		{"create an issue", []string{"-X", "POST", "-d", `{"title":"x"}`, "/github/repos/acme/app/issues"}, "HTTP/1.1 403", 0},
-		{"another repo", []string{"/github/repos/evil/exfil/issues"}, "HTTP/1.1 403", 0},
-		{"wrong token", []string{"-H", "Authorization: Bearer not-the-agent-token", "/github/repos/acme/app/issues"}, "HTTP/1.1 401", 0},
+		{"create an issue", []string{"-X", "POST", "-d", `{"title":"x"}`, "/github/repos/acme/app/issues"}, "HTTP/1.1 403 egressd path_not_allowed: ", 0},
+		{"another repo", []string{"/github/repos/evil/exfil/issues"}, "HTTP/1.1 403 egressd path_not_allowed: ", 0},
+		{"wrong token", []string{"-H", "Authorization: Bearer not-the-agent-token", "/github/repos/acme/app/issues"}, "HTTP/1.1 401 egressd unauthorized: ", 0},
 	}
 	for _, tt := range tests {
 		before := hits.Load()

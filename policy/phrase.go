@@ -72,6 +72,8 @@ func shortHint(r Reason, target string) string {
 		return "the model has no price"
 	case ReasonLedgerUnavailable:
 		return "the spend ledger is unavailable"
+	case ReasonPathNotAllowed:
+		return "no rule of the route allows " + target
 	}
 	return target + " is refused"
 }

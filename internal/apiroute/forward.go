@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/statusline"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/scrub"
 	"github.com/egressd/egressd/policy"
@@ -256,6 +258,7 @@ func (c *call) refuse(status int, reason policy.Reason, msg, hint string) {
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("X-Egressd-Reason", reason.String())
 	hd.Set("Content-Length", strconv.Itoa(len(line)))
+	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, "/"+c.route+logPath(c.path), ""))
 	c.w.WriteHeader(status)
 	io.WriteString(c.w, line)
 	c.record(policy.Deny, reason, status, int64(len(line)), hint)
