@@ -119,6 +119,14 @@ r = requests.get(sys.argv[2], proxies={"http": p, "https": p}, timeout=20)
 r.raise_for_status()
 `
 
+// pyHTTPX is the HTTP client under the openai and anthropic Python SDKs,
+// which Hermes uses for its model calls.
+const pyHTTPX = `import sys, httpx
+p = sys.argv[1]
+r = httpx.get(sys.argv[2], proxies=p, timeout=20)
+r.raise_for_status()
+`
+
 // chromiumArgs keep Chromium to the proxy: no DNS of its own, no
 // background calls, no profile outside the test's directory.
 func chromiumArgs(dir, proxyAddr, target string, extra ...string) []string {
@@ -163,6 +171,9 @@ func clients(t *testing.T, proxyAddr string) map[string]func(target string) stri
 		},
 		"Python requests": func(u string) string {
 			return run(t, 30*time.Second, nil, "/usr/bin/python3", "-c", pyRequests, proxyURL, u)
+		},
+		"Python httpx": func(u string) string {
+			return run(t, 30*time.Second, nil, "/usr/bin/python3", "-c", pyHTTPX, proxyURL, u)
 		},
 		"Go net/http": func(u string) string { return goClient(t, proxyAddr, u) },
 		"Chromium": func(u string) string {

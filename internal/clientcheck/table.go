@@ -19,6 +19,7 @@ var views = []view{
 	{"GIT_TRACE_CURL=1 git clone", true, true, ""},
 	{"Python urllib", true, true, ""},
 	{"Python requests", true, true, ""},
+	{"Python httpx", true, true, ""},
 	{"Go net/http", true, true, ""},
 	{"Chromium", false, true, "`egressd tail --denied`"},
 }
