@@ -235,7 +235,7 @@ func TestLoadFlood(t *testing.T) {
 	}
 	flood := func(names []string) (time.Duration, int64) {
 		start := time.Now()
-		bad := floodConnect(w, srcs, names) + floodDNS(t, w, srcs, names)
+		bad := floodConnect(t, w, srcs, names) + floodDNS(t, w, srcs, names)
 		return time.Since(start), bad
 	}
 	names1, names2 := floodNames(1), floodNames(2)
@@ -274,22 +274,30 @@ func TestLoadFlood(t *testing.T) {
 // floodConnect sends one CONNECT per name, each on a new connection, and
 // counts the answers that were not a denial (403, or 502 for the names
 // that do not resolve).
-func floodConnect(w *wall, srcs, names []string) int64 {
+func floodConnect(t *testing.T, w *wall, srcs, names []string) int64 {
 	var bad atomic.Int64
 	parallel(floodWorkers, len(names), func(i int) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(srcs[i%len(srcs)])}, Timeout: 5 * time.Second}
 		c, err := d.Dial("tcp", w.e.a().Proxy)
 		if err != nil {
-			bad.Add(1)
+			noteBad(t, &bad, "connect "+names[i]+": dial: "+err.Error())
 			return
 		}
 		defer c.Close()
 		r := exchange(c, http.MethodConnect, "CONNECT "+names[i]+":443 HTTP/1.1\r\nHost: "+names[i]+":443\r\n\r\n")
 		if r.Status != 403 && r.Status != 502 {
-			bad.Add(1)
+			noteBad(t, &bad, fmt.Sprintf("connect %s: status %d reason %q err %v", names[i], r.Status, r.Reason, r.Err))
 		}
 	})
 	return bad.Load()
+}
+
+// noteBad counts a flood request that did not get its denial and logs the
+// first few, so a failure says which edge and how.
+func noteBad(t *testing.T, bad *atomic.Int64, what string) {
+	if bad.Add(1) <= 5 {
+		t.Log("flood:", what)
+	}
 }
 
 // floodDNS asks for A of every name (floodQueries in all), 100 per UDP
@@ -309,12 +317,16 @@ func floodDNS(t *testing.T, w *wall, srcs, names []string) int64 {
 			m := new(dns.Msg)
 			m.SetQuestion(dns.Fqdn(names[(i*100+j)%len(names)]), dns.TypeA)
 			c.SetDeadline(time.Now().Add(5 * time.Second))
-			if c.WriteMsg(m) != nil {
-				bad.Add(1)
+			if err := c.WriteMsg(m); err != nil {
+				noteBad(t, &bad, "dns "+m.Question[0].Name+": write: "+err.Error())
 				continue
 			}
 			if r, err := c.ReadMsg(); err != nil || r.Rcode != dns.RcodeNameError {
-				bad.Add(1)
+				rcode := -1
+				if r != nil {
+					rcode = r.Rcode
+				}
+				noteBad(t, &bad, fmt.Sprintf("dns %s: rcode %d err %v", m.Question[0].Name, rcode, err))
 			}
 		}
 	})
