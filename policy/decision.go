@@ -81,6 +81,8 @@ const (
 	ReasonRevoked                           // a reload revoked the grant of an open connection
 	ReasonDeniedNetwork                     // address in networks.deny
 	ReasonLedgerUnavailable                 // gateway: spend ledger cannot be read or written
+	ReasonApprovalPending                   // ask: a person was asked and has not answered yet
+	ReasonOperatorDenied                    // ask: a person answered deny (remembered for ask.remember_deny)
 	reasonCount
 )
 
@@ -107,6 +109,8 @@ var reasonNames = [reasonCount]string{
 	ReasonRevoked:             "revoked",
 	ReasonDeniedNetwork:       "denied_network",
 	ReasonLedgerUnavailable:   "ledger_unavailable",
+	ReasonApprovalPending:     "approval_pending",
+	ReasonOperatorDenied:      "operator_denied",
 }
 
 func (r Reason) String() string {
