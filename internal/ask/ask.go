@@ -78,17 +78,17 @@ type Answer struct {
 
 // Question is an open question as shown to people and channels.
 type Question struct {
-	ID      string       `json:"id"`
-	Client  string       `json:"client"`
-	Host    string       `json:"host"`
-	Port    uint16       `json:"port"`
-	Proto   string       `json:"proto"`
-	Reason  string       `json:"reason"`
-	Asked   time.Time    `json:"asked"`
-	Expires time.Time    `json:"expires"`
-	Waiting int          `json:"waiting"`  // requests held on it right now
-	Requests int         `json:"requests"` // requests that asked it so far
-	Notified bool        `json:"notified"` // sent to the channels (false when rate limited)
+	ID       string    `json:"id"`
+	Client   string    `json:"client"`
+	Host     string    `json:"host"`
+	Port     uint16    `json:"port"`
+	Proto    string    `json:"proto"`
+	Reason   string    `json:"reason"`
+	Asked    time.Time `json:"asked"`
+	Expires  time.Time `json:"expires"`
+	Waiting  int       `json:"waiting"`  // requests held on it right now
+	Requests int       `json:"requests"` // requests that asked it so far
+	Notified bool      `json:"notified"` // sent to the channels (false when rate limited)
 }
 
 // Target is host:port.
