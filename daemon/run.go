@@ -103,8 +103,10 @@ func (d *daemon) initPolicy() error {
 		if err != nil {
 			return fmt.Errorf("built-in policy: %w", err)
 		}
-		d.holder.cur.Store(p)
+		d.holder.mu.Lock()
+		d.holder.storeLocked(p)
 		d.holder.loadedAt = time.Now()
+		d.holder.mu.Unlock()
 		d.log.Warn("no --config: running the built-in default policy (loopback listeners, empty allow-list): every destination is denied")
 		return nil
 	}

@@ -121,7 +121,9 @@ func (s *Server) limitClient(rq *request) denial {
 func (s *Server) decide(ctx context.Context, rq *request) denial {
 	rq.d = rq.pol.Decide(rq.policyRequest())
 	if !rq.d.Verdict.Allowed() {
-		return denial{reason: rq.d.Reason}
+		if dn := s.ask(ctx, rq); dn.denied() {
+			return dn
+		}
 	}
 	if dn := s.limitHost(rq); dn.denied() {
 		return dn
@@ -265,6 +267,9 @@ func statusFor(r policy.Reason) int {
 // client connection after the answer (always for CONNECT, so a connection
 // that began with CONNECT never carries a plain request; see hosthdr.go).
 func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn bool) {
+	if askReason(dn.reason) && s.denyAsked(w, rq, dn) {
+		return
+	}
 	armWrite(w, idleTimeout(rq.pol))
 	rq.d.Verdict, rq.d.Reason = policy.Deny, dn.reason
 	rq.status = statusFor(dn.reason)
