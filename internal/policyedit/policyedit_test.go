@@ -88,7 +88,7 @@ func TestAppend(t *testing.T) {
 
 func TestAppendRefuses(t *testing.T) {
 	for _, in := range []string{
-		"version: 1\nallow: [{host: a.example}]\n",                   // flow style: would rewrite a line
+		"version: 1\nallow: [{host: a.example}]\n",                     // flow style: would rewrite a line
 		"version: 1\nallow:\n  - host: new.example\n    ports: [80]\n", // host already listed: a second entry is a duplicate
 		"version: 1\nallow: ~\n",
 	} {
@@ -119,7 +119,9 @@ func TestAppendFile(t *testing.T) {
 		t.Errorf("mode changed to %v", st.Mode())
 	}
 	// A read-only file system: the file is untouched and the error says so.
-	writeFile = func(string, []byte, os.FileMode) error { return &os.PathError{Op: "open", Path: path, Err: syscall.EROFS} }
+	writeFile = func(string, []byte, os.FileMode) error {
+		return &os.PathError{Op: "open", Path: path, Err: syscall.EROFS}
+	}
 	defer func() { writeFile = atomicfile.WriteFile }()
 	before, _ := os.ReadFile(path)
 	_, err := AppendFile(path, Entry{Host: "other.example", Port: 443, By: "cli", At: at})
