@@ -15,6 +15,7 @@ import (
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
+	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
@@ -56,7 +57,10 @@ type daemon struct {
 	meter    *meter.Meter
 	gateway  *gateway.Handler
 	admin    *admin.Server
+	ask      *ask.Broker
 	started  time.Time
+
+	reloadMu sync.Mutex // one reload at a time: the watcher's, or an "always" answer's
 }
 
 // Run serves until ctx ends, then drains within timeouts.shutdown.
@@ -130,6 +134,7 @@ func (d *daemon) openDecisionLog(cfg *policy.Config) error {
 		return fmt.Errorf("decision log: %w", err)
 	}
 	d.declog = l
+	d.openAsk(cfg)
 	if d.admin, err = d.newAdmin(); err != nil {
 		l.Close()
 		return err
@@ -156,7 +161,7 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	var err error
 	d.proxy, err = proxy.New(proxy.Config{
 		Policy: d.holder.Current, Resolver: d.resolver, Recorder: d.recorder,
-		Self: selfPorts, Logger: d.log,
+		Self: selfPorts, Logger: d.log, Ask: d.ask,
 	})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -233,6 +238,7 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := d.watch(watchCtx)
+	askDone := d.runAsk(watchCtx)
 
 	d.admin.SetReady(true)
 	d.log.Info("egressd serving", "proxy", addrs.Proxy, "dns", addrs.DNS, "gateway", addrs.Gateway, "admin", addrs.Admin)
@@ -248,6 +254,7 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 	}
 	stopWatch()
 	<-watchDone
+	<-askDone
 	d.shutdown(gw, adm, stopDNS)
 	wg.Wait()
 	return runErr
@@ -319,10 +326,13 @@ func (d *daemon) watch(ctx context.Context) <-chan struct{} {
 
 // reload applies an edited policy, or keeps the last good one.
 func (d *daemon) reload(data []byte, readErr error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	old, cur, err := d.holder.Apply(data, readErr)
 	d.admin.ObserveReload(err)
 	if err != nil {
 		d.log.Error("policy reload failed; the last good policy stays in force", "file", d.opts.ConfigPath, "error", err)
+		d.ask.Event(ask.EventReloadFailed, "egressd: the edit of "+d.opts.ConfigPath+" was refused; the last good policy stays in force: "+err.Error())
 		return
 	}
 	d.log.Info("policy reloaded", "file", d.opts.ConfigPath, "hash", cur.Hash(), "summary", cur.Summary())
@@ -358,6 +368,9 @@ func restartOnly(o, n *policy.Config) []string {
 	}
 	if o.Admin != n.Admin {
 		keys = append(keys, "admin")
+	}
+	if askChannels(o) != askChannels(n) {
+		keys = append(keys, "ask.telegram, ask.webhook")
 	}
 	if o.Timeouts.Header != n.Timeouts.Header {
 		keys = append(keys, "timeouts.header")

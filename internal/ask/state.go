@@ -6,11 +6,22 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/egressd/egressd/internal/atomicfile"
 	"github.com/egressd/egressd/policy"
 )
+
+// StatePath is the grants file: beside the spend ledger, in egressd's
+// data directory, so one volume keeps both.
+func StatePath(cfg *policy.Config) string {
+	dir := filepath.Dir(cfg.Budget.Ledger)
+	if cfg.Budget.Ledger == "" {
+		dir = "/var/lib/egressd"
+	}
+	return filepath.Join(dir, "ask-grants.json")
+}
 
 // stateVersion is the format of the grants file.
 const stateVersion = 1
@@ -57,6 +68,9 @@ func saveState(path string, grants []policy.Grant) error {
 	b, err := json.MarshalIndent(stateFile{Version: stateVersion, Grants: grants}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode grants: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("grants dir: %w", err)
 	}
 	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
