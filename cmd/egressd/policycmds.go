@@ -3,8 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"time"
 
+	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/policy"
 	"github.com/spf13/cobra"
 )
@@ -39,8 +42,9 @@ func newExplainCmd() *cobra.Command {
 verdict, the reason and the rule (or the line that would grant it).
 TARGET is host[:port] (a CONNECT, port 443 by default) or an http:// or
 https:// URL. Names are not resolved: the addresses a name resolves to are
-checked again when egressd dials them. Exit status is 0 when allowed, 1
-when denied.`,
+checked again when egressd dials them. With ask: on, the standing answers
+a person gave (egressd pending) count too, shown with their expiry. Exit
+status is 0 when allowed, 1 when denied.`,
 		Example: `  egressd explain --config policy.yaml api.github.com
   egressd explain --config policy.yaml http://pypi.org/simple/
   egressd explain --config policy.yaml 169.254.169.254:80`,
@@ -50,6 +54,7 @@ when denied.`,
 			if err != nil {
 				return err
 			}
+			p = withGrants(cmd.ErrOrStderr(), p)
 			req, err := policy.ParseTarget(args[0])
 			if err != nil {
 				return err
@@ -70,6 +75,20 @@ when denied.`,
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "", "policy file (default: the built-in deny-all policy)")
 	return cmd
+}
+
+// withGrants adds the operator's standing answers (ask:) from the grants
+// file a running egressd keeps; an unreadable file is reported and ignored.
+func withGrants(stderr io.Writer, p *policy.Policy) *policy.Policy {
+	if p.Config().Ask == nil {
+		return p
+	}
+	g, err := ask.LoadGrants(p.Config(), time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "egressd: ignoring the ask: grants: %v\n", err)
+		return p
+	}
+	return p.WithOverlay(policy.NewOverlay(g))
 }
 
 // decideTarget is Decide plus, for an IP literal that a rule grants, the

@@ -74,3 +74,9 @@ func saveState(path string, grants []policy.Grant) error {
 	}
 	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
+
+// LoadGrants reads the standing answers a running egressd keeps for the
+// policy cfg (StatePath), for commands that decide offline (explain).
+func LoadGrants(cfg *policy.Config, now time.Time) ([]policy.Grant, error) {
+	return loadState(StatePath(cfg), now)
+}
