@@ -2,13 +2,21 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/egressd/egressd/admin"
+	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/internal/policyedit"
+	"github.com/egressd/egressd/internal/telegram"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/safedial"
 )
 
 // openAsk builds the broker behind ask:: the standing answers come from the
@@ -47,11 +55,17 @@ func (d *daemon) appendAllow(host string, port uint16, by string, at time.Time) 
 	return nil
 }
 
-// runAsk expires questions and grants until ctx ends.
+// runAsk expires questions and grants, and polls Telegram, until ctx
+// ends.
 func (d *daemon) runAsk(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		if d.bot != nil {
+			botDone := make(chan struct{})
+			go func() { defer close(botDone); d.bot.Run(ctx) }()
+			defer func() { <-botDone }()
+		}
 		d.ask.Run(ctx)
 	}()
 	return done
@@ -80,4 +94,50 @@ func askChannels(c *policy.Config) string {
 		s += "|" + w.URL + w.SecretEnv
 	}
 	return s
+}
+
+// openChannels starts the notification channels of ask: (read at start).
+// Their calls leave through safedial like the gateway's: resolved by the
+// shared resolver, every address checked, a checked address dialed.
+func (d *daemon) openChannels(cfg *policy.Config, self *safedial.SelfSet) error {
+	a := cfg.Ask
+	if a == nil || a.Telegram == nil && a.Webhook == nil {
+		return nil
+	}
+	hc, err := d.channelClient(a, self)
+	if err != nil {
+		return err
+	}
+	if t := a.Telegram; t != nil {
+		token := d.getenv(t.TokenEnv)
+		if token == "" {
+			return fmt.Errorf("ask.telegram.token_env names $%s, which is empty: set it to the bot token", t.TokenEnv)
+		}
+		d.bot = telegram.New(telegram.Config{API: t.API, Token: token, Operators: t.Operators, HTTP: hc,
+			Broker: d.ask, Logger: d.log, PollTimeout: d.opts.TelegramPoll})
+		d.ask.AddNotifier(d.bot)
+	}
+	return nil
+}
+
+// channelClient is the HTTP client of the channels: safedial's dialer,
+// and the system roots plus ask.telegram.ca_file when given.
+func (d *daemon) channelClient(a *policy.AskConfig, self *safedial.SelfSet) (*http.Client, error) {
+	tr := gateway.NewTransport()
+	tr.DialContext = (&safedial.Dialer{Policy: d.holder.Current, Resolver: d.resolver, Self: self}).DialContext
+	if a.Telegram != nil && a.Telegram.CAFile != "" {
+		pemBytes, err := os.ReadFile(a.Telegram.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ask.telegram.ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("ask.telegram.ca_file %s: no PEM certificate in it", a.Telegram.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr, Timeout: time.Minute}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/internal/ask"
+	"github.com/egressd/egressd/internal/telegram"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
@@ -41,6 +42,8 @@ type Options struct {
 	Ready func(Addrs)
 	// Version is shown in /status.
 	Version string
+	// TelegramPoll is the Telegram long-poll timeout; 0 = 50s.
+	TelegramPoll time.Duration
 }
 
 // daemon is one running egressd: what Run builds, in wiring order.
@@ -58,6 +61,7 @@ type daemon struct {
 	gateway  *gateway.Handler
 	admin    *admin.Server
 	ask      *ask.Broker
+	bot      *telegram.Bot // nil without ask.telegram
 	started  time.Time
 
 	reloadMu sync.Mutex // one reload at a time: the watcher's, or an "always" answer's
@@ -177,6 +181,9 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	upstream.DialContext = (&safedial.Dialer{
 		Policy: d.holder.Current, Resolver: d.resolver, Self: safedial.NewSelfSet(selfPorts),
 	}).DialContext
+	if err := d.openChannels(cfg, safedial.NewSelfSet(selfPorts)); err != nil {
+		return err
+	}
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
