@@ -15,6 +15,7 @@ import (
 	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/internal/policyedit"
 	"github.com/egressd/egressd/internal/telegram"
+	"github.com/egressd/egressd/internal/webhook"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/safedial"
 )
@@ -116,6 +117,13 @@ func (d *daemon) openChannels(cfg *policy.Config, self *safedial.SelfSet) error 
 		d.bot = telegram.New(telegram.Config{API: t.API, Token: token, Operators: t.Operators, HTTP: hc,
 			Broker: d.ask, Logger: d.log, PollTimeout: d.opts.TelegramPoll})
 		d.ask.AddNotifier(d.bot)
+	}
+	if w := a.Webhook; w != nil {
+		secret := d.getenv(w.SecretEnv)
+		if secret == "" {
+			return fmt.Errorf("ask.webhook.secret_env names $%s, which is empty: set it to the signing secret", w.SecretEnv)
+		}
+		d.ask.AddNotifier(webhook.New(w.URL, []byte(secret), hc))
 	}
 	return nil
 }

@@ -62,7 +62,11 @@ type daemon struct {
 	admin    *admin.Server
 	ask      *ask.Broker
 	bot      *telegram.Bot // nil without ask.telegram
+	budget   budgetWatch
 	started  time.Time
+
+	crashCalls int64   // calls a crash left in flight, charged at start
+	crashUSD   float64 // and what they were charged
 
 	reloadMu sync.Mutex // one reload at a time: the watcher's, or an "always" answer's
 }
@@ -143,7 +147,8 @@ func (d *daemon) openDecisionLog(cfg *policy.Config) error {
 		l.Close()
 		return err
 	}
-	d.recorder = declog.Tee(l, d.admin)
+	d.budget.d = d
+	d.recorder = declog.Tee(l, d.admin, &d.budget)
 	return nil
 }
 
@@ -188,6 +193,7 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
 	})
+	d.startupEvents()
 	return nil
 }
 
@@ -198,6 +204,7 @@ func (d *daemon) openMeter(cfg *policy.Config) {
 	if len(cfg.Providers) == 0 {
 		return
 	}
+	d.crashCalls, d.crashUSD = inFlightAtStart(cfg.Budget.Ledger)
 	m, err := meter.Open(cfg.Budget, meter.Options{Logger: d.log})
 	if err != nil {
 		d.log.Error("spend ledger unavailable: refusing every gateway call until egressd restarts with a readable ledger",
