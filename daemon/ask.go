@@ -13,6 +13,7 @@ import (
 	"github.com/egressd/egressd/admin"
 	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/internal/ask"
+	"github.com/egressd/egressd/internal/console"
 	"github.com/egressd/egressd/internal/policyedit"
 	"github.com/egressd/egressd/internal/telegram"
 	"github.com/egressd/egressd/internal/webhook"
@@ -148,4 +149,39 @@ func (d *daemon) channelClient(a *policy.AskConfig, self *safedial.SelfSet) (*ht
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return &http.Client{Transport: tr, Timeout: time.Minute}, nil
+}
+
+// newConsole is the web console on the admin listener.
+func (d *daemon) newConsole(token string) *console.Console {
+	return console.New(console.Config{
+		Token:  token,
+		Status: func() admin.Status { return d.admin.Status() },
+		Broker: d.ask,
+		Spend:  d.consoleSpend,
+		Rules: func() []string {
+			rules := d.holder.Current().Rules()
+			out := make([]string, len(rules))
+			for i := range rules {
+				out[i] = rules[i].String()
+			}
+			return out
+		},
+		Logger: d.log,
+	})
+}
+
+// consoleSpend is the budget for the console's chart; nil without a meter.
+func (d *daemon) consoleSpend() *console.Spend {
+	if d.meter == nil {
+		return nil
+	}
+	s := d.meter.Snapshot()
+	sp := &console.Spend{CapUSD: s.CapUSD, WarnAt: s.WarnAt, SpentUSD: s.SpentUSD, Period: s.Period, Start: s.PeriodStart, End: s.PeriodEnd}
+	for _, p := range d.budget.History() {
+		sp.Points = append(sp.Points, console.Point{At: p.At, USD: p.USD})
+	}
+	for name, m := range s.Models {
+		sp.Models = append(sp.Models, console.Model{Name: name, USD: float64(m.SpentNano) / 1e9, Requests: m.Requests})
+	}
+	return sp
 }

@@ -105,6 +105,16 @@ func TestAskOnceThroughTheAdminAPI(t *testing.T) {
 	if q.Host != "later.test" || q.Client != "127.0.0.1" || q.Reason != "not_allowlisted" {
 		t.Errorf("question: got %+v", q)
 	}
+	// The console at / on the admin listener shows it.
+	resp, err := http.Get("http://" + r.addrs.Admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), `id="q-`+q.ID+`"`) || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Errorf("console: %d, question shown %v", resp.StatusCode, strings.Contains(string(page), q.ID))
+	}
 	if code, body := r.answer(t, ask.PathApprove, ask.AnswerRequest{ID: q.ID, By: "test"}); code != 200 {
 		t.Fatalf("approve: %d %s", code, body)
 	}

@@ -25,6 +25,7 @@ func (d *daemon) newAdmin() (*admin.Server, error) {
 		Subscribe: d.declog.Subscribe,
 		Logger:    d.log,
 		Handlers:  d.ask.Handlers(),
+		Console:   d.newConsole(token),
 	}), nil
 }
 
