@@ -86,6 +86,7 @@ func TestOverlayDecide(t *testing.T) {
 		{Host: "granted.example", Port: 8443, Until: until, By: "cli", Kind: "once"},
 		{Host: "bad.example", Port: 443, Until: until, By: "cli", Deny: true},
 		{Host: "10.0.0.1", Port: 443, Until: until, By: "cli"}, // never reaches an address check
+		{Host: "lapsed.example", Port: 443, Until: until, By: "cli", Kind: "once", KeepOpen: true},
 	}))
 	c := netip.MustParseAddr("172.20.0.5")
 	tests := []struct {
@@ -106,6 +107,8 @@ func TestOverlayDecide(t *testing.T) {
 		{"other.example", 443, ProtoConnect, Deny, ReasonNotAllowlisted},
 		{"10.0.0.1", 443, ProtoConnect, Deny, ReasonPrivateAddress},
 		{"new.example", 443, ProtoGateway, Deny, ReasonNotAllowlisted},
+		{"lapsed.example", 443, ProtoConnect, Deny, ReasonNotAllowlisted},
+		{"lapsed.example", 0, ProtoDNS, Deny, ReasonNotAllowlisted},
 	}
 	for _, tt := range tests {
 		d := p.Decide(Request{Client: c, Host: tt.host, Port: tt.port, Proto: tt.proto})
@@ -116,6 +119,16 @@ func TestOverlayDecide(t *testing.T) {
 	d := p.Decide(Request{Client: c, Host: "new.example", Port: 443, Proto: ProtoConnect})
 	if got, want := d.Rule.String(), "ask grant new.example:443 (for, by cli) until 2030-01-02T03:04:05Z"; got != want {
 		t.Errorf("grant rule: got %q, want %q", got, want)
+	}
+	// A lapsed "allow once" keeps what it let through open, and only that.
+	for _, tt := range []struct {
+		host string
+		port uint16
+		want Verdict
+	}{{"lapsed.example", 443, Allow}, {"lapsed.example", 8443, Deny}, {"other.example", 443, Deny}, {"new.example", 443, Allow}} {
+		if d := p.DecideOpen(Request{Client: c, Host: tt.host, Port: tt.port, Proto: ProtoConnect}); d.Verdict != tt.want {
+			t.Errorf("DecideOpen(%s:%d) = %v %v, want %v", tt.host, tt.port, d.Verdict, d.Reason, tt.want)
+		}
 	}
 	// The base policy is untouched, and without ask: an overlay is ignored.
 	if d := base.Decide(Request{Client: c, Host: "new.example", Port: 443, Proto: ProtoConnect}); d.Verdict != Deny {

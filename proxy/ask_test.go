@@ -23,8 +23,9 @@ type fakeAsker struct {
 func (a *fakeAsker) Hold(_ context.Context, req policy.Request, d policy.Decision) (policy.Reason, time.Duration, string) {
 	a.mu.Lock()
 	a.asked = append(a.asked, req)
+	answer := a.answer
 	a.mu.Unlock()
-	switch a.answer {
+	switch answer {
 	case policy.ReasonNone:
 		g := policy.Grant{Host: req.Host, Port: req.Port, Until: time.Now().Add(time.Hour), By: "test", Kind: "once"}
 		a.e.pol.Store(a.e.pol.Load().WithOverlay(policy.NewOverlay([]policy.Grant{g})))
@@ -32,7 +33,13 @@ func (a *fakeAsker) Hold(_ context.Context, req policy.Request, d policy.Decisio
 	case policy.ReasonApprovalPending:
 		return policy.ReasonApprovalPending, 30 * time.Second, "a person was asked at 12:00:00Z to allow " + req.Host + " (question q1)"
 	}
-	return a.answer, 0, "a person refused it"
+	return answer, 0, "a person refused it"
+}
+
+func (a *fakeAsker) setAnswer(r policy.Reason) {
+	a.mu.Lock()
+	a.answer = r
+	a.mu.Unlock()
 }
 
 func (a *fakeAsker) count() int {
@@ -132,4 +139,24 @@ func TestAskNeverForUnaskable(t *testing.T) {
 	if a.count() != 0 {
 		t.Errorf("asked %d times about unaskable denials: %+v", a.count(), a.asked)
 	}
+}
+
+// TestAskOnceKeepsItsTunnel: when an "allow once" lapses, the tunnel it let
+// through stays open; when nothing grants it any more, Revoke cuts it.
+func TestAskOnceKeepsItsTunnel(t *testing.T) {
+	f, a := newAskFixture(t, policy.ReasonNone)
+	base := f.pol.Load()
+	c, br := f.connect(f.ep("asked.test"))
+	defer c.Close()
+	a.setAnswer(policy.ReasonApprovalPending)
+	lapsed := policy.Grant{Host: "asked.test", Port: uint16(f.echo), Until: time.Now().Add(time.Hour), By: "test", Kind: "once", KeepOpen: true}
+	f.pol.Store(base.WithOverlay(policy.NewOverlay([]policy.Grant{lapsed})))
+	f.srv.Revoke()
+	echo(t, c, br, "still open after the grace period")
+	if resp, _ := f.roundTrip(connectReq(f.ep("asked.test"))); resp.StatusCode == http.StatusOK {
+		t.Errorf("a new tunnel was admitted by a lapsed allow once")
+	}
+	f.pol.Store(base.WithOverlay(policy.NewOverlay(nil)))
+	f.srv.Revoke()
+	expectClosed(t, c, br)
 }

@@ -190,13 +190,19 @@ func (b *Broker) expire() time.Time {
 		soonest(q.Expires)
 	}
 	live := b.grants[:0:0]
+	changed := false
 	for _, g := range b.grants {
+		if !g.Until.After(now) && g.Kind == string(Once) && !g.KeepOpen {
+			// Past its grace period: no new requests, but what it let
+			// through stays open.
+			g.KeepOpen, g.Until, changed = true, g.Until.Add(OnceKeep), true
+		}
 		if g.Until.After(now) {
 			live = append(live, g)
 			soonest(g.Until)
 		}
 	}
-	changed := len(live) != len(b.grants)
+	changed = changed || len(live) != len(b.grants)
 	var snapshot []policy.Grant
 	if changed {
 		b.grants = live

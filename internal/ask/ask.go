@@ -32,6 +32,10 @@ const (
 	// same destination through: a client retrying after a timeout, or
 	// the second connection of the same fetch.
 	OnceGrace = time.Minute
+	// OnceKeep is how long the connections an "allow once" let through
+	// are kept open after its grace period (a reload or a lapsed grant
+	// would otherwise cut a long download it allowed).
+	OnceKeep = 24 * time.Hour
 	// AlwaysFallback is the grant given when "always" cannot edit
 	// policy.yaml (read-only, say).
 	AlwaysFallback = 24 * time.Hour
@@ -285,11 +289,12 @@ func (b *Broker) Pending() []Question {
 }
 
 // Grants lists the standing answers (allows and remembered denies) that
-// have not expired, soonest expiry first.
+// have not expired, soonest expiry first; an "allow once" past its grace
+// period, which only keeps its connections open, is not listed.
 func (b *Broker) Grants() []policy.Grant {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := slices.Clone(b.grants)
+	out := slices.DeleteFunc(slices.Clone(b.grants), func(g policy.Grant) bool { return g.KeepOpen })
 	slices.SortFunc(out, func(x, y policy.Grant) int { return x.Until.Compare(y.Until) })
 	return out
 }

@@ -260,3 +260,38 @@ func (c *countingNotifier) count() int {
 	defer c.mu.Unlock()
 	return len(c.ms)
 }
+
+// TestOnceLapses: after its grace period an "allow once" admits no new
+// request but keeps its connections open for OnceKeep.
+func TestOnceLapses(t *testing.T) {
+	r := newRig(t, "{hold: 1ms}", "")
+	q := req("once.example", 443)
+	r.b.Hold(context.Background(), q, r.decide(q))
+	if _, err := r.b.Answer(r.b.Pending()[0].ID, Answer{Kind: Once, By: "cli"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		after      time.Duration
+		newReq     policy.Verdict
+		openConn   policy.Verdict
+		listedUsed int
+	}{
+		{time.Second, policy.Allow, policy.Allow, 1},
+		{OnceGrace, policy.Deny, policy.Allow, 0},
+		{OnceKeep, policy.Deny, policy.Deny, 0},
+	}
+	for _, tt := range tests {
+		r.advance(tt.after)
+		r.b.expire()
+		p := r.cur.Load()
+		if got := p.Decide(q).Verdict; got != tt.newReq {
+			t.Errorf("+%v: new request %v, want %v", tt.after, got, tt.newReq)
+		}
+		if got := p.DecideOpen(q).Verdict; got != tt.openConn {
+			t.Errorf("+%v: open connection %v, want %v", tt.after, got, tt.openConn)
+		}
+		if got := len(r.b.Grants()); got != tt.listedUsed {
+			t.Errorf("+%v: %d grants listed, want %d", tt.after, got, tt.listedUsed)
+		}
+	}
+}
