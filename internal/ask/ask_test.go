@@ -295,3 +295,31 @@ func TestOnceLapses(t *testing.T) {
 		}
 	}
 }
+
+// TestNotificationRate: many clients each opening a question reach the
+// channels at most notifyBurst times at once; the rest stay listed.
+func TestNotificationRate(t *testing.T) {
+	r := newRig(t, "{hold: 1ms}", "")
+	n := &countingNotifier{}
+	r.b.AddNotifier(n)
+	for i := range 40 {
+		q := policy.Request{Client: netip.AddrFrom4([4]byte{172, 20, 1, byte(i)}), Host: "same.example", Port: 443, Proto: policy.ProtoConnect}
+		r.b.Hold(context.Background(), q, r.decide(q))
+	}
+	r.b.out.close()
+	if got := len(r.b.Pending()); got != 40 {
+		t.Errorf("open questions: %d, want 40 (one per client)", got)
+	}
+	if got := n.count(); got != notifyBurst {
+		t.Errorf("messages: %d, want %d", got, notifyBurst)
+	}
+	notified := 0
+	for _, q := range r.b.Pending() {
+		if q.Notified {
+			notified++
+		}
+	}
+	if notified != notifyBurst {
+		t.Errorf("questions marked notified: %d, want %d", notified, notifyBurst)
+	}
+}
