@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -321,5 +323,27 @@ func TestNotificationRate(t *testing.T) {
 	}
 	if notified != notifyBurst {
 		t.Errorf("questions marked notified: %d, want %d", notified, notifyBurst)
+	}
+}
+
+// TestAlwaysFallsBack: when policy.yaml cannot be edited the answer says so
+// and grants the destination for AlwaysFallback instead.
+func TestAlwaysFallsBack(t *testing.T) {
+	r := newRig(t, "{hold: 1ms}", "")
+	r.b.cfg.Always = func(string, uint16, string, time.Time) error {
+		return fmt.Errorf("policy file is not writable: %w", syscall.EROFS)
+	}
+	q := req("ro.example", 443)
+	r.b.Hold(context.Background(), q, r.decide(q))
+	out, err := r.b.Answer(r.b.Pending()[0].ID, Answer{Kind: Always, By: "cli"})
+	if err != nil || !strings.Contains(out, "could not edit policy.yaml") || !strings.Contains(out, "read-only file system") {
+		t.Errorf("answer: %q %v, want it to say policy.yaml could not be edited and why", out, err)
+	}
+	g := r.b.Grants()
+	if len(g) != 1 || g[0].Kind != "for" || !g[0].Until.Equal(r.now.Load().Add(AlwaysFallback)) {
+		t.Errorf("fallback grant: %+v, want one for %v", g, AlwaysFallback)
+	}
+	if d := r.decide(q); d.Verdict != policy.Allow {
+		t.Errorf("after the fallback: %v %v", d.Verdict, d.Reason)
 	}
 }
