@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/admin"
+	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/internal/console"
@@ -35,7 +36,8 @@ func (d *daemon) openAsk(cfg *policy.Config) {
 				d.proxy.Revoke() // an expired grant closes its tunnels
 			}
 		},
-		Logger: d.log,
+		Recorder: lateRecorder{d},
+		Logger:   d.log,
 	}
 	if d.opts.ConfigPath != "" {
 		cb.Always = d.appendAllow
@@ -184,4 +186,15 @@ func (d *daemon) consoleSpend() *console.Spend {
 		sp.Models = append(sp.Models, console.Model{Name: name, USD: float64(m.SpentNano) / 1e9, Requests: m.Requests})
 	}
 	return sp
+}
+
+// lateRecorder is the decision log for the broker, which is built before
+// the recorder it writes to (the admin listener it tees to needs the
+// broker's endpoints); nothing is recorded before serving starts.
+type lateRecorder struct{ d *daemon }
+
+func (r lateRecorder) Record(e declog.Entry) {
+	if r.d.recorder != nil {
+		r.d.recorder.Record(e)
+	}
 }

@@ -145,6 +145,12 @@ func TestAskOnceThroughTheAdminAPI(t *testing.T) {
 	if l := r.pending(t); len(l.Pending) != 0 || len(l.Grants) != 1 || l.Grants[0].Kind != "once" {
 		t.Errorf("after the answer: %+v", l)
 	}
+	// The decision log has the question and who answered it.
+	eventually(t, "ask entries in the decision log", func() bool {
+		log := r.log.String()
+		return strings.Contains(log, `"event":"ask"`) && strings.Contains(log, `"rule":"question `+q.ID+` asked"`) &&
+			strings.Contains(log, `"rule":"question `+q.ID+` answered once by test"`)
+	})
 	// DNS never held the name, but answers it while the grant stands.
 	if addrs, err := dnsRes.LookupHost(ctx, "later.test"); err != nil || len(addrs) == 0 || addrs[0] != "127.0.0.2" {
 		t.Errorf("DNS for a granted name: %v %v, want [127.0.0.2]", addrs, err)

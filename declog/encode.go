@@ -234,7 +234,7 @@ func sampleOf(s []string) []string {
 
 func knownEvent(s string) bool {
 	switch s {
-	case EventDecision, EventClose, EventSummary, EventUsage:
+	case EventDecision, EventClose, EventSummary, EventUsage, EventAsk:
 		return true
 	}
 	return false

@@ -16,6 +16,7 @@ const (
 	EventClose    = "close"    // a tunnel or request finished: bytes and duration
 	EventSummary  = "summary"  // Count identical denials folded into one line
 	EventUsage    = "usage"    // the gateway settled a metered call
+	EventAsk      = "ask"      // ask: a person was asked about a denial, answered it, or let it expire
 )
 
 // Entry is one decision-log line. Field names are constant (they are the

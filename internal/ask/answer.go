@@ -110,10 +110,15 @@ func dropTarget(gs []policy.Grant, host string, port uint16) []policy.Grant {
 // closeTargetLocked answers every open question for host:port.
 func (b *Broker) closeTargetLocked(host string, port uint16, a Answer) []Question {
 	var out []Question
+	v, r := policy.Allow, policy.ReasonAllowlisted
+	if a.Kind == Deny {
+		v, r = policy.Deny, policy.ReasonOperatorDenied
+	}
 	for k, q := range b.open {
 		if k.host == host && k.port == port {
 			q.answer = a
 			b.removeLocked(q)
+			b.record(q, v, r, "question "+q.ID+" answered "+string(a.Kind)+" by "+a.By)
 			out = append(out, q.Question)
 		}
 	}
@@ -184,6 +189,7 @@ func (b *Broker) expire() time.Time {
 	for _, q := range b.open {
 		if !q.Expires.After(now) {
 			b.removeLocked(q)
+			b.record(q, policy.Deny, policy.ReasonApprovalPending, "question "+q.ID+" expired unanswered")
 			expired = append(expired, q.Question)
 			continue
 		}

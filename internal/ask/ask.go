@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -110,6 +111,9 @@ type Config struct {
 	// reloads it; an error wrapping ErrReadOnly (or nil Always) falls back
 	// to a grant for AlwaysFallback.
 	Always func(host string, port uint16, by string, at time.Time) error
+	// Recorder gets an ask entry in the decision log for every question
+	// raised, answered or expired; nil discards.
+	Recorder declog.Recorder
 	// Logger is the operational log; nil uses slog.Default().
 	Logger *slog.Logger
 	// Clock is nil for time.Now.
@@ -124,6 +128,7 @@ type qkey struct {
 
 type question struct {
 	Question
+	proto  policy.Proto
 	key    qkey
 	done   chan struct{} // closed when answered or expired
 	answer Answer        // set before done closes
@@ -158,6 +163,9 @@ func New(cfg Config) *Broker {
 	}
 	if b.now == nil {
 		b.now = time.Now
+	}
+	if b.cfg.Recorder == nil {
+		b.cfg.Recorder = declog.Discard{}
 	}
 	b.out = newFanout(b.log)
 	if cfg.StatePath != "" {
@@ -239,7 +247,7 @@ func (b *Broker) raise(req policy.Request, d policy.Decision, openFor time.Durat
 	if b.perClient[k.client] >= MaxOpenPerClient {
 		return nil, Question{}
 	}
-	q := &question{key: k, done: make(chan struct{})}
+	q := &question{key: k, proto: req.Proto, done: make(chan struct{})}
 	q.Question = Question{ID: b.newIDLocked(), Client: clientString(req.Client), Host: name, Port: req.Port,
 		Proto: req.Proto.String(), Reason: d.Reason.String(), Asked: now, Expires: now.Add(openFor), Waiting: 1, Requests: 1}
 	q.Notified = b.out.question(q.Question)
@@ -248,7 +256,15 @@ func (b *Broker) raise(req policy.Request, d policy.Decision, openFor time.Durat
 	b.perClient[k.client]++
 	b.kick()
 	b.log.Info("asked a person", "question", q.ID, "client", q.Client, "host", name, "port", req.Port, "notified", q.Notified)
+	b.record(q, policy.Deny, policy.ReasonApprovalPending, "question "+q.ID+" asked")
 	return q, q.Question
+}
+
+// record writes q's ask entry to the decision log: what happened to the
+// question, in the Rule column.
+func (b *Broker) record(q *question, v policy.Verdict, r policy.Reason, what string) {
+	b.cfg.Recorder.Record(declog.Entry{Time: b.now(), Event: declog.EventAsk, Client: q.Client, Proto: q.proto,
+		Host: q.Host, Port: q.Port, Verdict: v, Reason: r, Rule: what})
 }
 
 func (b *Broker) leave(q *question) {
