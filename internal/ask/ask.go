@@ -199,7 +199,7 @@ func (b *Broker) Hold(ctx context.Context, req policy.Request, d policy.Decision
 	a := pol.Config().Ask
 	q, snap := b.raise(req, d, a.OpenFor)
 	if q == nil {
-		return d.Reason, 0, ""
+		return d.Reason, 0, fmt.Sprintf("not put to a person: this client already has %d questions open", MaxOpenPerClient)
 	}
 	defer b.leave(q)
 	t := time.NewTimer(a.Hold)

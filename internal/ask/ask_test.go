@@ -183,6 +183,10 @@ func TestFloodIsBounded(t *testing.T) {
 	if got := len(r.b.Pending()); got != MaxOpenPerClient {
 		t.Errorf("open questions: got %d, want %d", got, MaxOpenPerClient)
 	}
+	q := req("one-more.example", 443)
+	if reason, _, detail := r.b.Hold(context.Background(), q, r.decide(q)); reason != policy.ReasonNotAllowlisted || !strings.Contains(detail, "already has 5 questions open") {
+		t.Errorf("over the cap: got %v %q, want not_allowlisted at once, saying why nobody was asked", reason, detail)
+	}
 	if got := n.count(); got > MaxOpenPerClient {
 		t.Errorf("messages: got %d, want at most %d", got, MaxOpenPerClient)
 	}
