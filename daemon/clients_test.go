@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// python is Debian's python3 with requests and httpx (scripts/test
-// installs them); Hermes is a Python agent on httpx.
+// python is Debian's python3 with python3-requests and python3-httpx
+// (scripts/test installs them); Hermes is a Python agent on httpx. A
+// missing one fails the test with Python's ModuleNotFoundError.
 const python = "/usr/bin/python3"
 
 // pyFetch fetches https://target/ through proxy with the named client
@@ -33,7 +34,7 @@ except Exception as e:
 // person was asked and when to retry.
 func TestPythonClientsSayAPersonWasAsked(t *testing.T) {
 	if _, err := exec.LookPath(python); err != nil {
-		t.Fatalf("%s is required (Debian python3 with python3-requests; scripts/test installs it): %v", python, err)
+		t.Fatalf("%s is required (Debian python3 with python3-requests and python3-httpx): %v", python, err)
 	}
 	port := echoServer(t)
 	_, _, dns := upstreams(t)
