@@ -189,3 +189,64 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		return bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")), nil
 	}
 }
+
+// GetJSON GETs path from the admin listener and decodes its JSON answer
+// into v.
+func GetJSON(ctx context.Context, baseURL, path, token string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	resp, err := get(ctx, baseURL, path, token)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatusBytes)).Decode(v); err != nil {
+		return fmt.Errorf("admin %s: decode: %w", path, err)
+	}
+	return nil
+}
+
+// PostJSON POSTs body as JSON to path and decodes the answer into v. An
+// answer other than 200 is an error carrying the server's "error" text.
+func PostJSON(ctx context.Context, baseURL, path, token string, body, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	u, err := endpoint(baseURL, path)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("admin %s: encode: %w", path, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("admin request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxStatusBytes))
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return ErrUnauthorized
+	case resp.StatusCode != http.StatusOK:
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("admin %s: %s", path, e.Error)
+		}
+		return fmt.Errorf("admin %s: %s: %s", path, resp.Status, strings.TrimSpace(string(data)))
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("admin %s: decode: %w", path, err)
+	}
+	return nil
+}

@@ -24,6 +24,7 @@ type metrics struct {
 	rateLimited *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
 	tokens      *prometheus.CounterVec
+	ask         *prometheus.CounterVec
 
 	nProto, nVerdict, nReason int
 	decCache                  []atomic.Pointer[prometheus.Counter]
@@ -73,9 +74,13 @@ func newMetrics(reg prometheus.Registerer, tunnelsOpen func() int) *metrics {
 			Name: "egressd_gateway_tokens_total",
 			Help: "Tokens metered by the LLM gateway, by provider and direction (input, output).",
 		}, []string{"provider", "direction"}),
+		ask: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_ask_events_total",
+			Help: "ask: questions by what happened: asked and expired (approval_pending), allowed (allowlisted), denied (operator_denied).",
+		}, []string{"verdict", "reason"}),
 		providers: make(map[string]struct{}),
 	}
-	reg.MustRegister(m.decisions, m.bytes, m.dnsQueries, m.rateLimited, m.reloads, m.tokens)
+	reg.MustRegister(m.decisions, m.bytes, m.dnsQueries, m.rateLimited, m.reloads, m.tokens, m.ask)
 	m.tunnelsOpen = tunnelsOpen
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "egressd_tunnels_open",
@@ -155,6 +160,8 @@ func (m *metrics) record(e *declog.Entry) {
 		if e.Proto == policy.ProtoConnect {
 			m.tunnels.Add(-1)
 		}
+	case declog.EventAsk:
+		m.ask.WithLabelValues(e.Verdict.String(), e.Reason.String()).Inc()
 	case declog.EventUsage:
 		p := m.provider(e.Provider)
 		if e.InputTokens > 0 {

@@ -1,8 +1,9 @@
 // Package admin owns egressd's admin listener: Prometheus metrics counted
 // from decision-log entries, health and readiness, a JSON status, and a
 // server-sent-events stream of decisions; plus the client side used by
-// `egressd status` and `egressd tail --admin`. Nothing on it changes the
-// policy: it answers GET and HEAD only.
+// `egressd status` and `egressd tail --admin`. Its own endpoints answer
+// GET and HEAD only; the daemon mounts the ask: answers (the only POSTs)
+// and the web console through Config.
 package admin
 
 import (
@@ -54,6 +55,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Heartbeat for /events; 0 = DefaultHeartbeat.
 	Heartbeat time.Duration
+	// Handlers are more endpoints by exact path, behind the token like
+	// the rest; they choose their own methods (the ask: answers are
+	// POSTs). nil = none.
+	Handlers map[string]http.Handler
+	// Console serves "/" and everything under "/console/" itself, with
+	// its own authentication (a login form for the same token, or the
+	// bearer header a forward-auth proxy adds). nil = 404.
+	Console http.Handler
 }
 
 // Server is the admin listener's http.Handler and a declog.Recorder.
@@ -155,9 +164,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if s.cfg.Console != nil && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/console/")) {
+		s.cfg.Console.ServeHTTP(w, r)
+		return
+	}
 	if r.URL.Path != "/healthz" && !s.authorized(r) {
 		h.Set("WWW-Authenticate", `Bearer realm="egressd admin"`)
 		http.Error(w, "unauthorized: send Authorization: Bearer <admin token>", http.StatusUnauthorized)
+		return
+	}
+	if eh := s.cfg.Handlers[r.URL.Path]; eh != nil {
+		eh.ServeHTTP(w, r)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -187,12 +204,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // authorized compares in constant time, so the token cannot be guessed a
 // byte at a time from response timing.
-func (s *Server) authorized(r *http.Request) bool {
-	if s.cfg.Token == "" {
+func (s *Server) authorized(r *http.Request) bool { return BearerOK(r, s.cfg.Token) }
+
+// BearerOK reports whether r carries "Authorization: Bearer <token>"
+// (always true when token is ""), compared in constant time.
+func BearerOK(r *http.Request, token string) bool {
+	if token == "" {
 		return true
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) == 1
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 func writeText(w http.ResponseWriter, code int, msg string) {

@@ -104,6 +104,8 @@ func TestMetricsFromEntries(t *testing.T) {
 			InputTokens: 1200, OutputTokens: 300},
 		{Event: declog.EventUsage, Proto: policy.ProtoGateway, Provider: "openrouter", Verdict: policy.Allow,
 			InputTokens: 800},
+		{Event: declog.EventAsk, Proto: policy.ProtoConnect, Host: "new.example", Port: 443, Verdict: policy.Deny, Reason: policy.ReasonApprovalPending},
+		{Event: declog.EventAsk, Proto: policy.ProtoConnect, Host: "new.example", Port: 443, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted},
 	} {
 		srv.Record(e)
 	}
@@ -129,6 +131,8 @@ func TestMetricsFromEntries(t *testing.T) {
 		{"egressd_tunnels_open", nil, 1},
 		{"egressd_gateway_tokens_total", map[string]string{"provider": "openrouter", "direction": "input"}, 2000},
 		{"egressd_gateway_tokens_total", map[string]string{"provider": "openrouter", "direction": "output"}, 300},
+		{"egressd_ask_events_total", map[string]string{"verdict": "deny", "reason": "approval_pending"}, 1},
+		{"egressd_ask_events_total", map[string]string{"verdict": "allow", "reason": "allowlisted"}, 1},
 		{"egressd_policy_reloads_total", map[string]string{"result": "ok"}, 2},
 		{"egressd_policy_reloads_total", map[string]string{"result": "error"}, 1},
 		{"egressd_spend_usd", nil, 4.25},

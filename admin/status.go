@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/money"
+	"github.com/egressd/egressd/policy"
 )
 
 // Status is what /status serves and `egressd status` prints. The daemon
@@ -25,6 +27,7 @@ type Status struct {
 	Policy PolicyStatus `json:"policy"`
 	Counts Counts       `json:"counts"`
 	Budget *Budget      `json:"budget,omitempty"` // nil: no providers configured
+	Ask    *AskStatus   `json:"ask,omitempty"`    // nil: ask: is off
 
 	// RecentDenials: denials and would-denies in the last hour by host,
 	// most first, at most 20 rows plus an OtherHosts row.
@@ -60,6 +63,13 @@ type Budget struct {
 	Period               string    `json:"period"`              // day | week | month | total
 	PeriodEnd            time.Time `json:"period_end,omitzero"` // zero for total
 	ReservationsInFlight int       `json:"reservations_in_flight"`
+}
+
+// AskStatus is ask: at a glance: open questions and the operator's
+// standing answers with their expiry.
+type AskStatus struct {
+	Pending int            `json:"pending"`
+	Grants  []policy.Grant `json:"grants"`
 }
 
 // HostCount is one row of the recent-denials table.
@@ -111,6 +121,7 @@ func PrintStatus(w io.Writer, st Status, color bool) error {
 	p.row("traffic", fmt.Sprintf("%d allowed, %d denied, %d would-deny; %d DNS queries; %d tunnels open; up %s, down %s",
 		c.Allowed, c.Denied, c.WouldDeny, c.DNSQueries, c.TunnelsOpen, declog.FormatBytes(int64(min(c.BytesUp, math.MaxInt64))), declog.FormatBytes(int64(min(c.BytesDown, math.MaxInt64)))))
 	p.budget(st)
+	p.ask(st)
 	p.recent(st)
 	_, err := io.WriteString(w, p.b.String())
 	return err
@@ -190,6 +201,23 @@ func (p *printer) budget(st Status) {
 		line += fmt.Sprintf("; %d calls in flight", b.ReservationsInFlight)
 	}
 	p.row("spend", line)
+}
+
+func (p *printer) ask(st Status) {
+	a := st.Ask
+	if a == nil {
+		return
+	}
+	p.row("ask", fmt.Sprintf("%d questions open (egressd pending), %d standing answers", a.Pending, len(a.Grants)))
+	for _, g := range a.Grants {
+		what := "allow"
+		if g.Deny {
+			what = "deny "
+		}
+		fmt.Fprintf(&p.b, "  %s %-40s until %s (in %s), %s by %s\n", what,
+			declog.Sanitize(net.JoinHostPort(g.Host, strconv.Itoa(int(g.Port)))), clock(g.Until), ago(g.Until, st.Now),
+			declog.Sanitize(g.Kind), declog.Sanitize(g.By))
+	}
 }
 
 func (p *printer) recent(st Status) {

@@ -26,6 +26,8 @@ type Holder struct {
 	Clock func() time.Time
 
 	mu        sync.Mutex
+	base      *policy.Policy  // the file's policy, without overlay
+	overlay   *policy.Overlay // the operator's answers (ask:); nil = none
 	loadedAt  time.Time
 	lastErr   error
 	lastErrAt time.Time
@@ -43,11 +45,32 @@ func (h *Holder) Init() error {
 	if err != nil {
 		return err
 	}
-	h.cur.Store(p)
 	h.mu.Lock()
+	h.storeLocked(p)
 	h.loadedAt = h.now()
 	h.mu.Unlock()
 	return nil
+}
+
+// storeLocked makes p (with the overlay) the policy in force and returns
+// the one it replaced.
+func (h *Holder) storeLocked(p *policy.Policy) *policy.Policy {
+	h.base = p
+	if h.overlay != nil {
+		p = p.WithOverlay(h.overlay)
+	}
+	return h.cur.Swap(p)
+}
+
+// SetOverlay installs the operator's standing answers on top of the file's
+// policy; a later reload keeps them.
+func (h *Holder) SetOverlay(o *policy.Overlay) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.overlay = o
+	if h.base != nil {
+		h.storeLocked(h.base)
+	}
 }
 
 // Apply compiles data, the policy file's content as read (or readErr if
@@ -67,8 +90,8 @@ func (h *Holder) Apply(data []byte, readErr error) (old, cur *policy.Policy, err
 	h.reloads++
 	h.lastErr = nil
 	h.loadedAt = h.now()
-	old = h.cur.Swap(p)
-	return old, p, nil
+	old = h.storeLocked(p)
+	return old, h.cur.Load(), nil
 }
 
 // ReloadState describes the holder for status and metrics.

@@ -16,8 +16,10 @@ import (
 	"github.com/egressd/egressd/dnsfilter"
 	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/internal/apiroute"
+	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/internal/catrust"
 	"github.com/egressd/egressd/internal/statusline"
+	"github.com/egressd/egressd/internal/telegram"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
@@ -43,6 +45,8 @@ type Options struct {
 	Ready func(Addrs)
 	// Version is shown in /status.
 	Version string
+	// TelegramPoll is the Telegram long-poll timeout; 0 = 50s.
+	TelegramPoll time.Duration
 }
 
 // daemon is one running egressd: what Run builds, in wiring order.
@@ -60,7 +64,15 @@ type daemon struct {
 	gateway  *gateway.Handler
 	apis     *apiroute.Handler
 	admin    *admin.Server
+	ask      *ask.Broker
+	bot      *telegram.Bot // nil without ask.telegram
+	budget   budgetWatch
 	started  time.Time
+
+	crashCalls int64   // calls a crash left in flight, charged at start
+	crashUSD   float64 // and what they were charged
+
+	reloadMu sync.Mutex // one reload at a time: the watcher's, or an "always" answer's
 }
 
 // Run serves until ctx ends, then drains within timeouts.shutdown.
@@ -108,8 +120,10 @@ func (d *daemon) initPolicy() error {
 		if err != nil {
 			return fmt.Errorf("built-in policy: %w", err)
 		}
-		d.holder.cur.Store(p)
+		d.holder.mu.Lock()
+		d.holder.storeLocked(p)
 		d.holder.loadedAt = time.Now()
+		d.holder.mu.Unlock()
 		d.log.Warn("no --config: running the built-in default policy (loopback listeners, empty allow-list): every destination is denied")
 		return nil
 	}
@@ -133,11 +147,13 @@ func (d *daemon) openDecisionLog(cfg *policy.Config) error {
 		return fmt.Errorf("decision log: %w", err)
 	}
 	d.declog = l
+	d.openAsk(cfg)
 	if d.admin, err = d.newAdmin(); err != nil {
 		l.Close()
 		return err
 	}
-	d.recorder = declog.Tee(l, d.admin)
+	d.budget.d = d
+	d.recorder = declog.Tee(l, d.admin, &d.budget)
 	return nil
 }
 
@@ -159,7 +175,7 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	var err error
 	d.proxy, err = proxy.New(proxy.Config{
 		Policy: d.holder.Current, Resolver: d.resolver, Recorder: d.recorder,
-		Self: selfPorts, Logger: d.log,
+		Self: selfPorts, Logger: d.log, Ask: d.ask,
 	})
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -180,6 +196,9 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	}
 	// A provider's ca_file swaps the trust roots of its calls only.
 	upstream := providerTrust{policy: d.holder.Current, def: newUpstream(), cas: catrust.New(newUpstream)}
+	if err := d.openChannels(cfg, safedial.NewSelfSet(selfPorts)); err != nil {
+		return err
+	}
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
@@ -187,6 +206,7 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	d.apis = apiroute.New(apiroute.Config{
 		Policy: d.holder.Current, Recorder: d.recorder, Env: d.opts.Env, Dial: dialer.DialContext, Logger: d.log,
 	})
+	d.startupEvents()
 	return nil
 }
 
@@ -197,6 +217,7 @@ func (d *daemon) openMeter(cfg *policy.Config) {
 	if len(cfg.Providers) == 0 {
 		return
 	}
+	d.crashCalls, d.crashUSD = inFlightAtStart(cfg.Budget.Ledger)
 	m, err := meter.Open(cfg.Budget, meter.Options{Logger: d.log})
 	if err != nil {
 		d.log.Error("spend ledger unavailable: refusing every gateway call until egressd restarts with a readable ledger",
@@ -246,6 +267,7 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	watchDone := d.watch(watchCtx)
+	askDone := d.runAsk(watchCtx)
 
 	d.admin.SetReady(true)
 	d.log.Info("egressd serving", "proxy", addrs.Proxy, "dns", addrs.DNS, "gateway", addrs.Gateway, "admin", addrs.Admin)
@@ -261,6 +283,7 @@ func (d *daemon) serve(ctx context.Context, ls *listeners, addrs Addrs) error {
 	}
 	stopWatch()
 	<-watchDone
+	<-askDone
 	d.shutdown(gw, adm, stopDNS)
 	wg.Wait()
 	return runErr
@@ -332,10 +355,13 @@ func (d *daemon) watch(ctx context.Context) <-chan struct{} {
 
 // reload applies an edited policy, or keeps the last good one.
 func (d *daemon) reload(data []byte, readErr error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	old, cur, err := d.holder.Apply(data, readErr)
 	d.admin.ObserveReload(err)
 	if err != nil {
 		d.log.Error("policy reload failed; the last good policy stays in force", "file", d.opts.ConfigPath, "error", err)
+		d.ask.Event(ask.EventReloadFailed, "egressd: the edit of "+d.opts.ConfigPath+" was refused; the last good policy stays in force: "+err.Error())
 		return
 	}
 	d.log.Info("policy reloaded", "file", d.opts.ConfigPath, "hash", cur.Hash(), "summary", cur.Summary())
@@ -371,6 +397,9 @@ func restartOnly(o, n *policy.Config) []string {
 	}
 	if o.Admin != n.Admin {
 		keys = append(keys, "admin")
+	}
+	if askChannels(o) != askChannels(n) {
+		keys = append(keys, "ask.telegram, ask.webhook")
 	}
 	if o.Timeouts.Header != n.Timeouts.Header {
 		keys = append(keys, "timeouts.header")

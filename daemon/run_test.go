@@ -45,6 +45,12 @@ func policyText(upstream, port string, grants ...string) string {
 // start runs the daemon on a policy file until the test ends.
 func start(t *testing.T, body string) *running {
 	t.Helper()
+	return startWith(t, body, nil)
+}
+
+// startWith is start with mod applied to the Options.
+func startWith(t *testing.T, body string, mod func(*Options)) *running {
+	t.Helper()
 	dir := t.TempDir()
 	r := &running{path: filepath.Join(dir, "policy.yaml"), log: &testutil.Buffer{}, reload: make(chan struct{})}
 	if err := os.WriteFile(r.path, []byte(body), 0o644); err != nil {
@@ -53,13 +59,15 @@ func start(t *testing.T, body string) *running {
 	ready := make(chan Addrs, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{
-			ConfigPath: r.path, Stdout: r.log, Reload: r.reload,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Ready:  func(a Addrs) { ready <- a },
-		})
-	}()
+	opts := Options{
+		ConfigPath: r.path, Stdout: r.log, Reload: r.reload,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Ready:  func(a Addrs) { ready <- a },
+	}
+	if mod != nil {
+		mod(&opts)
+	}
+	go func() { done <- Run(ctx, opts) }()
 	select {
 	case r.addrs = <-ready:
 	case err := <-done:

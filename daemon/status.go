@@ -24,6 +24,8 @@ func (d *daemon) newAdmin() (*admin.Server, error) {
 		Status:    d.adminStatus,
 		Subscribe: d.declog.Subscribe,
 		Logger:    d.log,
+		Handlers:  d.ask.Handlers(),
+		Console:   d.newConsole(token),
 	}), nil
 }
 
@@ -46,6 +48,7 @@ func (d *daemon) adminStatus() admin.Status {
 			LastReloadAt: st.LastAttemptAt, LastReloadError: st.LastError,
 		},
 	}
+	s.Ask = d.askStatus()
 	if d.meter != nil {
 		m := d.meter.Snapshot()
 		s.Budget = &admin.Budget{

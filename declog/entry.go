@@ -18,10 +18,13 @@ const (
 	EventUsage    = "usage"    // the gateway settled a metered call
 	// EventBudgetWarn: spend crossed budget.warn_at.
 	EventBudgetWarn = "budget_warn"
+	// EventAsk: a person was asked about a denial, answered it, or let it
+	// expire (ask:).
+	EventAsk = "ask"
 )
 
 // events are every kind a line may carry; readers skip lines of any other.
-var events = [...]string{EventDecision, EventClose, EventSummary, EventUsage, EventBudgetWarn}
+var events = [...]string{EventDecision, EventClose, EventSummary, EventUsage, EventBudgetWarn, EventAsk}
 
 // Entry is one decision-log line. Field names are constant (they are the
 // JSON keys); never log query strings, credentials or bodies.

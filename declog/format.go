@@ -82,6 +82,8 @@ func verdictLabel(e Entry) (string, string) {
 		return "close", ""
 	case EventUsage:
 		return "usage", ""
+	case EventAsk:
+		return "ask", ansiYellow
 	}
 	switch e.Verdict {
 	case policy.Deny:

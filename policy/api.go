@@ -51,6 +51,9 @@ type Policy struct {
 	netDeny  prefixTable[struct{}]
 
 	qtypes [1 << 10]uint64 // bitset of answered DNS types
+
+	askMask uint64   // bit r set: reason r is askable (ask.reasons)
+	overlay *Overlay // the operator's standing answers; nil = none
 }
 
 // ErrInvalid wraps every validation failure; errors.As to *ValidationError

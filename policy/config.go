@@ -21,6 +21,7 @@ type Config struct {
 	Providers map[string]ProviderConfig `mapstructure:"providers"`
 	Budget    BudgetConfig              `mapstructure:"budget"`
 	APIs      map[string]APIConfig      `mapstructure:"apis"` // secret-bearing API routes on the gateway
+	Ask       *AskConfig                `mapstructure:"ask"`  // nil = off
 }
 
 // ListenConfig holds the listener addresses; "" disables a listener.
@@ -161,4 +162,30 @@ type BasicSecret struct {
 type APIRule struct {
 	Methods []string `mapstructure:"methods"`
 	Paths   []string `mapstructure:"paths"`
+}
+
+// AskConfig turns on asking a person when an allow-list miss could be
+// granted (ask:). Absent means off: denials are answered at once, as
+// without it. Zero durations are replaced by the defaults noted here.
+type AskConfig struct {
+	Reasons      []string        `mapstructure:"reasons"`       // askable reasons; default and most: [not_allowlisted, port_not_allowed]
+	Hold         time.Duration   `mapstructure:"hold"`          // how long a request waits for an answer; default 20s
+	OpenFor      time.Duration   `mapstructure:"open_for"`      // how long a question can be answered; default 1h
+	RememberDeny time.Duration   `mapstructure:"remember_deny"` // how long a deny answer stands; default 1h
+	Telegram     *TelegramConfig `mapstructure:"telegram"`      // nil = no Telegram bot
+	Webhook      *WebhookConfig  `mapstructure:"webhook"`       // nil = no webhook
+}
+
+// TelegramConfig is egressd's own operator bot; it long-polls the Bot API.
+type TelegramConfig struct {
+	TokenEnv  string  `mapstructure:"token_env"` // env var holding the bot token (required)
+	Operators []int64 `mapstructure:"operators"` // Telegram user IDs whose answers count, each also asked in its private chat (required)
+	API       string  `mapstructure:"api"`       // default https://api.telegram.org
+	CAFile    string  `mapstructure:"ca_file"`   // extra CA for api (a test server); "" = system roots
+}
+
+// WebhookConfig posts every question and event as signed JSON.
+type WebhookConfig struct {
+	URL       string `mapstructure:"url"`        // https:// (or http:// on loopback)
+	SecretEnv string `mapstructure:"secret_env"` // env var with the HMAC-SHA256 key (required)
 }

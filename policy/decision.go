@@ -82,6 +82,8 @@ const (
 	ReasonDeniedNetwork                     // address in networks.deny
 	ReasonLedgerUnavailable                 // gateway: spend ledger cannot be read or written
 	ReasonPathNotAllowed                    // gateway api route: no rule grants the method and path
+	ReasonApprovalPending                   // ask: a person was asked and has not answered yet
+	ReasonOperatorDenied                    // ask: a person answered deny (remembered for ask.remember_deny)
 	reasonCount
 )
 
@@ -109,6 +111,8 @@ var reasonNames = [reasonCount]string{
 	ReasonDeniedNetwork:       "denied_network",
 	ReasonLedgerUnavailable:   "ledger_unavailable",
 	ReasonPathNotAllowed:      "path_not_allowed",
+	ReasonApprovalPending:     "approval_pending",
+	ReasonOperatorDenied:      "operator_denied",
 }
 
 func (r Reason) String() string {

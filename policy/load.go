@@ -163,6 +163,9 @@ func load(data []byte, name string, useEnv bool) (*Policy, error) {
 		c.WeaklyTypedInput = false
 	})
 	errs = append(errs, decodeErrors(derr, len(unknown) > 0)...)
+	if _, present := idx["ask"]; present && cfg.Ask == nil {
+		cfg.Ask = &AskConfig{} // "ask: {}" or a bare "ask:" turns it on with defaults
+	}
 	// Validate even after decode errors so that one run reports every
 	// problem; a field that failed to decode is not reported twice.
 	fillDefaults(&cfg, v)
@@ -337,6 +340,7 @@ func commaListHook(from, to reflect.Type, data any) (any, error) {
 // fillDefaults covers what viper defaults cannot express: per-entry
 // defaults inside lists and maps.
 func fillDefaults(cfg *Config, v *viper.Viper) {
+	fillAskDefaults(cfg.Ask)
 	for i := range cfg.Allow {
 		if len(cfg.Allow[i].Ports) == 0 {
 			cfg.Allow[i].Ports = append([]int(nil), defaultPorts...)

@@ -36,8 +36,15 @@ import (
 // port_not_allowed, ip_literal_not_allowed, use_gateway) come back with
 // Verdict Report; address denials (private, metadata, denied network) and
 // malformed requests are never relaxed.
+//
+// With ask: on, an askable denial (ask.reasons) is looked up in the
+// Overlay of the operator's answers: a grant allows it, a remembered deny
+// turns it into operator_denied.
 func (p *Policy) Decide(req Request) Decision {
 	d := p.decide(req)
+	if d.Verdict == Deny && p.overlay != nil && p.Askable(d.Reason) && req.Proto != ProtoGateway {
+		d = p.overlay.decide(req, d)
+	}
 	if p.report && d.Verdict == Deny && relaxable(d.Reason) {
 		d.Verdict = Report
 	}

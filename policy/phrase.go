@@ -72,6 +72,10 @@ func shortHint(r Reason, target string) string {
 		return "the model has no price"
 	case ReasonLedgerUnavailable:
 		return "the spend ledger is unavailable"
+	case ReasonApprovalPending:
+		return "a person was asked; retry later"
+	case ReasonOperatorDenied:
+		return "a person refused " + target
 	case ReasonPathNotAllowed:
 		return "no rule of the route allows " + target
 	}

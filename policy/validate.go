@@ -40,6 +40,7 @@ func compile(cfg Config) (*Policy, Errors) {
 	c.providers()
 	c.apis()
 	c.budget()
+	c.ask()
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}

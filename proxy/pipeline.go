@@ -23,7 +23,9 @@ import (
 
 // request is one proxied request or tunnel, from its decision to its
 // close entry. Fields up to pol are set before the pipeline runs and never
-// change afterwards, so upConn and Revoke may read them from any goroutine.
+// change afterwards, so upConn and Revoke may read them from any goroutine;
+// the one exception is ask, which replaces pol after a person allowed a
+// held request, before any connection for it exists.
 type request struct {
 	start  time.Time
 	client netip.Addr
@@ -122,7 +124,9 @@ func (s *Server) limitClient(rq *request) denial {
 func (s *Server) decide(ctx context.Context, rq *request) denial {
 	rq.d = rq.pol.Decide(rq.policyRequest())
 	if !rq.d.Verdict.Allowed() {
-		return denial{reason: rq.d.Reason}
+		if dn := s.ask(ctx, rq); dn.denied() {
+			return dn
+		}
 	}
 	if dn := s.limitHost(rq); dn.denied() {
 		return dn

@@ -19,7 +19,9 @@
 //  4. request target parsing: origin-form, userinfo, non-http scheme,
 //     malformed host or port: bad_request
 //  5. Host header against the request URI (plain HTTP): host_mismatch
-//  6. policy.Decide on the request target (never the Host header)
+//  6. policy.Decide on the request target (never the Host header); with
+//     ask: on, an askable denial is held while a person is asked (see
+//     ask.go) and decided again if they allow it
 //  7. destination token bucket (rule rate:, else limits.host): rate_limited
 //  8. resolution through the Resolver: resolve_failed
 //  9. safedial.Check: CheckAddr on every resolved address (any denied
@@ -130,6 +132,17 @@ type Config struct {
 	// Clock stamps log entries and drives the token buckets. nil uses
 	// time.Now.
 	Clock func() time.Time
+	// Ask holds askable denials while a person is asked (policy ask:);
+	// nil answers every denial at once.
+	Ask Asker
+}
+
+// Asker puts an askable denial to a person and waits for the answer.
+// Hold returns policy.ReasonNone when the request may be decided again
+// (a grant now covers it), else the reason to refuse it with, a
+// Retry-After (0 for none) and a sentence for the body.
+type Asker interface {
+	Hold(ctx context.Context, req policy.Request, d policy.Decision) (policy.Reason, time.Duration, string)
 }
 
 // Server is the proxy. Create it with New; it is safe for concurrent use.

@@ -140,7 +140,11 @@ func armRefusal(rq *request, status int, dn denial) {
 	if rq.host != "" {
 		target = rq.targetString()
 	}
-	rq.cc.line.Arm(status, policy.StatusPhrase(dn.reason, target, dn.detail))
+	detail := dn.detail
+	if askReason(dn.reason) {
+		detail = askHint(dn)
+	}
+	rq.cc.line.Arm(status, policy.StatusPhrase(dn.reason, target, detail))
 }
 
 // connState is the http.Server's ConnState hook. Once a request's response

@@ -107,7 +107,7 @@ func (s *Server) track(u *upConn) {
 // (reason revoked) when this says so.
 func (s *Server) revokedSince(u *upConn) bool {
 	p := s.policy()
-	return p != u.rq.pol && !s.stillAllowed(p, p.Decide(u.rq.policyRequest()), u)
+	return p != u.rq.pol && !s.stillAllowed(p, p.DecideOpen(u.rq.policyRequest()), u)
 }
 
 func (u *upConn) touch() { u.last.Store(int64(time.Since(u.s.epoch))) }
@@ -367,7 +367,7 @@ func (s *Server) Revoke() {
 	victims := s.reg.collect(func(k destKey, u *upConn) bool {
 		d, ok := decided[k]
 		if !ok {
-			d = p.Decide(u.rq.policyRequest())
+			d = p.DecideOpen(u.rq.policyRequest()) // an "allow once" keeps what it let through
 			decided[k] = d
 		}
 		if !s.stillAllowed(p, d, u) {

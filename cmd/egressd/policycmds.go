@@ -3,9 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/policy"
 	"github.com/spf13/cobra"
 )
@@ -42,8 +45,9 @@ TARGET is host[:port] (a CONNECT, port 443 by default) or an http:// or
 https:// URL. Names are not resolved: the addresses a name resolves to are
 checked again when egressd dials them. For an apis: route, give
 api:ROUTE, the method and the path after /ROUTE (with its query, if any):
-the rules are matched on the canonical path, as the gateway does. Exit
-status is 0 when allowed, 1 when denied.`,
+the rules are matched on the canonical path, as the gateway does. With
+ask: on, the standing answers a person gave (egressd pending) count too,
+shown with their expiry. Exit status is 0 when allowed, 1 when denied.`,
 		Example: `  egressd explain --config policy.yaml api.github.com
   egressd explain --config policy.yaml http://pypi.org/simple/
   egressd explain --config policy.yaml 169.254.169.254:80
@@ -61,6 +65,7 @@ status is 0 when allowed, 1 when denied.`,
 			if len(args) != 1 {
 				return fmt.Errorf("explain takes one TARGET (or api:ROUTE METHOD PATH)")
 			}
+			p = withGrants(cmd.ErrOrStderr(), p)
 			req, err := policy.ParseTarget(args[0])
 			if err != nil {
 				return err
@@ -81,6 +86,20 @@ status is 0 when allowed, 1 when denied.`,
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "", "policy file (default: the built-in deny-all policy)")
 	return cmd
+}
+
+// withGrants adds the operator's standing answers (ask:) from the grants
+// file a running egressd keeps; an unreadable file is reported and ignored.
+func withGrants(stderr io.Writer, p *policy.Policy) *policy.Policy {
+	if p.Config().Ask == nil {
+		return p
+	}
+	g, err := ask.LoadGrants(p.Config(), time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "egressd: ignoring the ask: grants: %v\n", err)
+		return p
+	}
+	return p.WithOverlay(policy.NewOverlay(g))
 }
 
 // decideTarget is Decide plus, for an IP literal that a rule grants, the
