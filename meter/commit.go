@@ -115,6 +115,9 @@ func (m *Meter) retryDue() bool {
 // returned and logged like any other write: the journal still holds
 // everything, so nothing is lost.
 func (m *Meter) Close() error {
+	if m.remote != nil {
+		return m.remote.close()
+	}
 	m.mu.Lock()
 	m.full = true
 	m.version++

@@ -56,11 +56,16 @@ const (
 // BudgetError is the ErrBudgetExceeded error with the figures the client
 // is told.
 type BudgetError struct {
+	Budget                                 string // the named budget that refused (shared store only)
 	SpentUSD, ReservedUSD, CapUSD, NeedUSD float64
 	ResetsAt                               time.Time // zero for period total
 }
 
 func (e *BudgetError) Error() string {
+	if e.Budget != "" {
+		return fmt.Sprintf("budget %q exceeded: spent $%.4f + in flight $%.4f + this call up to $%.4f > cap $%.2f",
+			e.Budget, e.SpentUSD, e.ReservedUSD, e.NeedUSD, e.CapUSD)
+	}
 	return fmt.Sprintf("budget exceeded: spent $%.4f + in flight $%.4f + this call up to $%.4f > cap $%.2f",
 		e.SpentUSD, e.ReservedUSD, e.NeedUSD, e.CapUSD)
 }
@@ -72,6 +77,12 @@ func (e *BudgetError) Is(target error) bool { return target == ErrBudgetExceeded
 type Options struct {
 	Clock  func() time.Time // nil = time.Now
 	Logger *slog.Logger     // nil = slog.Default()
+
+	// For budget.store: postgres only.
+	Env          func(string) string // reads budget.dsn_env; nil = os.Getenv
+	Instance     string              // this egressd's id on its reservations; "" = host-pid-random
+	Lease        time.Duration       // reservation lease; 0 = pgledger.DefaultLease
+	StoreTimeout time.Duration       // bound on each ledger operation; 0 = pgledger.DefaultTimeout
 }
 
 // Meter tracks spend against the cap. Safe for concurrent use.
@@ -98,6 +109,8 @@ type Meter struct {
 	jour journal // touched by the one writer only
 
 	write func(b batch) error // jour.store; tests wrap it
+
+	remote *remote // non-nil with budget.store: postgres, which then holds the ledger
 }
 
 // Open loads the ledger named by cfg and returns a meter. A missing ledger
@@ -115,6 +128,9 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	cfg, err := normalise(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Store == policy.StorePostgres {
+		return openShared(cfg, opt)
 	}
 	m := &Meter{clock: opt.Clock, log: opt.Logger}
 	m.wrote.L = &m.mu
@@ -180,6 +196,15 @@ func normalise(cfg policy.BudgetConfig) (policy.BudgetConfig, error) {
 	}
 	if cfg.Ledger == "" {
 		cfg.Ledger = DefaultLedger
+	}
+	if cfg.Store == "" {
+		cfg.Store = policy.StoreFile
+	}
+	switch {
+	case cfg.Store != policy.StoreFile && cfg.Store != policy.StorePostgres:
+		return cfg, fmt.Errorf("budget.store: %q is not file or postgres", cfg.Store)
+	case cfg.Store == policy.StorePostgres && cfg.Name == "":
+		return cfg, errors.New("budget.name: required with store: postgres")
 	}
 	if cfg.UnknownModel == "" {
 		cfg.UnknownModel = unknownModelDeny

@@ -1,0 +1,50 @@
+package meter
+
+import (
+	"context"
+
+	"github.com/egressd/egressd/internal/pgledger"
+)
+
+// snapshotShared reads this budget and its parent from the shared store.
+// A store that does not answer gives the configured caps, zero figures and
+// LedgerErr set.
+func (m *Meter) snapshotShared() Snapshot {
+	m.mu.Lock()
+	p, budgets, cfg := m.period(), m.budgets(), m.cfg
+	m.mu.Unlock()
+	s := Snapshot{
+		CapUSD: toUSD(budgets[0].CapNano), Period: cfg.Period, PeriodStart: p.Start,
+		PeriodEnd: periodEnd(cfg.Period, p.Start), WarnAt: cfg.WarnAt, Ledger: "postgres",
+		Store: cfg.Store, Budget: cfg.Name, Models: map[string]ModelSpend{},
+	}
+	if len(budgets) > 1 {
+		s.Shared = &SharedSnapshot{Name: budgets[1].Name, CapUSD: toUSD(budgets[1].CapNano)}
+	}
+	names := make([]string, len(budgets))
+	for i, b := range budgets {
+		names[i] = b.Name
+	}
+	figs, err := m.remote.st.Figures(context.Background(), names, p)
+	if err != nil {
+		m.remote.setErr(err)
+		s.LedgerErr = err
+		return s
+	}
+	s.LedgerErr = m.remote.lastErr()
+	own := figs[0]
+	s.SpentUSD, s.ReservedUSD, s.LifetimeUSD = toUSD(own.SpentNano), toUSD(own.ReservedNano), toUSD(own.LifetimeNano)
+	s.InFlight, s.Warned = int(own.InFlight), own.Warned
+	for k, v := range own.Models {
+		s.Models[k] = ModelSpend{Requests: v.Requests, InputTokens: v.InputTokens, OutputTokens: v.OutputTokens,
+			SpentNano: v.SpentNano, Estimated: v.Estimated}
+	}
+	if s.Shared != nil {
+		sh := figs[1]
+		s.Shared.SpentUSD, s.Shared.ReservedUSD, s.Shared.InFlight = toUSD(sh.SpentNano), toUSD(sh.ReservedNano), int(sh.InFlight)
+	}
+	return s
+}
+
+// compile-time check that the PostgreSQL store is a sharedStore.
+var _ sharedStore = (*pgledger.Store)(nil)
