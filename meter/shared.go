@@ -44,6 +44,7 @@ type remote struct {
 	open    map[int64]struct{}    // reservations whose leases this instance renews
 	retry   []pgledger.Settlement // settles that failed; retried on every tick
 	err     error                 // last failure; nil while the store answers
+	snap    *Snapshot             // the last snapshot read, shown while it does not
 	stop    context.CancelFunc
 	stopped chan struct{}
 }

@@ -28,10 +28,18 @@ func (m *Meter) snapshotShared() Snapshot {
 	figs, err := m.remote.st.Figures(context.Background(), names, p)
 	if err != nil {
 		m.remote.setErr(err)
-		s.LedgerErr = err
-		return s
+		last := m.remote.lastSnapshot()
+		if last == nil {
+			s.LedgerErr = err
+			return s
+		}
+		// The figures last read, marked stale by the error: the
+		// store still holds that spend, it only does not answer.
+		last.LedgerErr = err
+		return *last
 	}
 	s.LedgerErr = m.remote.lastErr()
+	defer m.remote.keepSnapshot(s)
 	own := figs[0]
 	s.SpentUSD, s.ReservedUSD, s.LifetimeUSD = toUSD(own.SpentNano), toUSD(own.ReservedNano), toUSD(own.LifetimeNano)
 	s.InFlight, s.Warned = int(own.InFlight), own.Warned
@@ -44,6 +52,24 @@ func (m *Meter) snapshotShared() Snapshot {
 		s.Shared.SpentUSD, s.Shared.ReservedUSD, s.Shared.InFlight = toUSD(sh.SpentNano), toUSD(sh.ReservedNano), int(sh.InFlight)
 	}
 	return s
+}
+
+// keepSnapshot remembers s for when the store stops answering.
+func (rm *remote) keepSnapshot(s Snapshot) {
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	rm.snap = &s
+}
+
+// lastSnapshot is the last snapshot read from the store, nil before one.
+func (rm *remote) lastSnapshot() *Snapshot {
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	if rm.snap == nil {
+		return nil
+	}
+	c := *rm.snap
+	return &c
 }
 
 // compile-time check that the PostgreSQL store is a sharedStore.

@@ -60,7 +60,7 @@ func (s *Store) sweepIfDue(ctx context.Context) error {
 // charges only the difference. It returns how many it charged and their
 // sum.
 func (s *Store) Sweep(ctx context.Context) (calls, nano int64, err error) {
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		calls, nano = 0, 0
 		rows, err := tx.Query(ctx, `UPDATE egressd_reservation SET charged = true
 			WHERE id IN (SELECT id FROM egressd_reservation WHERE NOT charged AND lease_until < clock_timestamp()

@@ -77,7 +77,7 @@ func (s *Store) Reserve(ctx context.Context, r Reservation) (int64, error) {
 	order := slices.Clone(r.Budgets)
 	slices.SortFunc(order, func(a, b Budget) int { return cmpString(a.Name, b.Name) })
 	var id int64
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		for _, b := range order {
 			row, err := lockBudget(ctx, tx, b.Name, b.CapNano, r.Period)
 			if err != nil {
@@ -191,7 +191,7 @@ type Settled struct {
 // it charges the difference, never a second time.
 func (s *Store) Settle(ctx context.Context, st Settlement) (Settled, error) {
 	var out Settled
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		out = Settled{}
 		var budget, model string
 		var shared *string

@@ -31,13 +31,11 @@ type Figures struct {
 
 // Figures reads the named budgets as they stand in period p: a row still
 // in an earlier period of the same kind reads as rolled over (nothing
-// spent yet). It writes nothing.
+// spent yet). It writes nothing and migrates nothing, so that the spend
+// of a read-only database, or of one at a newer schema, still shows.
 func (s *Store) Figures(ctx context.Context, names []string, p Period) ([]Figures, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if err := s.ensureSchema(ctx); err != nil {
-		return nil, err
-	}
 	out := make([]Figures, len(names))
 	for i, name := range names {
 		f, err := s.figures(ctx, name, p)
@@ -96,7 +94,7 @@ var ErrBudgetExists = errors.New("budget already in the store")
 // together. A budget already in the store is refused with ErrBudgetExists,
 // so that running a migration twice cannot count its spend twice.
 func (s *Store) Import(ctx context.Context, f Figures, shared *Budget) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
+	return s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO egressd_budget (name, period, period_start, cap_nano, spent_nano, lifetime_nano, warned)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING`,
 			f.Name, f.Period, f.PeriodStart, f.CapNano, f.SpentNano, f.LifetimeNano, f.Warned)

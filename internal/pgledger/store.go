@@ -100,7 +100,7 @@ func newInstanceID() string {
 
 // inTx runs f in one transaction bounded by the store's timeout, after
 // making sure the schema is current. f's error rolls back.
-func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
+func (s *Store) inTx(ctx context.Context, f func(context.Context, pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := s.ensureSchema(ctx); err != nil {
@@ -111,7 +111,7 @@ func (s *Store) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	if err := f(tx); err != nil {
+	if err := f(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
