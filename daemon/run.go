@@ -366,8 +366,9 @@ func restartOnly(o, n *policy.Config) []string {
 	if o.Limits.MaxHeaderBytes != n.Limits.MaxHeaderBytes {
 		keys = append(keys, "limits.max_header_bytes")
 	}
-	if o.Budget.Store != n.Budget.Store || o.Budget.DSNEnv != n.Budget.DSNEnv {
-		keys = append(keys, "budget.store, budget.dsn_env")
+	if o.Budget.Store != n.Budget.Store || o.Budget.DSNEnv != n.Budget.DSNEnv ||
+		o.Budget.Name != n.Budget.Name || o.Budget.Shared.Name != n.Budget.Shared.Name {
+		keys = append(keys, "budget.store, budget.dsn_env, budget.name, budget.shared.name")
 	}
 	return keys
 }

@@ -39,6 +39,10 @@ const maxRetries = 10000
 type remote struct {
 	st  sharedStore
 	log *slog.Logger
+	// The budget names are fixed at open (a reload changes only the
+	// caps), so that a reload cannot move calls to another budget.
+	name   string
+	shared policy.SharedBudget
 
 	mu      sync.Mutex
 	open    map[int64]struct{}    // reservations whose leases this instance renews
@@ -80,10 +84,13 @@ func newShared(cfg policy.BudgetConfig, opt Options, st sharedStore) *Meter {
 	}
 	// The file machinery still runs for Reconfigure, writing nowhere.
 	m.write = func(batch) error { return nil }
-	m.cfg, m.capNano, m.path = cfg, toNano(cfg.CapUSD, false), ""
+	// path stays budget.ledger so that Reconfigure only touches the file
+	// when an operator changes that key.
+	m.cfg, m.capNano, m.path = cfg, toNano(cfg.CapUSD, false), cfg.Ledger
 	m.led = ledger{Version: ledgerVersion, Period: cfg.Period, PeriodStart: periodStart(cfg.Period, m.clock())}
 	ctx, stop := context.WithCancel(context.Background())
-	m.remote = &remote{st: st, log: m.log, open: map[int64]struct{}{}, stop: stop, stopped: make(chan struct{})}
+	m.remote = &remote{st: st, log: m.log, name: cfg.Name, shared: cfg.Shared,
+		open: map[int64]struct{}{}, stop: stop, stopped: make(chan struct{})}
 	go m.remote.loop(ctx)
 	if err := st.CheckSchema(ctx); err != nil {
 		m.remote.setErr(err)
@@ -94,9 +101,12 @@ func newShared(cfg policy.BudgetConfig, opt Options, st sharedStore) *Meter {
 // budgets is what a call reserves against: this budget, then its shared
 // parent. Called with mu held.
 func (m *Meter) budgets() []pgledger.Budget {
-	b := []pgledger.Budget{{Name: m.cfg.Name, CapNano: m.capNano}}
-	if m.cfg.Shared.Name != "" {
-		b = append(b, pgledger.Budget{Name: m.cfg.Shared.Name, CapNano: toNano(m.cfg.Shared.CapUSD, false)})
+	b := []pgledger.Budget{{Name: m.remote.name, CapNano: m.capNano}}
+	if sh := m.remote.shared; sh.Name != "" {
+		if m.cfg.Shared.Name == sh.Name {
+			sh.CapUSD = m.cfg.Shared.CapUSD
+		}
+		b = append(b, pgledger.Budget{Name: sh.Name, CapNano: toNano(sh.CapUSD, false)})
 	}
 	return b
 }

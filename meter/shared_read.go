@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/egressd/egressd/internal/pgledger"
+	"github.com/egressd/egressd/policy"
 )
 
 // snapshotShared reads this budget and its parent from the shared store.
@@ -16,7 +17,7 @@ func (m *Meter) snapshotShared() Snapshot {
 	s := Snapshot{
 		CapUSD: toUSD(budgets[0].CapNano), Period: cfg.Period, PeriodStart: p.Start,
 		PeriodEnd: periodEnd(cfg.Period, p.Start), WarnAt: cfg.WarnAt, Ledger: "postgres",
-		Store: cfg.Store, Budget: cfg.Name, Models: map[string]ModelSpend{},
+		Store: policy.StorePostgres, Budget: budgets[0].Name, Models: map[string]ModelSpend{},
 	}
 	if len(budgets) > 1 {
 		s.Shared = &SharedSnapshot{Name: budgets[1].Name, CapUSD: toUSD(budgets[1].CapNano)}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -197,4 +199,34 @@ func TestKilledInstanceChargedOnceAfterLease(t *testing.T) {
 		t.Errorf("spent after another sweep: $%v, want $0.05 (charged once)", s.SpentUSD)
 	}
 	t.Logf("charged %v after SIGKILL (lease %v)", charged, lease)
+}
+
+// TestReconfigureCap: a reload changes the caps on the shared store at
+// once, keeps the budget names, and writes no ledger file.
+func TestReconfigureCap(t *testing.T) {
+	dsn := freshDB(t)
+	cfg := pgBudget("hermes", 0.1, "team", 0.1)
+	cfg.Ledger = filepath.Join(t.TempDir(), "ledger.json")
+	m := openMeter(t, dsn, cfg, meter.Options{})
+	var be *meter.BudgetError
+	if _, err := m.Reserve("gpt-4o-mini", 0.2); !errors.As(err, &be) || be.Budget != "hermes" {
+		t.Fatalf("before: got %v, want refused by hermes", err)
+	}
+	cfg.CapUSD, cfg.Shared.CapUSD = 1, 0.15
+	cfg.Name = "renamed" // restart-only: ignored until then
+	if err := m.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Reserve("gpt-4o-mini", 0.2); !errors.As(err, &be) || be.Budget != "team" {
+		t.Fatalf("after raising hermes only: got %v, want refused by team", err)
+	}
+	if _, err := m.Reserve("gpt-4o-mini", 0.15); err != nil {
+		t.Fatalf("within both new caps: %v", err)
+	}
+	if s := m.Snapshot(); s.Budget != "hermes" || s.CapUSD != 1 || s.Shared.CapUSD != 0.15 {
+		t.Errorf("snapshot: got budget %q cap %v shared %+v; want hermes, 1, team 0.15", s.Budget, s.CapUSD, s.Shared)
+	}
+	if _, err := os.Stat(cfg.Ledger); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ledger file: %v, want none written", err)
+	}
 }
