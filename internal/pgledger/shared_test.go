@@ -230,3 +230,39 @@ func TestReconfigureCap(t *testing.T) {
 		t.Errorf("ledger file: %v, want none written", err)
 	}
 }
+
+// TestLeastPrivilegeUser runs the README's SQL for egressd's database user
+// and serves a call as that user: it can create its tables and keep the
+// ledger with nothing more.
+func TestLeastPrivilegeUser(t *testing.T) {
+	db := fmt.Sprintf("lp%d", dbSeq.Add(1))
+	role := db + "_egressd"
+	for _, stmt := range []string{
+		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'change-me' NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION CONNECTION LIMIT 40`,
+		`CREATE DATABASE ` + db + ` OWNER ` + role,
+	} {
+		if err := cluster.Exec("postgres", stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, stmt := range []string{
+		`REVOKE ALL ON SCHEMA public FROM PUBLIC`,
+		`GRANT USAGE, CREATE ON SCHEMA public TO ` + role,
+	} {
+		if err := cluster.Exec(db, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsn := fmt.Sprintf("postgres://%s:change-me@127.0.0.1:%d/%s?sslmode=disable", role, cluster.Port, db)
+	m := openMeter(t, dsn, pgBudget("hermes", 1, "team", 2), meter.Options{})
+	r, err := m.Reserve("gpt-4o-mini", 0.1)
+	if err != nil {
+		t.Fatalf("Reserve as %s: %v", role, err)
+	}
+	if _, err := r.Settle(0.05, meter.Usage{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Snapshot(); s.SpentUSD != 0.05 || s.Shared.SpentUSD != 0.05 || s.LedgerErr != nil {
+		t.Errorf("got spent $%v, shared $%v, err %v; want 0.05, 0.05, nil", s.SpentUSD, s.Shared.SpentUSD, s.LedgerErr)
+	}
+}
