@@ -31,26 +31,6 @@ func (s *Store) Renew(ctx context.Context, ids []int64) error {
 	return nil
 }
 
-// sweepIfDue runs Sweep when any lease has run out; the check is one
-// indexed read, so Reserve can afford it on every call.
-func (s *Store) sweepIfDue(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	if err := s.ensureSchema(ctx); err != nil {
-		return err
-	}
-	var due bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM egressd_reservation
-		WHERE NOT charged AND lease_until < clock_timestamp())`).Scan(&due); err != nil {
-		return fmt.Errorf("look for expired leases: %w", err)
-	}
-	if !due {
-		return nil
-	}
-	_, _, err := s.Sweep(ctx)
-	return err
-}
-
 // Sweep charges, in full, the reservations whose lease ran out: their
 // instance died or lost the database for longer than a lease, and the
 // provider may have billed up to what was reserved. Each is marked charged

@@ -69,40 +69,80 @@ type Reservation struct {
 // cap. Rows are locked in name order so that instances racing on the same
 // budgets queue instead of deadlocking. The reservation carries this
 // store's instance id and a lease; the returned id settles or releases
-// it.
+// it. Reservations of other instances whose leases ran out are charged
+// (Sweep) after it, when the batch saw any.
 func (s *Store) Reserve(ctx context.Context, r Reservation) (int64, error) {
-	if err := s.sweepIfDue(ctx); err != nil {
-		return 0, err
-	}
 	order := slices.Clone(r.Budgets)
 	slices.SortFunc(order, func(a, b Budget) int { return cmpString(a.Name, b.Name) })
 	var id int64
+	var sweep bool
 	err := s.inTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		for _, b := range order {
-			row, err := lockBudget(ctx, tx, b.Name, b.CapNano, r.Period)
-			if err != nil {
-				return err
-			}
-			tag, err := tx.Exec(ctx, `UPDATE egressd_budget
-				SET reserved_nano = reserved_nano + $2, cap_nano = $3, updated_at = now()
-				WHERE name = $1 AND spent_nano + reserved_nano + $2 <= $3`, b.Name, r.Nano, b.CapNano)
-			if err != nil {
-				return fmt.Errorf("reserve against %q: %w", b.Name, err)
-			}
-			if tag.RowsAffected() == 0 {
-				return &RefusedError{Budget: b.Name, SpentNano: row.spent, ReservedNano: row.reserved,
-					CapNano: b.CapNano, NeedNano: r.Nano, PeriodStart: row.start}
-			}
+		b := &pgx.Batch{}
+		b.Queue(`SELECT EXISTS (SELECT 1 FROM egressd_reservation WHERE NOT charged AND lease_until < clock_timestamp())`)
+		for _, bu := range order {
+			queueRoll(b, bu.Name, bu.CapNano, r.Period)
+			b.Queue(`UPDATE egressd_budget SET reserved_nano = reserved_nano + $2, cap_nano = $3, updated_at = now()
+				WHERE name = $1 AND spent_nano + reserved_nano + $2 <= $3`, bu.Name, r.Nano, bu.CapNano)
 		}
 		var shared *string
 		if len(r.Budgets) > 1 {
 			shared = &r.Budgets[1].Name
 		}
-		return tx.QueryRow(ctx, `INSERT INTO egressd_reservation (budget, shared, model, nano, instance, lease_until)
+		b.Queue(`INSERT INTO egressd_reservation (budget, shared, model, nano, instance, lease_until)
 			VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6::interval) RETURNING id`,
-			r.Budgets[0].Name, shared, r.Model, r.Nano, s.instance, s.lease).Scan(&id)
+			r.Budgets[0].Name, shared, r.Model, r.Nano, s.instance, s.lease)
+		refused, err := readReserve(tx.SendBatch(ctx, b), order, &sweep, &id)
+		if err != nil || refused == "" {
+			return err
+		}
+		re := &RefusedError{Budget: refused, NeedNano: r.Nano}
+		for _, bu := range order {
+			if bu.Name == refused {
+				re.CapNano = bu.CapNano
+			}
+		}
+		if err := tx.QueryRow(ctx, `SELECT spent_nano, reserved_nano, period_start FROM egressd_budget WHERE name = $1`,
+			refused).Scan(&re.SpentNano, &re.ReservedNano, &re.PeriodStart); err != nil {
+			return fmt.Errorf("read refusing budget %q: %w", refused, err)
+		}
+		return re
 	})
+	if err == nil && sweep {
+		if _, _, err := s.Sweep(ctx); err != nil {
+			// The reservation stands; the next call or tick sweeps.
+			return id, nil
+		}
+	}
 	return id, err
+}
+
+// readReserve reads Reserve's batch and closes it; refused names the first
+// budget (in name order) whose conditional update matched no row.
+func readReserve(br pgx.BatchResults, order []Budget, sweep *bool, id *int64) (refused string, err error) {
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("reserve: %w", cerr)
+		}
+	}()
+	if err := br.QueryRow().Scan(sweep); err != nil {
+		return "", fmt.Errorf("look for expired leases: %w", err)
+	}
+	for _, bu := range order {
+		if err := readRoll(br, bu.Name); err != nil {
+			return "", err
+		}
+		tag, err := br.Exec()
+		if err != nil {
+			return "", fmt.Errorf("reserve against %q: %w", bu.Name, err)
+		}
+		if tag.RowsAffected() == 0 && refused == "" {
+			refused = bu.Name
+		}
+	}
+	if err := br.QueryRow().Scan(id); err != nil {
+		return "", fmt.Errorf("record reservation: %w", err)
+	}
+	return refused, nil
 }
 
 func cmpString(a, b string) int {
@@ -214,33 +254,28 @@ func (s *Store) Settle(ctx context.Context, st Settlement) (Settled, error) {
 		if out.Late {
 			dSpent, dReserved = st.CostNano-nano, 0
 		}
+		b := &pgx.Batch{}
 		for _, name := range names {
-			row, err := lockBudget(ctx, tx, name, 0, st.Period)
-			if err != nil {
-				return err
-			}
-			var spent, capNano int64
-			var warned bool
-			if err := tx.QueryRow(ctx, `UPDATE egressd_budget SET spent_nano = greatest(spent_nano + $2, 0),
+			queueRoll(b, name, 0, st.Period)
+			b.Queue(`UPDATE egressd_budget SET spent_nano = greatest(spent_nano + $2, 0),
 				reserved_nano = reserved_nano + $3, lifetime_nano = greatest(lifetime_nano + $2, 0), updated_at = now()
-				WHERE name = $1 RETURNING spent_nano, cap_nano, warned`, name, dSpent, dReserved).Scan(&spent, &capNano, &warned); err != nil {
-				return fmt.Errorf("settle against %q: %w", name, err)
-			}
-			if name != budget {
-				continue
-			}
-			out.SpentNano, out.CapNano = spent, capNano
-			if err := addModel(ctx, tx, name, row.start, model, settleDelta(st, out.Late, dSpent)); err != nil {
-				return err
-			}
-			if st.WarnNano > 0 && !warned && spent >= st.WarnNano {
-				if _, err := tx.Exec(ctx, `UPDATE egressd_budget SET warned = true WHERE name = $1`, name); err != nil {
-					return fmt.Errorf("mark %q warned: %w", name, err)
-				}
-				out.CrossedWarn = true
-			}
+				WHERE name = $1 RETURNING spent_nano, cap_nano`, name, dSpent, dReserved)
 		}
-		return nil
+		d := settleDelta(st, out.Late, dSpent)
+		b.Queue(sqlModelUpdate, budget, model, d.requests, d.input, d.output, d.spent, d.estimated)
+		warn := st.WarnNano > 0
+		if warn {
+			b.Queue(`UPDATE egressd_budget SET warned = true WHERE name = $1 AND NOT warned AND spent_nano >= $2`, budget, st.WarnNano)
+		}
+		br := tx.SendBatch(ctx, b)
+		modelRows, err := readSettle(br, names, budget, warn, &out)
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("settle: %w", cerr)
+		}
+		if err != nil || modelRows > 0 || d == (modelDelta{}) {
+			return err
+		}
+		return addModelNow(ctx, tx, budget, model, d)
 	})
 	return out, err
 }
@@ -305,4 +340,39 @@ func addModel(ctx context.Context, tx pgx.Tx, budget string, start time.Time, mo
 		return fmt.Errorf("record model spend of %q: %w", budget, err)
 	}
 	return nil
+}
+
+// sqlModelUpdate adds to a model's row in its budget's current period;
+// it matches no row the first time a model is seen in a period.
+const sqlModelUpdate = `UPDATE egressd_model_spend SET requests = requests + $3, input_tokens = input_tokens + $4,
+	output_tokens = output_tokens + $5, spent_nano = greatest(spent_nano + $6, 0), estimated = greatest(estimated + $7, 0)
+	WHERE budget = $1 AND model = $2 AND period_start = (SELECT period_start FROM egressd_budget WHERE name = $1)`
+
+// readSettle reads Settle's batch into out and returns how many model
+// rows its model update matched.
+func readSettle(br pgx.BatchResults, names []string, budget string, warn bool, out *Settled) (int64, error) {
+	for _, name := range names {
+		if err := readRoll(br, name); err != nil {
+			return 0, err
+		}
+		var spent, capNano int64
+		if err := br.QueryRow().Scan(&spent, &capNano); err != nil {
+			return 0, fmt.Errorf("settle against %q: %w", name, err)
+		}
+		if name == budget {
+			out.SpentNano, out.CapNano = spent, capNano
+		}
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		return 0, fmt.Errorf("record model spend of %q: %w", budget, err)
+	}
+	if warn {
+		wt, err := br.Exec()
+		if err != nil {
+			return 0, fmt.Errorf("mark %q warned: %w", budget, err)
+		}
+		out.CrossedWarn = wt.RowsAffected() == 1
+	}
+	return tag.RowsAffected(), nil
 }
