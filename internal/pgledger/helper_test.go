@@ -32,6 +32,9 @@ type helperResult struct {
 }
 
 func runHelper(mode string) int {
+	if mode == "serve" {
+		return serveHelper()
+	}
 	capUSD, _ := strconv.ParseFloat(os.Getenv("HELPER_CAP"), 64)
 	lease, _ := time.ParseDuration(os.Getenv("HELPER_LEASE"))
 	m, err := meter.Open(pgBudget(os.Getenv("HELPER_BUDGET"), capUSD, "", 0),
