@@ -2,17 +2,21 @@ package pgledger_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/daemon"
 	"github.com/egressd/egressd/meter"
@@ -150,4 +154,82 @@ func post(c *http.Client, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestProxyAndDNSServeWhileLedgerDown runs egressd whose PostgreSQL ledger
+// cannot be reached: metered calls are refused with ledger_unavailable
+// and never forwarded, while the proxy still forwards a granted request
+// and the DNS server still answers.
+func TestProxyAndDNSServeWhileLedgerDown(t *testing.T) {
+	var forwarded atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		forwarded.Add(1)
+		io.WriteString(w, chatResponse)
+	}))
+	defer up.Close()
+	// The origin is on 127.0.0.2: 127.0.0.1 is the provider's host,
+	// which the proxy reserves for the gateway.
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "origin") }))
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin.Listener = l
+	origin.Start()
+	defer origin.Close()
+	_, originPort, _ := net.SplitHostPort(origin.Listener.Addr().String())
+	body := strings.Replace(egressdPolicy(up.URL, "hermes", 1),
+		`listen: {proxy: "", dns: "", gateway: "127.0.0.1:0", admin: ""}`,
+		`listen: {proxy: "127.0.0.1:0", dns: "127.0.0.1:0", gateway: "127.0.0.1:0", admin: ""}`, 1)
+	body += fmt.Sprintf("allow:\n  - {cidr: 127.0.0.2/32, ports: [%s]}\n", originPort)
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Port 1 on loopback: nothing listens, the connection is refused.
+	env := map[string]string{dsnEnv: "postgres://egressd@127.0.0.1:1/egressd?sslmode=disable&connect_timeout=1",
+		"TEST_PROVIDER_KEY": providerKey, "TEST_AGENT_TOKEN": agentToken}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan daemon.Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.Run(ctx, daemon.Options{ConfigPath: pol, Stdout: io.Discard, Logger: quiet,
+			Env: func(k string) string { return env[k] }, Ready: func(a daemon.Addrs) { ready <- a }})
+	}()
+	defer func() { cancel(); <-done }()
+	var a daemon.Addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("egressd not ready")
+	}
+	if code, body := post(http.DefaultClient, "http://"+a.Gateway+"/openai/chat/completions"); code != http.StatusServiceUnavailable || !strings.Contains(body, "ledger_unavailable") {
+		t.Errorf("gateway: got %d %s, want 503 ledger_unavailable", code, body)
+	}
+	if n := forwarded.Load(); n != 0 {
+		t.Errorf("provider saw %d calls, want 0", n)
+	}
+	proxied := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: a.Proxy})}}
+	resp, err := proxied.Get(origin.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(got) != "origin" {
+		t.Errorf("proxy: got %d %q, want 200 origin", resp.StatusCode, got)
+	}
+	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, a.DNS)
+	}}
+	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer lcancel()
+	_, err = res.LookupHost(lctx, "not-granted.test")
+	var dnsErr *net.DNSError
+	if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+		t.Errorf("DNS: got %v, want an NXDOMAIN answer", err)
+	}
 }
