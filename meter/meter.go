@@ -14,6 +14,11 @@
 // settle replaces it with the real cost. Whatever moment egressd dies at,
 // every call the provider may bill is on disk as a reservation or as a
 // cost; the next Open charges leftover reservations in full.
+//
+// With budget.store: postgres the ledger is instead a PostgreSQL database
+// shared by several egressd (internal/pgledger) behind the same methods:
+// each reservation and settle is one transaction there, reservations carry
+// a lease that this meter renews, and the period is still computed here.
 package meter
 
 import (
