@@ -158,7 +158,7 @@ func toNano(usd float64) int64 { return int64(usd*1e9 + 0.5) }
 // reservation: the reservation stays reserved until its lease runs out,
 // then one of the live instances charges it in full, once.
 func TestKilledInstanceChargedOnceAfterLease(t *testing.T) {
-	const lease = time.Second
+	const lease = 2 * time.Second
 	dsn := freshDB(t)
 	live := openMeter(t, dsn, pgBudget("hermes", 1, "", 0), meter.Options{Lease: lease})
 	h := startHelper(t, "hold", dsn, "HELPER_BUDGET=hermes", "HELPER_CAP=1", "HELPER_LEASE="+lease.String())
