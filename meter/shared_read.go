@@ -2,6 +2,7 @@ package meter
 
 import (
 	"context"
+	"maps"
 
 	"github.com/egressd/egressd/internal/pgledger"
 	"github.com/egressd/egressd/policy"
@@ -70,6 +71,11 @@ func (rm *remote) lastSnapshot() *Snapshot {
 		return nil
 	}
 	c := *rm.snap
+	c.Models = maps.Clone(c.Models)
+	if c.Shared != nil {
+		sh := *c.Shared
+		c.Shared = &sh
+	}
 	return &c
 }
 

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,7 +62,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, errors.New("parse ledger connection string: invalid (not shown: it may contain a password)")
 	}
-	if pc.MaxConns < defaultConns {
+	if !strings.Contains(cfg.DSN, "pool_max_conns") {
 		pc.MaxConns = defaultConns
 	}
 	s := &Store{instance: cfg.Instance, lease: cfg.Lease, timeout: cfg.Timeout}
@@ -73,8 +75,16 @@ func Open(cfg Config) (*Store, error) {
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
 	}
-	// A connect that hangs must not outlast an operation's timeout.
+	// A connect that hangs must not outlast an operation's timeout. A
+	// timed-out operation only closes its connection on this side, so the
+	// server bounds its statements and idle transactions too: an abandoned
+	// transaction must not keep a budget row locked.
 	pc.ConnConfig.ConnectTimeout = s.timeout
+	for k, v := range map[string]time.Duration{"statement_timeout": s.timeout, "idle_in_transaction_session_timeout": 2 * s.timeout} {
+		if _, set := pc.ConnConfig.RuntimeParams[k]; !set {
+			pc.ConnConfig.RuntimeParams[k] = strconv.FormatInt(v.Milliseconds(), 10)
+		}
+	}
 	s.pool, err = pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		return nil, fmt.Errorf("open ledger pool: %w", err)
