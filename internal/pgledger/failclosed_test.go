@@ -16,6 +16,8 @@ import (
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 	"github.com/jackc/pgx/v5"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 )
 
 // chatResponse is an OpenAI chat completion as the provider documents it.
@@ -58,23 +60,26 @@ func newGatewayRig(t *testing.T, m *meter.Meter) *gatewayRig {
 	return g
 }
 
-// call sends one chat completion and returns its status and body.
+// call sends one chat completion with the official OpenAI Go SDK (no
+// retries) and returns the HTTP status and, for a refusal, the error type
+// egressd put in the provider-shaped body.
 func (g *gatewayRig) call(t *testing.T) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, g.srv.URL+"/openai/chat/completions",
-		strings.NewReader(`{"model":"gpt-4o-mini","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`))
-	if err != nil {
-		t.Fatal(err)
+	c := openai.NewClient(option.WithBaseURL(g.srv.URL+"/openai/"), option.WithAPIKey(agentToken),
+		option.WithMaxRetries(0), option.WithHTTPClient(g.srv.Client()))
+	_, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model: "gpt-4o-mini", MaxTokens: openai.Int(100),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	var apiErr *openai.Error
+	switch {
+	case err == nil:
+		return http.StatusOK, ""
+	case errors.As(err, &apiErr):
+		return apiErr.StatusCode, apiErr.Type
 	}
-	req.Header.Set("Authorization", "Bearer "+agentToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	t.Fatalf("chat completion: %v", err)
+	return 0, ""
 }
 
 // TestDatabaseStoppedMidRun stops PostgreSQL under a running gateway:
