@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -90,10 +91,21 @@ func (s *Store) Sweep(ctx context.Context) (calls, nano int64, err error) {
 				return err
 			}
 		}
+		// A charged reservation is kept for its late settle; one that
+		// has waited a day will not get one (its instance is gone), and
+		// forgetting it leaves its full charge standing.
+		if _, err := tx.Exec(ctx, `DELETE FROM egressd_reservation
+			WHERE charged AND lease_until < clock_timestamp() - $1::interval`, chargedKeep); err != nil {
+			return fmt.Errorf("forget old charged reservations: %w", err)
+		}
 		return nil
 	})
 	return calls, nano, err
 }
+
+// chargedKeep is how long a reservation charged by a sweep waits for a
+// late settle to reconcile it.
+const chargedKeep = 24 * time.Hour
 
 // addModelNow is addModel in the budget's current period.
 func addModelNow(ctx context.Context, tx pgx.Tx, budget, model string, d modelDelta) error {
