@@ -109,9 +109,9 @@ const chargedKeep = 24 * time.Hour
 
 // addModelNow is addModel in the budget's current period.
 func addModelNow(ctx context.Context, tx pgx.Tx, budget, model string, d modelDelta) error {
-	var row budgetRow
-	if err := tx.QueryRow(ctx, `SELECT period_start FROM egressd_budget WHERE name = $1`, budget).Scan(&row.start); err != nil {
+	var start time.Time
+	if err := tx.QueryRow(ctx, `SELECT period_start FROM egressd_budget WHERE name = $1`, budget).Scan(&start); err != nil {
 		return fmt.Errorf("read period of %q: %w", budget, err)
 	}
-	return addModel(ctx, tx, budget, row.start, model, d)
+	return addModel(ctx, tx, budget, start, model, d)
 }

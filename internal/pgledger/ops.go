@@ -155,50 +155,6 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// budgetRow is a budget's row as locked by lockBudget, after any roll.
-type budgetRow struct {
-	period          string
-	start           time.Time
-	spent, reserved int64
-}
-
-// lockBudget locks name's row (creating it with capNano when missing) and
-// rolls it into period p the way the file ledger does: a new period of the
-// same kind starts with nothing spent (the closing spend is kept in
-// egressd_period); a changed kind keeps the spend and adopts p's start;
-// total never rolls. What is reserved carries over.
-func lockBudget(ctx context.Context, tx pgx.Tx, name string, capNano int64, p Period) (budgetRow, error) {
-	var row budgetRow
-	sel := `SELECT period, period_start, spent_nano, reserved_nano FROM egressd_budget WHERE name = $1 FOR UPDATE`
-	err := tx.QueryRow(ctx, sel, name).Scan(&row.period, &row.start, &row.spent, &row.reserved)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if _, err = tx.Exec(ctx, `INSERT INTO egressd_budget (name, period, period_start, cap_nano)
-			VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`, name, p.Kind, p.Start, capNano); err != nil {
-			return row, fmt.Errorf("create budget %q: %w", name, err)
-		}
-		err = tx.QueryRow(ctx, sel, name).Scan(&row.period, &row.start, &row.spent, &row.reserved)
-	}
-	if err != nil {
-		return row, fmt.Errorf("lock budget %q: %w", name, err)
-	}
-	switch {
-	case row.period != p.Kind:
-		_, err = tx.Exec(ctx, `UPDATE egressd_budget SET period = $2, period_start = $3 WHERE name = $1`, name, p.Kind, p.Start)
-		row.period, row.start = p.Kind, p.Start
-	case p.Kind != periodTotal && p.Start.After(row.start):
-		if _, err = tx.Exec(ctx, `INSERT INTO egressd_period (budget, period, period_start, spent_nano)
-			VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, name, row.period, row.start, row.spent); err != nil {
-			return row, fmt.Errorf("close period of %q: %w", name, err)
-		}
-		_, err = tx.Exec(ctx, `UPDATE egressd_budget SET period_start = $2, spent_nano = 0, warned = false WHERE name = $1`, name, p.Start)
-		row.start, row.spent = p.Start, 0
-	}
-	if err != nil {
-		return row, fmt.Errorf("roll budget %q: %w", name, err)
-	}
-	return row, nil
-}
-
 // Usage is what the provider reported for a settled call.
 type Usage struct {
 	InputTokens, OutputTokens int64

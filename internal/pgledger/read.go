@@ -113,13 +113,20 @@ func (s *Store) Import(ctx context.Context, f Figures, shared *Budget) error {
 		if shared == nil {
 			return nil
 		}
-		if _, err := lockBudget(ctx, tx, shared.Name, shared.CapNano, Period{Kind: f.Period, Start: f.PeriodStart}); err != nil {
-			return err
+		b := &pgx.Batch{}
+		queueRoll(b, shared.Name, shared.CapNano, Period{Kind: f.Period, Start: f.PeriodStart})
+		b.Queue(`UPDATE egressd_budget SET spent_nano = spent_nano + $2, lifetime_nano = lifetime_nano + $3
+			WHERE name = $1`, shared.Name, f.SpentNano, f.LifetimeNano)
+		br := tx.SendBatch(ctx, b)
+		err = readRoll(br, shared.Name)
+		if err == nil {
+			if _, err = br.Exec(); err != nil {
+				err = fmt.Errorf("import into shared budget %q: %w", shared.Name, err)
+			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE egressd_budget SET spent_nano = spent_nano + $2, lifetime_nano = lifetime_nano + $3
-			WHERE name = $1`, shared.Name, f.SpentNano, f.LifetimeNano); err != nil {
-			return fmt.Errorf("import into shared budget %q: %w", shared.Name, err)
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("import into shared budget %q: %w", shared.Name, cerr)
 		}
-		return nil
+		return err
 	})
 }
