@@ -183,7 +183,7 @@ func TestKilledInstanceChargedOnceAfterLease(t *testing.T) {
 	if s.SpentUSD != 0.05 || s.ReservedUSD != 0 || s.InFlight != 0 || s.Models["held-model"].Estimated != 1 {
 		t.Fatalf("after the lease: got %+v; want $0.05 spent as one estimated call, nothing reserved", s)
 	}
-	// The lease was renewed at most a third of a lease before the kill.
+	// The lease was set when the helper reserved, just before the kill.
 	if charged < lease/2 {
 		t.Errorf("charged %v after the kill, before the lease of %v could have run out", charged, lease)
 	}
