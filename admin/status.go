@@ -63,6 +63,17 @@ type Budget struct {
 	Period               string    `json:"period"`              // day | week | month | total
 	PeriodEnd            time.Time `json:"period_end,omitzero"` // zero for total
 	ReservationsInFlight int       `json:"reservations_in_flight"`
+	// With budget.store: postgres: this budget's name in the store and
+	// its shared parent (figures summed over every instance).
+	Name   string        `json:"name,omitempty"`
+	Shared *SharedBudget `json:"shared,omitempty"`
+}
+
+// SharedBudget is a parent cap several named budgets reserve against.
+type SharedBudget struct {
+	Name     string  `json:"name"`
+	SpendUSD float64 `json:"spend_usd"`
+	CapUSD   float64 `json:"cap_usd"`
 }
 
 // AskStatus is ask: at a glance: open questions and the operator's
@@ -200,7 +211,14 @@ func (p *printer) budget(st Status) {
 	if b.ReservationsInFlight > 0 {
 		line += fmt.Sprintf("; %d calls in flight", b.ReservationsInFlight)
 	}
+	if b.Name != "" {
+		line += " (budget " + declog.Sanitize(b.Name) + ")"
+	}
 	p.row("spend", line)
+	if sh := b.Shared; sh != nil && sh.CapUSD > 0 {
+		p.row("shared", fmt.Sprintf("$%.2f of $%.2f (%.0f%%) across budget %s",
+			sh.SpendUSD, sh.CapUSD, sh.SpendUSD/sh.CapUSD*100, declog.Sanitize(sh.Name)))
+	}
 }
 
 func (p *printer) ask(st Status) {

@@ -205,6 +205,9 @@ func TestPrintStatusBudgets(t *testing.T) {
 			"spend     [############------------------] $0.0004 of $0.001 (40%) this month\n"},
 		{"spent, cap zero", &Budget{SpendUSD: 0.25}, "spend     $0.25, cap $0: gateway calls are refused\n"},
 		{"empty", &Budget{CapUSD: 5, Period: "day"}, "spend     [" + strings.Repeat("-", 30) + "] $0.00 of $5.00 (0%) this day\n"},
+		{"named", &Budget{SpendUSD: 1, CapUSD: 2, Period: "day", Name: "hermes-1"}, "(50%) this day (budget hermes-1)\n"},
+		{"shared", &Budget{SpendUSD: 1, CapUSD: 2, Name: "hermes-1", Shared: &SharedBudget{Name: "team", SpendUSD: 30, CapUSD: 120}},
+			"shared    $30.00 of $120.00 (25%) across budget team\n"},
 	}
 	for _, tc := range tests {
 		var b bytes.Buffer

@@ -218,10 +218,10 @@ func (d *daemon) openMeter(cfg *policy.Config) {
 		return
 	}
 	d.crashCalls, d.crashUSD = inFlightAtStart(cfg.Budget.Ledger)
-	m, err := meter.Open(cfg.Budget, meter.Options{Logger: d.log})
+	m, err := meter.Open(cfg.Budget, meter.Options{Logger: d.log, Env: d.opts.Env})
 	if err != nil {
 		d.log.Error("spend ledger unavailable: refusing every gateway call until egressd restarts with a readable ledger",
-			"ledger", cfg.Budget.Ledger, "error", err)
+			"store", cfg.Budget.Store, "ledger", cfg.Budget.Ledger, "error", err)
 		return
 	}
 	d.meter = m
@@ -409,6 +409,10 @@ func restartOnly(o, n *policy.Config) []string {
 	}
 	if o.Limits.MaxHeaderBytes != n.Limits.MaxHeaderBytes {
 		keys = append(keys, "limits.max_header_bytes")
+	}
+	if o.Budget.Store != n.Budget.Store || o.Budget.DSNEnv != n.Budget.DSNEnv ||
+		o.Budget.Name != n.Budget.Name || o.Budget.Shared.Name != n.Budget.Shared.Name {
+		keys = append(keys, "budget.store, budget.dsn_env, budget.name, budget.shared.name")
 	}
 	return keys
 }

@@ -53,7 +53,10 @@ func (d *daemon) adminStatus() admin.Status {
 		m := d.meter.Snapshot()
 		s.Budget = &admin.Budget{
 			SpendUSD: m.SpentUSD, CapUSD: m.CapUSD, WarnAt: m.WarnAt, Period: m.Period,
-			PeriodEnd: m.PeriodEnd, ReservationsInFlight: m.InFlight,
+			PeriodEnd: m.PeriodEnd, ReservationsInFlight: m.InFlight, Name: m.Budget,
+		}
+		if m.Shared != nil {
+			s.Budget.Shared = &admin.SharedBudget{Name: m.Shared.Name, SpendUSD: m.Shared.SpentUSD, CapUSD: m.Shared.CapUSD}
 		}
 	}
 	return s

@@ -113,8 +113,13 @@ func (m *Meter) retryDue() bool {
 // Call it once the gateway has drained; a call settled after it still
 // works (its write is a snapshot that reopens the files). A failure is
 // returned and logged like any other write: the journal still holds
-// everything, so nothing is lost.
+// everything, so nothing is lost. On a shared store it stops renewing
+// leases, makes a last attempt at settles that failed, and closes the
+// connections.
 func (m *Meter) Close() error {
+	if m.remote != nil {
+		return m.remote.close()
+	}
 	m.mu.Lock()
 	m.full = true
 	m.version++

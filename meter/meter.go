@@ -14,6 +14,11 @@
 // settle replaces it with the real cost. Whatever moment egressd dies at,
 // every call the provider may bill is on disk as a reservation or as a
 // cost; the next Open charges leftover reservations in full.
+//
+// With budget.store: postgres the ledger is instead a PostgreSQL database
+// shared by several egressd (internal/pgledger) behind the same methods:
+// each reservation and settle is one transaction there, reservations carry
+// a lease that this meter renews, and the period is still computed here.
 package meter
 
 import (
@@ -57,12 +62,17 @@ const (
 // BudgetError is the ErrBudgetExceeded error with the figures the client
 // is told.
 type BudgetError struct {
+	Budget                                 string // the named budget that refused (shared store only)
 	SpentUSD, ReservedUSD, CapUSD, NeedUSD float64
 	ResetsAt                               time.Time // zero for period total
 }
 
 func (e *BudgetError) Error() string {
-	return fmt.Sprintf("budget exceeded: spent %s + in flight %s + this call up to %s > cap %s",
+	which := "budget"
+	if e.Budget != "" {
+		which = fmt.Sprintf("budget %q", e.Budget)
+	}
+	return fmt.Sprintf("%s exceeded: spent %s + in flight %s + this call up to %s > cap %s", which,
 		money.Format(e.SpentUSD), money.Format(e.ReservedUSD), money.Format(e.NeedUSD), money.Format(e.CapUSD))
 }
 
@@ -73,6 +83,12 @@ func (e *BudgetError) Is(target error) bool { return target == ErrBudgetExceeded
 type Options struct {
 	Clock  func() time.Time // nil = time.Now
 	Logger *slog.Logger     // nil = slog.Default()
+
+	// For budget.store: postgres only.
+	Env          func(string) string // reads budget.dsn_env; nil = os.Getenv
+	Instance     string              // this egressd's id on its reservations; "" = host-pid-random
+	Lease        time.Duration       // reservation lease; 0 = pgledger.DefaultLease
+	StoreTimeout time.Duration       // bound on each ledger operation; 0 = pgledger.DefaultTimeout
 }
 
 // Meter tracks spend against the cap. Safe for concurrent use.
@@ -99,6 +115,8 @@ type Meter struct {
 	jour journal // touched by the one writer only
 
 	write func(b batch) error // jour.store; tests wrap it
+
+	remote *remote // non-nil with budget.store: postgres, which then holds the ledger
 }
 
 // Open loads the ledger named by cfg and returns a meter. A missing ledger
@@ -116,6 +134,9 @@ func Open(cfg policy.BudgetConfig, opt Options) (*Meter, error) {
 	cfg, err := normalise(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Store == policy.StorePostgres {
+		return openShared(cfg, opt)
 	}
 	m := &Meter{clock: opt.Clock, log: opt.Logger}
 	m.wrote.L = &m.mu
@@ -181,6 +202,15 @@ func normalise(cfg policy.BudgetConfig) (policy.BudgetConfig, error) {
 	}
 	if cfg.Ledger == "" {
 		cfg.Ledger = DefaultLedger
+	}
+	if cfg.Store == "" {
+		cfg.Store = policy.StoreFile
+	}
+	switch {
+	case cfg.Store != policy.StoreFile && cfg.Store != policy.StorePostgres:
+		return cfg, fmt.Errorf("budget.store: %q is not file or postgres", cfg.Store)
+	case cfg.Store == policy.StorePostgres && cfg.Name == "":
+		return cfg, errors.New("budget.name: required with store: postgres")
 	}
 	if cfg.UnknownModel == "" {
 		cfg.UnknownModel = unknownModelDeny

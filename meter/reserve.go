@@ -14,6 +14,7 @@ type Reservation struct {
 	nano  int64
 	model string
 	key   string // where the ledger holds it in flight
+	id    int64  // its row in a shared store
 	done  bool   // guarded by m.mu
 }
 
@@ -38,6 +39,9 @@ func (m *Meter) Reserve(model string, maxCostUSD float64) (*Reservation, error) 
 	// At least one nano-USD, so that a free-priced call is still refused at
 	// the cap and a zero cap admits nothing.
 	need := max(toNano(maxCostUSD, true), 1)
+	if m.remote != nil {
+		return m.reserveShared(model, need)
+	}
 	m.mu.Lock()
 	if m.writeErr != nil && !m.retryDue() {
 		err := m.writeErr
@@ -92,6 +96,10 @@ func (r *Reservation) drop() (v uint64, ok bool) {
 // unavailable state; the reservation then stays on disk, which can only
 // overcharge.
 func (r *Reservation) Release() {
+	if r.m.remote != nil {
+		_, _ = r.settleShared(0, Usage{}, false, true) // logged, and retried by the lease loop
+		return
+	}
 	if v, ok := r.drop(); ok {
 		_ = r.m.persist(v)
 	}
@@ -109,6 +117,9 @@ func (r *Reservation) Release() {
 // are refused until a write succeeds.
 func (r *Reservation) Settle(actualUSD float64, u Usage, estimated bool) (crossedWarn bool, err error) {
 	m := r.m
+	if m.remote != nil {
+		return r.settleShared(actualUSD, u, estimated, false)
+	}
 	cost := toNano(actualUSD, false)
 	m.mu.Lock()
 	if r.done {
@@ -169,10 +180,26 @@ type Snapshot struct {
 	Ledger      string
 	LedgerErr   error // non-nil while metered calls are refused
 	Models      map[string]ModelSpend
+
+	// With budget.store: postgres, the figures are the store's, summed
+	// over every instance: Budget is budget.name and Shared its parent.
+	Store  string // file | postgres
+	Budget string
+	Shared *SharedSnapshot // nil without budget.shared
+}
+
+// SharedSnapshot is a shared parent budget's state.
+type SharedSnapshot struct {
+	Name                          string
+	SpentUSD, ReservedUSD, CapUSD float64
+	InFlight                      int
 }
 
 // Snapshot returns the current state (after any due period roll-over).
 func (m *Meter) Snapshot() Snapshot {
+	if m.remote != nil {
+		return m.snapshotShared()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.adoptPeriod(m.clock())
@@ -181,7 +208,7 @@ func (m *Meter) Snapshot() Snapshot {
 		LifetimeUSD: toUSD(m.led.LifetimeNano), InFlight: m.inFlight,
 		Period: m.cfg.Period, PeriodStart: m.led.PeriodStart, PeriodEnd: periodEnd(m.cfg.Period, m.led.PeriodStart),
 		WarnAt: m.cfg.WarnAt, Warned: m.led.Warned, Ledger: m.path, LedgerErr: m.writeErr,
-		Models: make(map[string]ModelSpend, len(m.led.Models)),
+		Models: make(map[string]ModelSpend, len(m.led.Models)), Store: m.cfg.Store,
 	}
 	for k, v := range m.led.Models {
 		s.Models[k] = *v

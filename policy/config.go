@@ -117,7 +117,24 @@ type BudgetConfig struct {
 	UnknownModel     string           `mapstructure:"unknown_model"`      // deny (default) | default
 	DefaultMaxTokens int              `mapstructure:"default_max_tokens"` // output limit sent upstream (and reserved) when the request names none; default 4096
 	Prices           map[string]Price `mapstructure:"prices"`             // USD per million tokens; key "default" for unknown_model: default
+	Store            string           `mapstructure:"store"`              // file (default) | postgres
+	DSNEnv           string           `mapstructure:"dsn_env"`            // env var with the PostgreSQL connection string (postgres only)
+	Name             string           `mapstructure:"name"`               // this budget's name in the store (postgres only, required there)
+	Shared           SharedBudget     `mapstructure:"shared"`             // optional parent cap every budget naming it reserves against too
 }
+
+// SharedBudget is a cap shared by several named budgets in one store; an
+// empty Name means none.
+type SharedBudget struct {
+	Name   string  `mapstructure:"name"`
+	CapUSD float64 `mapstructure:"cap_usd"`
+}
+
+// Budget stores, as written in budget.store.
+const (
+	StoreFile     = "file"
+	StorePostgres = "postgres"
+)
 
 // Price is USD per million tokens.
 type Price struct {

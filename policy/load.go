@@ -76,6 +76,7 @@ var defaults = map[string]any{
 	"budget.ledger":               "/var/lib/egressd/ledger.json",
 	"budget.unknown_model":        "deny",
 	"budget.default_max_tokens":   4096,
+	"budget.store":                "file",
 }
 
 // defaultPorts is what an allow rule without ports: grants.

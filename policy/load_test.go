@@ -83,7 +83,7 @@ func TestDefault(t *testing.T) {
 		Timeouts: TimeoutsConfig{Dial: 10 * time.Second, Header: 10 * time.Second, Idle: 5 * time.Minute, Shutdown: 15 * time.Second},
 		DNS:      DNSConfig{QTypes: []string{"A", "AAAA", "CNAME", "HTTPS"}},
 		Log:      LogConfig{MaxSizeMB: 50, Keep: 5},
-		Budget:   BudgetConfig{Period: "month", WarnAt: 0.8, Ledger: "/var/lib/egressd/ledger.json", UnknownModel: "deny", DefaultMaxTokens: 4096},
+		Budget:   BudgetConfig{Period: "month", WarnAt: 0.8, Ledger: "/var/lib/egressd/ledger.json", UnknownModel: "deny", DefaultMaxTokens: 4096, Store: "file"},
 	}
 	if diff := cmp.Diff(want, *cfg, cmp.Comparer(func(a, b map[string]ProviderConfig) bool { return len(a) == len(b) }),
 		cmp.Comparer(func(a, b map[string]Price) bool { return len(a) == len(b) })); diff != "" {

@@ -255,6 +255,7 @@ func (c *compiler) budget() {
 	default:
 		c.errf("budget.unknown_model", "%q: want deny or default", b.UnknownModel)
 	}
+	c.budgetStore()
 	models := make([]string, 0, len(b.Prices))
 	for m := range b.Prices {
 		models = append(models, m)

@@ -87,3 +87,23 @@ func TestHostwallPrintsRules(t *testing.T) {
 		t.Error("hostwall accepted an invalid bridge name")
 	}
 }
+
+func TestLedgerMigrateArgs(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"wrong direction", []string{"ledger", "migrate", "--from", "postgres", "--to", "file", "--config", "x.yaml"}, "only --from file --to postgres"},
+		{"no config", []string{"ledger", "migrate", "--from", "file", "--to", "postgres"}, "--config is required"},
+		{"file store", []string{"ledger", "migrate", "--from", "file", "--to", "postgres", "--config", "../../policy.example.yaml"}, "budget.store"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := run(t, tt.args...)
+			if code == 0 || !strings.Contains(errOut, tt.want) {
+				t.Errorf("got exit %d, stderr %q; want failure mentioning %q", code, errOut, tt.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,7 @@ hard cap. Without --config it runs on loopback with an empty allow-list.`,
 		newProbeCmd(),
 		newHostwallCmd(),
 		newHealthCmd(),
+		newLedgerCmd(),
 	)
 	return root
 }
