@@ -172,6 +172,7 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	}).DialContext
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
+		Policy:    d.holder.Current,
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
 	})
 	return nil

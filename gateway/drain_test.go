@@ -115,7 +115,7 @@ func TestDrainSlotsAreBounded(t *testing.T) {
 	startAndLeave(t, r) // takes the only slot
 	// A second leaver finds no slot: its upstream is cut and it is estimated.
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.srv.URL+"/openrouter/chat/completions",
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.srv.URL+"/openrouter/api/v1/chat/completions",
 		strings.NewReader(`{"model":"anthropic/claude-sonnet-4.5","max_tokens":10,"stream":true}`))
 	req.Header.Set("Authorization", "Bearer "+agentToken)
 	resp, err := r.srv.Client().Do(req)
@@ -147,11 +147,11 @@ func TestTokensPerMinute(t *testing.T) {
 			pc.TokensPerMinute = 600
 			p["openrouter"] = pc
 		})
-	if resp := r.post("/openrouter/chat/completions", sonnetCall); resp.StatusCode != 200 {
+	if resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall); resp.StatusCode != 200 {
 		t.Fatalf("first call: got %d, want 200", resp.StatusCode)
 	}
 	// 700 real tokens against 600 per minute: the bucket is in debt.
-	resp := r.post("/openrouter/chat/completions", sonnetCall)
+	resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall)
 	body := readAll(t, resp)
 	if resp.StatusCode != 429 || errType(t, body) != "rate_limited" || resp.Header.Get("Retry-After") == "" ||
 		resp.Header.Get("X-Should-Retry") != "" {
@@ -162,7 +162,7 @@ func TestTokensPerMinute(t *testing.T) {
 		t.Errorf("logged %v, want rate_limited", e[len(e)-1].Reason)
 	}
 	clk.set(clk.now().Add(time.Minute))
-	if resp := r.post("/openrouter/chat/completions", sonnetCall); resp.StatusCode != 200 {
+	if resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall); resp.StatusCode != 200 {
 		t.Errorf("a minute later: got %d, want 200", resp.StatusCode)
 	}
 }
@@ -172,7 +172,7 @@ func TestWarnAtLogsOncePerPeriod(t *testing.T) {
 		b.CapUSD, b.WarnAt = 1, 0.5
 	}))
 	for range 3 {
-		if resp := r.post("/openrouter/chat/completions", sonnetCall); resp.StatusCode != 200 {
+		if resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall); resp.StatusCode != 200 {
 			t.Fatalf("got %d, want 200", resp.StatusCode)
 		}
 	}
@@ -192,7 +192,7 @@ func TestLeaveBeforeHeaders(t *testing.T) {
 		<-r.Context().Done() // never answers; ends when the gateway cuts the wait
 	}, withDrainTimeout(20*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.srv.URL+"/openrouter/chat/completions", strings.NewReader(sonnetCall))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.srv.URL+"/openrouter/api/v1/chat/completions", strings.NewReader(sonnetCall))
 	req.Header.Set("Authorization", "Bearer "+agentToken)
 	errc := make(chan error, 1)
 	go func() {

@@ -15,38 +15,40 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// forwardMetered is the path of every call that may cost money: shape the
-// body, price it, check tokens_per_minute, reserve, forward, settle.
+// forwardMetered is the path of every call with a body: shape the body,
+// check its fields, tools and URLs, price it, check tokens_per_minute,
+// reserve, forward, settle. Free endpoints with a body (token counting)
+// are checked the same way and forwarded without a reservation.
 func (c *call) forwardMetered(target string) {
-	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.h.maxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest, "request_too_large",
-				"request body over "+strconv.FormatInt(c.h.maxBody, 10)+" bytes")
-			return
-		}
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
+	body, ok := c.readBody()
+	if !ok {
 		return
 	}
-	s, err := shapeBody(body, c.r.URL.Path)
+	s, err := shapeBody(body, c.ep.kind)
 	if err != nil {
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
 		return
 	}
 	c.model = s.model
+	if !c.bodyAllowed(&s) {
+		return
+	}
+	c.bytesUp = int64(len(s.body))
+	if !c.ep.kind.metered() {
+		c.exchange(target, s.body, nil)
+		return
+	}
 	m := c.h.meter
 	if m == nil {
 		c.refuseLedger(errors.New("no meter: the ledger could not be opened at start"))
 		return
 	}
-	if key := outputLimitKey(c.r.URL.Path, c.prov.Upstream); s.maxOut == 0 && key != "" {
+	if key := outputLimitKey(c.ep.kind, c.prov.Upstream); s.maxOut == 0 && key != "" {
 		s.limitOutput(key, m.DefaultOutputLimit())
+		c.bytesUp = int64(len(s.body))
 	}
-	c.bytesUp = int64(len(s.body))
-	q, err := m.Quote(s.model, s.inputTokens(), s.maxOut*s.choices)
-	if err != nil {
-		c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(s.model))
+	q, ok := c.quote(m, &s)
+	if !ok {
 		return
 	}
 	if ok, wait := c.h.tpm.take(c.name, c.prov.TokensPerMinute, q.InputTokens, c.h.clock()); !ok {
@@ -64,12 +66,90 @@ func (c *call) forwardMetered(target string) {
 	}
 	// A no-op after Settle; returns the money if anything below panics.
 	defer res.Release()
-	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens)})
+	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens), fixed: c.ep.kind == kindFixed})
 }
 
-// forwardFree passes bodiless GET, HEAD and DELETE calls (model lists, key
-// info, deleting a stored response) through with the key swapped and
-// nothing reserved: providers do not bill them.
+// readBody reads the request body within the gateway's bound.
+func (c *call) readBody() ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.h.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest, "request_too_large",
+				"request body over "+strconv.FormatInt(c.h.maxBody, 10)+" bytes")
+			return nil, false
+		}
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
+		return nil, false
+	}
+	return body, true
+}
+
+// quote prices the call's worst case: at the dearest of the models it
+// names (OpenRouter's models list falls back to any of them), with output
+// multiplied by the choices generated, or the declared price of a policy
+// endpoint.
+func (c *call) quote(m *meter.Meter, s *shaped) (meter.Quote, bool) {
+	if c.ep.kind == kindFixed {
+		name := "endpoint " + c.r.Method + " " + c.ep.glob.String()
+		return meter.Quote{Model: name, PriceKey: name, MaxCostUSD: c.ep.price}, true
+	}
+	out := s.maxOut*s.choices + s.reasoning
+	if c.ep.kind == kindEmbeddings {
+		out = meter.NoOutput
+	}
+	var best meter.Quote
+	for i, model := range append([]string{s.model}, s.models...) {
+		q, err := m.Quote(model, s.inputTokens(), out)
+		if err != nil {
+			c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(model))
+			return meter.Quote{}, false
+		}
+		if i == 0 || q.MaxCostUSD > best.MaxCostUSD {
+			best = q
+		}
+	}
+	return best, true
+}
+
+// bodyAllowed checks the body's fields, tools and URLs, and answers the
+// refusal when one fails.
+func (c *call) bodyAllowed(s *shaped) bool {
+	g := grants{provider: c.name, format: c.format, fields: c.prov.AllowFields, tools: c.prov.AllowTools}
+	if c.h.policy != nil {
+		if p := c.h.policy(); p != nil {
+			g.decide = p.Decide
+		}
+	}
+	var err error
+	if c.ep.kind != kindFixed {
+		err = checkFields(c.ep.kind, s.members, g)
+	}
+	if err == nil {
+		err = checkReach(s.body, s.members, s.model, g)
+	}
+	var fe *fieldError
+	var re *reachError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &fe) && fe.tool:
+		c.refuse(http.StatusForbidden, policy.ReasonToolNotAllowed, "tool_not_allowed", fe.msg, "tool", logSafe(fe.field))
+	case errors.As(err, &fe):
+		c.refuse(http.StatusForbidden, policy.ReasonFieldNotAllowed, "field_not_allowed", fe.msg, "field", logSafe(fe.field))
+	case errors.As(err, &re) && re.reason == policy.ReasonBadRequest:
+		c.refuse(http.StatusBadRequest, re.reason, "invalid_request_error", re.msg)
+	case errors.As(err, &re):
+		c.refuse(http.StatusForbidden, re.reason, re.reason.String(), re.msg)
+	default:
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
+	}
+	return false
+}
+
+// forwardFree passes a bodiless GET of the endpoint table (model lists,
+// key info) through with the key swapped and nothing reserved: providers
+// do not bill them.
 func (c *call) forwardFree(target string) {
 	if c.r.ContentLength != 0 {
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", c.r.Method+" with a body is not forwarded")
@@ -83,6 +163,7 @@ type meterState struct {
 	q     meter.Quote
 	res   *meter.Reservation
 	limit int64 // the stream guard's cut, in estimated output tokens
+	fixed bool  // a declared price per call: charged as declared
 }
 
 // exchange sends the call upstream and streams the answer back. The

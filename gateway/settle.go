@@ -28,6 +28,9 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 	}
 	u, state := ex.Result()
 	ok := status >= 200 && status < 300
+	if ms.fixed {
+		return c.settleFixed(ms, ok)
+	}
 	seen := ex.OutputTokensSeen()
 	past := cut
 	switch {
@@ -64,6 +67,25 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 		note = joinNote(note, "ledger write failed")
 	}
 	return cost, estimated, note
+}
+
+// settleFixed charges a policy endpoint its declared price, unless the
+// provider refused the call.
+func (c *call) settleFixed(ms *meterState, ok bool) (float64, bool, string) {
+	if !ok {
+		c.release(ms)
+		return 0, false, ""
+	}
+	cost := ms.res.USD()
+	crossed, err := ms.res.Settle(cost, meter.Usage{}, false)
+	c.recordUsage(meter.Usage{}, cost, false, false)
+	if crossed {
+		c.recordWarn()
+	}
+	if err != nil {
+		return cost, false, "ledger write failed"
+	}
+	return cost, false, ""
 }
 
 // estimate builds a usage for a call whose provider never sent a final

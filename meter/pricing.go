@@ -34,9 +34,13 @@ type Quote struct {
 	MaxCostUSD   float64      // what to Reserve
 }
 
+// NoOutput as Quote's maxOutputTokens prices a call that generates no
+// output (embeddings).
+const NoOutput = -1
+
 // Quote prices a call to model with an estimated inputTokens and the
 // request's output limit maxOutputTokens (0 = none given, use
-// budget.default_max_tokens). Model names are compared lowercased because
+// budget.default_max_tokens; NoOutput = none generated). Model names are compared lowercased because
 // the policy loader lowercases map keys. The input estimate is priced at
 // the highest input-side price so that cache writes cannot outrun it.
 func (m *Meter) Quote(model string, inputTokens, maxOutputTokens int64) (Quote, error) {
@@ -56,7 +60,10 @@ func (m *Meter) Quote(model string, inputTokens, maxOutputTokens int64) (Quote, 
 	if !ok {
 		return q, &UnknownModelError{Model: model, Key: fmt.Sprintf("budget.prices.%q", key)}
 	}
-	if q.OutputTokens <= 0 {
+	switch {
+	case q.OutputTokens < 0:
+		q.OutputTokens = 0
+	case q.OutputTokens == 0:
 		q.OutputTokens = int64(cfg.DefaultMaxTokens)
 	}
 	q.InputTokens, q.OutputTokens = min(q.InputTokens, maxTokens), min(q.OutputTokens, maxTokens)

@@ -103,6 +103,23 @@ type ProviderConfig struct {
 	APIKeyEnv       string `mapstructure:"api_key_env"`       // env var with the real key (egressd only)
 	ClientTokenEnv  string `mapstructure:"client_token_env"`  // env var with the token the agent sends
 	TokensPerMinute int    `mapstructure:"tokens_per_minute"` // 0 = unlimited
+	// Endpoints adds calls beyond the gateway's built-in endpoint table:
+	// an unmetered GET, or a POST at a declared price per call.
+	Endpoints []EndpointConfig `mapstructure:"endpoints"`
+	// AllowFields lets named top-level request fields through that the
+	// gateway does not know or does not price (their cost is unmetered).
+	AllowFields []string `mapstructure:"allow_fields"`
+	// AllowTools grants provider-run tool types (web_search_20250305,
+	// code_interpreter, plugin:web, ...); function and client tools need
+	// no grant.
+	AllowTools []string `mapstructure:"allow_tools"`
+}
+
+// EndpointConfig is one endpoint a policy adds to a provider route.
+type EndpointConfig struct {
+	Method     string  `mapstructure:"method"`       // GET (unmetered) or POST (needs per_call_usd)
+	Path       string  `mapstructure:"path"`         // canonical path on the upstream host; * one segment, ** any
+	PerCallUSD float64 `mapstructure:"per_call_usd"` // POST only: reserved and charged per call
 }
 
 // BudgetConfig is the hard spend cap.

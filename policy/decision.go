@@ -81,6 +81,9 @@ const (
 	ReasonRevoked                           // a reload revoked the grant of an open connection
 	ReasonDeniedNetwork                     // address in networks.deny
 	ReasonLedgerUnavailable                 // gateway: spend ledger cannot be read or written
+	ReasonEndpointNotAllowed                // gateway: method and path not in the endpoint table (not metered)
+	ReasonFieldNotAllowed                   // gateway: a request field egressd does not price
+	ReasonToolNotAllowed                    // gateway: a provider-run tool the policy does not grant
 	reasonCount
 )
 
@@ -107,6 +110,9 @@ var reasonNames = [reasonCount]string{
 	ReasonRevoked:             "revoked",
 	ReasonDeniedNetwork:       "denied_network",
 	ReasonLedgerUnavailable:   "ledger_unavailable",
+	ReasonEndpointNotAllowed:  "endpoint_not_allowed",
+	ReasonFieldNotAllowed:     "field_not_allowed",
+	ReasonToolNotAllowed:      "tool_not_allowed",
 }
 
 func (r Reason) String() string {

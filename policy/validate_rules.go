@@ -157,6 +157,7 @@ func (c *compiler) providers() {
 		if pc.TokensPerMinute < 0 {
 			c.errf(path+".tokens_per_minute", "%d: must not be negative", pc.TokensPerMinute)
 		}
+		c.providerExtras(path, pc)
 		host, msg := upstreamHost(pc.Upstream)
 		if msg != "" {
 			c.errf(path+".upstream", "%q: %s", pc.Upstream, msg)
