@@ -7,9 +7,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
@@ -173,6 +175,10 @@ type meterState struct {
 func (c *call) exchange(target string, body []byte, ms *meterState) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(c.r.Context()))
 	defer cancel()
+	// Once the request headers are on the wire the provider may run and
+	// bill the call, whatever happens to the answer.
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
 	req, err := http.NewRequestWithContext(ctx, c.r.Method, target, bytes.NewReader(body))
 	if err != nil {
 		c.release(ms)
@@ -191,7 +197,7 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	defer func() { stop(); d.finish() }()
 	resp, err := c.h.transport.RoundTrip(req)
 	if err != nil {
-		c.roundTripFailed(ms, d, err)
+		c.roundTripFailed(ms, d, sent.Load(), err)
 		return
 	}
 	defer resp.Body.Close()
@@ -217,11 +223,12 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	c.logDone(resp.StatusCode, n, cost, estimated, note)
 }
 
-// roundTripFailed handles a call that got no response. If the agent had
-// left and egressd cut the wait, the provider may have run (and billed)
-// the call: its estimated input is charged. Otherwise nothing is.
-func (c *call) roundTripFailed(ms *meterState, d *drainer, err error) {
-	if !d.gone() {
+// roundTripFailed handles a call that got no response. One that never
+// reached the provider (the connection or the request write failed first)
+// is released. One the provider may have received is charged its full
+// reservation as an estimate: its usage will never arrive.
+func (c *call) roundTripFailed(ms *meterState, d *drainer, sent bool, err error) {
+	if !sent && !d.gone() {
 		c.release(ms)
 		c.upstreamFailed(err)
 		return
@@ -230,8 +237,14 @@ func (c *call) roundTripFailed(ms *meterState, d *drainer, err error) {
 	if ms != nil {
 		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err, false)
 	}
+	note := "the provider may have received the call but its answer never came: charged its reservation"
+	if d.gone() {
+		note = "agent left before the provider answered; the wait was cut"
+	} else {
+		c.upstreamFailed(err)
+	}
 	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
-	c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
+	c.logDone(http.StatusBadGateway, 0, cost, ms != nil, note)
 }
 
 // upstreamHeaders copies the agent's headers minus hop-by-hop ones and

@@ -90,7 +90,8 @@ type Config struct {
 	// agent went away, waiting for the usage. 0 = 2 minutes.
 	DrainTimeout time.Duration
 	// MaxDrains bounds concurrent drains; beyond it the upstream is cut
-	// at once and the call charged an estimate. 0 = 16.
+	// at once and the call charged its reservation if no usage arrived.
+	// 0 = 16.
 	MaxDrains int
 }
 
