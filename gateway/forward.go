@@ -32,7 +32,8 @@ func (c *call) forwardMetered(target string) {
 		return
 	}
 	c.model = s.model
-	if !c.bodyAllowed(&s) {
+	g, ok := c.bodyAllowed(&s)
+	if !ok {
 		return
 	}
 	c.bytesUp = int64(len(s.body))
@@ -49,10 +50,18 @@ func (c *call) forwardMetered(target string) {
 		s.limitOutput(key, m.DefaultOutputLimit())
 		c.bytesUp = int64(len(s.body))
 	}
+	var plan toolPlan
+	if c.ep.kind != kindFixed {
+		if plan, err = c.planTools(&s, g); c.refuseBody(err) {
+			return
+		}
+		c.bytesUp = int64(len(s.body))
+	}
 	q, ok := c.quote(m, &s)
 	if !ok {
 		return
 	}
+	q.MaxCostUSD += plan.reserveUSD
 	if ok, wait := c.h.tpm.take(c.name, c.prov.TokensPerMinute, q.InputTokens, c.h.clock()); !ok {
 		secs := max(1, int(math.Ceil(wait.Seconds())))
 		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -68,7 +77,7 @@ func (c *call) forwardMetered(target string) {
 	}
 	// A no-op after Settle; returns the money if anything below panics.
 	defer res.Release()
-	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens), fixed: c.ep.kind == kindFixed})
+	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens), fixed: c.ep.kind == kindFixed, tools: plan})
 }
 
 // readBody reads the request body within the gateway's bound.
@@ -116,11 +125,11 @@ func (c *call) quote(m *meter.Meter, s *shaped) (meter.Quote, bool) {
 
 // bodyAllowed checks the body's fields, tools and URLs, and answers the
 // refusal when one fails.
-func (c *call) bodyAllowed(s *shaped) bool {
+func (c *call) bodyAllowed(s *shaped) (grants, bool) {
 	g := grants{provider: c.name, format: c.format, fields: c.prov.AllowFields, tools: c.prov.AllowTools}
 	if c.h.policy != nil {
 		if p := c.h.policy(); p != nil {
-			g.decide = p.Decide
+			g.decide, g.pol = p.Decide, p
 		}
 	}
 	var err error
@@ -130,11 +139,19 @@ func (c *call) bodyAllowed(s *shaped) bool {
 	if err == nil {
 		err = checkReach(s.body, s.members, s.model, g)
 	}
+	if !c.refuseBody(err) {
+		return g, true
+	}
+	return g, false
+}
+
+// refuseBody answers a body check's refusal; false when err is nil.
+func (c *call) refuseBody(err error) bool {
 	var fe *fieldError
 	var re *reachError
 	switch {
 	case err == nil:
-		return true
+		return false
 	case errors.As(err, &fe) && fe.tool:
 		c.refuse(http.StatusForbidden, policy.ReasonToolNotAllowed, "tool_not_allowed", fe.msg, "tool", logSafe(fe.field))
 	case errors.As(err, &fe):
@@ -146,7 +163,7 @@ func (c *call) bodyAllowed(s *shaped) bool {
 	default:
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
 	}
-	return false
+	return true
 }
 
 // forwardFree passes a bodiless GET of the endpoint table (model lists,
@@ -164,8 +181,9 @@ func (c *call) forwardFree(target string) {
 type meterState struct {
 	q     meter.Quote
 	res   *meter.Reservation
-	limit int64 // the stream guard's cut, in estimated output tokens
-	fixed bool  // a declared price per call: charged as declared
+	limit int64    // the stream guard's cut, in estimated output tokens
+	fixed bool     // a declared price per call: charged as declared
+	tools toolPlan // granted per-use tools: their fees
 }
 
 // exchange sends the call upstream and streams the answer back. The

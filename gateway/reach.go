@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -43,6 +44,21 @@ type grants struct {
 	fields   []string
 	tools    []string
 	decide   func(policy.Request) policy.Decision // nil = every URL refused
+	pol      *policy.Policy                       // for the allow-list's hosts; nil = none
+}
+
+// grantedHosts is the exact names the allow-list grants on port 443.
+func (g grants) grantedHosts() []string {
+	if g.pol == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range g.pol.Rules() {
+		if r.Host != "" && !strings.HasPrefix(r.Host, "*.") && slices.Contains(r.Ports, 443) {
+			out = append(out, r.Host)
+		}
+	}
+	return out
 }
 
 func (g grants) field(f string) bool {

@@ -34,7 +34,8 @@ func TestProviderRunTools(t *testing.T) {
 		{"chat web_search_options", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"web_search_options":{}}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"openrouter web plugin", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"openrouter online suffix", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini:online","messages":[]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"web search granted", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, []string{"web_search"}, 200, policy.ReasonAllowlisted},
+		{"web search granted but nothing to restrict it to", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, []string{"web_search"}, 403, policy.ReasonNotAllowlisted},
+		{"image generation granted", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, []string{"image_generation"}, 200, policy.ReasonAllowlisted},
 		{"web plugin granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, []string{"plugin:web"}, 200, policy.ReasonAllowlisted},
 		{"mcp granted still checks its url", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, []string{"mcp"}, 403, policy.ReasonNotAllowlisted},
 	}

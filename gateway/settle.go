@@ -35,6 +35,7 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 		c.release(ms)
 		return 0, false, ""
 	case state == meter.UsageFinal:
+		u.FeesUSD = ms.tools.feesFor(u)
 		cost = meter.Cost(ms.q.Price, u)
 	default:
 		past = cut || seen > ms.limit

@@ -46,6 +46,8 @@ type Usage struct {
 	OutputTokens     int64   // priced at Price.Output (reasoning tokens included)
 	CostUSD          float64 // provider-reported cost (OpenRouter usage.cost); valid when HasCost
 	HasCost          bool
+	Tools            ToolUses // provider-run tool uses reported
+	FeesUSD          float64  // per-use tool fees, priced by the caller; added unless HasCost
 }
 
 // TotalInput is every input token, cached or not, for logs.
@@ -53,8 +55,9 @@ func (u Usage) TotalInput() int64 {
 	return satAdd(satAdd(u.InputTokens, u.CacheReadTokens), u.CacheWriteTokens)
 }
 
-// Cost prices u: the provider's own figure when it reported one, else the
-// price table. Never negative.
+// Cost prices u: the provider's own figure when it reported one (it
+// includes tool fees), else the price table plus u.FeesUSD. Never
+// negative.
 func Cost(p policy.Price, u Usage) float64 {
 	if u.HasCost {
 		return clampUSD(u.CostUSD)
@@ -64,7 +67,7 @@ func Cost(p policy.Price, u Usage) float64 {
 		float64(u.CacheReadTokens)*p.CacheRead +
 		float64(u.CacheWriteTokens)*p.CacheWrite +
 		float64(u.OutputTokens)*p.Output
-	return clampUSD(c / 1e6)
+	return clampUSD(c/1e6 + clampUSD(u.FeesUSD))
 }
 
 // fillPrice applies the documented defaults: cache prices default to the

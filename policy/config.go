@@ -131,6 +131,10 @@ type BudgetConfig struct {
 	UnknownModel     string           `mapstructure:"unknown_model"`      // deny (default) | default
 	DefaultMaxTokens int              `mapstructure:"default_max_tokens"` // output limit sent upstream (and reserved) when the request names none; default 4096
 	Prices           map[string]Price `mapstructure:"prices"`             // USD per million tokens; key "default" for unknown_model: default
+	// ToolFees overrides the built-in per-use fees (USD) of provider-run
+	// tool families: web_search, web_fetch, file_search, code_execution,
+	// image_generation, plugin:web, web_search_options.
+	ToolFees map[string]float64 `mapstructure:"tool_fees"`
 }
 
 // Price is USD per million tokens.

@@ -39,6 +39,7 @@ func compile(cfg Config) (*Policy, Errors) {
 	c.admin()
 	c.providers()
 	c.budget()
+	c.toolFees()
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}

@@ -43,3 +43,18 @@ func (c *compiler) providerExtras(path string, pc ProviderConfig) {
 		}
 	}
 }
+
+// toolFees checks budget.tool_fees: known families, non-negative amounts.
+func (c *compiler) toolFees() {
+	for k, v := range c.p.cfg.Budget.ToolFees {
+		path := joinKey("budget.tool_fees", k)
+		switch strings.ToLower(k) {
+		case "web_search", "web_fetch", "file_search", "code_execution", "image_generation", "plugin:web", "web_search_options":
+		default:
+			c.errf(path, "unknown tool family: want web_search, web_fetch, file_search, code_execution, image_generation, plugin:web or web_search_options")
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			c.errf(path, "%v: must be a non-negative amount (USD per use)", v)
+		}
+	}
+}
