@@ -153,10 +153,10 @@ func checkField(f string, raw json.RawMessage, g grants) error {
 	switch f {
 	case "service_tier":
 		switch strings.ToLower(s) {
-		case "auto", "default", "flex", "standard_only":
+		case "auto", "default", "flex", "standard_only", "priority": // priority is priced in quote
 			return nil
 		}
-		return bad("only auto, default, flex or standard_only are forwarded; other tiers are billed above the price table")
+		return bad("only auto, default, flex, standard_only or priority are forwarded; other tiers are billed at prices egressd does not know")
 	case "background":
 		if string(bytes.TrimSpace(raw)) == "false" {
 			return nil

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -162,5 +163,27 @@ func TestConcurrentMultipliersNeverPassTheCap(t *testing.T) {
 	}
 	if n := len(r.fake.requests()); n != ok {
 		t.Errorf("provider received %d calls, %d were admitted", n, ok)
+	}
+}
+
+// TestPriorityTierPriced: service_tier priority is admitted for a model
+// with a priority multiplier and charged at it; without one it is refused.
+func TestPriorityTierPriced(t *testing.T) {
+	r := newRig(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id":"c","object":"chat.completion","service_tier":"priority","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":100,"total_tokens":1100}}`))
+	}, withBudget(func(b *policy.BudgetConfig) {
+		b.Prices = map[string]policy.Price{"gpt-4.1": {Input: 2, Output: 8, CacheRead: 0.5, Priority: 1.75}, "gpt-4o-mini": {Input: 0.15, Output: 0.6}}
+	}))
+	resp, body := r.send("POST", "/openai/chat/completions", `{"model":"gpt-4.1","max_tokens":100,"service_tier":"priority","messages":[]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d %s, want 200", resp.StatusCode, body)
+	}
+	if got, want := r.meter.Snapshot().SpentUSD, (1000*2+100*8)*1.75/1e6; math.Abs(got-want) > 1e-9 {
+		t.Errorf("spent $%v, want the priority price $%v", got, want)
+	}
+	resp, body = r.send("POST", "/openai/chat/completions", `{"model":"gpt-4o-mini","max_tokens":100,"service_tier":"priority","messages":[]}`)
+	if resp.StatusCode != 403 || errField(t, body, "field") != "service_tier" || len(r.fake.requests()) != 1 {
+		t.Errorf("priority without a multiplier: got %d %s, want 403 naming service_tier and nothing sent", resp.StatusCode, body)
 	}
 }

@@ -109,9 +109,18 @@ func (c *call) quote(m *meter.Meter, s *shaped) (meter.Quote, bool) {
 	if c.ep.kind == kindEmbeddings {
 		out = meter.NoOutput
 	}
+	// One-hour cache writes cost more than any other input; a body that
+	// may ask for them is reserved at that rate.
+	long := c.format == meter.FormatAnthropic && bytes.Contains(s.body, []byte(`"1h"`))
 	var best meter.Quote
 	for i, model := range append([]string{s.model}, s.models...) {
-		q, err := m.Quote(model, s.inputTokens(), out)
+		q, err := m.QuoteCall(meter.Call{Model: model, InputTokens: s.inputTokens(), OutputTokens: out,
+			CacheWrite1h: long, Priority: s.priority})
+		var te *meter.TierError
+		if errors.As(err, &te) {
+			c.refuse(http.StatusForbidden, policy.ReasonFieldNotAllowed, "field_not_allowed", err.Error(), "field", "service_tier")
+			return meter.Quote{}, false
+		}
 		if err != nil {
 			c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(model))
 			return meter.Quote{}, false

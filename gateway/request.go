@@ -41,6 +41,7 @@ type shaped struct {
 	media     int64    // tokens media parts add beyond their bytes
 	models    []string // OpenRouter's models fallback list
 	reasoning int64    // OpenRouter reasoning.max_tokens, reserved on top of the output limit
+	priority  bool     // service_tier: priority, priced at the model's multiplier
 }
 
 // inputTokens is the pre-send estimate of the call's input.
@@ -108,6 +109,10 @@ func shapeBody(body []byte, k kind) (shaped, error) {
 			}
 		case "stream_options":
 			optsAt = i
+		case "service_tier":
+			var tier string
+			_ = json.Unmarshal(m.raw, &tier)
+			s.priority = strings.EqualFold(tier, "priority")
 		}
 	}
 	if s.stream && k == kindChat {

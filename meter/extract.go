@@ -207,8 +207,11 @@ type wireUsage struct {
 	InputDetails     *details `json:"input_tokens_details"`
 	CacheCreation    *float64 `json:"cache_creation_input_tokens"`
 	CacheRead        *float64 `json:"cache_read_input_tokens"`
-	Cost             *float64 `json:"cost"`
-	ServerToolUse    *struct {
+	CacheSplit       *struct {
+		OneHour *float64 `json:"ephemeral_1h_input_tokens"`
+	} `json:"cache_creation"`
+	Cost          *float64 `json:"cost"`
+	ServerToolUse *struct {
 		WebSearch *float64 `json:"web_search_requests"`
 		WebFetch  *float64 `json:"web_fetch_requests"`
 	} `json:"server_tool_use"`
@@ -236,6 +239,9 @@ func (w *wireUsage) merge(o *wireUsage) {
 	over(&w.CacheCreation, o.CacheCreation)
 	over(&w.CacheRead, o.CacheRead)
 	over(&w.Cost, o.Cost)
+	if o.CacheSplit != nil {
+		w.CacheSplit = o.CacheSplit
+	}
 	if o.ServerToolUse != nil {
 		w.ServerToolUse = o.ServerToolUse
 	}
@@ -256,6 +262,9 @@ func (w *wireUsage) normalise(f Format) Usage {
 		u.InputTokens = tokens(w.InputTokens)
 		u.CacheReadTokens = tokens(w.CacheRead)
 		u.CacheWriteTokens = tokens(w.CacheCreation)
+		if w.CacheSplit != nil {
+			u.CacheWrite1hTokens = tokens(w.CacheSplit.OneHour)
+		}
 		u.OutputTokens = tokens(w.OutputTokens)
 		if st := w.ServerToolUse; st != nil {
 			u.Tools.WebSearch, u.Tools.WebFetch = tokens(st.WebSearch), tokens(st.WebFetch)

@@ -143,4 +143,10 @@ type Price struct {
 	Output     float64 `mapstructure:"output"`
 	CacheRead  float64 `mapstructure:"cache_read"`  // default: Input
 	CacheWrite float64 `mapstructure:"cache_write"` // default: Input
+	// CacheWrite1h prices Anthropic's one-hour cache writes; default: the
+	// larger of cache_write and twice input (Anthropic's ratio).
+	CacheWrite1h float64 `mapstructure:"cache_write_1h"`
+	// Priority multiplies every token price for calls that ask for
+	// service_tier: priority; 0 = such calls are refused.
+	Priority float64 `mapstructure:"priority"`
 }

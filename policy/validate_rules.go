@@ -263,7 +263,7 @@ func (c *compiler) budget() {
 		for _, f := range []struct {
 			key string
 			val float64
-		}{{"input", pr.Input}, {"output", pr.Output}, {"cache_read", pr.CacheRead}, {"cache_write", pr.CacheWrite}} {
+		}{{"input", pr.Input}, {"output", pr.Output}, {"cache_read", pr.CacheRead}, {"cache_write", pr.CacheWrite}, {"cache_write_1h", pr.CacheWrite1h}, {"priority", pr.Priority}} {
 			if math.IsNaN(f.val) || math.IsInf(f.val, 0) || f.val < 0 {
 				c.errf(path+"."+f.key, "%v: must be a non-negative price", f.val)
 			}

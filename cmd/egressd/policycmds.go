@@ -3,8 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"strconv"
 
+	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/policy"
 	"github.com/spf13/cobra"
 )
@@ -31,7 +34,7 @@ and line, and exits 1. Environment overrides (EGRESSD_*) apply, as in serve.`,
 }
 
 func newExplainCmd() *cobra.Command {
-	var config string
+	var config, method string
 	cmd := &cobra.Command{
 		Use:   "explain [--config POLICY] TARGET",
 		Short: "Say what the policy decides for a destination, and why",
@@ -39,16 +42,26 @@ func newExplainCmd() *cobra.Command {
 verdict, the reason and the rule (or the line that would grant it).
 TARGET is host[:port] (a CONNECT, port 443 by default) or an http:// or
 https:// URL. Names are not resolved: the addresses a name resolves to are
-checked again when egressd dials them. Exit status is 0 when allowed, 1
-when denied.`,
+checked again when egressd dials them. A TARGET gateway:<provider>/<path>
+asks the gateway instead: whether a call to that path is forwarded, where,
+and how it is billed and reserved (every method the endpoint table allows,
+or --method). Exit status is 0 when allowed, 1 when denied.`,
 		Example: `  egressd explain --config policy.yaml api.github.com
   egressd explain --config policy.yaml http://pypi.org/simple/
-  egressd explain --config policy.yaml 169.254.169.254:80`,
+  egressd explain --config policy.yaml 169.254.169.254:80
+  egressd explain --config policy.yaml gateway:openrouter/api/v1/chat/completions
+  egressd explain --config policy.yaml --method DELETE gateway:openai/v1/responses/resp_1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := loadPolicy(config)
 			if err != nil {
 				return err
+			}
+			if prov, path, err := gateway.ParseGatewayTarget(args[0]); !errors.Is(err, gateway.ErrNotGateway) {
+				if err != nil {
+					return err
+				}
+				return explainGateway(cmd.OutOrStdout(), p, prov, method, path)
 			}
 			req, err := policy.ParseTarget(args[0])
 			if err != nil {
@@ -69,7 +82,42 @@ when denied.`,
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "", "policy file (default: the built-in deny-all policy)")
+	cmd.Flags().StringVar(&method, "method", "", "for gateway: targets, the HTTP method (default: every method the endpoint table allows)")
 	return cmd
+}
+
+// explainGateway prints one line per method for a gateway path.
+func explainGateway(w io.Writer, p *policy.Policy, prov, method, path string) error {
+	routes, err := gateway.Explain(p.Config().Providers, prov, method, path)
+	if err != nil {
+		return err
+	}
+	denied := false
+	for _, r := range routes {
+		target := "gateway:" + prov + r.Path
+		if !r.Forwarded {
+			denied = true
+			fmt.Fprintf(w, "%-10s %s %s  %s  (%s)\n", policy.Deny, r.Method, target, r.Reason, gatewayHint(r.Reason, prov))
+			continue
+		}
+		fmt.Fprintf(w, "%-10s %s %s  %s  -> %s  %s; billed: %s; reserved: %s\n",
+			policy.Allow, r.Method, target, r.Reason, r.Upstream, r.Endpoint, r.Billing, r.Reservation)
+	}
+	if denied {
+		return exitError{1}
+	}
+	return nil
+}
+
+func gatewayHint(r policy.Reason, prov string) string {
+	switch r {
+	case policy.ReasonEndpointNotAllowed:
+		return "not metered: the gateway forwards only its endpoint table; add it under providers." + prov +
+			".endpoints as an unmetered GET or a POST with per_call_usd"
+	case policy.ReasonNotAllowlisted:
+		return "no provider " + strconv.Quote(prov) + " under providers:"
+	}
+	return "not a path the gateway forwards"
 }
 
 // decideTarget is Decide plus, for an IP literal that a rule grants, the
