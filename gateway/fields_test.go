@@ -187,3 +187,24 @@ func TestPriorityTierPriced(t *testing.T) {
 		t.Errorf("priority without a multiplier: got %d %s, want 403 naming service_tier and nothing sent", resp.StatusCode, body)
 	}
 }
+
+// FuzzCheckFields: no body crashes the field checks, and a field no table
+// lists is never accepted, whatever else the body carries.
+func FuzzCheckFields(f *testing.F) {
+	f.Add(`{"model":"m","n":2,"service_tier":"flex"}`, uint8(1))
+	f.Add(`{"plugins":[{"id":"web"}],"modalities":["text"]}`, uint8(2))
+	f.Add(`{"background":false,"mcp_servers":[]}`, uint8(3))
+	f.Fuzz(func(t *testing.T, body string, k uint8) {
+		kd := kind(k % uint8(kindFixed))
+		ms, err := topLevel([]byte(body))
+		if err != nil {
+			return
+		}
+		g := grants{provider: "p"}
+		_ = checkFields(kd, ms, g)
+		ms = append(ms, member{"zz_unpriced", []byte("1")})
+		if checkFields(kd, ms, g) == nil {
+			t.Fatalf("%s with zz_unpriced accepted for %v", body, kd)
+		}
+	})
+}
