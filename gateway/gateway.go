@@ -6,10 +6,15 @@
 // back unbuffered while reading its usage, then settles the real cost.
 //
 // Order of checks, one place: route → agent token → provider key present
-// → body bounds and shape → output limit (sent when the agent named none)
-// → price (unknown_model) → tokens_per_minute → ledger and budget
-// reservation → forward → stream guard. Every refusal is answered in the
-// provider's own error shape and logged once (declog + slog).
+// → canonical path → endpoint table (endpoints.go: endpoint_not_allowed)
+// → body bounds and shape → request fields (fields.go: field_not_allowed)
+// → provider-run tools and fetched URLs (reach.go: tool_not_allowed, the
+// proxy's reasons) → output limit (sent when the agent named none) →
+// granted tools' bounds and fees (tools.go) → price (unknown_model) →
+// tokens_per_minute → ledger and budget reservation → forward → stream
+// guard → settle (an unknown outcome is charged the full reservation).
+// Every refusal is answered in the provider's own error shape and logged
+// once (declog + slog), before anything reaches the provider.
 //
 // The reservation is on disk before the forward (meter.Reserve returns
 // once the ledger write that carries it is done; concurrent calls share
