@@ -196,3 +196,29 @@ func checkPlugins(raw json.RawMessage, g grants) error {
 	}
 	return nil
 }
+
+// Anthropic beta features are switched on per request by the
+// anthropic-beta header, and some change the bill (the 1M-token context
+// bills long prompts at a premium) or the reach (the MCP connector, code
+// execution, the Files API). Those known to change neither pass; any other
+// value is refused like an unpriced field, unless the provider's
+// allow_fields names it as "anthropic-beta:<value>".
+var harmlessBetas = []string{"prompt-caching-", "token-efficient-tools-", "interleaved-thinking-",
+	"fine-grained-tool-streaming-", "output-128k-", "context-management-", "computer-use-",
+	"extended-cache-ttl-", "structured-outputs-"}
+
+// checkBetas checks every anthropic-beta value of a request.
+func checkBetas(values []string, g grants) error {
+	for _, v := range values {
+		for _, b := range strings.Split(v, ",") {
+			b = strings.ToLower(strings.TrimSpace(b))
+			if b == "" || g.field("anthropic-beta:"+b) || slices.ContainsFunc(harmlessBetas, func(p string) bool { return strings.HasPrefix(b, p) }) {
+				continue
+			}
+			return &fieldError{field: "anthropic-beta", msg: fmt.Sprintf(
+				"anthropic-beta %s is not forwarded: egressd does not know what it costs or reaches. An operator can let it through unmetered with allow_fields: [\"anthropic-beta:%s\"] under providers.%s",
+				quote(b), b, g.provider)}
+		}
+	}
+	return nil
+}

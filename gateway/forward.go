@@ -142,7 +142,10 @@ func (c *call) bodyAllowed(s *shaped) (grants, bool) {
 		}
 	}
 	var err error
-	if c.ep.kind != kindFixed {
+	if c.format == meter.FormatAnthropic {
+		err = checkBetas(c.r.Header.Values("Anthropic-Beta"), g)
+	}
+	if err == nil && c.ep.kind != kindFixed {
 		err = checkFields(c.ep.kind, s.members, g)
 	}
 	if err == nil {

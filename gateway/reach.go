@@ -29,7 +29,8 @@ import (
 //     allow_tools names it;
 //   - every URL in the body that the provider would fetch (a string under
 //     a url or *_url key: image_url, file_url, server_url, MCP servers,
-//     Anthropic's source {type: url}) must be one the proxy would let the
+//     Anthropic's source {type: url}, and an http(s) URL given as
+//     OpenRouter's file_data) must be one the proxy would let the
 //     agent fetch itself: policy.Decide with the proxy's semantics, so the
 //     same reasons come back (not_allowlisted, ip_literal_not_allowed,
 //     private_address, ...). data: URLs are inline and pass. The url of a
@@ -170,7 +171,7 @@ func walkURLs(v any, g grants) error {
 		history := replayed(x)
 		for k, e := range x {
 			f := foldKey(k)
-			if s, ok := e.(string); ok && (f == "url" && !history || strings.HasSuffix(f, "_url")) {
+			if s, ok := e.(string); ok && (f == "url" && !history || strings.HasSuffix(f, "_url") || f == "file_data" && isHTTPURL(s)) {
 				if err := checkURL(k, s, g); err != nil {
 					return err
 				}
@@ -182,6 +183,13 @@ func walkURLs(v any, g grants) error {
 		}
 	}
 	return nil
+}
+
+// isHTTPURL is true for a string that is an http(s) URL (OpenRouter
+// accepts one as a file part's file_data and fetches it), not inline data.
+func isHTTPURL(s string) bool {
+	l := strings.ToLower(strings.TrimSpace(s))
+	return strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://")
 }
 
 // replayed is true for an object that records an earlier fetch (a search

@@ -132,3 +132,40 @@ func FuzzCheckReach(f *testing.F) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// TestAnthropicBetasAndFileData: beta headers that change the bill or the
+// reach are refused unless granted; OpenRouter's URL file_data is judged
+// like any fetched URL.
+func TestAnthropicBetasAndFileData(t *testing.T) {
+	const msg = `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}`
+	tests := []struct {
+		name, path, body, beta string
+		allow                  []string
+		wantStatus             int
+	}{
+		{"harmless betas", "/anthropic/v1/messages", msg, "interleaved-thinking-2025-05-14, fine-grained-tool-streaming-2025-05-14", nil, 200},
+		{"long context", "/anthropic/v1/messages", msg, "context-1m-2025-08-07", nil, 403},
+		{"mcp connector", "/anthropic/v1/messages", msg, "interleaved-thinking-2025-05-14,mcp-client-2025-04-04", nil, 403},
+		{"long context granted", "/anthropic/v1/messages", msg, "context-1m-2025-08-07", []string{"anthropic-beta:context-1m-2025-08-07"}, 200},
+		{"file_data URL", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"https://evil.example/a.pdf"}}]}]}`, "", nil, 403},
+		{"file_data inline", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0="}}]}]}`, "", nil, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, anyAnswer, func(_ *Config, _ *policy.BudgetConfig, p map[string]policy.ProviderConfig) {
+				for k, v := range p {
+					v.AllowFields = tt.allow
+					p[k] = v
+				}
+			})
+			resp := r.post(tt.path, tt.body, "Anthropic-Beta", tt.beta)
+			body := readAll(t, resp)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("got %d %s, want %d", resp.StatusCode, body, tt.wantStatus)
+			}
+			if want := map[bool]int{true: 1, false: 0}[tt.wantStatus == 200]; len(r.fake.requests()) != want {
+				t.Errorf("provider received %d calls, want %d", len(r.fake.requests()), want)
+			}
+		})
+	}
+}
