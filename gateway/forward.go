@@ -267,14 +267,14 @@ func (c *call) roundTripFailed(ms *meterState, d *drainer, sent bool, err error)
 	if ms != nil {
 		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err, false)
 	}
-	note := "the provider may have received the call but its answer never came: charged its reservation"
 	if d.gone() {
-		note = "agent left before the provider answered; the wait was cut"
-	} else {
-		c.upstreamFailed(err)
+		c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
+		c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
+		return
 	}
-	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
-	c.logDone(http.StatusBadGateway, 0, cost, ms != nil, note)
+	c.upstreamFailed(err) // answers the agent and records the decision
+	c.logDone(http.StatusBadGateway, 0, cost, ms != nil,
+		"the provider may have received the call but its answer never came: charged its reservation")
 }
 
 // upstreamHeaders copies the agent's headers minus hop-by-hop ones and

@@ -100,3 +100,29 @@ func TestUnreachableProviderChargesNothing(t *testing.T) {
 		t.Errorf("spent $%v reserved $%v, want nothing", s.SpentUSD, s.ReservedUSD)
 	}
 }
+
+// TestProviderHangsUpBeforeAnswering: the request reached the provider,
+// which closed the connection without a response. Its usage will never
+// come, so the call is charged its reservation, and the agent gets one
+// 502 and one decision entry.
+func TestProviderHangsUpBeforeAnswering(t *testing.T) {
+	r := newRig(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":500,"messages":[]}`)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("got %d, want 502", resp.StatusCode)
+	}
+	waitFor(t, "the call to settle", func() bool { return len(r.rec.byEvent(declog.EventUsage)) == 1 })
+	u := r.rec.byEvent(declog.EventUsage)[0]
+	q, _ := r.meter.Quote("anthropic/claude-sonnet-4.5", u.InputTokens, 500)
+	if s := r.meter.Snapshot(); !u.Estimated || math.Abs(s.SpentUSD-q.MaxCostUSD) > 1e-9 || s.ReservedUSD != 0 {
+		t.Errorf("usage %+v spent $%v reserved $%v, want the reservation $%v charged", u, s.SpentUSD, s.ReservedUSD, q.MaxCostUSD)
+	}
+	if n := len(r.rec.byEvent(declog.EventDecision)); n != 1 {
+		t.Errorf("%d decision entries, want 1", n)
+	}
+}
