@@ -37,27 +37,29 @@ const (
 // Fields shared by OpenRouter's OpenAI-shaped endpoints (its routing and
 // accounting extras, and the sampling knobs it forwards).
 var openRouterFields = []string{"provider", "usage", "transforms", "route", "top_k", "min_p", "top_a",
-	"repetition_penalty", "include_reasoning", "tags", "session_id"}
+	"repetition_penalty", "include_reasoning", "tags", "session_id", "min_coding_score", "cache_control"}
 
 var fieldTable = map[kind]map[string]fieldRule{
 	kindChat: table(
 		[]string{"model", "messages", "stream", "stream_options", "temperature", "top_p", "stop",
 			"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "seed",
 			"tools", "tool_choice", "parallel_tool_calls", "response_format", "functions", "function_call",
-			"metadata", "store", "reasoning_effort", "verbosity", "prompt_cache_key", "safety_identifier"},
+			"metadata", "store", "reasoning_effort", "verbosity", "prompt_cache_key", "prompt_cache_retention",
+			"safety_identifier"},
 		openRouterFields,
 		[]string{"max_tokens", "max_completion_tokens", "n", "models", "reasoning"},
 		[]string{"service_tier", "modalities", "plugins", "web_search_options"}),
 	kindResponses: table(
 		[]string{"model", "input", "instructions", "stream", "stream_options", "temperature", "top_p", "tools",
 			"tool_choice", "parallel_tool_calls", "text", "metadata", "store", "user", "include", "truncation",
-			"max_tool_calls", "top_logprobs", "prompt_cache_key", "safety_identifier"},
+			"max_tool_calls", "top_logprobs", "prompt_cache_key", "prompt_cache_retention", "safety_identifier"},
 		openRouterFields,
 		[]string{"max_output_tokens", "models", "reasoning"},
 		[]string{"service_tier", "background", "plugins"}),
 	kindMessages: table(
 		[]string{"model", "messages", "system", "metadata", "stop_sequences", "stream", "temperature", "top_k",
-			"top_p", "tools", "tool_choice", "thinking", "context_management", "output_format"},
+			"top_p", "tools", "tool_choice", "thinking", "context_management", "output_format", "output_config",
+			"cache_control"},
 		nil,
 		[]string{"max_tokens"},
 		[]string{"service_tier", "mcp_servers"}),
@@ -73,7 +75,7 @@ var fieldTable = map[kind]map[string]fieldRule{
 	// Anthropic's token counting: the Messages fields that shape input.
 	kindFree: table(
 		[]string{"model", "messages", "system", "tools", "tool_choice", "thinking", "context_management",
-			"output_format"},
+			"output_format", "output_config", "cache_control"},
 		nil, nil, []string{"mcp_servers"}),
 }
 
@@ -100,6 +102,8 @@ var whyRefused = map[string]string{
 	"prediction":           "rejected prediction tokens are billed beyond the output limit",
 	"container":            "it reuses a paid code execution container",
 	"best_of":              "best_of is not accepted on this endpoint",
+	"speed":                "fast mode is billed at a premium the price table does not hold",
+	"inference_geo":        "geography-pinned inference is billed at a premium the price table does not hold",
 }
 
 // fieldError is a refusal of one request field.

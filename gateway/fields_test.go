@@ -32,6 +32,8 @@ func TestRequestFields(t *testing.T) {
 	}{
 		{"hermes chat", "/openrouter/api/v1/chat/completions", hermesChat, nil, 200, policy.ReasonAllowlisted, ""},
 		{"hermes reasoning_effort", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"reasoning_effort":"high","max_completion_tokens":5}`, nil, 200, policy.ReasonAllowlisted, ""},
+		{"hermes anthropic native", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":4096,"system":[{"type":"text","text":"you are hermes","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"terminal","description":"run","input_schema":{"type":"object"}}],"tool_choice":{"type":"auto"},"thinking":{"type":"adaptive"},"output_config":{"effort":"high"},"cache_control":{"type":"ephemeral"},"stream":true}`, nil, 200, policy.ReasonAllowlisted, ""},
+		{"fast mode", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"speed":"fast"}`, nil, 403, policy.ReasonFieldNotAllowed, "speed"},
 		{"unknown field", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"frobnicate":1}`, nil, 403, policy.ReasonFieldNotAllowed, "frobnicate"},
 		{"unknown field granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"Frobnicate":1}`, []string{"frobnicate"}, 200, policy.ReasonAllowlisted, ""},
 		{"background", "/openai/responses", `{"model":"gpt-4.1","input":"hi","background":true}`, nil, 403, policy.ReasonFieldNotAllowed, "background"},
