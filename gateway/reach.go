@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -121,6 +122,9 @@ func checkReach(body []byte, ms []member, model string, g grants) error {
 			}
 		}
 	}
+	if err := noDuplicateKeys(body); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
@@ -128,6 +132,61 @@ func checkReach(body []byte, ms []member, model string, g grants) error {
 		return fmt.Errorf("invalid JSON body: %w", err)
 	}
 	return walkURLs(v, g)
+}
+
+// noDuplicateKeys refuses a body with a key repeated inside one object at
+// any depth: parsers disagree on which copy wins, so egressd could check
+// one URL or type while the provider reads the other. (Top-level keys
+// are also compared ignoring case, in topLevel.)
+func noDuplicateKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type level struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next string token is a key
+	}
+	var stack []level
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("invalid JSON body: %w", err)
+		}
+		top := len(stack) - 1
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top >= 0 && stack[top].object {
+					stack[top].key = true
+				}
+				stack = append(stack, level{object: t == '{', key: t == '{'})
+			default:
+				stack = stack[:top]
+				if top > 0 && stack[top-1].object {
+					stack[top-1].key = true
+				}
+			}
+			continue
+		case string:
+			if top >= 0 && stack[top].object && stack[top].key {
+				if stack[top].keys == nil {
+					stack[top].keys = map[string]bool{}
+				}
+				if stack[top].keys[t] {
+					return fmt.Errorf("duplicate key %s in the request body", quote(t))
+				}
+				stack[top].keys[t] = true
+				stack[top].key = false
+				continue
+			}
+		}
+		if top >= 0 && stack[top].object {
+			stack[top].key = true
+		}
+	}
 }
 
 func checkTools(raw json.RawMessage, g grants) error {
@@ -139,20 +198,27 @@ func checkTools(raw json.RawMessage, g grants) error {
 		return &fieldError{field: "tools", msg: `request field "tools" must be a list of objects`}
 	}
 	for _, t := range tools {
-		var typ string
+		// Every spelling of "type" is judged: a lenient reader may take any.
+		types := []string{}
 		for k, v := range t {
 			if foldKey(k) == "type" {
+				var typ string
 				if json.Unmarshal(v, &typ) != nil {
 					return &fieldError{field: "tools", msg: `a tool's "type" must be a string`}
 				}
+				types = append(types, strings.ToLower(typ))
 			}
 		}
-		typ = strings.ToLower(typ)
-		if g.clientTool(typ) {
-			continue
+		if len(types) == 0 {
+			types = append(types, "")
 		}
-		if err := g.tool(typ); err != nil {
-			return err
+		for _, typ := range types {
+			if g.clientTool(typ) {
+				continue
+			}
+			if err := g.tool(typ); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -31,6 +31,7 @@ func TestProviderRunTools(t *testing.T) {
 		{"openai image generation", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"openai mcp", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"openai type spelled in capitals", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"Type":"WEB_SEARCH"}]}`, nil, 403, policy.ReasonToolNotAllowed},
+		{"second spelling of type", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"function","name":"f","TYPE":"web_search"}]}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"chat web_search_options", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"web_search_options":{}}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"openrouter web plugin", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, nil, 403, policy.ReasonToolNotAllowed},
 		{"openrouter online suffix", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini:online","messages":[]}`, nil, 403, policy.ReasonToolNotAllowed},
@@ -167,5 +168,24 @@ func TestAnthropicBetasAndFileData(t *testing.T) {
 				t.Errorf("provider received %d calls, want %d", len(r.fake.requests()), want)
 			}
 		})
+	}
+}
+
+func TestNoDuplicateKeys(t *testing.T) {
+	tests := []struct {
+		body string
+		ok   bool
+	}{
+		{`{"a":{"url":"x","b":[{"url":"y"},{"url":"z"}]},"c":"url"}`, true},
+		{`{"a":[{"type":"image","source":{"type":"url","url":"https://evil.example","url":"https://images.example"}}]}`, false},
+		{`{"tools":[{"type":"function","type":"web_search"}]}`, false},
+		{`{"a":{"k":1},"b":{"k":2}}`, true},
+		{`{"a":[["k","k"]]}`, true},
+		{`{"a":{"x":{"y":1},"x":2}}`, false},
+	}
+	for _, tt := range tests {
+		if err := noDuplicateKeys([]byte(tt.body)); (err == nil) != tt.ok {
+			t.Errorf("%s: got %v, want ok %v", tt.body, err, tt.ok)
+		}
 	}
 }
