@@ -201,6 +201,7 @@ func (d *daemon) build(cfg *policy.Config, addrs Addrs) error {
 	}
 	d.gateway = gateway.New(gateway.Config{
 		Providers: func() map[string]policy.ProviderConfig { return d.holder.Current().Config().Providers },
+		Policy:    d.holder.Current,
 		Meter:     d.meter, Recorder: d.recorder, Env: d.opts.Env, Logger: d.log, Transport: upstream,
 	})
 	d.apis = apiroute.New(apiroute.Config{

@@ -83,7 +83,7 @@ func TestBudgetErrorShapes(t *testing.T) {
 	clk := &testClock{t: time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC)}
 	r := newRig(t, openRouterJSON(0.001, 1, 1), withClock(clk), withBudget(func(b *policy.BudgetConfig) { b.CapUSD = 0.001 }))
 	// A call whose worst case (1024 output tokens at $15/M) is over the cap.
-	openai := r.post("/openrouter/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":1024}`)
+	openai := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":1024}`)
 	var oe struct {
 		Error struct {
 			Message, Type, Code string
@@ -125,14 +125,14 @@ func TestBudgetErrorShapes(t *testing.T) {
 	}
 	// The next month the budget is back.
 	clk.set(time.Date(2026, 4, 1, 0, 0, 1, 0, time.UTC))
-	if resp := r.post("/openrouter/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":10}`); resp.StatusCode != 200 {
+	if resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":10}`); resp.StatusCode != 200 {
 		t.Errorf("after roll-over: got %d, want 200", resp.StatusCode)
 	}
 }
 
 func TestUnknownModel(t *testing.T) {
 	r := newRig(t, openRouterJSON(0.001, 1, 1))
-	resp := r.post("/openrouter/chat/completions", `{"model":"Evil/Expensive-1","max_tokens":10}`)
+	resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"Evil/Expensive-1","max_tokens":10}`)
 	body := readAll(t, resp)
 	if resp.StatusCode != 403 || errType(t, body) != "unknown_model" || !strings.Contains(string(body), `budget.prices.\"evil/expensive-1\"`) {
 		t.Errorf("got %d %s, want 403 unknown_model naming budget.prices.\"evil/expensive-1\"", resp.StatusCode, body)
@@ -140,7 +140,7 @@ func TestUnknownModel(t *testing.T) {
 	if e := r.rec.byEvent(declog.EventDecision); e[0].Reason != policy.ReasonUnknownModel || e[0].Model != "Evil/Expensive-1" {
 		t.Errorf("entry %+v, want reason unknown_model for the model", e[0])
 	}
-	resp = r.post("/openrouter/chat/completions", `{"messages":[]}`)
+	resp = r.post("/openrouter/api/v1/chat/completions", `{"messages":[]}`)
 	if body := readAll(t, resp); resp.StatusCode != 403 || !strings.Contains(string(body), "names no model") {
 		t.Errorf("no model: got %d %s, want 403 naming the missing model", resp.StatusCode, body)
 	}
@@ -149,7 +149,7 @@ func TestUnknownModel(t *testing.T) {
 		b.UnknownModel = "default"
 		b.Prices = map[string]policy.Price{"default": {Input: 5, Output: 15}}
 	}))
-	if resp := d.post("/openrouter/chat/completions", `{"model":"evil/expensive-1","max_tokens":10}`); resp.StatusCode != 200 {
+	if resp := d.post("/openrouter/api/v1/chat/completions", `{"model":"evil/expensive-1","max_tokens":10}`); resp.StatusCode != 200 {
 		t.Errorf("unknown_model: default: got %d, want 200", resp.StatusCode)
 	}
 	if s := d.meter.Snapshot(); s.SpentUSD != 0.002 {
@@ -173,7 +173,7 @@ func TestUpstreamErrorsPassThroughUncharged(t *testing.T) {
 				w.WriteHeader(tt.status)
 				w.Write([]byte(tt.body))
 			})
-			resp := r.post("/openrouter/chat/completions", sonnetCall)
+			resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall)
 			if body := readAll(t, resp); resp.StatusCode != tt.status || string(body) != tt.body {
 				t.Errorf("got %d %s, want the provider's %d %s", resp.StatusCode, body, tt.status, tt.body)
 			}
@@ -189,7 +189,7 @@ func TestUpstreamErrorsPassThroughUncharged(t *testing.T) {
 
 func TestRestartKeepsSpendAndCorruptLedgerRefuses(t *testing.T) {
 	r := newRig(t, openRouterJSON(0.25, 1, 1))
-	r.post("/openrouter/chat/completions", sonnetCall)
+	r.post("/openrouter/api/v1/chat/completions", sonnetCall)
 	m2, err := meter.Open(r.budget, meter.Options{Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestRestartKeepsSpendAndCorruptLedgerRefuses(t *testing.T) {
 	gw := New(Config{Meter: m3, Providers: func() map[string]policy.ProviderConfig { return r.provs },
 		Env: env{"OR_KEY": realKey, "AGENT_TOKEN": agentToken}.get, Transport: r.fake.srv.Client().Transport,
 		Recorder: r.rec, Logger: quietLog})
-	req := httptest.NewRequest(http.MethodPost, "/openrouter/chat/completions", strings.NewReader(sonnetCall))
+	req := httptest.NewRequest(http.MethodPost, "/openrouter/api/v1/chat/completions", strings.NewReader(sonnetCall))
 	req.Header.Set("Authorization", "Bearer "+agentToken)
 	w := httptest.NewRecorder()
 	gw.ServeHTTP(w, req)

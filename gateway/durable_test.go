@@ -208,7 +208,7 @@ func TestLedgerWriteFailureRefusesAndKeepsSpend(t *testing.T) {
 		ledgerPath = b.Ledger
 	}))
 	call := func() (int, string) {
-		resp := r.post("/openrouter/chat/completions", sonnetCall)
+		resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall)
 		body := readAll(t, resp)
 		if resp.StatusCode != 200 {
 			return resp.StatusCode, errType(t, body)

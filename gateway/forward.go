@@ -7,48 +7,61 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
 
-// forwardMetered is the path of every call that may cost money: shape the
-// body, price it, check tokens_per_minute, reserve, forward, settle.
+// forwardMetered is the path of every call with a body: shape the body,
+// check its fields, tools and URLs, price it, check tokens_per_minute,
+// reserve, forward, settle. Free endpoints with a body (token counting)
+// are checked the same way and forwarded without a reservation.
 func (c *call) forwardMetered(target string) {
-	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.h.maxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest, "request_too_large",
-				"request body over "+strconv.FormatInt(c.h.maxBody, 10)+" bytes")
-			return
-		}
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
+	body, ok := c.readBody()
+	if !ok {
 		return
 	}
-	s, err := shapeBody(body, c.r.URL.Path)
+	s, err := shapeBody(body, c.ep.kind)
 	if err != nil {
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
 		return
 	}
 	c.model = s.model
+	g, ok := c.bodyAllowed(&s)
+	if !ok {
+		return
+	}
+	c.bytesUp = int64(len(s.body))
+	if !c.ep.kind.metered() {
+		c.exchange(target, s.body, nil)
+		return
+	}
 	m := c.h.meter
 	if m == nil {
 		c.refuseLedger(errors.New("no meter: the ledger could not be opened at start"))
 		return
 	}
-	if key := outputLimitKey(c.r.URL.Path, c.prov.Upstream); s.maxOut == 0 && key != "" {
+	if key := outputLimitKey(c.ep.kind, c.prov.Upstream); s.maxOut == 0 && key != "" {
 		s.limitOutput(key, m.DefaultOutputLimit())
+		c.bytesUp = int64(len(s.body))
 	}
-	c.bytesUp = int64(len(s.body))
-	q, err := m.Quote(s.model, s.inputTokens(), s.maxOut*s.choices)
-	if err != nil {
-		c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(s.model))
+	var plan toolPlan
+	if c.ep.kind != kindFixed {
+		if plan, err = c.planTools(&s, g); c.refuseBody(err) {
+			return
+		}
+		c.bytesUp = int64(len(s.body))
+	}
+	q, ok := c.quote(m, &s)
+	if !ok {
 		return
 	}
+	q.MaxCostUSD += plan.reserveUSD
 	if ok, wait := c.h.tpm.take(c.name, c.prov.TokensPerMinute, q.InputTokens, c.h.clock()); !ok {
 		secs := max(1, int(math.Ceil(wait.Seconds())))
 		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -64,12 +77,110 @@ func (c *call) forwardMetered(target string) {
 	}
 	// A no-op after Settle; returns the money if anything below panics.
 	defer res.Release()
-	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens)})
+	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens), fixed: c.ep.kind == kindFixed, tools: plan})
 }
 
-// forwardFree passes bodiless GET, HEAD and DELETE calls (model lists, key
-// info, deleting a stored response) through with the key swapped and
-// nothing reserved: providers do not bill them.
+// readBody reads the request body within the gateway's bound.
+func (c *call) readBody() ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.h.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest, "request_too_large",
+				"request body over "+strconv.FormatInt(c.h.maxBody, 10)+" bytes")
+			return nil, false
+		}
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
+		return nil, false
+	}
+	return body, true
+}
+
+// quote prices the call's worst case: at the dearest of the models it
+// names (OpenRouter's models list falls back to any of them), with output
+// multiplied by the choices generated, or the declared price of a policy
+// endpoint.
+func (c *call) quote(m *meter.Meter, s *shaped) (meter.Quote, bool) {
+	if c.ep.kind == kindFixed {
+		name := "endpoint " + c.r.Method + " " + c.ep.glob.String()
+		return meter.Quote{Model: name, PriceKey: name, MaxCostUSD: c.ep.price}, true
+	}
+	out := s.maxOut*s.choices + s.reasoning
+	if c.ep.kind == kindEmbeddings {
+		out = meter.NoOutput
+	}
+	// One-hour cache writes cost more than any other input; a body that
+	// may ask for them is reserved at that rate.
+	long := c.format == meter.FormatAnthropic && bytes.Contains(s.body, []byte(`"1h"`))
+	var best meter.Quote
+	for i, model := range append([]string{s.model}, s.models...) {
+		q, err := m.QuoteCall(meter.Call{Model: model, InputTokens: s.inputTokens(), OutputTokens: out,
+			CacheWrite1h: long, Priority: s.priority})
+		var te *meter.TierError
+		if errors.As(err, &te) {
+			c.refuse(http.StatusForbidden, policy.ReasonFieldNotAllowed, "field_not_allowed", err.Error(), "field", "service_tier")
+			return meter.Quote{}, false
+		}
+		if err != nil {
+			c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(model))
+			return meter.Quote{}, false
+		}
+		if i == 0 || q.MaxCostUSD > best.MaxCostUSD {
+			best = q
+		}
+	}
+	return best, true
+}
+
+// bodyAllowed checks the body's fields, tools and URLs, and answers the
+// refusal when one fails.
+func (c *call) bodyAllowed(s *shaped) (grants, bool) {
+	g := grants{provider: c.name, format: c.format, fields: c.prov.AllowFields, tools: c.prov.AllowTools}
+	if c.h.policy != nil {
+		if p := c.h.policy(); p != nil {
+			g.decide, g.pol = p.Decide, p
+		}
+	}
+	var err error
+	if c.format == meter.FormatAnthropic {
+		err = checkBetas(c.r.Header.Values("Anthropic-Beta"), g)
+	}
+	if err == nil && c.ep.kind != kindFixed {
+		err = checkFields(c.ep.kind, s.members, g)
+	}
+	if err == nil {
+		err = checkReach(s.body, s.members, s.model, g)
+	}
+	if !c.refuseBody(err) {
+		return g, true
+	}
+	return g, false
+}
+
+// refuseBody answers a body check's refusal; false when err is nil.
+func (c *call) refuseBody(err error) bool {
+	var fe *fieldError
+	var re *reachError
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &fe) && fe.tool:
+		c.refuse(http.StatusForbidden, policy.ReasonToolNotAllowed, "tool_not_allowed", fe.msg, "tool", logSafe(fe.field))
+	case errors.As(err, &fe):
+		c.refuse(http.StatusForbidden, policy.ReasonFieldNotAllowed, "field_not_allowed", fe.msg, "field", logSafe(fe.field))
+	case errors.As(err, &re) && re.reason == policy.ReasonBadRequest:
+		c.refuse(http.StatusBadRequest, re.reason, "invalid_request_error", re.msg)
+	case errors.As(err, &re):
+		c.refuse(http.StatusForbidden, re.reason, re.reason.String(), re.msg)
+	default:
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
+	}
+	return true
+}
+
+// forwardFree passes a bodiless GET of the endpoint table (model lists,
+// key info) through with the key swapped and nothing reserved: providers
+// do not bill them.
 func (c *call) forwardFree(target string) {
 	if c.r.ContentLength != 0 {
 		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", c.r.Method+" with a body is not forwarded")
@@ -82,7 +193,9 @@ func (c *call) forwardFree(target string) {
 type meterState struct {
 	q     meter.Quote
 	res   *meter.Reservation
-	limit int64 // the stream guard's cut, in estimated output tokens
+	limit int64    // the stream guard's cut, in estimated output tokens
+	fixed bool     // a declared price per call: charged as declared
+	tools toolPlan // granted per-use tools: their fees
 }
 
 // exchange sends the call upstream and streams the answer back. The
@@ -92,6 +205,10 @@ type meterState struct {
 func (c *call) exchange(target string, body []byte, ms *meterState) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(c.r.Context()))
 	defer cancel()
+	// Once the request headers are on the wire the provider may run and
+	// bill the call, whatever happens to the answer.
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
 	req, err := http.NewRequestWithContext(ctx, c.r.Method, target, bytes.NewReader(body))
 	if err != nil {
 		c.release(ms)
@@ -110,7 +227,7 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	defer func() { stop(); d.finish() }()
 	resp, err := c.h.transport.RoundTrip(req)
 	if err != nil {
-		c.roundTripFailed(ms, d, err)
+		c.roundTripFailed(ms, d, sent.Load(), err)
 		return
 	}
 	defer resp.Body.Close()
@@ -136,11 +253,12 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	c.logDone(resp.StatusCode, n, cost, estimated, note)
 }
 
-// roundTripFailed handles a call that got no response. If the agent had
-// left and egressd cut the wait, the provider may have run (and billed)
-// the call: its estimated input is charged. Otherwise nothing is.
-func (c *call) roundTripFailed(ms *meterState, d *drainer, err error) {
-	if !d.gone() {
+// roundTripFailed handles a call that got no response. One that never
+// reached the provider (the connection or the request write failed first)
+// is released. One the provider may have received is charged its full
+// reservation as an estimate: its usage will never arrive.
+func (c *call) roundTripFailed(ms *meterState, d *drainer, sent bool, err error) {
+	if !sent && !d.gone() {
 		c.release(ms)
 		c.upstreamFailed(err)
 		return
@@ -149,8 +267,14 @@ func (c *call) roundTripFailed(ms *meterState, d *drainer, err error) {
 	if ms != nil {
 		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err, false)
 	}
-	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
-	c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
+	if d.gone() {
+		c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
+		c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
+		return
+	}
+	c.upstreamFailed(err) // answers the agent and records the decision
+	c.logDone(http.StatusBadGateway, 0, cost, ms != nil,
+		"the provider may have received the call but its answer never came: charged its reservation")
 }
 
 // upstreamHeaders copies the agent's headers minus hop-by-hop ones and

@@ -6,10 +6,15 @@
 // back unbuffered while reading its usage, then settles the real cost.
 //
 // Order of checks, one place: route → agent token → provider key present
-// → body bounds and shape → output limit (sent when the agent named none)
-// → price (unknown_model) → tokens_per_minute → ledger and budget
-// reservation → forward → stream guard. Every refusal is answered in the
-// provider's own error shape and logged once (declog + slog).
+// → canonical path → endpoint table (endpoints.go: endpoint_not_allowed)
+// → body bounds and shape → request fields (fields.go: field_not_allowed)
+// → provider-run tools and fetched URLs (reach.go: tool_not_allowed, the
+// proxy's reasons) → output limit (sent when the agent named none) →
+// granted tools' bounds and fees (tools.go) → price (unknown_model) →
+// tokens_per_minute → ledger and budget reservation → forward → stream
+// guard → settle (an unknown outcome is charged the full reservation).
+// Every refusal is answered in the provider's own error shape and logged
+// once (declog + slog), before anything reaches the provider.
 //
 // The reservation is on disk before the forward (meter.Reserve returns
 // once the ledger write that carries it is done; concurrent calls share
@@ -46,6 +51,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/canonpath"
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
@@ -64,6 +70,10 @@ type Config struct {
 	// the daemon passes func() { return pol().Config().Providers }.
 	// nil = no providers: every request is 404.
 	Providers func() map[string]policy.ProviderConfig
+	// Policy judges the URLs a request body asks the provider to fetch,
+	// as the proxy would judge the agent fetching them itself; the daemon
+	// passes the policy holder. nil = every such URL is refused.
+	Policy func() *policy.Policy
 	// Meter prices and caps spend. nil = metered calls are refused with
 	// ledger_unavailable (the ledger could not be opened).
 	Meter *meter.Meter
@@ -85,13 +95,15 @@ type Config struct {
 	// agent went away, waiting for the usage. 0 = 2 minutes.
 	DrainTimeout time.Duration
 	// MaxDrains bounds concurrent drains; beyond it the upstream is cut
-	// at once and the call charged an estimate. 0 = 16.
+	// at once and the call charged its reservation if no usage arrived.
+	// 0 = 16.
 	MaxDrains int
 }
 
 // Handler is the gateway's http.Handler. Safe for concurrent use.
 type Handler struct {
 	providers func() map[string]policy.ProviderConfig
+	policy    func() *policy.Policy
 	meter     *meter.Meter
 	rec       declog.Recorder
 	env       func(string) string
@@ -111,7 +123,7 @@ type Handler struct {
 // New returns a gateway handler for cfg.
 func New(cfg Config) *Handler {
 	h := &Handler{
-		providers: cfg.Providers, meter: cfg.Meter, rec: cfg.Recorder, env: cfg.Env,
+		providers: cfg.Providers, policy: cfg.Policy, meter: cfg.Meter, rec: cfg.Recorder, env: cfg.Env,
 		transport: cfg.Transport, log: cfg.Logger, clock: cfg.Clock,
 		maxBody: cfg.MaxBodyBytes, drainFor: cfg.DrainTimeout,
 	}
@@ -186,6 +198,7 @@ type call struct {
 	client  string
 	model   string
 	bytesUp int64
+	ep      endpoint // the endpoint table row the call matched
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -213,12 +226,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"egressd holds no key for provider "+name+": set the environment variable named by providers."+name+".api_key_env in egressd's environment")
 		return
 	}
-	target, err := upstreamURL(prov.Upstream, escapedRest(r.URL.EscapedPath()), r.URL.RawQuery)
+	rest, err := canonpath.Clean(escapedRest(r.URL.EscapedPath()))
 	if err != nil {
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
+		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "invalid path: "+err.Error())
 		return
 	}
-	if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodDelete {
+	base, full, err := upstreamPath(prov.Upstream, rest)
+	if err != nil {
+		c.refuse(http.StatusBadGateway, policy.ReasonBadRequest, "gateway_misconfigured", "provider "+name+": "+err.Error())
+		return
+	}
+	e, fwd, ok := lookup(f, prov.Endpoints, r.Method, full)
+	if !ok {
+		c.refuse(http.StatusForbidden, policy.ReasonEndpointNotAllowed, "endpoint_not_allowed",
+			"egressd does not forward "+logSafe(r.Method)+" "+quote(rest)+" to provider "+name+
+				": it is not metered (not in the gateway's endpoint table of calls whose cost egressd can reserve and settle)",
+			"method", logSafe(r.Method), "path", logSafe(rest))
+		return
+	}
+	c.ep = e
+	target := base + fwd
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	if r.Method == http.MethodGet {
 		c.forwardFree(target)
 		return
 	}

@@ -79,7 +79,7 @@ func TestKeyNeverReachesClient(t *testing.T) {
 		w.Header().Set("X-Echo", "you sent "+got)
 		w.Header().Set("X-Debug-"+got, "1")
 		switch {
-		case strings.Contains(r.URL.Path, "error"):
+		case strings.Contains(r.URL.RawQuery, "error"):
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			w.Write([]byte(`{"error":{"message":"Incorrect API key provided: ` + got + `. Really: ` + got + `","type":"invalid_request_error"}}`))
@@ -92,9 +92,9 @@ func TestKeyNeverReachesClient(t *testing.T) {
 	}
 	r := newRig(t, echo)
 	cases := []struct{ path, body string }{
-		{"/openrouter/error/chat/completions", `{"model":"gpt-4o-mini"}`},
-		{"/openrouter/chat/completions", `{"model":"gpt-4o-mini","stream":true}`},
-		{"/anthropic/error/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5}`},
+		{"/openrouter/api/v1/chat/completions?error=1", `{"model":"gpt-4o-mini"}`},
+		{"/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true}`},
+		{"/anthropic/v1/messages?error=1", `{"model":"claude-sonnet-4-5","max_tokens":5}`},
 		{"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"stream":true}`},
 	}
 	for _, c := range cases {
@@ -115,7 +115,7 @@ func TestKeyNeverReachesClient(t *testing.T) {
 				t.Errorf("upstream %s got the agent token in %s", s.Path, k)
 			}
 		}
-		anth := strings.HasPrefix(s.Path, "/error/v1") || strings.HasPrefix(s.Path, "/v1/")
+		anth := strings.HasPrefix(s.Path, "/v1/messages")
 		if anth && (s.Header.Get("X-Api-Key") != realKey || s.Header.Get("Authorization") != "") {
 			t.Errorf("anthropic upstream %s: x-api-key %q authorization %q, want the key in x-api-key only",
 				s.Path, s.Header.Get("X-Api-Key"), s.Header.Get("Authorization"))
@@ -140,15 +140,15 @@ func TestAuthAndRouting(t *testing.T) {
 		wantReason policy.Reason
 		wantType   string
 	}{
-		{"no token", "/openrouter/chat/completions", []string{"Authorization", ""}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"wrong bearer", "/openrouter/chat/completions", []string{"Authorization", "Bearer nope"}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"real key as token", "/openrouter/chat/completions", []string{"Authorization", "Bearer " + realKey}, 401, policy.ReasonUnauthorized, "authentication_error"},
+		{"no token", "/openrouter/api/v1/chat/completions", []string{"Authorization", ""}, 401, policy.ReasonUnauthorized, "authentication_error"},
+		{"wrong bearer", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer nope"}, 401, policy.ReasonUnauthorized, "authentication_error"},
+		{"real key as token", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer " + realKey}, 401, policy.ReasonUnauthorized, "authentication_error"},
 		{"wrong x-api-key", "/anthropic/v1/messages", []string{"X-Api-Key", "nope"}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"x-api-key on openai format", "/openrouter/chat/completions", []string{"Authorization", "", "X-Api-Key", agentToken}, 200, policy.ReasonAllowlisted, ""},
+		{"x-api-key on openai format", "/openrouter/api/v1/chat/completions", []string{"Authorization", "", "X-Api-Key", agentToken}, 200, policy.ReasonAllowlisted, ""},
 		{"bearer on anthropic format", "/anthropic/v1/messages", []string{"X-Api-Key", "", "Authorization", "Bearer " + agentToken}, 200, policy.ReasonAllowlisted, ""},
 		{"unknown provider", "/evil/chat/completions", nil, 404, policy.ReasonNotAllowlisted, "not_found_error"},
 		{"root", "/", nil, 404, policy.ReasonNotAllowlisted, "not_found_error"},
-		{"no provider key in env", "/nokey/chat/completions", nil, 503, policy.ReasonUnauthorized, "gateway_misconfigured"},
+		{"no provider key in env", "/nokey/api/v1/chat/completions", nil, 503, policy.ReasonUnauthorized, "gateway_misconfigured"},
 		{"no agent token in env", "/notoken/chat/completions", nil, 503, policy.ReasonUnauthorized, "gateway_misconfigured"},
 		{"dot segments", "/openai/x/%2e%2e/%2e%2e/chat/completions", nil, 400, policy.ReasonBadRequest, "invalid_request_error"},
 	}

@@ -142,7 +142,7 @@ func TestStreamWithinTheMarginIsNotCut(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, stream)
 	})
-	resp := r.post("/openrouter/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","stream":true,"max_tokens":100}`)
+	resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","stream":true,"max_tokens":100}`)
 	if got := readAll(t, resp); string(got) != stream {
 		t.Fatalf("got %q, want the provider's stream unchanged", got)
 	}
@@ -162,7 +162,7 @@ func TestOvershootChargedLoggedAndCapCloses(t *testing.T) {
 		func(c *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) {
 			c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		})
-	if resp := r.post("/openrouter/chat/completions", sonnetCall); resp.StatusCode != 200 {
+	if resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall); resp.StatusCode != 200 {
 		t.Fatalf("got %d, want 200", resp.StatusCode)
 	}
 	u := r.rec.byEvent(declog.EventUsage)
@@ -180,7 +180,7 @@ func TestOvershootChargedLoggedAndCapCloses(t *testing.T) {
 			t.Errorf("logs lack %q:\n%s", want, out)
 		}
 	}
-	resp := r.post("/openrouter/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":1}`)
+	resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":1}`)
 	if body := readAll(t, resp); resp.StatusCode != 429 || errType(t, body) != "budget_exceeded" {
 		t.Errorf("next call: got %d %s, want 429 budget_exceeded", resp.StatusCode, body)
 	}
@@ -270,7 +270,7 @@ func TestJSONBodyPastTheGuardIsNotCut(t *testing.T) {
 		io.WriteString(w, answer)
 	})
 	body := `{"model":"anthropic/claude-sonnet-4.5","max_tokens":100}`
-	resp := r.post("/openrouter/chat/completions", body)
+	resp := r.post("/openrouter/api/v1/chat/completions", body)
 	if got := readAll(t, resp); string(got) != answer {
 		t.Fatalf("got %d bytes, want the provider's %d unchanged", len(got), len(answer))
 	}

@@ -145,6 +145,18 @@ func withClock(c *testClock) rigOpt {
 	return func(cfg *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) { cfg.Clock = c.now }
 }
 
+// withPolicy gives the gateway an egress policy (to judge the URLs a
+// body asks the provider to fetch), loaded from YAML after "version: 1".
+func withPolicy(t *testing.T, yaml string) rigOpt {
+	p, err := policy.LoadBytes([]byte("version: 1\n"+yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(cfg *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) {
+		cfg.Policy = func() *policy.Policy { return p }
+	}
+}
+
 // testClock is a settable clock.
 type testClock struct {
 	mu sync.Mutex

@@ -36,23 +36,20 @@ import (
 // limit the cap cannot cover is refused at reservation). A null or zero
 // limit counts as none and is replaced.
 
-// outputLimitKey names the limit parameter for a call to path on upstream,
-// or "" for an endpoint that takes none. path is the agent's decoded path;
-// trailing slashes and case are ignored so that a spelling the provider
-// may accept cannot skip the limit.
-func outputLimitKey(path, upstream string) string {
-	p := strings.ToLower(strings.TrimRight(path, "/"))
-	switch {
-	case strings.HasSuffix(p, "/messages"):
+// outputLimitKey names the limit parameter for a call of kind k to
+// upstream, or "" for an endpoint that takes none.
+func outputLimitKey(k kind, upstream string) string {
+	switch k {
+	case kindMessages:
 		return "max_tokens"
-	case strings.HasSuffix(p, "/responses"):
+	case kindResponses:
 		return "max_output_tokens"
-	case strings.HasSuffix(p, "/chat/completions"):
+	case kindChat:
 		if openAIHost(upstream) {
 			return "max_completion_tokens"
 		}
 		return "max_tokens"
-	case strings.HasSuffix(p, "/completions"):
+	case kindCompletions:
 		return "max_tokens"
 	}
 	return ""

@@ -13,23 +13,25 @@ import (
 )
 
 func TestOutputLimitKey(t *testing.T) {
-	tests := []struct{ path, upstream, want string }{
-		{"/anthropic/v1/messages", "https://api.anthropic.com", "max_tokens"},
-		{"/openai/v1/responses", "https://api.openai.com/v1", "max_output_tokens"},
-		{"/openai/v1/chat/completions", "https://api.openai.com", "max_completion_tokens"},
-		{"/azure/openai/deployments/o3/chat/completions", "https://acme.openai.azure.com", "max_completion_tokens"},
-		{"/openrouter/api/v1/chat/completions", "https://openrouter.ai", "max_tokens"},
-		{"/nous/v1/chat/completions", "https://inference-api.nousresearch.com", "max_tokens"},
-		{"/evil/v1/chat/completions", "https://api.openai.com.evil.example", "max_tokens"},
-		{"/openrouter/api/v1/Chat/Completions/", "https://openrouter.ai", "max_tokens"},
-		{"/openai/v1/completions", "https://api.openai.com", "max_tokens"},
-		{"/openai/v1/embeddings", "https://api.openai.com", ""},
-		{"/anthropic/v1/messages/count_tokens", "https://api.anthropic.com", ""},
-		{"/openai/v1/responses/resp_1/input_items", "https://api.openai.com", ""},
+	tests := []struct {
+		k              kind
+		upstream, want string
+	}{
+		{kindMessages, "https://api.anthropic.com", "max_tokens"},
+		{kindResponses, "https://api.openai.com/v1", "max_output_tokens"},
+		{kindChat, "https://api.openai.com", "max_completion_tokens"},
+		{kindChat, "https://acme.openai.azure.com", "max_completion_tokens"},
+		{kindChat, "https://openrouter.ai", "max_tokens"},
+		{kindChat, "https://inference-api.nousresearch.com", "max_tokens"},
+		{kindChat, "https://api.openai.com.evil.example", "max_tokens"},
+		{kindCompletions, "https://api.openai.com", "max_tokens"},
+		{kindEmbeddings, "https://api.openai.com", ""},
+		{kindFree, "https://api.anthropic.com", ""},
+		{kindFixed, "https://api.openai.com", ""},
 	}
 	for _, tt := range tests {
-		if got := outputLimitKey(tt.path, tt.upstream); got != tt.want {
-			t.Errorf("outputLimitKey(%q, %q) = %q, want %q", tt.path, tt.upstream, got, tt.want)
+		if got := outputLimitKey(tt.k, tt.upstream); got != tt.want {
+			t.Errorf("outputLimitKey(%v, %q) = %q, want %q", tt.k, tt.upstream, got, tt.want)
 		}
 	}
 }
@@ -49,10 +51,10 @@ func TestOutputLimitInjected(t *testing.T) {
 		{"responses", "/openai/responses", `{"model":"gpt-4.1","input":"hi"}`, "max_output_tokens", 777, false},
 		{"anthropic", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","messages":[]}`, "max_tokens", 777, false},
 		{"null limit replaced, not duplicated", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":null,"messages":[]}`, "max_tokens", 777, false},
-		{"zero limit replaced", "/openrouter/chat/completions", `{"model":"gpt-4o-mini","max_tokens":0,"max_completion_tokens":null}`, "max_tokens", 777, false},
-		{"agent's max_tokens kept", "/openrouter/chat/completions", `{"model":"gpt-4o-mini","max_tokens":100000,"messages":[]}`, "max_tokens", 100000, true},
+		{"zero limit replaced", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":0,"max_completion_tokens":null}`, "max_tokens", 777, false},
+		{"agent's max_tokens kept", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":100000,"messages":[]}`, "max_tokens", 100000, true},
 		{"agent's small limit kept", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5}`, "max_tokens", 5, true},
-		{"agent's max_completion_tokens kept", "/openrouter/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":9}`, "max_completion_tokens", 9, true},
+		{"agent's max_completion_tokens kept", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":9}`, "max_completion_tokens", 9, true},
 		{"embeddings untouched", "/openai/embeddings", `{"model":"gpt-4o-mini","input":"hi"}`, "", 0, true},
 	}
 	r := newRig(t, openRouterJSON(0.0001, 1, 1), withBudget(func(b *policy.BudgetConfig) { b.DefaultMaxTokens = 777 }))
@@ -136,10 +138,10 @@ func TestInjectedLimitIsReservedPerChoice(t *testing.T) {
 	r := newRig(t, openRouterJSON(0.0001, 1, 1), withBudget(func(b *policy.BudgetConfig) {
 		b.DefaultMaxTokens, b.CapUSD = 1000, 0.001
 	}))
-	if resp := r.post("/openrouter/chat/completions", `{"model":"gpt-4o-mini"}`); resp.StatusCode != 200 {
+	if resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini"}`); resp.StatusCode != 200 {
 		t.Fatalf("one choice: got %d, want 200", resp.StatusCode)
 	}
-	resp := r.post("/openrouter/chat/completions", `{"model":"gpt-4o-mini","n":3}`)
+	resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","n":3}`)
 	if body := readAll(t, resp); resp.StatusCode != 429 || errType(t, body) != "budget_exceeded" {
 		t.Errorf("three choices: got %d %s, want 429 budget_exceeded", resp.StatusCode, body)
 	}

@@ -100,13 +100,14 @@ func FuzzMediaTokens(f *testing.F) {
 // refused once it carries two images by URL, which its bytes do not show.
 func TestMediaPartsRaiseTheReservation(t *testing.T) {
 	// 8,000 image tokens at $3/M is $0.024; the text call reserves ~$0.0003.
-	r := newRig(t, openRouterJSON(0.0001, 1, 1), withBudget(func(b *policy.BudgetConfig) { b.CapUSD = 0.01 }))
+	r := newRig(t, openRouterJSON(0.0001, 1, 1), withBudget(func(b *policy.BudgetConfig) { b.CapUSD = 0.01 }),
+		withPolicy(t, "allow: [{host: example.com}]\n"))
 	text := `{"model":"anthropic/claude-sonnet-4.5","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"compare"}%s]}]}`
-	if resp := r.post("/openrouter/chat/completions", strings.Replace(text, "%s", "", 1)); resp.StatusCode != 200 {
+	if resp := r.post("/openrouter/api/v1/chat/completions", strings.Replace(text, "%s", "", 1)); resp.StatusCode != 200 {
 		t.Fatalf("text only: got %d, want 200", resp.StatusCode)
 	}
 	img := `,{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}`
-	resp := r.post("/openrouter/chat/completions", strings.Replace(text, "%s", img+img, 1))
+	resp := r.post("/openrouter/api/v1/chat/completions", strings.Replace(text, "%s", img+img, 1))
 	if body := readAll(t, resp); resp.StatusCode != http.StatusTooManyRequests || errType(t, body) != "budget_exceeded" {
 		t.Errorf("with two images: got %d %s, want 429 budget_exceeded", resp.StatusCode, body)
 	}
@@ -126,7 +127,7 @@ func BenchmarkShapeBody(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := shapeBody(body, "/v1/chat/completions"); err != nil {
+				if _, err := shapeBody(body, kindChat); err != nil {
 					b.Fatal(err)
 				}
 			}

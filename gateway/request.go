@@ -9,6 +9,8 @@ import (
 	"math"
 	"net/url"
 	"strings"
+
+	"github.com/egressd/egressd/internal/canonpath"
 )
 
 // BytesPerInputToken is how the input of a call is estimated before it is
@@ -37,6 +39,9 @@ type shaped struct {
 	addedOpts bool     // stream_options.include_usage was set by egressd
 	addedMax  string   // the output limit key egressd set; "" = the agent's own
 	media     int64    // tokens media parts add beyond their bytes
+	models    []string // OpenRouter's models fallback list
+	reasoning int64    // OpenRouter reasoning.max_tokens, reserved on top of the output limit
+	priority  bool     // service_tier: priority, priced at the model's multiplier
 }
 
 // inputTokens is the pre-send estimate of the call's input.
@@ -54,7 +59,7 @@ type member struct {
 // the provider cannot read it differently (one object, no top-level keys
 // duplicated even ignoring case, nothing after it), extracts what metering needs, and for
 // Chat Completions streams makes sure the final usage chunk is asked for.
-func shapeBody(body []byte, path string) (shaped, error) {
+func shapeBody(body []byte, k kind) (shaped, error) {
 	members, err := topLevel(body)
 	if err != nil {
 		return shaped{}, err
@@ -78,17 +83,39 @@ func shapeBody(body []byte, path string) (shaped, error) {
 				return shaped{}, err
 			}
 			s.maxOut = max(s.maxOut, n)
-		case "n":
+		case "n", "best_of":
+			// Legacy Completions generate and bill best_of candidates and
+			// return n of them: the larger of the two is what is generated.
 			n, err := positiveInt(m.raw, m.key)
 			if err != nil {
 				return shaped{}, err
 			}
-			s.choices = min(max(n, 1), maxChoices)
+			s.choices = max(s.choices, min(n, maxChoices))
+		case "models":
+			if string(m.raw) != "null" && json.Unmarshal(m.raw, &s.models) != nil {
+				return shaped{}, errors.New(`"models" must be a list of model names`)
+			}
+		case "reasoning":
+			var r struct {
+				MaxTokens json.RawMessage `json:"max_tokens"`
+			}
+			if json.Unmarshal(m.raw, &r) != nil {
+				return shaped{}, errors.New(`"reasoning" must be an object`)
+			}
+			if len(r.MaxTokens) > 0 {
+				if s.reasoning, err = positiveInt(r.MaxTokens, "reasoning.max_tokens"); err != nil {
+					return shaped{}, err
+				}
+			}
 		case "stream_options":
 			optsAt = i
+		case "service_tier":
+			var tier string
+			_ = json.Unmarshal(m.raw, &tier)
+			s.priority = strings.EqualFold(tier, "priority")
 		}
 	}
-	if s.stream && strings.HasSuffix(path, "/chat/completions") {
+	if s.stream && k == kindChat {
 		if members, s.addedOpts, err = withIncludeUsage(members, optsAt); err != nil {
 			return shaped{}, err
 		}
@@ -196,29 +223,25 @@ func encodeObject(ms []member) []byte {
 	return b.Bytes()
 }
 
-// upstreamURL joins the provider's upstream with the escaped request path
-// and query. Dot segments are refused so that a path cannot climb out of
-// an upstream base path.
-func upstreamURL(upstream, escapedRest, rawQuery string) (string, error) {
+// upstreamPath splits the provider's upstream into its scheme and host
+// (base) and the full canonical path of a call: the upstream's own path
+// followed by rest, the canonical path the agent sent after /<provider>.
+func upstreamPath(upstream, rest string) (base, full string, err error) {
 	u, err := url.Parse(upstream)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return "", fmt.Errorf("provider upstream %q is not an http(s) URL", upstream)
+		return "", "", fmt.Errorf("upstream %q is not an http(s) URL", upstream)
 	}
-	dec, err := url.PathUnescape(escapedRest)
-	if err != nil {
-		return "", fmt.Errorf("invalid path: %w", err)
-	}
-	for _, seg := range strings.Split(dec, "/") {
-		if seg == "." || seg == ".." {
-			return "", errors.New("invalid path: dot segments are not forwarded")
+	prefix := ""
+	if p := u.EscapedPath(); p != "" && p != "/" {
+		if prefix, err = canonpath.Clean(p); err != nil {
+			return "", "", fmt.Errorf("upstream %q: %w", upstream, err)
 		}
 	}
-	base := strings.TrimSuffix(u.EscapedPath(), "/")
-	out := u.Scheme + "://" + u.Host + base + escapedRest
-	if rawQuery != "" {
-		out += "?" + rawQuery
+	full = prefix + rest
+	if rest == "/" && prefix != "" {
+		full = prefix
 	}
-	return out, nil
+	return u.Scheme + "://" + u.Host, full, nil
 }
 
 // escapedRest is the request's escaped path after "/<provider>".

@@ -10,12 +10,9 @@ import (
 	"github.com/egressd/egressd/meter"
 )
 
-// BytesPerOutputToken is the floor of the estimate charged for a call
-// whose provider never reported usage: the bytes it sent over this, up to
-// the call's reserved output. Streams carry far more framing than text
-// (an SSE chunk is ~150 bytes for a few tokens), so this stands in for
-// output the stream does not show (hidden reasoning) without charging
-// more than was reserved for it.
+// BytesPerOutputToken turns the bytes a call without usage streamed into
+// the output tokens its usage entry records (up to the reserved output);
+// the charge itself is at least the reservation (estimate).
 const BytesPerOutputToken = 4
 
 // settle charges the call: the provider's usage when it arrived, an
@@ -28,6 +25,9 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 	}
 	u, state := ex.Result()
 	ok := status >= 200 && status < 300
+	if ms.fixed {
+		return c.settleFixed(ms, ok)
+	}
 	seen := ex.OutputTokensSeen()
 	past := cut
 	switch {
@@ -35,12 +35,13 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 		c.release(ms)
 		return 0, false, ""
 	case state == meter.UsageFinal:
+		u.FeesUSD = ms.tools.feesFor(u)
 		cost = meter.Cost(ms.q.Price, u)
 	default:
 		past = cut || seen > ms.limit
-		u, cost = estimate(ms, u, state, ex.Bytes(), seen, past)
+		u, cost = estimate(ms, u, state, ex.Bytes(), seen)
 		estimated = true
-		note = "no final usage from the provider: charged an estimate"
+		note = "no final usage from the provider: charged its full reservation as an estimate"
 	}
 	if cut {
 		note = joinNote(note, fmt.Sprintf("output passed the %d tokens reserved (about %d seen, guard at %d): the stream was cut",
@@ -66,15 +67,35 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 	return cost, estimated, note
 }
 
+// settleFixed charges a policy endpoint its declared price, unless the
+// provider refused the call.
+func (c *call) settleFixed(ms *meterState, ok bool) (float64, bool, string) {
+	if !ok {
+		c.release(ms)
+		return 0, false, ""
+	}
+	cost := ms.res.USD()
+	crossed, err := ms.res.Settle(cost, meter.Usage{}, false)
+	c.recordUsage(meter.Usage{}, cost, false, false)
+	if crossed {
+		c.recordWarn()
+	}
+	if err != nil {
+		return cost, false, "ledger write failed"
+	}
+	return cost, false, ""
+}
+
 // estimate builds a usage for a call whose provider never sent a final
-// figure: input as reported (Anthropic's message_start) or as estimated
-// before sending; output the larger of what was seen (the meter's output
-// estimate) and the byte floor. Within the stream guard's margin the cost
-// is capped at the reservation, the call's declared worst case, unless
-// reported input alone already costs more; past the guard (past) the
-// evidence is that more was generated than reserved, and all of it is
-// charged.
-func estimate(ms *meterState, got meter.Usage, state meter.Completeness, n, seen int64, past bool) (meter.Usage, float64) {
+// figure (the agent hung up, the drain was cut or had no slot, the
+// upstream broke, the stream was cut): input as reported (Anthropic's
+// message_start) or as estimated before sending; output the larger of
+// what was seen and the byte floor. The call is charged its full
+// reservation, the worst case it was admitted for, or more when the
+// evidence (output past the guard, reported input) says it cost more:
+// never a smaller figure inferred from what happened to stream, since
+// what the provider generated after the cut is unknown.
+func estimate(ms *meterState, got meter.Usage, state meter.Completeness, n, seen int64) (meter.Usage, float64) {
 	u := got
 	u.HasCost, u.CostUSD = false, 0
 	if state == meter.UsageNone {
@@ -82,16 +103,7 @@ func estimate(ms *meterState, got meter.Usage, state meter.Completeness, n, seen
 	}
 	floor := min((n+BytesPerOutputToken-1)/BytesPerOutputToken, ms.q.OutputTokens)
 	u.OutputTokens = max(u.OutputTokens, floor, seen)
-	cost := meter.Cost(ms.q.Price, u)
-	if past {
-		return u, cost
-	}
-	known := 0.0
-	if state != meter.UsageNone {
-		known = meter.Cost(ms.q.Price, meter.Usage{InputTokens: u.InputTokens,
-			CacheReadTokens: u.CacheReadTokens, CacheWriteTokens: u.CacheWriteTokens})
-	}
-	return u, min(cost, max(ms.res.USD(), known))
+	return u, max(meter.Cost(ms.q.Price, u), ms.res.USD())
 }
 
 func joinNote(a, b string) string {

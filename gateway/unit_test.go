@@ -51,7 +51,7 @@ func TestShapeBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := shapeBody([]byte(tt.body), tt.path)
+			s, err := shapeBody([]byte(tt.body), pathKind(tt.path))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
@@ -81,7 +81,7 @@ func TestShapeBody(t *testing.T) {
 
 func TestBodyTooLarge(t *testing.T) {
 	r := newRig(t, openRouterJSON(0.001, 1, 1), func(c *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) { c.MaxBodyBytes = 64 })
-	resp := r.post("/openrouter/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","messages":[{"content":"`+strings.Repeat("x", 100)+`"}]}`)
+	resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","messages":[{"content":"`+strings.Repeat("x", 100)+`"}]}`)
 	if body := readAll(t, resp); resp.StatusCode != http.StatusRequestEntityTooLarge || errType(t, body) != "request_too_large" {
 		t.Errorf("got %d %s, want 413 request_too_large", resp.StatusCode, body)
 	}
@@ -90,28 +90,43 @@ func TestBodyTooLarge(t *testing.T) {
 	}
 }
 
-func TestUpstreamURL(t *testing.T) {
-	tests := []struct{ upstream, rest, query, want, wantErr string }{
-		{"https://openrouter.ai", "/api/v1/chat/completions", "", "https://openrouter.ai/api/v1/chat/completions", ""},
-		{"https://api.openai.com/v1/", "/responses", "a=1", "https://api.openai.com/v1/responses?a=1", ""},
-		{"https://h", "/a%2Fb", "", "https://h/a%2Fb", ""},
-		{"https://h/base", "/../x", "", "", "dot segments"},
-		{"https://h/base", "/%2e%2e/x", "", "", "dot segments"},
+func TestUpstreamPath(t *testing.T) {
+	tests := []struct{ upstream, rest, wantBase, wantFull, wantErr string }{
+		{"https://openrouter.ai", "/api/v1/chat/completions", "https://openrouter.ai", "/api/v1/chat/completions", ""},
+		{"https://openrouter.ai/api/v1", "/chat/completions", "https://openrouter.ai", "/api/v1/chat/completions", ""},
+		{"https://api.openai.com/v1/", "/responses", "https://api.openai.com", "/v1/responses", ""},
+		{"https://api.openai.com//v1", "/models", "https://api.openai.com", "/v1/models", ""},
+		{"https://h/base", "/", "https://h", "/base", ""},
+		{"https://h", "/", "https://h", "/", ""},
+		{"https://h/a/../b", "/x", "", "", ". or .. segment"},
 		{"ftp://h", "/x", "", "", "not an http(s) URL"},
 		{"https://", "/x", "", "", "not an http(s) URL"},
 	}
 	for _, tt := range tests {
-		got, err := upstreamURL(tt.upstream, tt.rest, tt.query)
+		base, full, err := upstreamPath(tt.upstream, tt.rest)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("%s + %s: got %q, %v, want error %q", tt.upstream, tt.rest, got, err, tt.wantErr)
+				t.Errorf("%s + %s: got %q %q, %v, want error %q", tt.upstream, tt.rest, base, full, err, tt.wantErr)
 			}
 			continue
 		}
-		if err != nil || got != tt.want {
-			t.Errorf("%s + %s: got %q, %v, want %q", tt.upstream, tt.rest, got, err, tt.want)
+		if err != nil || base != tt.wantBase || full != tt.wantFull {
+			t.Errorf("%s + %s: got %q %q, %v, want %q %q", tt.upstream, tt.rest, base, full, err, tt.wantBase, tt.wantFull)
 		}
 	}
+}
+
+// pathKind is the endpoint kind of an OpenAI- or Anthropic-shaped path,
+// for tests of the body parser.
+func pathKind(p string) kind {
+	for _, tab := range [][]endpoint{openAIEndpoints, anthropicEndpoints} {
+		for _, e := range tab {
+			if e.method == "POST" && e.glob.Match(p) {
+				return e.kind
+			}
+		}
+	}
+	return kindFixed
 }
 
 // scrubAll runs the scrubber over chunks and returns what it wrote.
@@ -205,7 +220,7 @@ func FuzzShapeBody(f *testing.F) {
 		if chat {
 			path = "/v1/chat/completions"
 		}
-		s, err := shapeBody(body, path)
+		s, err := shapeBody(body, pathKind(path))
 		if err != nil {
 			return
 		}
@@ -231,7 +246,7 @@ func FuzzShapeBody(f *testing.F) {
 			return
 		}
 		s.limitOutput("max_tokens", 7)
-		again, err := shapeBody(s.body, path)
+		again, err := shapeBody(s.body, pathKind(path))
 		if err != nil || again.maxOut != 7 || again.model != s.model {
 			t.Fatalf("after injecting a limit, %q reads as max %d model %q (%v), want 7 %q", s.body, again.maxOut, again.model, err, s.model)
 		}

@@ -35,6 +35,7 @@ type Extractor struct {
 	content int64 // output bytes of the events seen (contentBytes)
 	limit   int64 // Feed's bound, in tokens; 0 = none
 	acc     wireUsage
+	items   ToolUses // tool-call output items of the final Responses answer
 	state   Completeness
 	closed  bool
 }
@@ -107,7 +108,11 @@ func (e *Extractor) Result() (Usage, Completeness) {
 			e.body = nil
 		}
 	}
-	return e.acc.normalise(e.format), e.state
+	u := e.acc.normalise(e.format)
+	if e.format != FormatAnthropic {
+		u.Tools = e.items
+	}
+	return u, e.state
 }
 
 // usageKey is the old pre-filter, kept in front of the decode so that
@@ -139,10 +144,16 @@ type probe struct {
 	Usage    *wireUsage `json:"usage"`
 	Message  *nested    `json:"message"`
 	Response *nested    `json:"response"`
+	Output   []outItem  `json:"output"` // Responses body: tool-call items
 }
 
 type nested struct {
-	Usage *wireUsage `json:"usage"`
+	Usage  *wireUsage `json:"usage"`
+	Output []outItem  `json:"output"` // Responses response.completed
+}
+
+type outItem struct {
+	Type string `json:"type"`
 }
 
 func (e *Extractor) onJSON(b []byte) {
@@ -157,8 +168,16 @@ func (e *Extractor) onJSON(b []byte) {
 		u = p.Message.Usage
 	case p.Response != nil && p.Response.Usage != nil:
 		u = p.Response.Usage
+		p.Output = p.Response.Output
 	default:
 		return
+	}
+	if p.Output != nil {
+		var t ToolUses
+		for _, it := range p.Output {
+			t.addItem(it.Type)
+		}
+		e.items = t
 	}
 	if e.format == FormatAnthropic && p.Type == "message_start" {
 		// Output so far is a placeholder; the message_delta has the total.
@@ -188,7 +207,14 @@ type wireUsage struct {
 	InputDetails     *details `json:"input_tokens_details"`
 	CacheCreation    *float64 `json:"cache_creation_input_tokens"`
 	CacheRead        *float64 `json:"cache_read_input_tokens"`
-	Cost             *float64 `json:"cost"`
+	CacheSplit       *struct {
+		OneHour *float64 `json:"ephemeral_1h_input_tokens"`
+	} `json:"cache_creation"`
+	Cost          *float64 `json:"cost"`
+	ServerToolUse *struct {
+		WebSearch *float64 `json:"web_search_requests"`
+		WebFetch  *float64 `json:"web_fetch_requests"`
+	} `json:"server_tool_use"`
 }
 
 type details struct {
@@ -213,6 +239,12 @@ func (w *wireUsage) merge(o *wireUsage) {
 	over(&w.CacheCreation, o.CacheCreation)
 	over(&w.CacheRead, o.CacheRead)
 	over(&w.Cost, o.Cost)
+	if o.CacheSplit != nil {
+		w.CacheSplit = o.CacheSplit
+	}
+	if o.ServerToolUse != nil {
+		w.ServerToolUse = o.ServerToolUse
+	}
 	if o.PromptDetails != nil && o.PromptDetails.CachedTokens != nil {
 		w.PromptDetails = o.PromptDetails
 	}
@@ -230,7 +262,13 @@ func (w *wireUsage) normalise(f Format) Usage {
 		u.InputTokens = tokens(w.InputTokens)
 		u.CacheReadTokens = tokens(w.CacheRead)
 		u.CacheWriteTokens = tokens(w.CacheCreation)
+		if w.CacheSplit != nil {
+			u.CacheWrite1hTokens = tokens(w.CacheSplit.OneHour)
+		}
 		u.OutputTokens = tokens(w.OutputTokens)
+		if st := w.ServerToolUse; st != nil {
+			u.Tools.WebSearch, u.Tools.WebFetch = tokens(st.WebSearch), tokens(st.WebFetch)
+		}
 		return u
 	}
 	// OpenAI: cached tokens are a part of the input count.

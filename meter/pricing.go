@@ -34,36 +34,85 @@ type Quote struct {
 	MaxCostUSD   float64      // what to Reserve
 }
 
+// NoOutput as an output limit prices a call that generates no output
+// (embeddings).
+const NoOutput = -1
+
+// Call is what QuoteCall prices.
+type Call struct {
+	Model        string
+	InputTokens  int64 // estimated from the request
+	OutputTokens int64 // the request's output limit; 0 = default_max_tokens, NoOutput = none
+	// CacheWrite1h: the request may write one-hour cache entries, so its
+	// input is reserved at that rate.
+	CacheWrite1h bool
+	// Priority: the request asks for service_tier priority, priced at the
+	// model's priority multiplier (an error when it has none).
+	Priority bool
+}
+
 // Quote prices a call to model with an estimated inputTokens and the
 // request's output limit maxOutputTokens (0 = none given, use
-// budget.default_max_tokens). Model names are compared lowercased because
-// the policy loader lowercases map keys. The input estimate is priced at
-// the highest input-side price so that cache writes cannot outrun it.
+// budget.default_max_tokens; NoOutput = none generated).
 func (m *Meter) Quote(model string, inputTokens, maxOutputTokens int64) (Quote, error) {
+	return m.QuoteCall(Call{Model: model, InputTokens: inputTokens, OutputTokens: maxOutputTokens})
+}
+
+// QuoteCall prices one call's worst case. Model names are compared
+// lowercased because the policy loader lowercases map keys; a model
+// missing from budget.prices is looked up in DefaultPrices. The input
+// estimate is priced at the highest input-side price the call can incur
+// so that cache writes cannot outrun it.
+func (m *Meter) QuoteCall(c Call) (Quote, error) {
 	m.mu.Lock()
 	cfg := m.cfg
 	m.mu.Unlock()
-	key := strings.ToLower(model)
-	q := Quote{Model: key, PriceKey: key, InputTokens: max(inputTokens, 0), OutputTokens: maxOutputTokens}
-	p, ok := cfg.Prices[key]
+	key := strings.ToLower(c.Model)
+	q := Quote{Model: key, PriceKey: key, InputTokens: max(c.InputTokens, 0), OutputTokens: c.OutputTokens}
 	if key == "" {
 		return q, &UnknownModelError{}
 	}
+	p, ok := lookupPrice(cfg.Prices, key)
 	if !ok && cfg.UnknownModel == "default" {
 		p, ok = cfg.Prices[defaultPriceKey]
 		q.PriceKey = defaultPriceKey
 	}
 	if !ok {
-		return q, &UnknownModelError{Model: model, Key: fmt.Sprintf("budget.prices.%q", key)}
+		return q, &UnknownModelError{Model: c.Model, Key: fmt.Sprintf("budget.prices.%q", key)}
 	}
-	if q.OutputTokens <= 0 {
+	if c.Priority {
+		if p.Priority <= 0 {
+			return q, &TierError{Model: key}
+		}
+		p = scalePrice(p, p.Priority)
+	}
+	switch {
+	case q.OutputTokens < 0:
+		q.OutputTokens = 0
+	case q.OutputTokens == 0:
 		q.OutputTokens = int64(cfg.DefaultMaxTokens)
 	}
 	q.InputTokens, q.OutputTokens = min(q.InputTokens, maxTokens), min(q.OutputTokens, maxTokens)
 	q.Price = p
 	inPrice := max(p.Input, p.CacheRead, p.CacheWrite)
+	if c.CacheWrite1h {
+		inPrice = max(inPrice, p.CacheWrite1h)
+	}
 	q.MaxCostUSD = clampUSD((float64(q.InputTokens)*inPrice + float64(q.OutputTokens)*p.Output) / 1e6)
 	return q, nil
+}
+
+// TierError refuses service_tier priority for a model priced without it.
+type TierError struct{ Model string }
+
+func (e *TierError) Error() string {
+	return fmt.Sprintf("service_tier priority is billed above the price table and model %q has no priority multiplier: add priority: <multiplier> to budget.prices.%q", e.Model, e.Model)
+}
+
+func scalePrice(p policy.Price, k float64) policy.Price {
+	p.Input, p.Output, p.CacheRead, p.CacheWrite, p.CacheWrite1h =
+		p.Input*k, p.Output*k, p.CacheRead*k, p.CacheWrite*k, p.CacheWrite1h*k
+	return p
 }
 
 // DefaultOutputLimit is budget.default_max_tokens (DefaultMaxTokens when

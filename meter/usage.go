@@ -40,12 +40,15 @@ func (f Format) String() string {
 // both formats (OpenAI counts cached tokens inside prompt_tokens, Anthropic
 // outside input_tokens; the parser subtracts or not accordingly).
 type Usage struct {
-	InputTokens      int64   // uncached input, priced at Price.Input
-	CacheReadTokens  int64   // priced at Price.CacheRead
-	CacheWriteTokens int64   // priced at Price.CacheWrite
-	OutputTokens     int64   // priced at Price.Output (reasoning tokens included)
-	CostUSD          float64 // provider-reported cost (OpenRouter usage.cost); valid when HasCost
-	HasCost          bool
+	InputTokens        int64   // uncached input, priced at Price.Input
+	CacheReadTokens    int64   // priced at Price.CacheRead
+	CacheWriteTokens   int64   // priced at Price.CacheWrite, except CacheWrite1hTokens of them
+	CacheWrite1hTokens int64   // one-hour cache writes (Anthropic), priced at Price.CacheWrite1h
+	OutputTokens       int64   // priced at Price.Output (reasoning tokens included)
+	CostUSD            float64 // provider-reported cost (OpenRouter usage.cost); valid when HasCost
+	HasCost            bool
+	Tools              ToolUses // provider-run tool uses reported
+	FeesUSD            float64  // per-use tool fees, priced by the caller; added unless HasCost
 }
 
 // TotalInput is every input token, cached or not, for logs.
@@ -53,28 +56,35 @@ func (u Usage) TotalInput() int64 {
 	return satAdd(satAdd(u.InputTokens, u.CacheReadTokens), u.CacheWriteTokens)
 }
 
-// Cost prices u: the provider's own figure when it reported one, else the
-// price table. Never negative.
+// Cost prices u: the provider's own figure when it reported one (it
+// includes tool fees), else the price table plus u.FeesUSD. Never
+// negative.
 func Cost(p policy.Price, u Usage) float64 {
 	if u.HasCost {
 		return clampUSD(u.CostUSD)
 	}
 	p = fillPrice(p)
+	long := min(u.CacheWrite1hTokens, u.CacheWriteTokens)
 	c := float64(u.InputTokens)*p.Input +
 		float64(u.CacheReadTokens)*p.CacheRead +
-		float64(u.CacheWriteTokens)*p.CacheWrite +
+		float64(u.CacheWriteTokens-long)*p.CacheWrite +
+		float64(long)*p.CacheWrite1h +
 		float64(u.OutputTokens)*p.Output
-	return clampUSD(c / 1e6)
+	return clampUSD(c/1e6 + clampUSD(u.FeesUSD))
 }
 
 // fillPrice applies the documented defaults: cache prices default to the
-// input price (the conservative choice when the operator gave none).
+// input price, one-hour writes to twice it (the conservative choices when
+// the operator gave none).
 func fillPrice(p policy.Price) policy.Price {
 	if p.CacheRead <= 0 {
 		p.CacheRead = p.Input
 	}
 	if p.CacheWrite <= 0 {
 		p.CacheWrite = p.Input
+	}
+	if p.CacheWrite1h <= 0 {
+		p.CacheWrite1h = max(p.CacheWrite, 2*p.Input)
 	}
 	return p
 }

@@ -106,6 +106,23 @@ type ProviderConfig struct {
 	ClientTokenEnv  string `mapstructure:"client_token_env"`  // env var with the token the agent sends
 	TokensPerMinute int    `mapstructure:"tokens_per_minute"` // 0 = unlimited
 	CAFile          string `mapstructure:"ca_file"`           // PEM bundle trusted for this upstream instead of the system roots; "" = system roots
+	// Endpoints adds calls beyond the gateway's built-in endpoint table:
+	// an unmetered GET, or a POST at a declared price per call.
+	Endpoints []EndpointConfig `mapstructure:"endpoints"`
+	// AllowFields lets named top-level request fields through that the
+	// gateway does not know or does not price (their cost is unmetered).
+	AllowFields []string `mapstructure:"allow_fields"`
+	// AllowTools grants provider-run tool types (web_search_20250305,
+	// code_interpreter, plugin:web, ...); function and client tools need
+	// no grant.
+	AllowTools []string `mapstructure:"allow_tools"`
+}
+
+// EndpointConfig is one endpoint a policy adds to a provider route.
+type EndpointConfig struct {
+	Method     string  `mapstructure:"method"`       // GET (unmetered) or POST (needs per_call_usd)
+	Path       string  `mapstructure:"path"`         // canonical path on the upstream host; * one segment, ** any
+	PerCallUSD float64 `mapstructure:"per_call_usd"` // POST only: reserved and charged per call
 }
 
 // BudgetConfig is the hard spend cap.
@@ -121,6 +138,10 @@ type BudgetConfig struct {
 	DSNEnv           string           `mapstructure:"dsn_env"`            // env var with the PostgreSQL connection string (postgres only)
 	Name             string           `mapstructure:"name"`               // this budget's name in the store (postgres only, required there)
 	Shared           SharedBudget     `mapstructure:"shared"`             // optional parent cap every budget naming it reserves against too
+	// ToolFees overrides the built-in per-use fees (USD) of provider-run
+	// tool families: web_search, web_fetch, file_search, code_execution,
+	// image_generation, plugin:web, web_search_options.
+	ToolFees map[string]float64 `mapstructure:"tool_fees"`
 }
 
 // SharedBudget is a cap shared by several named budgets in one store; an
@@ -142,6 +163,12 @@ type Price struct {
 	Output     float64 `mapstructure:"output"`
 	CacheRead  float64 `mapstructure:"cache_read"`  // default: Input
 	CacheWrite float64 `mapstructure:"cache_write"` // default: Input
+	// CacheWrite1h prices Anthropic's one-hour cache writes; default: the
+	// larger of cache_write and twice input (Anthropic's ratio).
+	CacheWrite1h float64 `mapstructure:"cache_write_1h"`
+	// Priority multiplies every token price for calls that ask for
+	// service_tier: priority; 0 = such calls are refused.
+	Priority float64 `mapstructure:"priority"`
 }
 
 // APIConfig is one route for a token-bearing HTTPS API on the gateway,

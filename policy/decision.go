@@ -84,6 +84,9 @@ const (
 	ReasonPathNotAllowed                    // gateway api route: no rule grants the method and path
 	ReasonApprovalPending                   // ask: a person was asked and has not answered yet
 	ReasonOperatorDenied                    // ask: a person answered deny (remembered for ask.remember_deny)
+	ReasonEndpointNotAllowed                // gateway: method and path not in the endpoint table (not metered)
+	ReasonFieldNotAllowed                   // gateway: a request field egressd does not price
+	ReasonToolNotAllowed                    // gateway: a provider-run tool the policy does not grant
 	reasonCount
 )
 
@@ -113,6 +116,9 @@ var reasonNames = [reasonCount]string{
 	ReasonPathNotAllowed:      "path_not_allowed",
 	ReasonApprovalPending:     "approval_pending",
 	ReasonOperatorDenied:      "operator_denied",
+	ReasonEndpointNotAllowed:  "endpoint_not_allowed",
+	ReasonFieldNotAllowed:     "field_not_allowed",
+	ReasonToolNotAllowed:      "tool_not_allowed",
 }
 
 func (r Reason) String() string {

@@ -355,6 +355,9 @@ func fillDefaults(cfg *Config, v *viper.Viper) {
 		if !v.IsSet(key + "cache_write") {
 			pr.CacheWrite = pr.Input
 		}
+		if !v.IsSet(key + "cache_write_1h") {
+			pr.CacheWrite1h = max(pr.CacheWrite, 2*pr.Input)
+		}
 		cfg.Budget.Prices[model] = pr
 	}
 }

@@ -41,13 +41,13 @@ func TestLoadExample(t *testing.T) {
 		{"log.file", cfg.Log.File, "/var/log/egressd/decisions.jsonl"},
 		{"admin.token_env", cfg.Admin.TokenEnv, "EGRESSD_ADMIN_TOKEN"},
 		{"providers.openrouter", cfg.Providers["openrouter"], ProviderConfig{
-			Upstream: "https://openrouter.ai/api", Format: "openai", APIKeyEnv: "OPENROUTER_API_KEY",
+			Upstream: "https://openrouter.ai", Format: "openai", APIKeyEnv: "OPENROUTER_API_KEY",
 			ClientTokenEnv: "EGRESSD_OPENROUTER_TOKEN", TokensPerMinute: 200000}},
 		{"budget.cap_usd", cfg.Budget.CapUSD, 25.0},
 		{"price with dots in the model name", cfg.Budget.Prices["anthropic/claude-sonnet-4.5"],
-			Price{Input: 3, Output: 15, CacheRead: 0.3, CacheWrite: 3.75}},
+			Price{Input: 3, Output: 15, CacheRead: 0.3, CacheWrite: 3.75, CacheWrite1h: 6}},
 		{"price cache defaults to input", cfg.Budget.Prices["openai/gpt-4o-mini"],
-			Price{Input: 0.15, Output: 0.6, CacheRead: 0.15, CacheWrite: 0.15}},
+			Price{Input: 0.15, Output: 0.6, CacheRead: 0.15, CacheWrite: 0.15, CacheWrite1h: 0.3}},
 	}
 	for _, c := range checks {
 		if diff := cmp.Diff(c.want, c.got); diff != "" {

@@ -41,6 +41,7 @@ func compile(cfg Config) (*Policy, Errors) {
 	c.apis()
 	c.budget()
 	c.ask()
+	c.toolFees()
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}

@@ -161,6 +161,7 @@ func (c *compiler) providers() {
 		if pc.TokensPerMinute < 0 {
 			c.errf(path+".tokens_per_minute", "%d: must not be negative", pc.TokensPerMinute)
 		}
+		c.providerExtras(path, pc)
 		host, msg := upstreamHost(pc.Upstream)
 		if msg != "" {
 			c.errf(path+".upstream", "%q: %s", pc.Upstream, msg)
@@ -267,7 +268,7 @@ func (c *compiler) budget() {
 		for _, f := range []struct {
 			key string
 			val float64
-		}{{"input", pr.Input}, {"output", pr.Output}, {"cache_read", pr.CacheRead}, {"cache_write", pr.CacheWrite}} {
+		}{{"input", pr.Input}, {"output", pr.Output}, {"cache_read", pr.CacheRead}, {"cache_write", pr.CacheWrite}, {"cache_write_1h", pr.CacheWrite1h}, {"priority", pr.Priority}} {
 			if math.IsNaN(f.val) || math.IsInf(f.val, 0) || f.val < 0 {
 				c.errf(path+"."+f.key, "%v: must be a non-negative price", f.val)
 			}

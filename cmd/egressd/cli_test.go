@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -101,5 +102,64 @@ func TestExplainDefaultDeniesEverything(t *testing.T) {
 	out, _, code := run(t, "explain", "api.github.com")
 	if code != 1 || !strings.Contains(out, "not_allowlisted") {
 		t.Errorf("explain on built-in default = %q exit %d, want not_allowlisted exit 1", out, code)
+	}
+}
+
+func TestExplainGateway(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	body := `version: 1
+providers:
+  openrouter: {upstream: "https://openrouter.ai", format: openai, api_key_env: K, client_token_env: T}
+  openai:
+    upstream: https://api.openai.com/v1
+    format: openai
+    api_key_env: K2
+    client_token_env: T2
+    endpoints: [{method: POST, path: /v1/images/generations, per_call_usd: 0.2}]
+budget: {cap_usd: 1, ledger: /tmp/unused-ledger.json}
+`
+	if err := os.WriteFile(pol, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		code     int
+		wantPart []string
+	}{
+		{[]string{"gateway:openrouter/api/v1/chat/completions"}, 0, []string{"allow", "POST", "-> https://openrouter.ai/api/v1/chat/completions", "chat_completions", "reserved: input estimate"}},
+		{[]string{"gateway:openrouter/API/V1//models/"}, 0, []string{"GET", "-> https://openrouter.ai/api/v1/models", "billed: nothing"}},
+		{[]string{"gateway:openai/images/generations"}, 0, []string{"POST", "$0.2 per call"}},
+		{[]string{"gateway:openai/files"}, 1, []string{"deny", "endpoint_not_allowed", "not metered"}},
+		{[]string{"--method", "DELETE", "gateway:openai/responses/resp_1"}, 1, []string{"DELETE", "endpoint_not_allowed"}},
+		{[]string{"gateway:nope/v1/chat/completions"}, 1, []string{"not_allowlisted", `no provider "nope"`}},
+	}
+	for _, tc := range tests {
+		out, errOut, code := run(t, append([]string{"explain", "--config", pol}, tc.args...)...)
+		if code != tc.code {
+			t.Errorf("explain %v: exit %d, want %d (stderr %q)", tc.args, code, tc.code, errOut)
+		}
+		for _, part := range tc.wantPart {
+			if !strings.Contains(out, part) {
+				t.Errorf("explain %v = %q, want it to contain %q", tc.args, out, part)
+			}
+		}
+	}
+}
+
+func TestPrices(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	body := "version: 1\nbudget: {prices: {gpt-4o: {input: 1, output: 2, priority: 2}}, tool_fees: {web_search: 0.01}}\n"
+	if err := os.WriteFile(pol, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := run(t, "prices", "--config", pol)
+	if code != 0 {
+		t.Fatalf("prices: exit %d, stderr %q", code, errOut)
+	}
+	for _, re := range []string{`(?m)^gpt-4o +1 +1 +1 +2 +2 +×2 +policy$`, `(?m)^claude-haiku-4-5 +1 +0.1 +1.25 +2 +5 +refused +default$`,
+		`(?m)^web_search +0.01 +policy$`, `(?m)^file_search +0.0025 +default$`, `checked \d{4}-\d{2}-\d{2}`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("prices output does not match %s:\n%s", re, out)
+		}
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/ask"
+	"strconv"
+
+	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/policy"
 	"github.com/spf13/cobra"
 )
@@ -35,7 +38,7 @@ and line, and exits 1. Environment overrides (EGRESSD_*) apply, as in serve.`,
 }
 
 func newExplainCmd() *cobra.Command {
-	var config string
+	var config, method string
 	cmd := &cobra.Command{
 		Use:   "explain [--config POLICY] TARGET | api:ROUTE METHOD PATH",
 		Short: "Say what the policy decides for a destination, and why",
@@ -45,12 +48,17 @@ TARGET is host[:port] (a CONNECT, port 443 by default) or an http:// or
 https:// URL. Names are not resolved: the addresses a name resolves to are
 checked again when egressd dials them. For an apis: route, give
 api:ROUTE, the method and the path after /ROUTE (with its query, if any):
-the rules are matched on the canonical path, as the gateway does. With
-ask: on, the standing answers a person gave (egressd pending) count too,
-shown with their expiry. Exit status is 0 when allowed, 1 when denied.`,
+the rules are matched on the canonical path, as the gateway does. A TARGET
+gateway:<provider>/<path> asks the gateway instead: whether a call to that
+path is forwarded, where, and how it is billed and reserved (every method
+the endpoint table allows, or --method). With ask: on, the standing
+answers a person gave (egressd pending) count too, shown with their
+expiry. Exit status is 0 when allowed, 1 when denied.`,
 		Example: `  egressd explain --config policy.yaml api.github.com
   egressd explain --config policy.yaml http://pypi.org/simple/
   egressd explain --config policy.yaml 169.254.169.254:80
+  egressd explain --config policy.yaml gateway:openrouter/api/v1/chat/completions
+  egressd explain --config policy.yaml --method DELETE gateway:openai/v1/responses/resp_1
   egressd explain --config policy.yaml api:github GET /repos/acme/app/issues
   egressd explain --config policy.yaml api:git GET '/acme/app.git/info/refs?service=git-receive-pack'`,
 		Args: cobra.RangeArgs(1, 3),
@@ -64,6 +72,12 @@ shown with their expiry. Exit status is 0 when allowed, 1 when denied.`,
 			}
 			if len(args) != 1 {
 				return fmt.Errorf("explain takes one TARGET (or api:ROUTE METHOD PATH)")
+			}
+			if prov, path, err := gateway.ParseGatewayTarget(args[0]); !errors.Is(err, gateway.ErrNotGateway) {
+				if err != nil {
+					return err
+				}
+				return explainGateway(cmd.OutOrStdout(), p, prov, method, path)
 			}
 			p = withGrants(cmd.ErrOrStderr(), p)
 			req, err := policy.ParseTarget(args[0])
@@ -85,6 +99,7 @@ shown with their expiry. Exit status is 0 when allowed, 1 when denied.`,
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "", "policy file (default: the built-in deny-all policy)")
+	cmd.Flags().StringVar(&method, "method", "", "for gateway: targets, the HTTP method (default: every method the endpoint table allows)")
 	return cmd
 }
 
@@ -100,6 +115,40 @@ func withGrants(stderr io.Writer, p *policy.Policy) *policy.Policy {
 		return p
 	}
 	return p.WithOverlay(policy.NewOverlay(g))
+}
+
+// explainGateway prints one line per method for a gateway path.
+func explainGateway(w io.Writer, p *policy.Policy, prov, method, path string) error {
+	routes, err := gateway.Explain(p.Config().Providers, prov, method, path)
+	if err != nil {
+		return err
+	}
+	denied := false
+	for _, r := range routes {
+		target := "gateway:" + prov + r.Path
+		if !r.Forwarded {
+			denied = true
+			fmt.Fprintf(w, "%-10s %s %s  %s  (%s)\n", policy.Deny, r.Method, target, r.Reason, gatewayHint(r.Reason, prov))
+			continue
+		}
+		fmt.Fprintf(w, "%-10s %s %s  %s  -> %s  %s; billed: %s; reserved: %s\n",
+			policy.Allow, r.Method, target, r.Reason, r.Upstream, r.Endpoint, r.Billing, r.Reservation)
+	}
+	if denied {
+		return exitError{1}
+	}
+	return nil
+}
+
+func gatewayHint(r policy.Reason, prov string) string {
+	switch r {
+	case policy.ReasonEndpointNotAllowed:
+		return "not metered: the gateway forwards only its endpoint table; add it under providers." + prov +
+			".endpoints as an unmetered GET or a POST with per_call_usd"
+	case policy.ReasonNotAllowlisted:
+		return "no provider " + strconv.Quote(prov) + " under providers:"
+	}
+	return "not a path the gateway forwards"
 }
 
 // decideTarget is Decide plus, for an IP literal that a rule grants, the
