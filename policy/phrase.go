@@ -76,6 +76,12 @@ func shortHint(r Reason, target string) string {
 		return "a person was asked; retry later"
 	case ReasonOperatorDenied:
 		return "a person refused " + target
+	case ReasonEndpointNotAllowed:
+		return "the gateway does not forward " + target + ": not metered"
+	case ReasonFieldNotAllowed:
+		return "a request field egressd does not price"
+	case ReasonToolNotAllowed:
+		return "a provider-run tool the policy does not grant"
 	case ReasonPathNotAllowed:
 		return "no rule of the route allows " + target
 	}
