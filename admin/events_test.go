@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // streamRig is an admin server whose /events is fed by a real declog.Logger,
@@ -67,8 +68,8 @@ func TestEventsRawSSE(t *testing.T) {
 		t.Errorf("Content-Type = %q, want text/event-stream", ct)
 	}
 	rig.waitSubscribed(t)
-	allow := entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted)
-	deny := entry(policy.ProtoConnect, "evil.example", 443, policy.Deny, policy.ReasonNotAllowlisted)
+	allow := entry(vocab.ProtoConnect, "pypi.org", 443, vocab.Allow, vocab.ReasonAllowlisted)
+	deny := entry(vocab.ProtoConnect, "evil.example", 443, vocab.Deny, vocab.ReasonNotAllowlisted)
 	rig.log.Record(allow) // filtered out by ?denied=1
 	rig.log.Record(deny)
 	br := bufio.NewReader(resp.Body)
@@ -97,9 +98,9 @@ func TestStreamRoundTrip(t *testing.T) {
 	}()
 	rig.waitSubscribed(t)
 	want := []declog.Entry{
-		entry(policy.ProtoDNS, "models.dev", 0, policy.Report, policy.ReasonNotAllowlisted),
-		{Time: t0, Event: declog.EventUsage, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "openrouter.ai",
-			Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Provider: "openrouter", Model: "m",
+		entry(vocab.ProtoDNS, "models.dev", 0, vocab.Report, vocab.ReasonNotAllowlisted),
+		{Time: t0, Event: vocab.EventUsage, Client: "10.0.0.2", Proto: vocab.ProtoGateway, Host: "openrouter.ai",
+			Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Provider: "openrouter", Model: "m",
 			InputTokens: 5, OutputTokens: 7, CostUSD: 0.25},
 	}
 	for _, e := range want {
@@ -147,7 +148,7 @@ func TestStreamCallbackError(t *testing.T) {
 		done <- Stream(context.Background(), rig.ts.URL, "", func(declog.Entry) error { return stop })
 	}()
 	rig.waitSubscribed(t)
-	rig.log.Record(entry(policy.ProtoHTTP, "a.example", 80, policy.Deny, policy.ReasonNotAllowlisted))
+	rig.log.Record(entry(vocab.ProtoHTTP, "a.example", 80, vocab.Deny, vocab.ReasonNotAllowlisted))
 	if err := <-done; !errors.Is(err, stop) {
 		t.Errorf("Stream: got %v, want the callback's error", err)
 	}
@@ -176,8 +177,8 @@ func testTailAdmin(t *testing.T, path string) {
 		})
 	}()
 	rig.waitSubscribed(t)
-	rig.log.Record(entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted))
-	rig.log.Record(entry(policy.ProtoConnect, "evil.example", 443, policy.Deny, policy.ReasonNotAllowlisted))
+	rig.log.Record(entry(vocab.ProtoConnect, "pypi.org", 443, vocab.Allow, vocab.ReasonAllowlisted))
+	rig.log.Record(entry(vocab.ProtoConnect, "evil.example", 443, vocab.Deny, vocab.ReasonNotAllowlisted))
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(out.String(), "evil.example:443") {
 		if time.Now().After(deadline) {
@@ -195,7 +196,7 @@ func testTailAdmin(t *testing.T, path string) {
 }
 
 func TestReadEventsParsing(t *testing.T) {
-	e := entry(policy.ProtoConnect, "a.example", 443, policy.Deny, policy.ReasonNotAllowlisted)
+	e := entry(vocab.ProtoConnect, "a.example", 443, vocab.Deny, vocab.ReasonNotAllowlisted)
 	line := string(declog.Marshal(e))
 	input := ": comment\r\n\r\nevent: decision\r\nid: 1\r\ndata: " + line + "\r\n\r\n" +
 		"data: not json\n\n" + "data:" + line + "\n\n" + "retry: 10\n\n"
@@ -215,7 +216,7 @@ func TestReadEventsParsing(t *testing.T) {
 
 func FuzzReadEvents(f *testing.F) {
 	f.Add([]byte("data: {}\n\n: x\n\ndata: a\ndata: b\n\n"))
-	f.Add([]byte("data: " + string(declog.Marshal(entry(policy.ProtoDNS, "x", 0, policy.Deny, policy.ReasonNone))) + "\n\n"))
+	f.Add([]byte("data: " + string(declog.Marshal(entry(vocab.ProtoDNS, "x", 0, vocab.Deny, vocab.ReasonNone))) + "\n\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = readEvents(bufio.NewReader(strings.NewReader(string(data))), func(declog.Entry) error { return nil })
 	})

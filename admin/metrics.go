@@ -4,10 +4,11 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // maxProviders bounds the provider label: names come from policy.yaml, but
@@ -91,15 +92,15 @@ func newMetrics(reg prometheus.Registerer, tunnelsOpen func() int) *metrics {
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
 
-	m.nProto = enumSize(func(i int) string { return policy.Proto(i).String() })
-	m.nVerdict = enumSize(func(i int) string { return policy.Verdict(i).String() })
-	m.nReason = enumSize(func(i int) string { return policy.Reason(i).String() })
+	m.nProto = enumSize(func(i int) string { return vocab.Proto(i).String() })
+	m.nVerdict = enumSize(func(i int) string { return vocab.Verdict(i).String() })
+	m.nReason = enumSize(func(i int) string { return vocab.Reason(i).String() })
 	m.decCache = make([]atomic.Pointer[prometheus.Counter], m.nProto*m.nVerdict*m.nReason)
 	return m
 }
 
 // decision returns the counter for one label triple.
-func (m *metrics) decision(p policy.Proto, v policy.Verdict, r policy.Reason) prometheus.Counter {
+func (m *metrics) decision(p vocab.Proto, v vocab.Verdict, r vocab.Reason) prometheus.Counter {
 	if int(p) >= m.nProto || int(v) >= m.nVerdict || int(r) >= m.nReason {
 		return m.decisions.WithLabelValues(p.String(), v.String(), r.String())
 	}
@@ -129,26 +130,26 @@ func (m *metrics) provider(name string) string {
 // record updates the metrics for one entry.
 func (m *metrics) record(e *declog.Entry) {
 	switch e.Event {
-	case declog.EventDecision, declog.EventSummary:
+	case vocab.EventDecision, vocab.EventSummary:
 		n := 1.0
-		if e.Event == declog.EventSummary {
+		if e.Event == vocab.EventSummary {
 			if e.Count <= 0 {
 				return
 			}
 			n = float64(e.Count)
 		}
 		m.decision(e.Proto, e.Verdict, e.Reason).Add(n)
-		if e.Proto == policy.ProtoDNS {
+		if e.Proto == vocab.ProtoDNS {
 			m.dnsQueries.WithLabelValues(e.Verdict.String(), e.Reason.String()).Add(n)
 		}
-		if e.Reason == policy.ReasonRateLimited {
+		if e.Reason == vocab.ReasonRateLimited {
 			m.rateLimited.WithLabelValues(e.Proto.String()).Add(n)
 		}
 		m.count(e, uint64(n))
-		if e.Event == declog.EventDecision && e.Proto == policy.ProtoConnect && e.Verdict.Allowed() {
+		if e.Event == vocab.EventDecision && e.Proto == vocab.ProtoConnect && e.Verdict.Allowed() {
 			m.tunnels.Add(1)
 		}
-	case declog.EventClose:
+	case vocab.EventClose:
 		if e.BytesUp > 0 {
 			m.bytes.WithLabelValues("up").Add(float64(e.BytesUp))
 			m.bytesUp.Add(uint64(e.BytesUp))
@@ -157,12 +158,12 @@ func (m *metrics) record(e *declog.Entry) {
 			m.bytes.WithLabelValues("down").Add(float64(e.BytesDn))
 			m.bytesDown.Add(uint64(e.BytesDn))
 		}
-		if e.Proto == policy.ProtoConnect {
+		if e.Proto == vocab.ProtoConnect {
 			m.tunnels.Add(-1)
 		}
-	case declog.EventAsk:
+	case vocab.EventAsk:
 		m.ask.WithLabelValues(e.Verdict.String(), e.Reason.String()).Inc()
-	case declog.EventUsage:
+	case vocab.EventUsage:
 		p := m.provider(e.Provider)
 		if e.InputTokens > 0 {
 			m.tokens.WithLabelValues(p, "input").Add(float64(e.InputTokens))
@@ -175,14 +176,14 @@ func (m *metrics) record(e *declog.Entry) {
 
 func (m *metrics) count(e *declog.Entry, n uint64) {
 	switch e.Verdict {
-	case policy.Allow:
+	case vocab.Allow:
 		m.allowed.Add(n)
-	case policy.Report:
+	case vocab.Report:
 		m.wouldDeny.Add(n)
 	default:
 		m.denied.Add(n)
 	}
-	if e.Proto == policy.ProtoDNS {
+	if e.Proto == vocab.ProtoDNS {
 		m.dns.Add(n)
 	}
 }

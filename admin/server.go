@@ -17,12 +17,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // DefaultHeartbeat is how often an idle event stream gets a comment line,
@@ -115,13 +116,10 @@ func (s *Server) Record(e declog.Entry) {
 	if e.Time.IsZero() {
 		e.Time = s.clock()
 	}
-	if e.Event == "" {
-		e.Event = declog.EventDecision
-	}
 	s.metrics.record(&e)
-	if (e.Event == declog.EventDecision || e.Event == declog.EventSummary) && e.Verdict != policy.Allow {
+	if (e.Event == vocab.EventDecision || e.Event == vocab.EventSummary) && e.Verdict != vocab.Allow {
 		n := 1
-		if e.Event == declog.EventSummary {
+		if e.Event == vocab.EventSummary {
 			n = e.Count
 		}
 		if n > 0 && e.Host != "" {

@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 func TestMain(m *testing.M) {
@@ -26,8 +27,8 @@ func TestMain(m *testing.M) {
 
 var t0 = time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC)
 
-func entry(proto policy.Proto, host string, port uint16, v policy.Verdict, r policy.Reason) declog.Entry {
-	return declog.Entry{Time: t0, Event: declog.EventDecision, Client: "10.0.0.2", Proto: proto,
+func entry(proto vocab.Proto, host string, port uint16, v vocab.Verdict, r vocab.Reason) declog.Entry {
+	return declog.Entry{Time: t0, Event: vocab.EventDecision, Client: "10.0.0.2", Proto: proto,
 		Host: host, Port: port, Verdict: v, Reason: r}
 }
 
@@ -88,24 +89,24 @@ func TestMetricsFromEntries(t *testing.T) {
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 
-	deny := entry(policy.ProtoConnect, "evil.example", 443, policy.Deny, policy.ReasonNotAllowlisted)
+	deny := entry(vocab.ProtoConnect, "evil.example", 443, vocab.Deny, vocab.ReasonNotAllowlisted)
 	summary := deny
-	summary.Event, summary.Count = declog.EventSummary, 41
-	tunnel := entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted)
+	summary.Event, summary.Count = vocab.EventSummary, 41
+	tunnel := entry(vocab.ProtoConnect, "pypi.org", 443, vocab.Allow, vocab.ReasonAllowlisted)
 	closed := tunnel
-	closed.Event, closed.BytesUp, closed.BytesDn = declog.EventClose, 100, 5000
+	closed.Event, closed.BytesUp, closed.BytesDn = vocab.EventClose, 100, 5000
 	for _, e := range []declog.Entry{
 		deny, summary,
 		tunnel, tunnel, closed, // two opened, one closed
-		entry(policy.ProtoDNS, "pypi.org", 0, policy.Allow, policy.ReasonAllowlisted),
-		entry(policy.ProtoDNS, "x.example", 0, policy.Report, policy.ReasonNotAllowlisted),
-		entry(policy.ProtoHTTP, "pypi.org", 80, policy.Deny, policy.ReasonRateLimited),
-		{Event: declog.EventUsage, Proto: policy.ProtoGateway, Provider: "openrouter", Verdict: policy.Allow,
+		entry(vocab.ProtoDNS, "pypi.org", 0, vocab.Allow, vocab.ReasonAllowlisted),
+		entry(vocab.ProtoDNS, "x.example", 0, vocab.Report, vocab.ReasonNotAllowlisted),
+		entry(vocab.ProtoHTTP, "pypi.org", 80, vocab.Deny, vocab.ReasonRateLimited),
+		{Event: vocab.EventUsage, Proto: vocab.ProtoGateway, Provider: "openrouter", Verdict: vocab.Allow,
 			InputTokens: 1200, OutputTokens: 300},
-		{Event: declog.EventUsage, Proto: policy.ProtoGateway, Provider: "openrouter", Verdict: policy.Allow,
+		{Event: vocab.EventUsage, Proto: vocab.ProtoGateway, Provider: "openrouter", Verdict: vocab.Allow,
 			InputTokens: 800},
-		{Event: declog.EventAsk, Proto: policy.ProtoConnect, Host: "new.example", Port: 443, Verdict: policy.Deny, Reason: policy.ReasonApprovalPending},
-		{Event: declog.EventAsk, Proto: policy.ProtoConnect, Host: "new.example", Port: 443, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted},
+		{Event: vocab.EventAsk, Proto: vocab.ProtoConnect, Host: "new.example", Port: 443, Verdict: vocab.Deny, Reason: vocab.ReasonApprovalPending},
+		{Event: vocab.EventAsk, Proto: vocab.ProtoConnect, Host: "new.example", Port: 443, Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted},
 	} {
 		srv.Record(e)
 	}
@@ -154,7 +155,7 @@ func TestTunnelsOpenFromDaemon(t *testing.T) {
 	srv := New(Config{TunnelsOpen: func() int { return 7 }})
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	srv.Record(entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted))
+	srv.Record(entry(vocab.ProtoConnect, "pypi.org", 443, vocab.Allow, vocab.ReasonAllowlisted))
 	if got, _ := value(scrape(t, ts.URL, ""), "egressd_tunnels_open", nil); got != 7 {
 		t.Errorf("egressd_tunnels_open = %v, want the daemon's 7", got)
 	}
@@ -166,7 +167,7 @@ func TestTunnelsOpenFromDaemon(t *testing.T) {
 func TestProviderLabelBounded(t *testing.T) {
 	srv := New(Config{})
 	for i := range maxProviders + 10 {
-		srv.Record(declog.Entry{Event: declog.EventUsage, Provider: fmt.Sprintf("p%d", i), InputTokens: 1})
+		srv.Record(declog.Entry{Event: vocab.EventUsage, Provider: fmt.Sprintf("p%d", i), InputTokens: 1})
 	}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
@@ -304,8 +305,8 @@ func BenchmarkServerRecord(b *testing.B) {
 		name string
 		e    declog.Entry
 	}{
-		{"allow", entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted)},
-		{"deny", entry(policy.ProtoConnect, "evil.example", 443, policy.Deny, policy.ReasonNotAllowlisted)},
+		{"allow", entry(vocab.ProtoConnect, "pypi.org", 443, vocab.Allow, vocab.ReasonAllowlisted)},
+		{"deny", entry(vocab.ProtoConnect, "evil.example", 443, vocab.Deny, vocab.ReasonNotAllowlisted)},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {

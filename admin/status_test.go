@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 type syncWriter struct {
@@ -111,9 +112,9 @@ func TestFetchStatus(t *testing.T) {
 	srv.SetReady(true)
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
-	srv.Record(entry(policy.ProtoConnect, "evil.example", 443, policy.Report, policy.ReasonNotAllowlisted))
-	srv.Record(entry(policy.ProtoConnect, "pypi.org", 443, policy.Allow, policy.ReasonAllowlisted))
-	noTime := entry(policy.ProtoDNS, "x.example", 0, policy.Deny, policy.ReasonQTypeNotAllowed)
+	srv.Record(entry(vocab.ProtoConnect, "evil.example", 443, vocab.Report, vocab.ReasonNotAllowlisted))
+	srv.Record(entry(vocab.ProtoConnect, "pypi.org", 443, vocab.Allow, vocab.ReasonAllowlisted))
+	noTime := entry(vocab.ProtoDNS, "x.example", 0, vocab.Deny, vocab.ReasonQTypeNotAllowed)
 	noTime.Time = time.Time{} // stamped with the Server's clock
 	srv.Record(noTime)
 
@@ -237,9 +238,9 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 		t.Fatalf("dashboard JSON: %v", err)
 	}
 	srv := New(Config{})
-	srv.Record(declog.Entry{Event: declog.EventClose, BytesUp: 1, BytesDn: 1})
-	srv.Record(declog.Entry{Event: declog.EventUsage, Provider: "p", InputTokens: 1, OutputTokens: 1})
-	srv.Record(entry(policy.ProtoDNS, "a", 0, policy.Deny, policy.ReasonRateLimited))
+	srv.Record(declog.Entry{Event: vocab.EventClose, BytesUp: 1, BytesDn: 1})
+	srv.Record(declog.Entry{Event: vocab.EventUsage, Provider: "p", InputTokens: 1, OutputTokens: 1})
+	srv.Record(entry(vocab.ProtoDNS, "a", 0, vocab.Deny, vocab.ReasonRateLimited))
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
 	fams := scrape(t, ts.URL, "")
@@ -274,8 +275,8 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 // show up in the recent-denials table next to the folded total.
 func TestRecentCountsOverflowSample(t *testing.T) {
 	srv := New(Config{Clock: func() time.Time { return t0 }})
-	srv.Record(declog.Entry{Time: t0, Event: declog.EventSummary, Client: "*", Proto: policy.ProtoDNS, Host: "*",
-		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted, Count: 5000,
+	srv.Record(declog.Entry{Time: t0, Event: vocab.EventSummary, Client: "*", Proto: vocab.ProtoDNS, Host: "*",
+		Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted, Count: 5000,
 		Hosts: []string{"target.example", "f0.example"}, Clients: []string{"10.0.0.2"}})
 	want := []HostCount{
 		{"*", 5000, "not_allowlisted", t0, reasons("not_allowlisted", 5000)},

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -61,18 +63,18 @@ func loadBigPolicy(tb testing.TB) *policy.Policy {
 var decideCases = []struct {
 	name string
 	req  policy.Request
-	want policy.Reason
+	want vocab.Reason
 }{
-	{"exact_hit", policy.Request{Host: "api-4996.service-49.example.com", Port: 443, Proto: policy.ProtoConnect}, policy.ReasonAllowlisted},
-	{"wildcard_hit", policy.Request{Host: "a.b.c.tenant-4997.cdn-13.example.net", Port: 8443, Proto: policy.ProtoConnect}, policy.ReasonAllowlisted},
-	{"miss", policy.Request{Host: "exfil.attacker-controlled.example", Port: 443, Proto: policy.ProtoConnect}, policy.ReasonNotAllowlisted},
-	{"miss_deep", policy.Request{Host: "x1.x2.x3.x4.x5.x6.x7.x8.tenant-4997.cdn-14.example.net", Port: 443, Proto: policy.ProtoConnect}, policy.ReasonNotAllowlisted},
-	{"port_denied", policy.Request{Host: "api-4996.service-49.example.com", Port: 22, Proto: policy.ProtoConnect}, policy.ReasonPortNotAllowed},
-	{"dns_hit", policy.Request{Host: "x.tenant-4997.cdn-13.example.net", Proto: policy.ProtoDNS}, policy.ReasonAllowlisted},
-	{"ip_literal", policy.Request{Host: "149.154.167.220", Port: 443, Proto: policy.ProtoConnect}, policy.ReasonAllowlisted},
-	{"ip_literal_miss", policy.Request{Host: "8.8.8.8", Port: 443, Proto: policy.ProtoConnect}, policy.ReasonIPLiteralNotAllowed},
-	{"ip_literal_octal_private", policy.Request{Host: "0177.0.0.1", Port: 80, Proto: policy.ProtoHTTP}, policy.ReasonPrivateAddress},
-	{"ipv6_literal", policy.Request{Host: "[2606:4700::1111]", Port: 443, Proto: policy.ProtoConnect}, policy.ReasonIPLiteralNotAllowed},
+	{"exact_hit", policy.Request{Host: "api-4996.service-49.example.com", Port: 443, Proto: vocab.ProtoConnect}, vocab.ReasonAllowlisted},
+	{"wildcard_hit", policy.Request{Host: "a.b.c.tenant-4997.cdn-13.example.net", Port: 8443, Proto: vocab.ProtoConnect}, vocab.ReasonAllowlisted},
+	{"miss", policy.Request{Host: "exfil.attacker-controlled.example", Port: 443, Proto: vocab.ProtoConnect}, vocab.ReasonNotAllowlisted},
+	{"miss_deep", policy.Request{Host: "x1.x2.x3.x4.x5.x6.x7.x8.tenant-4997.cdn-14.example.net", Port: 443, Proto: vocab.ProtoConnect}, vocab.ReasonNotAllowlisted},
+	{"port_denied", policy.Request{Host: "api-4996.service-49.example.com", Port: 22, Proto: vocab.ProtoConnect}, vocab.ReasonPortNotAllowed},
+	{"dns_hit", policy.Request{Host: "x.tenant-4997.cdn-13.example.net", Proto: vocab.ProtoDNS}, vocab.ReasonAllowlisted},
+	{"ip_literal", policy.Request{Host: "149.154.167.220", Port: 443, Proto: vocab.ProtoConnect}, vocab.ReasonAllowlisted},
+	{"ip_literal_miss", policy.Request{Host: "8.8.8.8", Port: 443, Proto: vocab.ProtoConnect}, vocab.ReasonIPLiteralNotAllowed},
+	{"ip_literal_octal_private", policy.Request{Host: "0177.0.0.1", Port: 80, Proto: vocab.ProtoHTTP}, vocab.ReasonPrivateAddress},
+	{"ipv6_literal", policy.Request{Host: "[2606:4700::1111]", Port: 443, Proto: vocab.ProtoConnect}, vocab.ReasonIPLiteralNotAllowed},
 }
 
 func BenchmarkDecide(b *testing.B) {
@@ -90,7 +92,7 @@ func BenchmarkDecide(b *testing.B) {
 	}
 	// Not canonical: upper case costs a lowercase copy (allocates).
 	b.Run("uppercase_slow_path", func(b *testing.B) {
-		req := policy.Request{Host: "API-4996.Service-49.Example.COM", Port: 443, Proto: policy.ProtoConnect}
+		req := policy.Request{Host: "API-4996.Service-49.Example.COM", Port: 443, Proto: vocab.ProtoConnect}
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = p.Decide(req)

@@ -5,10 +5,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/meter"
-	"github.com/egressd/egressd/policy"
 )
 
 // budgetWatch turns the gateway's decision-log entries into the budget
@@ -37,7 +38,7 @@ const maxHistory = 2048
 
 // Record implements declog.Recorder.
 func (w *budgetWatch) Record(e declog.Entry) {
-	if e.Proto != policy.ProtoGateway || w.d.meter == nil {
+	if e.Proto != vocab.ProtoGateway || w.d.meter == nil {
 		return
 	}
 	w.observe(w.d.meter.Snapshot())

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // ErrNotEntry is returned by Unmarshal for a line that is not a decision-log
@@ -20,8 +20,8 @@ var ErrNotEntry = errors.New("not a decision log entry")
 
 // level follows the verdict: anything that is not a plain allow is worth a
 // WARN, so a log shipper filtering on level still sees every denial.
-func level(v policy.Verdict) slog.Level {
-	if v == policy.Allow {
+func level(v vocab.Verdict) slog.Level {
+	if v == vocab.Allow {
 		return slog.LevelInfo
 	}
 	return slog.LevelWarn
@@ -29,10 +29,7 @@ func level(v policy.Verdict) slog.Level {
 
 // message is the slog msg of an entry: its event kind.
 func message(e *Entry) string {
-	if e.Event == "" {
-		return EventDecision
-	}
-	return e.Event
+	return e.Event.String()
 }
 
 // appendHeader appends {"time":...,"level":...,"msg":... as slog begins a
@@ -139,13 +136,4 @@ func Unmarshal(line []byte) (Entry, error) {
 		}
 	}
 	return e, nil
-}
-
-func knownEvent(s string) bool {
-	for _, ev := range events {
-		if ev == s {
-			return true
-		}
-	}
-	return false
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // hostile are strings an adversarial agent can put in a host, method,
@@ -35,8 +35,8 @@ func encodeCases() []Entry {
 	es = append(es, Entry{}, Entry{Time: t0})
 	es = append(es, base...)
 	full := Entry{
-		Time: t0, Event: EventSummary, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "*",
-		Port: 65535, Method: "CONNECT", Path: "/a/b", QType: "AAAA", Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted,
+		Time: t0, Event: vocab.EventSummary, Client: "10.0.0.2", Proto: vocab.ProtoGateway, Host: "*",
+		Port: 65535, Method: "CONNECT", Path: "/a/b", QType: "AAAA", Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted,
 		Rule: "allow[1]", Hint: "hint", Status: 599, BytesUp: math.MaxInt64, BytesDn: math.MinInt64,
 		Duration: math.MaxInt64, Count: math.MaxInt, Hosts: []string{"a", "b"}, Clients: []string{"c"},
 		Provider: "p", Model: "m", InputTokens: -1, OutputTokens: math.MinInt64, CostUSD: math.MaxFloat64,
@@ -45,7 +45,7 @@ func encodeCases() []Entry {
 	es = append(es, full)
 	for _, s := range hostile {
 		e := full
-		e.Event, e.Client, e.Host, e.Method, e.QType = s, s, s, s, s
+		e.Client, e.Host, e.Method, e.QType = s, s, s, s
 		e.Rule, e.Hint, e.Provider, e.Model, e.Path = s, s+s, s, s, s
 		e.Hosts, e.Clients = []string{s, "", s + "x"}, []string{s}
 		es = append(es, e)
@@ -79,7 +79,7 @@ func encodeCases() []Entry {
 	for v := range 4 {
 		for p := range 7 {
 			e := base[0]
-			e.Verdict, e.Proto, e.Reason = policy.Verdict(v), policy.Proto(p), policy.Reason(p*3+v)
+			e.Verdict, e.Proto, e.Reason = vocab.Verdict(v), vocab.Proto(p), vocab.Reason(p*3+v)
 			es = append(es, e)
 		}
 	}
@@ -129,7 +129,15 @@ func TestEncodeRoundTrip(t *testing.T) {
 		if err != nil {
 			continue // out-of-range time or an event that is not ours: refused, as before
 		}
-		if again := Marshal(got); !bytes.Equal(again, line) {
+		again := Marshal(got)
+		if bytes.Contains(line, []byte(`\ufffd`)) {
+			// Invalid UTF-8 is written as \ufffd and read back as U+FFFD,
+			// which is written as itself: one rewrite, then a fixed point.
+			line = again
+			got, _ = Unmarshal(line)
+			again = Marshal(got)
+		}
+		if !bytes.Equal(again, line) {
 			t.Errorf("rewrite of %q: got %q", line, again)
 		}
 		n++
@@ -155,9 +163,9 @@ func FuzzEncodeMatchesSlog(f *testing.F) {
 	f.Add("a", "b", "c", int64(1), int64(999), 1e21, int64(253402300800), int64(999999999), uint32(7))
 	f.Fuzz(func(t *testing.T, s1, s2, s3 string, i1, i2 int64, cost float64, sec, nsec int64, bits uint32) {
 		e := Entry{
-			Time: time.Unix(sec, nsec), Event: s3, Client: s1, Proto: policy.Proto(bits & 7), Host: s2,
-			Port: uint16(i1), Method: s3, Path: s1, QType: s1, Verdict: policy.Verdict(bits >> 3 & 3),
-			Reason: policy.Reason(bits >> 5 & 31), Rule: s2, Hint: s1 + s2, Status: int(i2),
+			Time: time.Unix(sec, nsec), Event: vocab.Event(bits >> 14 & 7), Client: s1, Proto: vocab.Proto(bits & 7), Host: s2,
+			Port: uint16(i1), Method: s3, Path: s1, QType: s1, Verdict: vocab.Verdict(bits >> 3 & 3),
+			Reason: vocab.Reason(bits >> 5 & 31), Rule: s2, Hint: s1 + s2, Status: int(i2),
 			BytesUp: i1, BytesDn: i2, Duration: time.Duration(i1 ^ i2), Count: int(i2),
 			Provider: s3, Model: s2, InputTokens: i1, OutputTokens: i2, CostUSD: cost,
 			Estimated: bits&(1<<10) != 0,
@@ -166,7 +174,7 @@ func FuzzEncodeMatchesSlog(f *testing.F) {
 			e.Time = time.Time{}
 		}
 		if bits&(1<<12) != 0 {
-			e.Event = EventUsage
+			e.Event = vocab.EventUsage
 		}
 		if bits&(1<<13) != 0 {
 			e.Hosts, e.Clients = []string{s1, s2, s3}, []string{s3}

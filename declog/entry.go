@@ -7,52 +7,36 @@ package declog
 import (
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
-
-// Event kinds.
-const (
-	EventDecision = "decision" // a request, tunnel or query was decided
-	EventClose    = "close"    // a tunnel or request finished: bytes and duration
-	EventSummary  = "summary"  // Count identical denials folded into one line
-	EventUsage    = "usage"    // the gateway settled a metered call
-	// EventBudgetWarn: spend crossed budget.warn_at.
-	EventBudgetWarn = "budget_warn"
-	// EventAsk: a person was asked about a denial, answered it, or let it
-	// expire (ask:).
-	EventAsk = "ask"
-)
-
-// events are every kind a line may carry; readers skip lines of any other.
-var events = [...]string{EventDecision, EventClose, EventSummary, EventUsage, EventBudgetWarn, EventAsk}
 
 // Entry is one decision-log line. Field names are constant (they are the
 // JSON keys); never log query strings, credentials or bodies.
 type Entry struct {
-	Time     time.Time      `json:"time"`
-	Event    string         `json:"event"`
-	Client   string         `json:"client"`
-	Proto    policy.Proto   `json:"proto"`
-	Host     string         `json:"host"`
-	Port     uint16         `json:"port,omitempty"`
-	Method   string         `json:"method,omitempty"`
-	Path     string         `json:"path,omitempty"` // gateway apis: routes: the canonical path, never the query
-	QType    string         `json:"qtype,omitempty"`
-	Verdict  policy.Verdict `json:"verdict"`
-	Reason   policy.Reason  `json:"reason"`
-	Rule     string         `json:"rule,omitempty"`
-	Hint     string         `json:"hint,omitempty"` // denials: the grant that would allow it (policy.Hint)
-	Status   int            `json:"status,omitempty"`
-	BytesUp  int64          `json:"bytes_up,omitempty"`
-	BytesDn  int64          `json:"bytes_down,omitempty"`
-	Duration time.Duration  `json:"duration_ms,omitempty"`
-	Count    int            `json:"count,omitempty"`
+	Time     time.Time     `json:"time"`
+	Event    vocab.Event   `json:"event"`
+	Client   string        `json:"client"`
+	Proto    vocab.Proto   `json:"proto"`
+	Host     string        `json:"host"`
+	Port     uint16        `json:"port,omitempty"`
+	Method   string        `json:"method,omitempty"`
+	Path     string        `json:"path,omitempty"` // gateway apis: routes: the canonical path, never the query
+	QType    string        `json:"qtype,omitempty"`
+	Verdict  vocab.Verdict `json:"verdict"`
+	Reason   vocab.Reason  `json:"reason"`
+	Rule     string        `json:"rule,omitempty"`
+	Hint     string        `json:"hint,omitempty"` // denials: the grant that would allow it (policy.Hint)
+	Status   int           `json:"status,omitempty"`
+	BytesUp  int64         `json:"bytes_up,omitempty"`
+	BytesDn  int64         `json:"bytes_down,omitempty"`
+	Duration time.Duration `json:"duration_ms,omitempty"`
+	Count    int           `json:"count,omitempty"`
 	// Overflow summaries (Host "*", and Client "*" when shared): the first
 	// SampleMax distinct hosts and clients that were folded into Count.
 	Hosts   []string `json:"hosts,omitempty"`
 	Clients []string `json:"clients,omitempty"`
 
-	// Gateway usage (Event == EventUsage).
+	// Gateway usage (Event == vocab.EventUsage).
 	Provider     string  `json:"provider,omitempty"`
 	Model        string  `json:"model,omitempty"`
 	InputTokens  int64   `json:"input_tokens,omitempty"`

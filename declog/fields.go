@@ -6,7 +6,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // field is one key of the decision-log line. The table below is the line's
@@ -25,16 +25,16 @@ type field struct {
 
 // fields follow the slog header (time, level, msg) in this order.
 var fields = [...]field{
-	{"event", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "event", message(e)) }, getEvent},
+	{"event", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "event", message(e)) }, getEnum(func(e *Entry) *vocab.Event { return &e.Event })},
 	reqString("client", func(e *Entry) *string { return &e.Client }),
-	{"proto", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "proto", e.Proto.String()) }, getEnum(func(e *Entry) *policy.Proto { return &e.Proto })},
+	{"proto", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "proto", e.Proto.String()) }, getEnum(func(e *Entry) *vocab.Proto { return &e.Proto })},
 	reqString("host", func(e *Entry) *string { return &e.Host }),
 	optInt("port", func(e *Entry) *uint16 { return &e.Port }),
 	optString("method", func(e *Entry) *string { return &e.Method }),
 	optString("path", func(e *Entry) *string { return &e.Path }),
 	optString("qtype", func(e *Entry) *string { return &e.QType }),
-	{"verdict", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "verdict", e.Verdict.String()) }, getEnum(func(e *Entry) *policy.Verdict { return &e.Verdict })},
-	{"reason", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "reason", e.Reason.String()) }, getEnum(func(e *Entry) *policy.Reason { return &e.Reason })},
+	{"verdict", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "verdict", e.Verdict.String()) }, getEnum(func(e *Entry) *vocab.Verdict { return &e.Verdict })},
+	{"reason", true, func(d []byte, e *Entry) []byte { return appendStringField(d, "reason", e.Reason.String()) }, getEnum(func(e *Entry) *vocab.Reason { return &e.Reason })},
 	optString("rule", func(e *Entry) *string { return &e.Rule }),
 	optString("hint", func(e *Entry) *string { return &e.Hint }),
 	optInt("status", func(e *Entry) *int { return &e.Status }),
@@ -114,16 +114,6 @@ func getEnum[T enum](p func(*Entry) *T) func(*Entry, json.RawMessage) error {
 		}
 		return fmt.Errorf("unknown value %q", s)
 	}
-}
-
-func getEvent(e *Entry, raw json.RawMessage) error {
-	if err := json.Unmarshal(raw, &e.Event); err != nil {
-		return err
-	}
-	if !knownEvent(e.Event) {
-		return fmt.Errorf("unknown event %q", e.Event)
-	}
-	return nil
 }
 
 // putDuration writes microsecond resolution as milliseconds: readable by

@@ -8,8 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/money"
-	"github.com/egressd/egressd/policy"
 )
 
 // ANSI colours for the verdict column.
@@ -34,7 +35,7 @@ const (
 // Denied reports whether e is a denial or would-denial (including a
 // summary of folded denials): what `egressd tail --denied` shows.
 func Denied(e Entry) bool {
-	return (e.Event == EventDecision || e.Event == EventSummary) && e.Verdict != policy.Allow
+	return (e.Event == vocab.EventDecision || e.Event == vocab.EventSummary) && e.Verdict != vocab.Allow
 }
 
 // Format writes e as one aligned line for a person: local time, verdict,
@@ -78,19 +79,19 @@ func Format(w io.Writer, e Entry, color bool) error {
 
 func verdictLabel(e Entry) (string, string) {
 	switch e.Event {
-	case EventClose:
+	case vocab.EventClose:
 		return "close", ""
-	case EventUsage:
+	case vocab.EventUsage:
 		return "usage", ""
-	case EventAsk:
+	case vocab.EventAsk:
 		return "ask", ansiYellow
 	}
 	switch e.Verdict {
-	case policy.Deny:
+	case vocab.Deny:
 		return e.Verdict.String(), ansiRed
-	case policy.Report:
+	case vocab.Report:
 		return e.Verdict.String(), ansiYellow
-	case policy.Allow:
+	case vocab.Allow:
 		return e.Verdict.String(), ansiGreen
 	}
 	return e.Verdict.String(), ""
@@ -100,9 +101,9 @@ func verdictLabel(e Entry) (string, string) {
 func target(e Entry) string {
 	host := Sanitize(e.Host)
 	switch {
-	case e.Event == EventUsage:
+	case e.Event == vocab.EventUsage:
 		return Sanitize(e.Provider) + "/" + Sanitize(e.Model)
-	case e.Proto == policy.ProtoDNS:
+	case e.Proto == vocab.ProtoDNS:
 		if e.QType != "" {
 			return host + " " + Sanitize(e.QType)
 		}
@@ -118,22 +119,22 @@ func target(e Entry) string {
 // details is the reason column and what follows it.
 func details(e Entry) (string, string) {
 	switch e.Event {
-	case EventClose:
+	case vocab.EventClose:
 		return fmt.Sprintf("up %s down %s", FormatBytes(e.BytesUp), FormatBytes(e.BytesDn)),
 			e.Duration.Round(time.Millisecond).String()
-	case EventUsage:
+	case vocab.EventUsage:
 		est := ""
 		if e.Estimated {
 			est = " (estimated)"
 		}
 		return fmt.Sprintf("in %d out %d", e.InputTokens, e.OutputTokens),
 			money.Format(e.CostUSD) + est
-	case EventSummary:
+	case vocab.EventSummary:
 		return e.Reason.String(), fmt.Sprintf("x%d more in the last window", e.Count) +
 			sampleList("; hosts ", e.Hosts) + sampleList("; clients ", e.Clients)
 	}
 	tail := e.Hint
-	if e.Verdict == policy.Allow || tail == "" {
+	if e.Verdict == vocab.Allow || tail == "" {
 		tail = e.Rule
 	}
 	return e.Reason.String(), Sanitize(tail)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/testutil"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 func TestFormat(t *testing.T) {
@@ -28,25 +28,25 @@ func TestFormat(t *testing.T) {
 			hhmmss + ` deny       connect 10.0.0.2        evil.example:443                     not_allowlisted        add "- host: evil.example" under allow:`},
 		{"allow shows rule", withTime(allowed("10.0.0.2", "pypi.org")),
 			hhmmss + ` allow      http    10.0.0.2        pypi.org:80                          allowlisted            allow[0] host: "pypi.org" ports: [80]`},
-		{"dns would_deny", Entry{Time: t0, Event: EventDecision, Client: "10.0.0.3", Proto: policy.ProtoDNS,
-			Host: "x.example", QType: "TXT", Verdict: policy.Report, Reason: policy.ReasonQTypeNotAllowed},
+		{"dns would_deny", Entry{Time: t0, Event: vocab.EventDecision, Client: "10.0.0.3", Proto: vocab.ProtoDNS,
+			Host: "x.example", QType: "TXT", Verdict: vocab.Report, Reason: vocab.ReasonQTypeNotAllowed},
 			hhmmss + ` would_deny dns     10.0.0.3        x.example TXT                        qtype_not_allowed`},
-		{"summary", Entry{Time: t0, Event: EventSummary, Client: "10.0.0.2", Proto: policy.ProtoConnect,
-			Host: "flood.example", Port: 443, Verdict: policy.Deny, Reason: policy.ReasonRateLimited, Count: 999},
+		{"summary", Entry{Time: t0, Event: vocab.EventSummary, Client: "10.0.0.2", Proto: vocab.ProtoConnect,
+			Host: "flood.example", Port: 443, Verdict: vocab.Deny, Reason: vocab.ReasonRateLimited, Count: 999},
 			hhmmss + ` deny       connect 10.0.0.2        flood.example:443                    rate_limited           x999 more in the last window`},
-		{"overflow summary names its sample", Entry{Time: t0, Event: EventSummary, Client: "*", Proto: policy.ProtoDNS,
-			Host: "*", Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted, Count: 5000,
+		{"overflow summary names its sample", Entry{Time: t0, Event: vocab.EventSummary, Client: "*", Proto: vocab.ProtoDNS,
+			Host: "*", Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted, Count: 5000,
 			Hosts: []string{"target.example", "\x1b[2Jx"}, Clients: []string{"10.0.0.2", "10.0.0.9"}},
 			hhmmss + ` deny       dns     *               *                                    not_allowlisted        x5000 more in the last window; hosts target.example, "\x1b[2Jx"; clients 10.0.0.2, 10.0.0.9`},
-		{"close", Entry{Time: t0, Event: EventClose, Client: "10.0.0.2", Proto: policy.ProtoConnect,
-			Host: "api.github.com", Port: 443, Verdict: policy.Allow, BytesUp: 2048, BytesDn: 5 << 20,
+		{"close", Entry{Time: t0, Event: vocab.EventClose, Client: "10.0.0.2", Proto: vocab.ProtoConnect,
+			Host: "api.github.com", Port: 443, Verdict: vocab.Allow, BytesUp: 2048, BytesDn: 5 << 20,
 			Duration: 1234 * time.Millisecond},
 			hhmmss + ` close      connect 10.0.0.2        api.github.com:443                   up 2.0KiB down 5.0MiB  1.234s`},
-		{"usage", Entry{Time: t0, Event: EventUsage, Client: "10.0.0.2", Proto: policy.ProtoGateway,
+		{"usage", Entry{Time: t0, Event: vocab.EventUsage, Client: "10.0.0.2", Proto: vocab.ProtoGateway,
 			Provider: "openrouter", Model: "x/y", InputTokens: 10, OutputTokens: 20, CostUSD: 0.5, Estimated: true},
 			hhmmss + ` usage      gateway 10.0.0.2        openrouter/x/y                       in 10 out 20           $0.50 (estimated)`},
-		{"ask answered", Entry{Time: t0, Event: EventAsk, Client: "10.0.0.2", Proto: policy.ProtoConnect,
-			Host: "new.example", Port: 443, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Rule: "question 3f9a01c2 answered once by telegram:42"},
+		{"ask answered", Entry{Time: t0, Event: vocab.EventAsk, Client: "10.0.0.2", Proto: vocab.ProtoConnect,
+			Host: "new.example", Port: 443, Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: "question 3f9a01c2 answered once by telegram:42"},
 			hhmmss + ` ask        connect 10.0.0.2        new.example:443                      allowlisted            question 3f9a01c2 answered once by telegram:42`},
 		{"ipv6", withTime(denial("fd00::2", "2001:db8::1")),
 			hhmmss + ` deny       connect fd00::2         [2001:db8::1]:443                    not_allowlisted        add "- host: 2001:db8::1" under allow:`},
@@ -68,12 +68,12 @@ func TestFormat(t *testing.T) {
 
 func TestFormatColor(t *testing.T) {
 	tests := []struct {
-		v    policy.Verdict
+		v    vocab.Verdict
 		want string
 	}{
-		{policy.Deny, "\x1b[31mdeny      \x1b[0m"},
-		{policy.Report, "\x1b[33mwould_deny\x1b[0m"},
-		{policy.Allow, "\x1b[32mallow     \x1b[0m"},
+		{vocab.Deny, "\x1b[31mdeny      \x1b[0m"},
+		{vocab.Report, "\x1b[33mwould_deny\x1b[0m"},
+		{vocab.Allow, "\x1b[32mallow     \x1b[0m"},
 	}
 	for _, tc := range tests {
 		e := denial("10.0.0.2", "\x1b[31mfake")

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // fakeClock is a settable clock.
@@ -46,8 +46,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // denial is a connect denial to host from client.
 func denial(client, host string) Entry {
 	return Entry{
-		Event: EventDecision, Client: client, Proto: policy.ProtoConnect, Host: host, Port: 443,
-		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted,
+		Event: vocab.EventDecision, Client: client, Proto: vocab.ProtoConnect, Host: host, Port: 443,
+		Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted,
 		Hint: `add "- host: ` + host + `" under allow:`,
 	}
 }
@@ -55,8 +55,8 @@ func denial(client, host string) Entry {
 // allowed is an allowed plain-HTTP request.
 func allowed(client, host string) Entry {
 	return Entry{
-		Event: EventDecision, Client: client, Proto: policy.ProtoHTTP, Host: host, Port: 80,
-		Method: "GET", Verdict: policy.Allow, Reason: policy.ReasonAllowlisted,
+		Event: vocab.EventDecision, Client: client, Proto: vocab.ProtoHTTP, Host: host, Port: 80,
+		Method: "GET", Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted,
 		Rule: `allow[0] host: "` + host + `" ports: [80]`,
 	}
 }

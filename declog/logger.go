@@ -175,7 +175,7 @@ func maxBytes(o Options) int64 {
 }
 
 // Record queues e for writing and hands it to subscribers. An entry
-// without Time is stamped with the clock; one without Event is a decision.
+// without Time is stamped with the clock.
 // Repeated identical denials within the throttle window are counted, not
 // written; the count is written as one summary line when the window ends.
 func (l *Logger) Record(e Entry) {
@@ -185,9 +185,6 @@ func (l *Logger) Record(e Entry) {
 	}
 	if e.Time.IsZero() {
 		e.Time = l.clock()
-	}
-	if e.Event == "" {
-		e.Event = EventDecision
 	}
 	if l.thr != nil && throttled(&e) {
 		suppress, sum, ok := l.thr.check(&e)

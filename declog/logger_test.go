@@ -3,7 +3,6 @@ package declog
 import (
 	"bytes"
 	"fmt"
-	"github.com/egressd/egressd/internal/testutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,7 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/testutil"
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -21,13 +22,13 @@ func allFields(t0 time.Time) []Entry {
 	return []Entry{
 		allowed("10.0.0.2", "pypi.org"),
 		denial("10.0.0.2", "evil.example"),
-		{Time: t0, Event: EventClose, Client: "10.0.0.2", Proto: policy.ProtoConnect, Host: "api.github.com",
-			Port: 443, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Status: 200,
+		{Time: t0, Event: vocab.EventClose, Client: "10.0.0.2", Proto: vocab.ProtoConnect, Host: "api.github.com",
+			Port: 443, Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Status: 200,
 			BytesUp: 1234, BytesDn: 98765, Duration: 1500*time.Millisecond + 250*time.Microsecond},
-		{Time: t0, Event: EventDecision, Client: "10.0.0.3", Proto: policy.ProtoDNS, Host: "x.example",
-			QType: "TXT", Verdict: policy.Report, Reason: policy.ReasonQTypeNotAllowed},
-		{Time: t0, Event: EventUsage, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "openrouter.ai",
-			Port: 443, Method: "POST", Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Status: 200,
+		{Time: t0, Event: vocab.EventDecision, Client: "10.0.0.3", Proto: vocab.ProtoDNS, Host: "x.example",
+			QType: "TXT", Verdict: vocab.Report, Reason: vocab.ReasonQTypeNotAllowed},
+		{Time: t0, Event: vocab.EventUsage, Client: "10.0.0.2", Proto: vocab.ProtoGateway, Host: "openrouter.ai",
+			Port: 443, Method: "POST", Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Status: 200,
 			Provider: "openrouter", Model: "anthropic/claude-sonnet-4", InputTokens: 1200, OutputTokens: 340,
 			CostUSD: 0.00871, Estimated: true},
 	}
@@ -75,9 +76,9 @@ func TestLineShape(t *testing.T) {
 		t.Errorf("Marshal:\ngot  %s\nwant %s", got, want)
 	}
 	levels := []struct {
-		v    policy.Verdict
+		v    vocab.Verdict
 		want string
-	}{{policy.Allow, `"level":"INFO"`}, {policy.Report, `"level":"WARN"`}, {policy.Deny, `"level":"WARN"`}}
+	}{{vocab.Allow, `"level":"INFO"`}, {vocab.Report, `"level":"WARN"`}, {vocab.Deny, `"level":"WARN"`}}
 	for _, tc := range levels {
 		e.Verdict = tc.v
 		if got := string(Marshal(e)); !strings.Contains(got, tc.want) {
@@ -185,13 +186,13 @@ func TestThrottleFolds(t *testing.T) {
 	var denials, summaries, allows int
 	for _, e := range readAll(t, path) {
 		switch {
-		case e.Event == EventSummary:
+		case e.Event == vocab.EventSummary:
 			summaries++
-			if e.Count != 999 || e.Host != "flood.example" || e.Reason != policy.ReasonNotAllowlisted {
+			if e.Count != 999 || e.Host != "flood.example" || e.Reason != vocab.ReasonNotAllowlisted {
 				t.Errorf("summary: got count %d host %s reason %v, want 999 flood.example not_allowlisted",
 					e.Count, e.Host, e.Reason)
 			}
-		case e.Verdict == policy.Deny:
+		case e.Verdict == vocab.Deny:
 			denials++
 		default:
 			allows++

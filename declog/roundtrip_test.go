@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/egressd/egressd/internal/vocab"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestEveryEventRoundTrips: a line of every event kind the log defines is
@@ -16,10 +16,10 @@ import (
 // reader drops would vanish from tail silently.
 func TestEveryEventRoundTrips(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 123456000, time.UTC)
-	for _, ev := range events {
+	for _, ev := range vocab.Events() {
 		e := Entry{
-			Time: t0, Event: ev, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "openrouter",
-			Port: 443, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Status: 200,
+			Time: t0, Event: ev, Client: "10.0.0.2", Proto: vocab.ProtoGateway, Host: "openrouter",
+			Port: 443, Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Status: 200,
 			BytesUp: 10, BytesDn: 20, Duration: 1500 * time.Microsecond, Provider: "openrouter",
 			Model: "m", InputTokens: 3, OutputTokens: 4, CostUSD: 0.25, Estimated: true,
 		}
@@ -48,7 +48,7 @@ func TestEveryEventRoundTrips(t *testing.T) {
 // TestUnmarshalRequiresKeys: a line missing any key the table marks as
 // required is not an entry.
 func TestUnmarshalRequiresKeys(t *testing.T) {
-	line := Marshal(Entry{Time: time.Unix(1, 0).UTC(), Client: "c", Host: "h", Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted})
+	line := Marshal(Entry{Time: time.Unix(1, 0).UTC(), Client: "c", Host: "h", Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted})
 	for _, f := range fields {
 		if !f.must {
 			continue

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // Overflow summaries. Neither "*" is a valid host name or client address,
@@ -26,9 +26,9 @@ type throttleKey struct {
 	client  string
 	host    string
 	port    uint16
-	proto   policy.Proto
-	verdict policy.Verdict
-	reason  policy.Reason
+	proto   vocab.Proto
+	verdict vocab.Verdict
+	reason  vocab.Reason
 	// call is "METHOD /canonical/path" for gateway apis: route entries,
 	// so that refusals of different calls on one route stay apart (they
 	// are what `suggest` proposes rules from); "" for every other edge.
@@ -136,8 +136,8 @@ func newThrottle(window time.Duration, maxKeys, perClient int) *throttle {
 	return t
 }
 
-func poolOf(p policy.Proto) int {
-	if p == policy.ProtoDNS {
+func poolOf(p vocab.Proto) int {
+	if p == vocab.ProtoDNS {
 		return dnsPool
 	}
 	return connPool
@@ -146,7 +146,7 @@ func poolOf(p policy.Proto) int {
 // throttled reports whether e is only eligible for folding: decisions that
 // deny or would deny. Allowed traffic, closes and usage are never folded.
 func throttled(e *Entry) bool {
-	return e.Event == EventDecision && e.Verdict != policy.Allow
+	return e.Event == vocab.EventDecision && e.Verdict != vocab.Allow
 }
 
 // check decides whether e is written. When it is and a previous window for
@@ -315,7 +315,7 @@ func (t *throttle) sweep(now time.Time, all bool) []Entry {
 // denial alone.
 func (st *throttleState) summary() Entry {
 	e := st.first
-	e.Event = EventSummary
+	e.Event = vocab.EventSummary
 	e.Time = st.last
 	e.Count = st.n
 	e.Status, e.BytesUp, e.BytesDn, e.Duration = 0, 0, 0, 0

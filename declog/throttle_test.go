@@ -2,21 +2,21 @@ package declog
 
 import (
 	"fmt"
-	"github.com/egressd/egressd/internal/testutil"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/egressd/egressd/internal/testutil"
+	"github.com/egressd/egressd/internal/vocab"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/google/go-cmp/cmp"
 )
 
 // dnsDenial is a DNS denial of host from client.
 func dnsDenial(client, host string) Entry {
 	return Entry{
-		Event: EventDecision, Client: client, Proto: policy.ProtoDNS, Host: host, QType: "A",
-		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted,
+		Event: vocab.EventDecision, Client: client, Proto: vocab.ProtoDNS, Host: host, QType: "A",
+		Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted,
 	}
 }
 
@@ -115,7 +115,7 @@ func TestThrottleClientQuota(t *testing.T) {
 		t.Errorf("missing summaries %v", wantSummaries)
 	}
 	for _, e := range got {
-		if e.Event == EventSummary && e.Host == overflowHost && (e.Hint != "" || e.Port != 0) {
+		if e.Event == vocab.EventSummary && e.Host == overflowHost && (e.Hint != "" || e.Port != 0) {
 			t.Errorf("overflow summary kept the first denial's hint %q / port %d, want neither", e.Hint, e.Port)
 		}
 	}
@@ -127,7 +127,7 @@ func decisionsAndSummaries(got []Entry) ([]string, map[string]Entry) {
 	var decisions []string
 	sums := map[string]Entry{}
 	for _, e := range got {
-		if e.Event == EventDecision {
+		if e.Event == vocab.EventDecision {
 			decisions = append(decisions, brief(e))
 		} else {
 			sums[e.Client+" "+e.Host] = e
@@ -238,7 +238,7 @@ func TestThrottleBounded(t *testing.T) {
 			e = denial(fmt.Sprintf("10.1.0.%d", i%40), fmt.Sprintf("h%d.example", i))
 		default:
 			e = denial("10.1.0.1", fmt.Sprintf("h%d.example", i%97))
-			e.Proto = policy.ProtoHTTP
+			e.Proto = vocab.ProtoHTTP
 		}
 		e.Time = now
 		thr.check(&e)
@@ -283,8 +283,8 @@ func TestThrottleBounded(t *testing.T) {
 
 // TestThrottleSampleRoundTrip: the samples survive the log line.
 func TestThrottleSampleRoundTrip(t *testing.T) {
-	e := Entry{Time: time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC), Event: EventSummary, Client: "*",
-		Proto: policy.ProtoDNS, Host: "*", Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted, Count: 3,
+	e := Entry{Time: time.Date(2025, 3, 14, 0, 0, 0, 0, time.UTC), Event: vocab.EventSummary, Client: "*",
+		Proto: vocab.ProtoDNS, Host: "*", Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted, Count: 3,
 		Hosts: []string{"a.example", "b\x00.example"}, Clients: []string{"10.0.0.2"}}
 	got, err := Unmarshal(Marshal(e))
 	if err != nil {
@@ -310,8 +310,8 @@ func TestThrottleSampleRoundTrip(t *testing.T) {
 // the same call repeated folds as any denial does.
 func TestThrottleKeepsRouteCallsApart(t *testing.T) {
 	call := func(method, path string) Entry {
-		return Entry{Event: EventDecision, Client: "10.0.0.2", Proto: policy.ProtoGateway, Host: "github",
-			Method: method, Path: path, Verdict: policy.Deny, Reason: policy.ReasonPathNotAllowed}
+		return Entry{Event: vocab.EventDecision, Client: "10.0.0.2", Proto: vocab.ProtoGateway, Host: "github",
+			Method: method, Path: path, Verdict: vocab.Deny, Reason: vocab.ReasonPathNotAllowed}
 	}
 	got := logLines(t, 100, 50, func(l *Logger) {
 		l.Record(call("POST", "/repos/acme/app/issues"))

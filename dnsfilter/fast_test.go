@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
@@ -186,7 +188,7 @@ func TestReplyCacheFollowsPolicyAndResolver(t *testing.T) {
 	mu.Lock()
 	p = loadPolicy(t, "version: 1\nallow:\n  - host: other.example\n")
 	mu.Unlock()
-	if m, inline := ask(); !inline || m.Rcode != dns.RcodeNameError || e.rec.last(t).Reason != policy.ReasonNotAllowlisted {
+	if m, inline := ask(); !inline || m.Rcode != dns.RcodeNameError || e.rec.last(t).Reason != vocab.ReasonNotAllowlisted {
 		t.Errorf("after revoking: inline %v, %s, %s; want inline NXDOMAIN not_allowlisted", inline, dns.RcodeToString[m.Rcode], e.rec.last(t).Reason)
 	}
 	mu.Lock()
@@ -269,7 +271,7 @@ func TestFastPathRateLimit(t *testing.T) {
 	}
 	n := 0
 	for _, en := range e.rec.all() {
-		if en.Reason == policy.ReasonRateLimited {
+		if en.Reason == vocab.ReasonRateLimited {
 			n++
 		}
 	}
@@ -354,7 +356,7 @@ func TestTooManyWaiting(t *testing.T) {
 		if !inline || b[3]&0xF != dns.RcodeServerFailure {
 			t.Errorf("got inline %v, rcode %d; want inline SERVFAIL", inline, b[3]&0xF)
 		}
-		if got := e.rec.last(t); got.Reason != policy.ReasonResolveFailed || got.Host != "granted.example" {
+		if got := e.rec.last(t); got.Reason != vocab.ReasonResolveFailed || got.Host != "granted.example" {
 			t.Errorf("logged %s for %q, want resolve_failed for granted.example", got.Reason, got.Host)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
@@ -23,7 +25,7 @@ type checker struct {
 func (c checker) check(a netip.Addr) policy.Decision {
 	a = a.Unmap()
 	if c.self.ContainsAddr(a) {
-		return policy.Decision{Verdict: policy.Deny, Reason: policy.ReasonSelfAddress}
+		return policy.Decision{Verdict: vocab.Deny, Reason: vocab.ReasonSelfAddress}
 	}
 	return c.p.CheckAddr(a)
 }
@@ -102,7 +104,7 @@ func keepRecord(c checker, rr dns.RR, f *filtered) bool {
 			return false
 		}
 		if d := c.check(a); !d.Verdict.Allowed() {
-			if f.refused.Reason == policy.ReasonNone {
+			if f.refused.Reason == vocab.ReasonNone {
 				f.refused = d // CheckAddr denials always carry a reason
 			}
 			return false

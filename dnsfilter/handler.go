@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
@@ -20,8 +22,8 @@ import (
 type outcome struct {
 	rcode   int
 	answer  *dns.Msg // filtered upstream answer; nil for replies made here
-	verdict policy.Verdict
-	reason  policy.Reason
+	verdict vocab.Verdict
+	reason  vocab.Reason
 	rule    *policy.Rule
 	log     bool         // false only for rate-limited queries already logged this window
 	folded  limitSummary // rate-limited queries of the window this one replaced, not logged
@@ -102,7 +104,7 @@ func (s *Server) admit(p *policy.Policy, client netip.Addr, now time.Time) (outc
 	lim := p.Config().Limits.DNS
 	if ok, _ := s.limits.Allow(client, ratelimit.Limit{RPS: lim.RPS, Burst: lim.Burst}, now); !ok {
 		log, folded := s.limitLog.note(client, now)
-		return outcome{rcode: dns.RcodeRefused, reason: policy.ReasonRateLimited, log: log, folded: folded}, false
+		return outcome{rcode: dns.RcodeRefused, reason: vocab.ReasonRateLimited, log: log, folded: folded}, false
 	}
 	return outcome{}, true
 }
@@ -129,15 +131,15 @@ func checkShape(r *dns.Msg) (int, bool) {
 // about where labels end, and no host an agent needs has one.
 func decideName(p *policy.Policy, client netip.Addr, qname string) policy.Decision {
 	if strings.IndexByte(qname, '\\') >= 0 {
-		return policy.Decision{Verdict: policy.Deny, Reason: policy.ReasonBadRequest}
+		return policy.Decision{Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest}
 	}
-	return p.Decide(policy.Request{Client: client, Host: qname, Proto: policy.ProtoDNS})
+	return p.Decide(policy.Request{Client: client, Host: qname, Proto: vocab.ProtoDNS})
 }
 
 // resolve answers a granted question through the shared resolver and
 // removes what the agent must not be told.
 func (s *Server) resolve(p *policy.Policy, q dns.Question, d policy.Decision) outcome {
-	fail := outcome{rcode: dns.RcodeServerFailure, reason: policy.ReasonResolveFailed, rule: d.Rule, log: true}
+	fail := outcome{rcode: dns.RcodeServerFailure, reason: vocab.ReasonResolveFailed, rule: d.Rule, log: true}
 	if s.res == nil {
 		return fail
 	}
@@ -230,9 +232,9 @@ func qtypeName(q *query) string {
 func decisionEntry(p *policy.Policy, client, host, qtype string, o outcome, start time.Time) declog.Entry {
 	e := declog.Entry{
 		Time:    start,
-		Event:   declog.EventDecision,
+		Event:   vocab.EventDecision,
 		Client:  client,
-		Proto:   policy.ProtoDNS,
+		Proto:   vocab.ProtoDNS,
 		Host:    host,
 		QType:   qtype,
 		Verdict: o.verdict,

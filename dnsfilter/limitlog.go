@@ -6,9 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
-	"github.com/egressd/egressd/policy"
 )
 
 const (
@@ -53,11 +54,11 @@ type limitSummary struct {
 func (s limitSummary) entry(now time.Time) declog.Entry {
 	e := declog.Entry{
 		Time:    now,
-		Event:   declog.EventSummary,
+		Event:   vocab.EventSummary,
 		Client:  netaddr.String(s.client),
-		Proto:   policy.ProtoDNS,
-		Verdict: policy.Deny,
-		Reason:  policy.ReasonRateLimited,
+		Proto:   vocab.ProtoDNS,
+		Verdict: vocab.Deny,
+		Reason:  vocab.ReasonRateLimited,
 		Count:   s.count,
 	}
 	if s.shared {

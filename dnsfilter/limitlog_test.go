@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 )
 
@@ -69,7 +71,7 @@ func TestLimitLogFloodKeepsWhoWasLimited(t *testing.T) {
 	}
 	e := prev.entry(next)
 	if e.Client != sharedClient || len(e.Clients) != declog.SampleMax || e.Clients[0] != wantSample[0].String() ||
-		e.Event != declog.EventSummary || e.Count != 2*past-1 || e.Host != "" {
+		e.Event != vocab.EventSummary || e.Count != 2*past-1 || e.Host != "" {
 		t.Errorf("shared summary entry: got %+v, want client %q, %d sampled clients, no host", e, sharedClient, declog.SampleMax)
 	}
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
@@ -69,7 +71,7 @@ func (s *Server) serve(q *query, a answerer) {
 	default:
 		// Too many queries wait for the resolver: what resolve answers
 		// when the resolver itself is too busy.
-		q.o = outcome{rcode: dns.RcodeServerFailure, reason: policy.ReasonResolveFailed, rule: q.d.Rule, log: true}
+		q.o = outcome{rcode: dns.RcodeServerFailure, reason: vocab.ReasonResolveFailed, rule: q.d.Rule, log: true}
 		a.short(q)
 	}
 	a.record(q)
@@ -88,7 +90,7 @@ func (s *Server) decide(q *query) bool {
 	}
 	if q.msg != nil {
 		if rcode, ok := checkShape(q.msg); !ok {
-			q.o = outcome{rcode: rcode, reason: policy.ReasonBadRequest, log: true}
+			q.o = outcome{rcode: rcode, reason: vocab.ReasonBadRequest, log: true}
 			return false
 		}
 	}
@@ -100,7 +102,7 @@ func (s *Server) decide(q *query) bool {
 		return false
 	}
 	if !q.p.QTypeAllowed(q.qtype) {
-		q.o = outcome{rcode: dns.RcodeRefused, reason: policy.ReasonQTypeNotAllowed, rule: q.d.Rule, log: true}
+		q.o = outcome{rcode: dns.RcodeRefused, reason: vocab.ReasonQTypeNotAllowed, rule: q.d.Rule, log: true}
 		return false
 	}
 	return true

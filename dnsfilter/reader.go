@@ -5,11 +5,12 @@ import (
 	"net"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
-	"github.com/egressd/egressd/policy"
 )
 
 // errMalformed ends a TCP connection whose message did not parse.
@@ -69,10 +70,10 @@ func (r checkedReader) ok(m []byte, from net.Addr) bool {
 func (s *Server) malformed(from net.Addr) {
 	s.rec.Record(declog.Entry{
 		Time:    s.clock(),
-		Event:   declog.EventDecision,
+		Event:   vocab.EventDecision,
 		Client:  netaddr.String(netaddr.Of(from)),
-		Proto:   policy.ProtoDNS,
-		Verdict: policy.Deny,
-		Reason:  policy.ReasonBadRequest,
+		Proto:   vocab.ProtoDNS,
+		Verdict: vocab.Deny,
+		Reason:  vocab.ReasonBadRequest,
 	})
 }

@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver/resolvertest"
 )
 
@@ -61,7 +62,7 @@ func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 func countBadRequests(es []declog.Entry) int {
 	n := 0
 	for _, e := range es {
-		if e.Reason == policy.ReasonBadRequest && e.Verdict == policy.Deny && e.Client == "127.0.0.1" {
+		if e.Reason == vocab.ReasonBadRequest && e.Verdict == vocab.Deny && e.Client == "127.0.0.1" {
 			n++
 		}
 	}

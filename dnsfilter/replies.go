@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
@@ -40,8 +42,8 @@ type packedReply struct {
 	wire  []byte
 	ttls  []uint16 // offsets of the TTLs to patch
 
-	verdict policy.Verdict
-	reason  policy.Reason
+	verdict vocab.Verdict
+	reason  vocab.Reason
 	rule    *policy.Rule
 }
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/declog"
@@ -66,8 +68,8 @@ func TestGrantedAnswered(t *testing.T) {
 		t.Errorf("question echoed as %q, want the client's 0x20 spelling", got)
 	}
 	got := e.rec.last(t)
-	want := declog.Entry{Event: declog.EventDecision, Client: "172.30.0.2", Proto: policy.ProtoDNS,
-		Host: "granted.example", QType: "A", Verdict: policy.Allow, Reason: policy.ReasonAllowlisted}
+	want := declog.Entry{Event: vocab.EventDecision, Client: "172.30.0.2", Proto: vocab.ProtoDNS,
+		Host: "granted.example", QType: "A", Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted}
 	if got.Event != want.Event || got.Client != want.Client || got.Proto != want.Proto || got.Host != want.Host ||
 		got.QType != want.QType || got.Verdict != want.Verdict || got.Reason != want.Reason {
 		t.Errorf("logged %+v, want %+v", got, want)
@@ -85,25 +87,25 @@ func TestUngrantedNeverForwarded(t *testing.T) {
 	tests := []struct {
 		name   string
 		qtype  uint16
-		reason policy.Reason
+		reason vocab.Reason
 	}{
-		{"evil.example.", dns.TypeA, policy.ReasonNotAllowlisted},
-		{"EvIl.ExAmPlE.", dns.TypeA, policy.ReasonNotAllowlisted}, // 0x20
-		{"evil.example.", dns.TypeTXT, policy.ReasonNotAllowlisted},
-		{"wild.example.", dns.TypeA, policy.ReasonNotAllowlisted}, // wildcard excludes the apex
-		{"x.granted.example.", dns.TypeA, policy.ReasonNotAllowlisted},
-		{"granted.example.evil.", dns.TypeA, policy.ReasonNotAllowlisted},
-		{`a\.wild.example.`, dns.TypeA, policy.ReasonBadRequest},
-		{`granted\.example.`, dns.TypeA, policy.ReasonBadRequest},
-		{`granted.example\000.`, dns.TypeA, policy.ReasonBadRequest},
-		{"10.0.0.1.", dns.TypeA, policy.ReasonNotAllowlisted},
+		{"evil.example.", dns.TypeA, vocab.ReasonNotAllowlisted},
+		{"EvIl.ExAmPlE.", dns.TypeA, vocab.ReasonNotAllowlisted}, // 0x20
+		{"evil.example.", dns.TypeTXT, vocab.ReasonNotAllowlisted},
+		{"wild.example.", dns.TypeA, vocab.ReasonNotAllowlisted}, // wildcard excludes the apex
+		{"x.granted.example.", dns.TypeA, vocab.ReasonNotAllowlisted},
+		{"granted.example.evil.", dns.TypeA, vocab.ReasonNotAllowlisted},
+		{`a\.wild.example.`, dns.TypeA, vocab.ReasonBadRequest},
+		{`granted\.example.`, dns.TypeA, vocab.ReasonBadRequest},
+		{`granted.example\000.`, dns.TypeA, vocab.ReasonBadRequest},
+		{"10.0.0.1.", dns.TypeA, vocab.ReasonNotAllowlisted},
 	}
 	for _, tc := range tests {
 		r := e.ask(t, mkQuery(tc.name, tc.qtype))
 		if r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
 			t.Errorf("%s %s: got %s with %d answers, want NXDOMAIN and none", tc.name, dns.Type(tc.qtype), dns.RcodeToString[r.Rcode], len(r.Answer))
 		}
-		if got := e.rec.last(t); got.Verdict != policy.Deny || got.Reason != tc.reason {
+		if got := e.rec.last(t); got.Verdict != vocab.Deny || got.Reason != tc.reason {
 			t.Errorf("%s: logged %s/%s, want deny/%s", tc.name, got.Verdict, got.Reason, tc.reason)
 		}
 	}
@@ -119,7 +121,7 @@ func TestQTypeRefused(t *testing.T) {
 		if r.Rcode != dns.RcodeRefused {
 			t.Errorf("%s: got %s, want REFUSED", dns.Type(qt), dns.RcodeToString[r.Rcode])
 		}
-		if got := e.rec.last(t); got.Reason != policy.ReasonQTypeNotAllowed || got.Verdict != policy.Deny {
+		if got := e.rec.last(t); got.Reason != vocab.ReasonQTypeNotAllowed || got.Verdict != vocab.Deny {
 			t.Errorf("%s: logged %s/%s, want deny/qtype_not_allowed", dns.Type(qt), got.Verdict, got.Reason)
 		}
 	}
@@ -136,19 +138,19 @@ func TestAddressFiltering(t *testing.T) {
 		qtype  uint16
 		rcode  int
 		addrs  []string
-		reason policy.Reason
+		reason vocab.Reason
 	}{
-		{"mixed.wild.example.", dns.TypeA, dns.RcodeSuccess, []string{"93.184.215.15"}, policy.ReasonAllowlisted},
-		{"private.wild.example.", dns.TypeA, dns.RcodeNameError, nil, policy.ReasonPrivateAddress},
-		{"meta.wild.example.", dns.TypeA, dns.RcodeNameError, nil, policy.ReasonMetadataAddress},
-		{"loop6.wild.example.", dns.TypeAAAA, dns.RcodeNameError, nil, policy.ReasonPrivateAddress},
-		{"ula.wild.example.", dns.TypeAAAA, dns.RcodeNameError, nil, policy.ReasonPrivateAddress},
-		{"mapped.wild.example.", dns.TypeAAAA, dns.RcodeNameError, nil, policy.ReasonPrivateAddress},
-		{"cname.wild.example.", dns.TypeA, dns.RcodeSuccess, []string{"93.184.215.16"}, policy.ReasonAllowlisted},
-		{"cnamepriv.wild.example.", dns.TypeA, dns.RcodeNameError, nil, policy.ReasonPrivateAddress},
-		{"allowednet.wild.example.", dns.TypeA, dns.RcodeSuccess, []string{"10.9.0.5"}, policy.ReasonAllowlisted},
-		{"granted.example.", dns.TypeAAAA, dns.RcodeSuccess, []string{"2606:2800:21f:cb07::1"}, policy.ReasonAllowlisted},
-		{"nx.wild.example.", dns.TypeA, dns.RcodeNameError, nil, policy.ReasonAllowlisted},
+		{"mixed.wild.example.", dns.TypeA, dns.RcodeSuccess, []string{"93.184.215.15"}, vocab.ReasonAllowlisted},
+		{"private.wild.example.", dns.TypeA, dns.RcodeNameError, nil, vocab.ReasonPrivateAddress},
+		{"meta.wild.example.", dns.TypeA, dns.RcodeNameError, nil, vocab.ReasonMetadataAddress},
+		{"loop6.wild.example.", dns.TypeAAAA, dns.RcodeNameError, nil, vocab.ReasonPrivateAddress},
+		{"ula.wild.example.", dns.TypeAAAA, dns.RcodeNameError, nil, vocab.ReasonPrivateAddress},
+		{"mapped.wild.example.", dns.TypeAAAA, dns.RcodeNameError, nil, vocab.ReasonPrivateAddress},
+		{"cname.wild.example.", dns.TypeA, dns.RcodeSuccess, []string{"93.184.215.16"}, vocab.ReasonAllowlisted},
+		{"cnamepriv.wild.example.", dns.TypeA, dns.RcodeNameError, nil, vocab.ReasonPrivateAddress},
+		{"allowednet.wild.example.", dns.TypeA, dns.RcodeSuccess, []string{"10.9.0.5"}, vocab.ReasonAllowlisted},
+		{"granted.example.", dns.TypeAAAA, dns.RcodeSuccess, []string{"2606:2800:21f:cb07::1"}, vocab.ReasonAllowlisted},
+		{"nx.wild.example.", dns.TypeA, dns.RcodeNameError, nil, vocab.ReasonAllowlisted},
 	}
 	for _, tc := range tests {
 		r := e.ask(t, mkQuery(tc.name, tc.qtype))
@@ -215,7 +217,7 @@ func TestUpstreamTimeoutServfail(t *testing.T) {
 	if r.Rcode != dns.RcodeServerFailure {
 		t.Errorf("got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
-	if got := e.rec.last(t).Reason; got != policy.ReasonResolveFailed {
+	if got := e.rec.last(t).Reason; got != vocab.ReasonResolveFailed {
 		t.Errorf("logged %s, want resolve_failed", got)
 	}
 }
@@ -233,7 +235,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	limited := func() (lines []declog.Entry) {
 		for _, en := range e.rec.all() {
-			if en.Reason == policy.ReasonRateLimited {
+			if en.Reason == vocab.ReasonRateLimited {
 				lines = append(lines, en)
 			}
 		}
@@ -260,12 +262,12 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("second window: refused %d of 5, want 2", got)
 	}
 	lines := limited()
-	if len(lines) != 3 || lines[1].Event != declog.EventSummary || lines[1].Count != 4 || lines[2].Event != declog.EventDecision {
+	if len(lines) != 3 || lines[1].Event != vocab.EventSummary || lines[1].Count != 4 || lines[2].Event != vocab.EventDecision {
 		t.Fatalf("got rate_limited lines %+v, want decision, summary(4), decision", lines)
 	}
 	e.srv.flushLimitLog(true)
 	lines = limited()
-	if last := lines[len(lines)-1]; last.Event != declog.EventSummary || last.Count != 1 {
+	if last := lines[len(lines)-1]; last.Event != vocab.EventSummary || last.Count != 1 {
 		t.Errorf("flush: got %+v, want a summary of 1", last)
 	}
 	if got := e.up.Total(); got != 0 {
@@ -279,7 +281,7 @@ func TestReportMode(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || !slices.Equal(answerAddrs(r), []string{"93.184.215.18"}) {
 		t.Errorf("report mode: got %s %v, want the answer", dns.RcodeToString[r.Rcode], answerAddrs(r))
 	}
-	if got := e.rec.last(t); got.Verdict != policy.Report || got.Reason != policy.ReasonNotAllowlisted {
+	if got := e.rec.last(t); got.Verdict != vocab.Report || got.Reason != vocab.ReasonNotAllowlisted {
 		t.Errorf("logged %s/%s, want would_deny/not_allowlisted", got.Verdict, got.Reason)
 	}
 	// Report mode never relaxes address checks or the type list.
@@ -471,7 +473,7 @@ func TestSelfAddressNeverAnswered(t *testing.T) {
 	if r.Rcode != dns.RcodeNameError {
 		t.Errorf("got %s %v, want NXDOMAIN", dns.RcodeToString[r.Rcode], answerAddrs(r))
 	}
-	if got := e.rec.last(t).Reason; got != policy.ReasonSelfAddress {
+	if got := e.rec.last(t).Reason; got != vocab.ReasonSelfAddress {
 		t.Errorf("logged %s, want self_address", got)
 	}
 	// The unspecified address stands for this machine's own addresses, not

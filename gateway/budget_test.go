@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -55,7 +56,7 @@ func TestConcurrentCallsNeverPassTheCap(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every call settled", func() bool { return len(r.rec.byEvent(declog.EventDecision)) == 200 })
+	waitFor(t, "every call settled", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) == 200 })
 	ok := statuses[200]
 	t.Logf("admitted %d of 200, spent $%.4f", ok, r.meter.Snapshot().SpentUSD)
 	s := r.meter.Snapshot()
@@ -118,8 +119,8 @@ func TestBudgetErrorShapes(t *testing.T) {
 	if n := len(r.fake.requests()); n != 0 {
 		t.Errorf("provider saw %d calls, want 0", n)
 	}
-	for _, e := range r.rec.byEvent(declog.EventDecision) {
-		if e.Reason != policy.ReasonBudgetExceeded || e.Verdict != policy.Deny || e.Status != 429 {
+	for _, e := range r.rec.byEvent(vocab.EventDecision) {
+		if e.Reason != vocab.ReasonBudgetExceeded || e.Verdict != vocab.Deny || e.Status != 429 {
 			t.Errorf("entry %+v, want deny budget_exceeded 429", e)
 		}
 	}
@@ -137,7 +138,7 @@ func TestUnknownModel(t *testing.T) {
 	if resp.StatusCode != 403 || errType(t, body) != "unknown_model" || !strings.Contains(string(body), `budget.prices.\"evil/expensive-1\"`) {
 		t.Errorf("got %d %s, want 403 unknown_model naming budget.prices.\"evil/expensive-1\"", resp.StatusCode, body)
 	}
-	if e := r.rec.byEvent(declog.EventDecision); e[0].Reason != policy.ReasonUnknownModel || e[0].Model != "Evil/Expensive-1" {
+	if e := r.rec.byEvent(vocab.EventDecision); e[0].Reason != vocab.ReasonUnknownModel || e[0].Model != "Evil/Expensive-1" {
 		t.Errorf("entry %+v, want reason unknown_model for the model", e[0])
 	}
 	resp = r.post("/openrouter/api/v1/chat/completions", `{"messages":[]}`)
@@ -180,7 +181,7 @@ func TestUpstreamErrorsPassThroughUncharged(t *testing.T) {
 			if s := r.meter.Snapshot(); s.SpentUSD != 0 || s.ReservedUSD != 0 || s.InFlight != 0 {
 				t.Errorf("got spent %v reserved %v in flight %d, want all 0", s.SpentUSD, s.ReservedUSD, s.InFlight)
 			}
-			if n := len(r.rec.byEvent(declog.EventUsage)); n != 0 {
+			if n := len(r.rec.byEvent(vocab.EventUsage)); n != 0 {
 				t.Errorf("%d usage entries, want 0", n)
 			}
 		})

@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -129,7 +130,7 @@ func TestReservationIsOnDiskBeforeTheProviderSeesTheCall(t *testing.T) {
 	if err := d.err(); err != nil {
 		t.Errorf("50 at once: %v", err)
 	}
-	waitFor(t, "every call settled", func() bool { return len(r.rec.byEvent(declog.EventUsage)) == 53 })
+	waitFor(t, "every call settled", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 53 })
 	l, err := readDiskLedger(path)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +170,7 @@ func TestCapRaceWithDurableReservations(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every call decided", func() bool { return len(r.rec.byEvent(declog.EventDecision)) == 200 })
+	waitFor(t, "every call decided", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) == 200 })
 	if err := d.err(); err != nil {
 		t.Error(err)
 	}

@@ -5,7 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -47,34 +48,34 @@ func TestEndpointTable(t *testing.T) {
 	tests := []struct {
 		name, method, path, body string
 		wantStatus               int
-		wantReason               policy.Reason
+		wantReason               vocab.Reason
 		wantUpstream             string // the path the provider received; "" = nothing sent
 		wantCharged              bool
 	}{
-		{"openrouter chat", "POST", "/openrouter/api/v1/chat/completions", chatBody, 200, policy.ReasonAllowlisted, "/api/v1/chat/completions", true},
-		{"case and slashes rewritten", "POST", "/openrouter//API/V1/Chat//Completions/", chatBody, 200, policy.ReasonAllowlisted, "/api/v1/chat/completions", true},
-		{"escapes rewritten", "POST", "/openrouter/api/v1/chat/%63ompletions", chatBody, 200, policy.ReasonAllowlisted, "/api/v1/chat/completions", true},
-		{"openai base path joined", "POST", "/openai/chat/completions", chatBody, 200, policy.ReasonAllowlisted, "/v1/chat/completions", true},
-		{"legacy completions", "POST", "/openai/completions", `{"model":"gpt-4o-mini","prompt":"hi","max_tokens":3}`, 200, policy.ReasonAllowlisted, "/v1/completions", true},
-		{"embeddings", "POST", "/openai/embeddings", `{"model":"gpt-4o-mini","input":"hi"}`, 200, policy.ReasonAllowlisted, "/v1/embeddings", true},
-		{"model list free", "GET", "/openrouter/api/v1/models", "", 200, policy.ReasonAllowlisted, "/api/v1/models", false},
-		{"key info free", "GET", "/openrouter/api/v1/key", "", 200, policy.ReasonAllowlisted, "/api/v1/key", false},
-		{"model by id keeps its spelling", "GET", "/openai/Models/GPT-4o-Mini", "", 200, policy.ReasonAllowlisted, "/v1/models/GPT-4o-Mini", false},
-		{"anthropic count_tokens free", "POST", "/anthropic/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[]}`, 200, policy.ReasonAllowlisted, "/v1/messages/count_tokens", false},
-		{"stored response", "GET", "/openai/responses/resp_123", "", 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"delete stored response", "DELETE", "/openai/responses/resp_123", "", 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"files", "POST", "/openai/files", `{"purpose":"batch"}`, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"batches", "POST", "/openai/batches", `{"model":"gpt-4o-mini"}`, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"fine-tuning with a priced model", "POST", "/openai/fine_tuning/jobs", `{"model":"gpt-4o-mini","training_file":"f"}`, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"anthropic batches", "POST", "/anthropic/v1/messages/batches", `{"requests":[]}`, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"images", "POST", "/openai/images/generations", `{"model":"gpt-4o-mini","prompt":"x"}`, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"openrouter path without api/v1", "POST", "/openrouter/chat/completions", chatBody, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"suffix after a metered path", "POST", "/openai/chat/completions/x", chatBody, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"metered path by GET", "GET", "/openai/chat/completions", "", 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"HEAD", "HEAD", "/openai/models", "", 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"chat on anthropic format", "POST", "/anthropic/v1/chat/completions", chatBody, 403, policy.ReasonEndpointNotAllowed, "", false},
-		{"dot segment", "POST", "/openai/x/%2e%2e/chat/completions", chatBody, 400, policy.ReasonBadRequest, "", false},
-		{"encoded slash", "POST", "/openai/chat%2Fcompletions", chatBody, 400, policy.ReasonBadRequest, "", false},
+		{"openrouter chat", "POST", "/openrouter/api/v1/chat/completions", chatBody, 200, vocab.ReasonAllowlisted, "/api/v1/chat/completions", true},
+		{"case and slashes rewritten", "POST", "/openrouter//API/V1/Chat//Completions/", chatBody, 200, vocab.ReasonAllowlisted, "/api/v1/chat/completions", true},
+		{"escapes rewritten", "POST", "/openrouter/api/v1/chat/%63ompletions", chatBody, 200, vocab.ReasonAllowlisted, "/api/v1/chat/completions", true},
+		{"openai base path joined", "POST", "/openai/chat/completions", chatBody, 200, vocab.ReasonAllowlisted, "/v1/chat/completions", true},
+		{"legacy completions", "POST", "/openai/completions", `{"model":"gpt-4o-mini","prompt":"hi","max_tokens":3}`, 200, vocab.ReasonAllowlisted, "/v1/completions", true},
+		{"embeddings", "POST", "/openai/embeddings", `{"model":"gpt-4o-mini","input":"hi"}`, 200, vocab.ReasonAllowlisted, "/v1/embeddings", true},
+		{"model list free", "GET", "/openrouter/api/v1/models", "", 200, vocab.ReasonAllowlisted, "/api/v1/models", false},
+		{"key info free", "GET", "/openrouter/api/v1/key", "", 200, vocab.ReasonAllowlisted, "/api/v1/key", false},
+		{"model by id keeps its spelling", "GET", "/openai/Models/GPT-4o-Mini", "", 200, vocab.ReasonAllowlisted, "/v1/models/GPT-4o-Mini", false},
+		{"anthropic count_tokens free", "POST", "/anthropic/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[]}`, 200, vocab.ReasonAllowlisted, "/v1/messages/count_tokens", false},
+		{"stored response", "GET", "/openai/responses/resp_123", "", 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"delete stored response", "DELETE", "/openai/responses/resp_123", "", 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"files", "POST", "/openai/files", `{"purpose":"batch"}`, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"batches", "POST", "/openai/batches", `{"model":"gpt-4o-mini"}`, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"fine-tuning with a priced model", "POST", "/openai/fine_tuning/jobs", `{"model":"gpt-4o-mini","training_file":"f"}`, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"anthropic batches", "POST", "/anthropic/v1/messages/batches", `{"requests":[]}`, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"images", "POST", "/openai/images/generations", `{"model":"gpt-4o-mini","prompt":"x"}`, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"openrouter path without api/v1", "POST", "/openrouter/chat/completions", chatBody, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"suffix after a metered path", "POST", "/openai/chat/completions/x", chatBody, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"metered path by GET", "GET", "/openai/chat/completions", "", 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"HEAD", "HEAD", "/openai/models", "", 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"chat on anthropic format", "POST", "/anthropic/v1/chat/completions", chatBody, 403, vocab.ReasonEndpointNotAllowed, "", false},
+		{"dot segment", "POST", "/openai/x/%2e%2e/chat/completions", chatBody, 400, vocab.ReasonBadRequest, "", false},
+		{"encoded slash", "POST", "/openai/chat%2Fcompletions", chatBody, 400, vocab.ReasonBadRequest, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,7 +94,7 @@ func TestEndpointTable(t *testing.T) {
 			if tt.wantStatus == 403 && tt.method != "HEAD" && !strings.Contains(string(body), "not metered") {
 				t.Errorf("refusal %s does not say the endpoint is not metered", body)
 			}
-			dec := r.rec.byEvent(declog.EventDecision)
+			dec := r.rec.byEvent(vocab.EventDecision)
 			if len(dec) != 1 || dec[0].Reason != tt.wantReason {
 				t.Errorf("decision entries %+v, want one with reason %v", dec, tt.wantReason)
 			}
@@ -104,8 +105,8 @@ func TestEndpointTable(t *testing.T) {
 	}
 }
 
-func reasonHeader(r policy.Reason) string {
-	if r == policy.ReasonAllowlisted {
+func reasonHeader(r vocab.Reason) string {
+	if r == vocab.ReasonAllowlisted {
 		return ""
 	}
 	return r.String()

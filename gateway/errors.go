@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/money"
 	"github.com/egressd/egressd/internal/statusline"
@@ -22,19 +24,19 @@ import (
 // request's one decision entry. Refusals the agent cannot fix by retrying carry
 // x-should-retry: false, which the OpenAI and Anthropic SDKs honour
 // instead of retrying a 429 or 503 on their own.
-func (c *call) refuse(status int, reason policy.Reason, typ, msg string, extra ...any) {
+func (c *call) refuse(status int, reason vocab.Reason, typ, msg string, extra ...any) {
 	body := errorBody(c.format, typ, msg, extra...)
 	hd := c.w.Header()
 	hd.Set("Content-Type", "application/json")
 	hd.Set("X-Egressd-Reason", reason.String())
-	if reason != policy.ReasonRateLimited {
+	if reason != vocab.ReasonRateLimited {
 		hd.Set("X-Should-Retry", "false")
 	}
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
 	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, "/"+c.name+"/", ""))
 	c.w.WriteHeader(status)
 	c.w.Write(body)
-	c.record(policy.Deny, reason, status, int64(len(body)))
+	c.record(vocab.Deny, reason, status, int64(len(body)))
 	c.h.log.Warn("gateway refused", "client", c.client, "provider", c.name, "method", c.r.Method,
 		"model", logSafe(c.model), "status", status, "reason", reason.String(), "detail", msg)
 }
@@ -62,7 +64,7 @@ func (c *call) refuseReservation(err error) {
 	var be *meter.BudgetError
 	switch {
 	case errors.As(err, &be):
-		c.refuse(http.StatusTooManyRequests, policy.ReasonBudgetExceeded, "budget_exceeded", budgetMessage(be),
+		c.refuse(http.StatusTooManyRequests, vocab.ReasonBudgetExceeded, "budget_exceeded", budgetMessage(be),
 			"spend", be.SpentUSD, "cap", be.CapUSD, "reserved", be.ReservedUSD, "resets_at", resetsAt(be))
 	default:
 		c.refuseLedger(err)
@@ -90,14 +92,14 @@ func resetsAt(be *meter.BudgetError) any {
 
 func (c *call) refuseLedger(err error) {
 	c.h.log.Error("gateway: spend ledger unavailable, refusing metered call", "provider", c.name, "err", err)
-	c.refuse(http.StatusServiceUnavailable, policy.ReasonLedgerUnavailable, "ledger_unavailable",
+	c.refuse(http.StatusServiceUnavailable, vocab.ReasonLedgerUnavailable, "ledger_unavailable",
 		"egressd cannot record spend (its ledger is unreadable or unwritable), so metered calls are refused until an operator fixes it")
 }
 
 // record writes the request's decision entry.
-func (c *call) record(v policy.Verdict, reason policy.Reason, status int, bytesDn int64) {
+func (c *call) record(v vocab.Verdict, reason vocab.Reason, status int, bytesDn int64) {
 	c.h.rec.Record(declog.Entry{
-		Time: c.start, Event: declog.EventDecision, Client: c.client, Proto: policy.ProtoGateway,
+		Time: c.start, Event: vocab.EventDecision, Client: c.client, Proto: vocab.ProtoGateway,
 		Host: c.name, Method: logSafe(c.r.Method), Verdict: v, Reason: reason, Status: status,
 		BytesUp: c.bytesUp, BytesDn: bytesDn, Duration: c.h.clock().Sub(c.start),
 		Model: logSafe(c.model),
@@ -107,13 +109,13 @@ func (c *call) record(v policy.Verdict, reason policy.Reason, status int, bytesD
 // recordUsage writes the usage entry of a settled call; over marks a call
 // that cost more than it reserved or was cut by the stream guard.
 func (c *call) recordUsage(u meter.Usage, cost float64, estimated, over bool) {
-	reason := policy.ReasonAllowlisted
+	reason := vocab.ReasonAllowlisted
 	if over {
-		reason = policy.ReasonBudgetExceeded
+		reason = vocab.ReasonBudgetExceeded
 	}
 	c.h.rec.Record(declog.Entry{
-		Time: c.h.clock(), Event: declog.EventUsage, Client: c.client, Proto: policy.ProtoGateway,
-		Host: c.name, Verdict: policy.Allow, Reason: reason,
+		Time: c.h.clock(), Event: vocab.EventUsage, Client: c.client, Proto: vocab.ProtoGateway,
+		Host: c.name, Verdict: vocab.Allow, Reason: reason,
 		Provider: c.name, Model: logSafe(c.model), InputTokens: u.TotalInput(), OutputTokens: u.OutputTokens,
 		CostUSD: cost, Estimated: estimated,
 	})
@@ -123,8 +125,8 @@ func (c *call) recordUsage(u meter.Usage, cost float64, estimated, over bool) {
 func (c *call) recordWarn() {
 	s := c.h.meter.Snapshot()
 	c.h.rec.Record(declog.Entry{
-		Time: c.h.clock(), Event: declog.EventBudgetWarn, Proto: policy.ProtoGateway, Host: c.name,
-		Verdict: policy.Allow, Reason: policy.ReasonAllowlisted, Provider: c.name, CostUSD: s.SpentUSD,
+		Time: c.h.clock(), Event: vocab.EventBudgetWarn, Proto: vocab.ProtoGateway, Host: c.name,
+		Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Provider: c.name, CostUSD: s.SpentUSD,
 	})
 }
 

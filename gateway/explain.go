@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/canonpath"
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
@@ -15,7 +17,7 @@ type Route struct {
 	Method      string
 	Path        string // the canonical path the agent sent after /<provider>
 	Forwarded   bool
-	Reason      policy.Reason
+	Reason      vocab.Reason
 	Upstream    string // the URL forwarded to; "" when refused
 	Endpoint    string // the table row's name (chat_completions, free, ...)
 	Billing     string
@@ -33,7 +35,7 @@ func Explain(providers map[string]policy.ProviderConfig, name, method, path stri
 	}
 	prov, ok := providers[strings.ToLower(name)]
 	if !ok {
-		return []Route{{Method: shown, Path: path, Reason: policy.ReasonNotAllowlisted}}, nil
+		return []Route{{Method: shown, Path: path, Reason: vocab.ReasonNotAllowlisted}}, nil
 	}
 	f, err := meter.ParseFormat(prov.Format)
 	if err != nil {
@@ -41,7 +43,7 @@ func Explain(providers map[string]policy.ProviderConfig, name, method, path stri
 	}
 	rest, err := canonpath.Clean(path)
 	if err != nil {
-		return []Route{{Method: shown, Path: path, Reason: policy.ReasonBadRequest}}, nil
+		return []Route{{Method: shown, Path: path, Reason: vocab.ReasonBadRequest}}, nil
 	}
 	base, full, err := upstreamPath(prov.Upstream, rest)
 	if err != nil {
@@ -58,7 +60,7 @@ func Explain(providers map[string]policy.ProviderConfig, name, method, path stri
 			continue
 		}
 		info := kindInfo[e.kind]
-		r := Route{Method: m, Path: rest, Forwarded: true, Reason: policy.ReasonAllowlisted,
+		r := Route{Method: m, Path: rest, Forwarded: true, Reason: vocab.ReasonAllowlisted,
 			Upstream: base + fwd, Endpoint: info.name, Billing: info.billing, Reservation: info.reservation}
 		if e.kind == kindFixed {
 			r.Billing = fmt.Sprintf("$%g per call (declared in providers.%s.endpoints)", e.price, name)
@@ -67,7 +69,7 @@ func Explain(providers map[string]policy.ProviderConfig, name, method, path stri
 		out = append(out, r)
 	}
 	if len(out) == 0 {
-		out = append(out, Route{Method: shown, Path: rest, Reason: policy.ReasonEndpointNotAllowed})
+		out = append(out, Route{Method: shown, Path: rest, Reason: vocab.ReasonEndpointNotAllowed})
 	}
 	return out, nil
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -27,28 +29,28 @@ func TestRequestFields(t *testing.T) {
 		name, path, body string
 		allowFields      []string
 		wantStatus       int
-		wantReason       policy.Reason
+		wantReason       vocab.Reason
 		wantField        string
 	}{
-		{"hermes chat", "/openrouter/api/v1/chat/completions", hermesChat, nil, 200, policy.ReasonAllowlisted, ""},
-		{"hermes reasoning_effort", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"reasoning_effort":"high","max_completion_tokens":5}`, nil, 200, policy.ReasonAllowlisted, ""},
-		{"hermes anthropic native", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":4096,"system":[{"type":"text","text":"you are hermes","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"terminal","description":"run","input_schema":{"type":"object"}}],"tool_choice":{"type":"auto"},"thinking":{"type":"adaptive"},"output_config":{"effort":"high"},"cache_control":{"type":"ephemeral"},"stream":true}`, nil, 200, policy.ReasonAllowlisted, ""},
-		{"fast mode", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"speed":"fast"}`, nil, 403, policy.ReasonFieldNotAllowed, "speed"},
-		{"unknown field", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"frobnicate":1}`, nil, 403, policy.ReasonFieldNotAllowed, "frobnicate"},
-		{"unknown field granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"Frobnicate":1}`, []string{"frobnicate"}, 200, policy.ReasonAllowlisted, ""},
-		{"background", "/openai/responses", `{"model":"gpt-4.1","input":"hi","background":true}`, nil, 403, policy.ReasonFieldNotAllowed, "background"},
-		{"background false", "/openai/responses", `{"model":"gpt-4.1","input":"hi","background":false}`, nil, 200, policy.ReasonAllowlisted, ""},
-		{"previous_response_id", "/openai/responses", `{"model":"gpt-4.1","input":"hi","previous_response_id":"resp_1"}`, nil, 403, policy.ReasonFieldNotAllowed, "previous_response_id"},
-		{"conversation", "/openai/responses", `{"model":"gpt-4.1","input":"hi","conversation":"conv_1"}`, nil, 403, policy.ReasonFieldNotAllowed, "conversation"},
-		{"stored prompt", "/openai/responses", `{"model":"gpt-4.1","prompt":{"id":"pmpt_1"}}`, nil, 403, policy.ReasonFieldNotAllowed, "prompt"},
-		{"priority tier", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"service_tier":"priority"}`, nil, 403, policy.ReasonFieldNotAllowed, "service_tier"},
-		{"flex tier", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"service_tier":"flex"}`, nil, 200, policy.ReasonAllowlisted, ""},
-		{"audio output", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"modalities":["text","audio"],"audio":{"voice":"x"}}`, nil, 403, policy.ReasonFieldNotAllowed, "modalities"},
-		{"best_of on chat", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"best_of":5}`, nil, 403, policy.ReasonFieldNotAllowed, "best_of"},
-		{"n on messages", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"n":4}`, nil, 403, policy.ReasonFieldNotAllowed, "n"},
-		{"container", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"container":"c_1"}`, nil, 403, policy.ReasonFieldNotAllowed, "container"},
-		{"anthropic service tier", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"service_tier":"standard_only"}`, nil, 200, policy.ReasonAllowlisted, ""},
-		{"fallback model unpriced", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","models":["gpt-4o-mini","evil/priceless"],"messages":[]}`, nil, 403, policy.ReasonUnknownModel, ""},
+		{"hermes chat", "/openrouter/api/v1/chat/completions", hermesChat, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"hermes reasoning_effort", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"reasoning_effort":"high","max_completion_tokens":5}`, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"hermes anthropic native", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":4096,"system":[{"type":"text","text":"you are hermes","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"terminal","description":"run","input_schema":{"type":"object"}}],"tool_choice":{"type":"auto"},"thinking":{"type":"adaptive"},"output_config":{"effort":"high"},"cache_control":{"type":"ephemeral"},"stream":true}`, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"fast mode", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"speed":"fast"}`, nil, 403, vocab.ReasonFieldNotAllowed, "speed"},
+		{"unknown field", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"frobnicate":1}`, nil, 403, vocab.ReasonFieldNotAllowed, "frobnicate"},
+		{"unknown field granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"Frobnicate":1}`, []string{"frobnicate"}, 200, vocab.ReasonAllowlisted, ""},
+		{"background", "/openai/responses", `{"model":"gpt-4.1","input":"hi","background":true}`, nil, 403, vocab.ReasonFieldNotAllowed, "background"},
+		{"background false", "/openai/responses", `{"model":"gpt-4.1","input":"hi","background":false}`, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"previous_response_id", "/openai/responses", `{"model":"gpt-4.1","input":"hi","previous_response_id":"resp_1"}`, nil, 403, vocab.ReasonFieldNotAllowed, "previous_response_id"},
+		{"conversation", "/openai/responses", `{"model":"gpt-4.1","input":"hi","conversation":"conv_1"}`, nil, 403, vocab.ReasonFieldNotAllowed, "conversation"},
+		{"stored prompt", "/openai/responses", `{"model":"gpt-4.1","prompt":{"id":"pmpt_1"}}`, nil, 403, vocab.ReasonFieldNotAllowed, "prompt"},
+		{"priority tier", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"service_tier":"priority"}`, nil, 403, vocab.ReasonFieldNotAllowed, "service_tier"},
+		{"flex tier", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"service_tier":"flex"}`, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"audio output", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"modalities":["text","audio"],"audio":{"voice":"x"}}`, nil, 403, vocab.ReasonFieldNotAllowed, "modalities"},
+		{"best_of on chat", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"best_of":5}`, nil, 403, vocab.ReasonFieldNotAllowed, "best_of"},
+		{"n on messages", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"n":4}`, nil, 403, vocab.ReasonFieldNotAllowed, "n"},
+		{"container", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"container":"c_1"}`, nil, 403, vocab.ReasonFieldNotAllowed, "container"},
+		{"anthropic service tier", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"service_tier":"standard_only"}`, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"fallback model unpriced", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","models":["gpt-4o-mini","evil/priceless"],"messages":[]}`, nil, 403, vocab.ReasonUnknownModel, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,8 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
-	"github.com/egressd/egressd/policy"
 )
 
 // forwardMetered is the path of every call with a body: shape the body,
@@ -28,7 +29,7 @@ func (c *call) forwardMetered(target string) {
 	}
 	s, err := shapeBody(body, c.ep.kind)
 	if err != nil {
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "invalid_request_error", err.Error())
 		return
 	}
 	c.model = s.model
@@ -65,7 +66,7 @@ func (c *call) forwardMetered(target string) {
 	if ok, wait := c.h.tpm.take(c.name, c.prov.TokensPerMinute, q.InputTokens, c.h.clock()); !ok {
 		secs := max(1, int(math.Ceil(wait.Seconds())))
 		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
-		c.refuse(http.StatusTooManyRequests, policy.ReasonRateLimited, "rate_limited",
+		c.refuse(http.StatusTooManyRequests, vocab.ReasonRateLimited, "rate_limited",
 			"provider "+c.name+" is over its tokens_per_minute limit in egressd; retry in "+strconv.Itoa(secs)+"s")
 		return
 	}
@@ -86,11 +87,11 @@ func (c *call) readBody() ([]byte, bool) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest, "request_too_large",
+			c.refuse(http.StatusRequestEntityTooLarge, vocab.ReasonBadRequest, "request_too_large",
 				"request body over "+strconv.FormatInt(c.h.maxBody, 10)+" bytes")
 			return nil, false
 		}
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "invalid_request_error", "reading the request body failed")
 		return nil, false
 	}
 	return body, true
@@ -118,11 +119,11 @@ func (c *call) quote(m *meter.Meter, s *shaped) (meter.Quote, bool) {
 			CacheWrite1h: long, Priority: s.priority})
 		var te *meter.TierError
 		if errors.As(err, &te) {
-			c.refuse(http.StatusForbidden, policy.ReasonFieldNotAllowed, "field_not_allowed", err.Error(), "field", "service_tier")
+			c.refuse(http.StatusForbidden, vocab.ReasonFieldNotAllowed, "field_not_allowed", err.Error(), "field", "service_tier")
 			return meter.Quote{}, false
 		}
 		if err != nil {
-			c.refuse(http.StatusForbidden, policy.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(model))
+			c.refuse(http.StatusForbidden, vocab.ReasonUnknownModel, "unknown_model", err.Error(), "model", logSafe(model))
 			return meter.Quote{}, false
 		}
 		if i == 0 || q.MaxCostUSD > best.MaxCostUSD {
@@ -165,15 +166,15 @@ func (c *call) refuseBody(err error) bool {
 	case err == nil:
 		return false
 	case errors.As(err, &fe) && fe.tool:
-		c.refuse(http.StatusForbidden, policy.ReasonToolNotAllowed, "tool_not_allowed", fe.msg, "tool", logSafe(fe.field))
+		c.refuse(http.StatusForbidden, vocab.ReasonToolNotAllowed, "tool_not_allowed", fe.msg, "tool", logSafe(fe.field))
 	case errors.As(err, &fe):
-		c.refuse(http.StatusForbidden, policy.ReasonFieldNotAllowed, "field_not_allowed", fe.msg, "field", logSafe(fe.field))
-	case errors.As(err, &re) && re.reason == policy.ReasonBadRequest:
+		c.refuse(http.StatusForbidden, vocab.ReasonFieldNotAllowed, "field_not_allowed", fe.msg, "field", logSafe(fe.field))
+	case errors.As(err, &re) && re.reason == vocab.ReasonBadRequest:
 		c.refuse(http.StatusBadRequest, re.reason, "invalid_request_error", re.msg)
 	case errors.As(err, &re):
 		c.refuse(http.StatusForbidden, re.reason, re.reason.String(), re.msg)
 	default:
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", err.Error())
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "invalid_request_error", err.Error())
 	}
 	return true
 }
@@ -183,7 +184,7 @@ func (c *call) refuseBody(err error) bool {
 // do not bill them.
 func (c *call) forwardFree(target string) {
 	if c.r.ContentLength != 0 {
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", c.r.Method+" with a body is not forwarded")
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "invalid_request_error", c.r.Method+" with a body is not forwarded")
 		return
 	}
 	c.exchange(target, nil, nil)
@@ -212,7 +213,7 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 	req, err := http.NewRequestWithContext(ctx, c.r.Method, target, bytes.NewReader(body))
 	if err != nil {
 		c.release(ms)
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "cannot build the upstream request")
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "invalid_request_error", "cannot build the upstream request")
 		return
 	}
 	req.ContentLength = int64(len(body))
@@ -246,9 +247,9 @@ func (c *call) exchange(target string, body []byte, ms *meterState) {
 		note = joinNote(note, "agent disconnected mid-response")
 	}
 	if cut {
-		c.record(policy.Deny, policy.ReasonBudgetExceeded, resp.StatusCode, n)
+		c.record(vocab.Deny, vocab.ReasonBudgetExceeded, resp.StatusCode, n)
 	} else {
-		c.record(policy.Allow, policy.ReasonAllowlisted, resp.StatusCode, n)
+		c.record(vocab.Allow, vocab.ReasonAllowlisted, resp.StatusCode, n)
 	}
 	c.logDone(resp.StatusCode, n, cost, estimated, note)
 }
@@ -268,7 +269,7 @@ func (c *call) roundTripFailed(ms *meterState, d *drainer, sent bool, err error)
 		cost, _, _ = c.settle(ms, http.StatusOK, meter.NewExtractor(c.format, false), err, false)
 	}
 	if d.gone() {
-		c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, 0)
+		c.record(vocab.Allow, vocab.ReasonAllowlisted, http.StatusBadGateway, 0)
 		c.logDone(http.StatusBadGateway, 0, cost, ms != nil, "agent left before the provider answered; the wait was cut")
 		return
 	}
@@ -353,7 +354,7 @@ func (c *call) upstreamFailed(err error) {
 	c.w.Header().Set("Content-Type", "application/json")
 	c.w.WriteHeader(http.StatusBadGateway)
 	c.w.Write(body)
-	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, int64(len(body)))
+	c.record(vocab.Allow, vocab.ReasonAllowlisted, http.StatusBadGateway, int64(len(body)))
 }
 
 func (c *call) release(ms *meterState) {

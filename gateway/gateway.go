@@ -50,6 +50,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/canonpath"
 	"github.com/egressd/egressd/internal/netaddr"
@@ -207,14 +209,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.name = logSafe(name)
 	prov, found := h.providers()[name]
 	if !ok || !found {
-		c.refuse(http.StatusNotFound, policy.ReasonNotAllowlisted, "not_found_error",
+		c.refuse(http.StatusNotFound, vocab.ReasonNotAllowlisted, "not_found_error",
 			"no provider route "+quote(name)+" on this gateway; use /<provider>/<api path> with a provider from the policy")
 		return
 	}
 	c.prov = prov
 	f, err := meter.ParseFormat(prov.Format)
 	if err != nil {
-		c.refuse(http.StatusBadGateway, policy.ReasonBadRequest, "gateway_misconfigured", "provider "+name+": "+err.Error())
+		c.refuse(http.StatusBadGateway, vocab.ReasonBadRequest, "gateway_misconfigured", "provider "+name+": "+err.Error())
 		return
 	}
 	c.format = f
@@ -222,23 +224,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.key = h.env(prov.APIKeyEnv); prov.APIKeyEnv == "" || c.key == "" {
-		c.refuse(http.StatusServiceUnavailable, policy.ReasonUnauthorized, "gateway_misconfigured",
+		c.refuse(http.StatusServiceUnavailable, vocab.ReasonUnauthorized, "gateway_misconfigured",
 			"egressd holds no key for provider "+name+": set the environment variable named by providers."+name+".api_key_env in egressd's environment")
 		return
 	}
 	rest, err := canonpath.Clean(escapedRest(r.URL.EscapedPath()))
 	if err != nil {
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "invalid_request_error", "invalid path: "+err.Error())
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "invalid_request_error", "invalid path: "+err.Error())
 		return
 	}
 	base, full, err := upstreamPath(prov.Upstream, rest)
 	if err != nil {
-		c.refuse(http.StatusBadGateway, policy.ReasonBadRequest, "gateway_misconfigured", "provider "+name+": "+err.Error())
+		c.refuse(http.StatusBadGateway, vocab.ReasonBadRequest, "gateway_misconfigured", "provider "+name+": "+err.Error())
 		return
 	}
 	e, fwd, ok := lookup(f, prov.Endpoints, r.Method, full)
 	if !ok {
-		c.refuse(http.StatusForbidden, policy.ReasonEndpointNotAllowed, "endpoint_not_allowed",
+		c.refuse(http.StatusForbidden, vocab.ReasonEndpointNotAllowed, "endpoint_not_allowed",
 			"egressd does not forward "+logSafe(r.Method)+" "+quote(rest)+" to provider "+name+
 				": it is not metered (not in the gateway's endpoint table of calls whose cost egressd can reserve and settle)",
 			"method", logSafe(r.Method), "path", logSafe(rest))
@@ -264,7 +266,7 @@ func (c *call) authorized() bool {
 		want = c.h.env(c.prov.ClientTokenEnv)
 	}
 	if want == "" {
-		c.refuse(http.StatusServiceUnavailable, policy.ReasonUnauthorized, "gateway_misconfigured",
+		c.refuse(http.StatusServiceUnavailable, vocab.ReasonUnauthorized, "gateway_misconfigured",
 			"egressd has no agent token for provider "+c.name+": set the environment variable named by providers."+c.name+".client_token_env in egressd's environment")
 		return false
 	}
@@ -277,7 +279,7 @@ func (c *call) authorized() bool {
 	if bearer != "" || xkey != "" {
 		msg = "wrong agent token for provider " + c.name
 	}
-	c.refuse(http.StatusUnauthorized, policy.ReasonUnauthorized, "authentication_error", msg)
+	c.refuse(http.StatusUnauthorized, vocab.ReasonUnauthorized, "authentication_error", msg)
 	return false
 }
 

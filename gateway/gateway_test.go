@@ -10,7 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -48,7 +49,7 @@ func TestUsagePerFormat(t *testing.T) {
 			if s := r.meter.Snapshot(); math.Abs(s.SpentUSD-tt.wantCost) > 1e-9 || s.ReservedUSD != 0 {
 				t.Errorf("spent %v reserved %v, want %v 0", s.SpentUSD, s.ReservedUSD, tt.wantCost)
 			}
-			use := r.rec.byEvent(declog.EventUsage)
+			use := r.rec.byEvent(vocab.EventUsage)
 			if len(use) != 1 || use[0].InputTokens != tt.wantIn || use[0].OutputTokens != tt.wantOut || use[0].Estimated {
 				t.Fatalf("usage entries %+v, want one with in %d out %d not estimated", use, tt.wantIn, tt.wantOut)
 			}
@@ -59,9 +60,9 @@ func TestUsagePerFormat(t *testing.T) {
 			if got := opts["include_usage"] == true; got != (tt.wantIncludeUsage || strings.Contains(tt.body, "include_usage")) {
 				t.Errorf("upstream stream_options %v, want include_usage set: %v", sent["stream_options"], tt.wantIncludeUsage)
 			}
-			dec := r.rec.byEvent(declog.EventDecision)
-			if len(dec) != 1 || dec[0].Verdict != policy.Allow || dec[0].Reason != policy.ReasonAllowlisted ||
-				dec[0].Proto != policy.ProtoGateway || dec[0].Status != 200 || dec[0].BytesDn != int64(len(want)) {
+			dec := r.rec.byEvent(vocab.EventDecision)
+			if len(dec) != 1 || dec[0].Verdict != vocab.Allow || dec[0].Reason != vocab.ReasonAllowlisted ||
+				dec[0].Proto != vocab.ProtoGateway || dec[0].Status != 200 || dec[0].BytesDn != int64(len(want)) {
 				t.Errorf("decision entries %+v, want one allow/allowlisted gateway entry with status 200", dec)
 			}
 		})
@@ -137,20 +138,20 @@ func TestAuthAndRouting(t *testing.T) {
 		path       string
 		hdr        []string
 		wantStatus int
-		wantReason policy.Reason
+		wantReason vocab.Reason
 		wantType   string
 	}{
-		{"no token", "/openrouter/api/v1/chat/completions", []string{"Authorization", ""}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"wrong bearer", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer nope"}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"real key as token", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer " + realKey}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"wrong x-api-key", "/anthropic/v1/messages", []string{"X-Api-Key", "nope"}, 401, policy.ReasonUnauthorized, "authentication_error"},
-		{"x-api-key on openai format", "/openrouter/api/v1/chat/completions", []string{"Authorization", "", "X-Api-Key", agentToken}, 200, policy.ReasonAllowlisted, ""},
-		{"bearer on anthropic format", "/anthropic/v1/messages", []string{"X-Api-Key", "", "Authorization", "Bearer " + agentToken}, 200, policy.ReasonAllowlisted, ""},
-		{"unknown provider", "/evil/chat/completions", nil, 404, policy.ReasonNotAllowlisted, "not_found_error"},
-		{"root", "/", nil, 404, policy.ReasonNotAllowlisted, "not_found_error"},
-		{"no provider key in env", "/nokey/api/v1/chat/completions", nil, 503, policy.ReasonUnauthorized, "gateway_misconfigured"},
-		{"no agent token in env", "/notoken/chat/completions", nil, 503, policy.ReasonUnauthorized, "gateway_misconfigured"},
-		{"dot segments", "/openai/x/%2e%2e/%2e%2e/chat/completions", nil, 400, policy.ReasonBadRequest, "invalid_request_error"},
+		{"no token", "/openrouter/api/v1/chat/completions", []string{"Authorization", ""}, 401, vocab.ReasonUnauthorized, "authentication_error"},
+		{"wrong bearer", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer nope"}, 401, vocab.ReasonUnauthorized, "authentication_error"},
+		{"real key as token", "/openrouter/api/v1/chat/completions", []string{"Authorization", "Bearer " + realKey}, 401, vocab.ReasonUnauthorized, "authentication_error"},
+		{"wrong x-api-key", "/anthropic/v1/messages", []string{"X-Api-Key", "nope"}, 401, vocab.ReasonUnauthorized, "authentication_error"},
+		{"x-api-key on openai format", "/openrouter/api/v1/chat/completions", []string{"Authorization", "", "X-Api-Key", agentToken}, 200, vocab.ReasonAllowlisted, ""},
+		{"bearer on anthropic format", "/anthropic/v1/messages", []string{"X-Api-Key", "", "Authorization", "Bearer " + agentToken}, 200, vocab.ReasonAllowlisted, ""},
+		{"unknown provider", "/evil/chat/completions", nil, 404, vocab.ReasonNotAllowlisted, "not_found_error"},
+		{"root", "/", nil, 404, vocab.ReasonNotAllowlisted, "not_found_error"},
+		{"no provider key in env", "/nokey/api/v1/chat/completions", nil, 503, vocab.ReasonUnauthorized, "gateway_misconfigured"},
+		{"no agent token in env", "/notoken/chat/completions", nil, 503, vocab.ReasonUnauthorized, "gateway_misconfigured"},
+		{"dot segments", "/openai/x/%2e%2e/%2e%2e/chat/completions", nil, 400, vocab.ReasonBadRequest, "invalid_request_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,7 +161,7 @@ func TestAuthAndRouting(t *testing.T) {
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("got status %d (%s), want %d", resp.StatusCode, got, tt.wantStatus)
 			}
-			entries := r.rec.byEvent(declog.EventDecision)
+			entries := r.rec.byEvent(vocab.EventDecision)
 			if last := entries[len(entries)-1]; last.Reason != tt.wantReason {
 				t.Errorf("logged reason %v, want %v", last.Reason, tt.wantReason)
 			}
@@ -207,7 +208,7 @@ func TestGETIsForwardedUnmetered(t *testing.T) {
 		seen[0].Header.Get("Authorization") != "Bearer "+realKey {
 		t.Errorf("upstream got %+v, want GET /api/v1/models?supported_parameters=tools with the real key", seen)
 	}
-	if s := r.meter.Snapshot(); s.SpentUSD != 0 || len(r.rec.byEvent(declog.EventUsage)) != 0 {
+	if s := r.meter.Snapshot(); s.SpentUSD != 0 || len(r.rec.byEvent(vocab.EventUsage)) != 0 {
 		t.Errorf("a GET was metered: spent %v", s.SpentUSD)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/statusline"
 	"github.com/egressd/egressd/meter"
@@ -99,7 +101,7 @@ func (m *memRecorder) all() []declog.Entry {
 	return append([]declog.Entry(nil), m.entries...)
 }
 
-func (m *memRecorder) byEvent(ev string) []declog.Entry {
+func (m *memRecorder) byEvent(ev vocab.Event) []declog.Entry {
 	var out []declog.Entry
 	for _, e := range m.all() {
 		if e.Event == ev {
@@ -257,14 +259,14 @@ func (r *rig) chat(body string) (*http.Response, []byte) {
 // after the last byte, which a Content-Length client sees first.
 func (r *rig) do(req *http.Request) *http.Response {
 	r.t.Helper()
-	before := len(r.rec.byEvent(declog.EventDecision))
+	before := len(r.rec.byEvent(vocab.EventDecision))
 	resp, err := r.srv.Client().Do(req)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	b := readAll(r.t, resp)
 	resp.Body = io.NopCloser(bytes.NewReader(b))
-	waitFor(r.t, "the decision entry", func() bool { return len(r.rec.byEvent(declog.EventDecision)) > before })
+	waitFor(r.t, "the decision entry", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) > before })
 	return resp
 }
 

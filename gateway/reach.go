@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -102,7 +104,7 @@ func (g grants) clientTool(t string) bool {
 
 // reachError is a URL in the body the policy does not grant.
 type reachError struct {
-	reason policy.Reason
+	reason vocab.Reason
 	msg    string
 }
 
@@ -284,7 +286,7 @@ func checkURL(key, s string, g grants) error {
 		scheme = strings.ToLower(u.Scheme)
 	}
 	if err != nil || (scheme != "http" && scheme != "https") || u.Host == "" || u.User != nil {
-		return &reachError{policy.ReasonBadRequest, fmt.Sprintf(
+		return &reachError{vocab.ReasonBadRequest, fmt.Sprintf(
 			"%s %s is not forwarded: the provider would fetch it, and only http(s) URLs without credentials to hosts the policy grants (or inline data: URLs) are",
 			key, quote(s))}
 	}
@@ -295,20 +297,20 @@ func checkURL(key, s string, g grants) error {
 	if p := u.Port(); p != "" {
 		n, err := strconv.ParseUint(p, 10, 16)
 		if err != nil || n == 0 {
-			return &reachError{policy.ReasonBadRequest, fmt.Sprintf("%s %s has a bad port", key, quote(s))}
+			return &reachError{vocab.ReasonBadRequest, fmt.Sprintf("%s %s has a bad port", key, quote(s))}
 		}
 		port = uint16(n)
 	}
 	host := strings.Trim(u.Hostname(), "[]")
-	d := policy.Decision{Reason: policy.ReasonNotAllowlisted}
+	d := policy.Decision{Reason: vocab.ReasonNotAllowlisted}
 	if g.decide != nil {
-		proto := policy.ProtoConnect
+		proto := vocab.ProtoConnect
 		if scheme == "http" {
-			proto = policy.ProtoHTTP
+			proto = vocab.ProtoHTTP
 		}
 		d = g.decide(policy.Request{Host: host, Port: port, Proto: proto})
 	}
-	if d.Verdict == policy.Allow {
+	if d.Verdict == vocab.Allow {
 		return nil
 	}
 	return &reachError{d.Reason, fmt.Sprintf(

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -15,30 +17,30 @@ func TestProviderRunTools(t *testing.T) {
 		name, path, body string
 		grant            []string
 		wantStatus       int
-		wantReason       policy.Reason
+		wantReason       vocab.Reason
 	}{
-		{"function", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"function","name":"f","parameters":{}}]}`, nil, 200, policy.ReasonAllowlisted},
-		{"custom", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"custom","name":"f"}]}`, nil, 200, policy.ReasonAllowlisted},
-		{"anthropic tool without type", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"name":"f","input_schema":{}}]}`, nil, 200, policy.ReasonAllowlisted},
-		{"anthropic bash is a client tool", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"bash_20250124","name":"bash"}]}`, nil, 200, policy.ReasonAllowlisted},
-		{"anthropic web search", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"anthropic web fetch", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"anthropic code execution", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"code_execution_20250825","name":"code_execution"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"anthropic mcp connector", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"mcp_servers":[{"type":"url","url":"https://mcp.example/sse","name":"x"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openai web search", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openai file search", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openai code interpreter", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openai image generation", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openai mcp", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openai type spelled in capitals", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"Type":"WEB_SEARCH"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"second spelling of type", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"function","name":"f","TYPE":"web_search"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"chat web_search_options", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"web_search_options":{}}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openrouter web plugin", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"openrouter online suffix", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini:online","messages":[]}`, nil, 403, policy.ReasonToolNotAllowed},
-		{"web search granted but nothing to restrict it to", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, []string{"web_search"}, 403, policy.ReasonNotAllowlisted},
-		{"image generation granted", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, []string{"image_generation"}, 200, policy.ReasonAllowlisted},
-		{"web plugin granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, []string{"plugin:web"}, 200, policy.ReasonAllowlisted},
-		{"mcp granted still checks its url", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, []string{"mcp"}, 403, policy.ReasonNotAllowlisted},
+		{"function", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"function","name":"f","parameters":{}}]}`, nil, 200, vocab.ReasonAllowlisted},
+		{"custom", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"custom","name":"f"}]}`, nil, 200, vocab.ReasonAllowlisted},
+		{"anthropic tool without type", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"name":"f","input_schema":{}}]}`, nil, 200, vocab.ReasonAllowlisted},
+		{"anthropic bash is a client tool", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"bash_20250124","name":"bash"}]}`, nil, 200, vocab.ReasonAllowlisted},
+		{"anthropic web search", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"anthropic web fetch", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"anthropic code execution", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"code_execution_20250825","name":"code_execution"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"anthropic mcp connector", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"mcp_servers":[{"type":"url","url":"https://mcp.example/sse","name":"x"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openai web search", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openai file search", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openai code interpreter", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"code_interpreter","container":{"type":"auto"}}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openai image generation", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openai mcp", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openai type spelled in capitals", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"Type":"WEB_SEARCH"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"second spelling of type", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"function","name":"f","TYPE":"web_search"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"chat web_search_options", "/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[],"web_search_options":{}}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openrouter web plugin", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"openrouter online suffix", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini:online","messages":[]}`, nil, 403, vocab.ReasonToolNotAllowed},
+		{"web search granted but nothing to restrict it to", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, []string{"web_search"}, 403, vocab.ReasonNotAllowlisted},
+		{"image generation granted", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, []string{"image_generation"}, 200, vocab.ReasonAllowlisted},
+		{"web plugin granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, []string{"plugin:web"}, 200, vocab.ReasonAllowlisted},
+		{"mcp granted still checks its url", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, []string{"mcp"}, 403, vocab.ReasonNotAllowlisted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,24 +68,24 @@ func TestProviderFetchedURLs(t *testing.T) {
 	tests := []struct {
 		name, path, body string
 		wantStatus       int
-		wantReason       policy.Reason
+		wantReason       vocab.Reason
 	}{
-		{"granted host", "/openai/chat/completions", sprintf(img, "https://images.example/cat.png"), 200, policy.ReasonAllowlisted},
-		{"inline data", "/openai/chat/completions", sprintf(img, "data:image/png;base64,iVBORw0KGgo="), 200, policy.ReasonAllowlisted},
-		{"other host", "/openai/chat/completions", sprintf(img, "https://evil.example/x.png"), 403, policy.ReasonNotAllowlisted},
-		{"granted host, other port", "/openai/chat/completions", sprintf(img, "https://images.example:8443/x.png"), 403, policy.ReasonPortNotAllowed},
-		{"private literal", "/openai/chat/completions", sprintf(img, "http://10.0.0.7/x.png"), 403, policy.ReasonPrivateAddress},
-		{"metadata", "/openai/chat/completions", sprintf(img, "http://169.254.169.254/latest/meta-data/"), 403, policy.ReasonMetadataAddress},
-		{"file scheme", "/openai/chat/completions", sprintf(img, "file:///etc/passwd"), 400, policy.ReasonBadRequest},
-		{"userinfo", "/openai/chat/completions", sprintf(img, "https://images.example@evil.example/"), 400, policy.ReasonBadRequest},
-		{"responses input_image string", "/openai/responses", `{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_image","image_url":"https://evil.example/a.png"}]}]}`, 403, policy.ReasonNotAllowlisted},
-		{"responses input_file url", "/openai/responses", `{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_file","file_url":"https://evil.example/a.pdf"}]}]}`, 403, policy.ReasonNotAllowlisted},
-		{"anthropic url source", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"url","url":"https://evil.example/a.pdf"}}]}]}`, 403, policy.ReasonNotAllowlisted},
-		{"anthropic url source granted", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://images.example/a.png"}}]}]}`, 200, policy.ReasonAllowlisted},
-		{"key spelled in capitals", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","URL":"https://evil.example/a.png"}}]}]}`, 403, policy.ReasonNotAllowlisted},
-		{"replayed citation is history", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"text","text":"x","citations":[{"type":"web_search_result_location","url":"https://evil.example/","title":"t"}]}]}]}`, 200, policy.ReasonAllowlisted},
-		{"fetch hidden in a replayed result", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"web_fetch_result","url":"https://evil.example/","content":{"type":"document","source":{"type":"url","url":"https://evil.example/b"}}}]}]}`, 403, policy.ReasonNotAllowlisted},
-		{"count_tokens checked too", "/anthropic/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://evil.example/a.png"}}]}]}`, 403, policy.ReasonNotAllowlisted},
+		{"granted host", "/openai/chat/completions", sprintf(img, "https://images.example/cat.png"), 200, vocab.ReasonAllowlisted},
+		{"inline data", "/openai/chat/completions", sprintf(img, "data:image/png;base64,iVBORw0KGgo="), 200, vocab.ReasonAllowlisted},
+		{"other host", "/openai/chat/completions", sprintf(img, "https://evil.example/x.png"), 403, vocab.ReasonNotAllowlisted},
+		{"granted host, other port", "/openai/chat/completions", sprintf(img, "https://images.example:8443/x.png"), 403, vocab.ReasonPortNotAllowed},
+		{"private literal", "/openai/chat/completions", sprintf(img, "http://10.0.0.7/x.png"), 403, vocab.ReasonPrivateAddress},
+		{"metadata", "/openai/chat/completions", sprintf(img, "http://169.254.169.254/latest/meta-data/"), 403, vocab.ReasonMetadataAddress},
+		{"file scheme", "/openai/chat/completions", sprintf(img, "file:///etc/passwd"), 400, vocab.ReasonBadRequest},
+		{"userinfo", "/openai/chat/completions", sprintf(img, "https://images.example@evil.example/"), 400, vocab.ReasonBadRequest},
+		{"responses input_image string", "/openai/responses", `{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_image","image_url":"https://evil.example/a.png"}]}]}`, 403, vocab.ReasonNotAllowlisted},
+		{"responses input_file url", "/openai/responses", `{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_file","file_url":"https://evil.example/a.pdf"}]}]}`, 403, vocab.ReasonNotAllowlisted},
+		{"anthropic url source", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"url","url":"https://evil.example/a.pdf"}}]}]}`, 403, vocab.ReasonNotAllowlisted},
+		{"anthropic url source granted", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://images.example/a.png"}}]}]}`, 200, vocab.ReasonAllowlisted},
+		{"key spelled in capitals", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","URL":"https://evil.example/a.png"}}]}]}`, 403, vocab.ReasonNotAllowlisted},
+		{"replayed citation is history", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"text","text":"x","citations":[{"type":"web_search_result_location","url":"https://evil.example/","title":"t"}]}]}]}`, 200, vocab.ReasonAllowlisted},
+		{"fetch hidden in a replayed result", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"web_fetch_result","url":"https://evil.example/","content":{"type":"document","source":{"type":"url","url":"https://evil.example/b"}}}]}]}`, 403, vocab.ReasonNotAllowlisted},
+		{"count_tokens checked too", "/anthropic/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://evil.example/a.png"}}]}]}`, 403, vocab.ReasonNotAllowlisted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,8 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
-	"github.com/egressd/egressd/policy"
 )
 
 // Granted provider-run tools. A tool the policy grants (allow_tools) may
@@ -224,7 +225,7 @@ func restrictDomains(t map[string]json.RawMessage, f meter.Format, g grants) err
 	if len(domains) == 0 {
 		domains = g.grantedHosts()
 		if len(domains) == 0 {
-			return &reachError{policy.ReasonNotAllowlisted, "a web search or fetch tool is granted, but the allow-list names no host it could be restricted to"}
+			return &reachError{vocab.ReasonNotAllowlisted, "a web search or fetch tool is granted, but the allow-list names no host it could be restricted to"}
 		}
 	}
 	for _, d := range domains {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -65,12 +67,12 @@ func TestGrantedToolRefusals(t *testing.T) {
 		name, body string
 		capUSD     float64
 		wantStatus int
-		wantReason policy.Reason
+		wantReason vocab.Reason
 	}{
-		{"ungranted domain", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch","allowed_domains":["evil.example"]}]}`, 10, 403, policy.ReasonNotAllowlisted},
-		{"granted domain", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch","allowed_domains":["docs.example"]}]}`, 10, 200, policy.ReasonAllowlisted},
-		{"fees past the cap", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":50}]}`, 0.5, 429, policy.ReasonBudgetExceeded},
-		{"max_uses in capitals", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search","MAX_USES":1}]}`, 10, 400, policy.ReasonBadRequest},
+		{"ungranted domain", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch","allowed_domains":["evil.example"]}]}`, 10, 403, vocab.ReasonNotAllowlisted},
+		{"granted domain", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_fetch_20250910","name":"web_fetch","allowed_domains":["docs.example"]}]}`, 10, 200, vocab.ReasonAllowlisted},
+		{"fees past the cap", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":50}]}`, 0.5, 429, vocab.ReasonBudgetExceeded},
+		{"max_uses in capitals", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"tools":[{"type":"web_search_20250305","name":"web_search","MAX_USES":1}]}`, 10, 400, vocab.ReasonBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

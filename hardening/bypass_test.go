@@ -10,17 +10,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 var (
-	rPrivate  = policy.ReasonPrivateAddress
-	rMetadata = policy.ReasonMetadataAddress
-	rBad      = policy.ReasonBadRequest
-	rSelf     = policy.ReasonSelfAddress
-	rNotAllow = policy.ReasonNotAllowlisted
-	rPort     = policy.ReasonPortNotAllowed
-	rResolve  = policy.ReasonResolveFailed
+	rPrivate  = vocab.ReasonPrivateAddress
+	rMetadata = vocab.ReasonMetadataAddress
+	rBad      = vocab.ReasonBadRequest
+	rSelf     = vocab.ReasonSelfAddress
+	rNotAllow = vocab.ReasonNotAllowlisted
+	rPort     = vocab.ReasonPortNotAllowed
+	rResolve  = vocab.ReasonResolveFailed
 )
 
 // spelling is one way to write a target host, and the reasons egressd may
@@ -29,7 +29,7 @@ var (
 // loopback literal).
 type spelling struct {
 	host    string
-	reasons []policy.Reason
+	reasons []vocab.Reason
 }
 
 // parserRefused are spellings net/http's request parser may refuse (request
@@ -41,7 +41,7 @@ var parserRefused = map[string]bool{
 	"１２７.０.０.１": true, "127。0。0。1": true, "grаnted.test": true,
 }
 
-func one(r ...policy.Reason) []policy.Reason { return r }
+func one(r ...vocab.Reason) []vocab.Reason { return r }
 
 // addressSpellings names loopback, private, link-local, metadata and
 // special addresses in every form a parser might accept.
@@ -161,15 +161,15 @@ var nameSpellings = []spelling{
 }
 
 // statusOf is the HTTP status the proxy must answer a denial with.
-func statusOf(r policy.Reason) int {
+func statusOf(r vocab.Reason) int {
 	switch r {
-	case policy.ReasonBadRequest:
+	case vocab.ReasonBadRequest:
 		return http.StatusBadRequest
-	case policy.ReasonResolveFailed:
+	case vocab.ReasonResolveFailed:
 		return http.StatusBadGateway
-	case policy.ReasonRateLimited:
+	case vocab.ReasonRateLimited:
 		return http.StatusTooManyRequests
-	case policy.ReasonTooManyConnections:
+	case vocab.ReasonTooManyConnections:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusForbidden
@@ -187,7 +187,7 @@ func checkDenied(t *testing.T, e *proc, src string, r reply, sp spelling) {
 		t.Errorf("got %v, want a denial (%v)", r, want)
 		return
 	}
-	got, ok := policy.ParseReason(r.Reason)
+	got, ok := vocab.ParseReason(r.Reason)
 	if !ok || !slices.Contains(want, got) {
 		t.Errorf("got %v, want X-Egressd-Reason in %v", r, want)
 		return

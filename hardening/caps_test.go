@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // TestConnectionCaps: one client opening far more connections than
@@ -51,7 +51,7 @@ func TestConnectionCaps(t *testing.T) {
 	for _, c := range extra {
 		r := exchange(c, http.MethodConnect, "CONNECT "+authority+" HTTP/1.1\r\nHost: "+authority+"\r\n\r\n")
 		switch {
-		case r.Status == http.StatusServiceUnavailable && r.Reason == policy.ReasonTooManyConnections.String():
+		case r.Status == http.StatusServiceUnavailable && r.Reason == vocab.ReasonTooManyConnections.String():
 			over++
 		case r.Status == 0:
 			cut++
@@ -63,7 +63,7 @@ func TestConnectionCaps(t *testing.T) {
 	if over == 0 || cut == 0 {
 		t.Errorf("got %d answered 503 and %d cut, want both (503 up to twice the cap, cut beyond)", over, cut)
 	}
-	w.e.log.wait(t, logWait, match{Client: hog, Reason: policy.ReasonTooManyConnections, Denied: true})
+	w.e.log.wait(t, logWait, match{Client: hog, Reason: vocab.ReasonTooManyConnections, Denied: true})
 	if _, r := connectRaw(t, w.e, newClientIP(), authority); r.Status != 200 {
 		t.Errorf("another client while one is at its cap: got %v, want 200", r)
 	}

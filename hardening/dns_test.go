@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	"github.com/egressd/egressd/internal/vocab"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/miekg/dns"
 )
 
 const dnsTypeA = dns.TypeA
@@ -148,7 +148,7 @@ func TestDNSTunnelTypes(t *testing.T) {
 			t.Errorf("%s granted.test: got %s, want REFUSED", dns.Type(qt), rcodeOf(m))
 			continue
 		}
-		w.e.log.wait(t, logWait, match{Proto: "dns", Client: src, Reason: policy.ReasonQTypeNotAllowed, Denied: true})
+		w.e.log.wait(t, logWait, match{Proto: "dns", Client: src, Reason: vocab.ReasonQTypeNotAllowed, Denied: true})
 		if n := w.dns.up.Count("granted.test.", qt); n != 0 {
 			t.Errorf("upstream was asked %s granted.test %d times, want 0", dns.Type(qt), n)
 		}
@@ -164,7 +164,7 @@ func TestDNSPrivateAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		qt   uint16
-		want policy.Reason
+		want vocab.Reason
 	}{
 		{"loop.test.", dns.TypeA, rSelf}, // 127.0.0.1 is egressd's own address
 		{"meta.test.", dns.TypeA, rMetadata},

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // TestRequestForms: the decision is made on the request target, never on
@@ -23,7 +23,7 @@ func TestRequestForms(t *testing.T) {
 	good := "GET http://" + h + "/first HTTP/1.1\r\nHost: " + h + "\r\n\r\n"
 	cases := []struct {
 		name, raw string
-		want      policy.Reason
+		want      vocab.Reason
 	}{
 		{"origin-form", "GET /admin HTTP/1.1\r\nHost: " + h + "\r\n\r\n", rBad},
 		{"origin-form naming loopback", "GET /admin HTTP/1.1\r\nHost: 127.0.0.1:" + p + "\r\n\r\n", rBad},
@@ -37,12 +37,12 @@ func TestRequestForms(t *testing.T) {
 		{"userinfo metadata@granted", "GET http://169.254.169.254:80@" + h + "/ HTTP/1.1\r\nHost: " + h + "\r\n\r\n", rBad},
 		// Host/URI disagreement is checked before the target is decided,
 		// so a private URI behind a granted Host is host_mismatch too.
-		{"Host names loopback", "GET http://" + h + "/ HTTP/1.1\r\nHost: 127.0.0.1:" + p + "\r\n\r\n", policy.ReasonHostMismatch},
-		{"Host names metadata", "GET http://" + h + "/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n", policy.ReasonHostMismatch},
-		{"Host other port", "GET http://" + h + "/ HTTP/1.1\r\nHost: granted.test:1\r\n\r\n", policy.ReasonHostMismatch},
-		{"Host ungranted name", "GET http://" + h + "/ HTTP/1.1\r\nHost: ungranted.test:" + p + "\r\n\r\n", policy.ReasonHostMismatch},
-		{"URI loopback, Host granted", "GET http://127.0.0.1:" + p + "/ HTTP/1.1\r\nHost: " + h + "\r\n\r\n", policy.ReasonHostMismatch},
-		{"URI metadata, Host granted", "GET http://169.254.169.254:" + p + "/ HTTP/1.1\r\nHost: " + h + "\r\n\r\n", policy.ReasonHostMismatch},
+		{"Host names loopback", "GET http://" + h + "/ HTTP/1.1\r\nHost: 127.0.0.1:" + p + "\r\n\r\n", vocab.ReasonHostMismatch},
+		{"Host names metadata", "GET http://" + h + "/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n", vocab.ReasonHostMismatch},
+		{"Host other port", "GET http://" + h + "/ HTTP/1.1\r\nHost: granted.test:1\r\n\r\n", vocab.ReasonHostMismatch},
+		{"Host ungranted name", "GET http://" + h + "/ HTTP/1.1\r\nHost: ungranted.test:" + p + "\r\n\r\n", vocab.ReasonHostMismatch},
+		{"URI loopback, Host granted", "GET http://127.0.0.1:" + p + "/ HTTP/1.1\r\nHost: " + h + "\r\n\r\n", vocab.ReasonHostMismatch},
+		{"URI metadata, Host granted", "GET http://169.254.169.254:" + p + "/ HTTP/1.1\r\nHost: " + h + "\r\n\r\n", vocab.ReasonHostMismatch},
 		{"CONNECT with a path", "CONNECT /granted.test:" + p + " HTTP/1.1\r\nHost: " + h + "\r\n\r\n", rBad},
 		{"CONNECT with a scheme", "CONNECT http://" + h + "/ HTTP/1.1\r\nHost: " + h + "\r\n\r\n", rBad},
 		{"CONNECT with userinfo", "CONNECT " + h + "@127.0.0.1:" + p + " HTTP/1.1\r\nHost: " + h + "\r\n\r\n", rBad},
@@ -74,7 +74,7 @@ func TestRequestForms(t *testing.T) {
 		if r := exchange(c, "OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: "+h+"\r\n\r\n"); r.Status != 400 || r.Reason != "bad_request" {
 			t.Errorf("got %v, want 400 bad_request", r)
 		}
-		if w.e.log.waitOrNil(2*time.Second, match{Event: "decision", Client: src, Reason: policy.ReasonBadRequest, Denied: true}) == nil {
+		if w.e.log.waitOrNil(2*time.Second, match{Event: "decision", Client: src, Reason: vocab.ReasonBadRequest, Denied: true}) == nil {
 			t.Errorf("no bad_request denial logged for OPTIONS * from %s", src)
 		}
 	})

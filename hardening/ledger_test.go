@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/meter"
-	"github.com/egressd/egressd/policy"
 )
 
 const (
@@ -198,7 +199,7 @@ func ledgerFault(t *testing.T, breakFS, repair func()) {
 
 	breakFS()
 	ok += failClosed(t, e, prov)
-	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: policy.ReasonLedgerUnavailable, Denied: true})
+	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: vocab.ReasonLedgerUnavailable, Denied: true})
 	e.alive(t)
 
 	repair()
@@ -247,7 +248,7 @@ func failClosed(t *testing.T, e *proc, prov *provider) int {
 			answered++
 			continue
 		}
-		if r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
+		if r.Status != http.StatusServiceUnavailable || r.Reason != vocab.ReasonLedgerUnavailable.String() {
 			t.Fatalf("call %d with the ledger's filesystem full: got %v, want 200 or 503 ledger_unavailable", i, r)
 		}
 		if prov.calls.Load() != before {
@@ -265,7 +266,7 @@ func expectRefused(t *testing.T, e *proc, prov *provider, n int, when string) {
 	t.Helper()
 	for i := range n {
 		before := prov.calls.Load()
-		if r := gwCall(e); r.Status != http.StatusServiceUnavailable || r.Reason != policy.ReasonLedgerUnavailable.String() {
+		if r := gwCall(e); r.Status != http.StatusServiceUnavailable || r.Reason != vocab.ReasonLedgerUnavailable.String() {
 			t.Errorf("call %d %s: got %v, want 503 ledger_unavailable", i, when, r)
 		}
 		if prov.calls.Load() != before {
@@ -314,7 +315,7 @@ func TestLedgerReadOnly(t *testing.T) {
 	remount(t, mountedLedgerDir(t), "ro")
 	e.start(t)
 	expectRefused(t, e, prov, 3, "on a read-only ledger")
-	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: policy.ReasonLedgerUnavailable, Denied: true})
+	e.log.wait(t, logWait, match{Event: "decision", Proto: "gateway", Reason: vocab.ReasonLedgerUnavailable, Denied: true})
 	e.alive(t)
 	stop()
 	remount(t, mountedLedgerDir(t), "rw")
@@ -368,7 +369,7 @@ func TestLedgerSIGKILL(t *testing.T) {
 		stop()
 		var settled int64
 		for _, en := range e.log.refresh() {
-			if en.Event == "usage" {
+			if en.Event == vocab.EventUsage {
 				settled += int64(en.CostUSD*1e9 + 0.5)
 			}
 		}
@@ -429,7 +430,7 @@ func TestGatewayWall(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Egressd-Reason") != policy.ReasonUnauthorized.String() {
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Egressd-Reason") != vocab.ReasonUnauthorized.String() {
 			t.Errorf("Authorization %q: got %d %s, want 401 unauthorized", auth, resp.StatusCode, resp.Header.Get("X-Egressd-Reason"))
 		}
 		if strings.Contains(string(b), realKey) {
@@ -439,13 +440,13 @@ func TestGatewayWall(t *testing.T) {
 	if n := prov.calls.Load(); n != 0 {
 		t.Errorf("the provider received %d unauthorised calls, want 0", n)
 	}
-	e.log.wait(t, logWait, match{Proto: "gateway", Reason: policy.ReasonUnauthorized, Denied: true})
+	e.log.wait(t, logWait, match{Proto: "gateway", Reason: vocab.ReasonUnauthorized, Denied: true})
 	host := strings.TrimPrefix(prov.url, "http://")
 	src := newClientIP()
-	if _, r := connectRaw(t, e, src, host); r.Status != 403 || r.Reason != policy.ReasonUseGateway.String() {
+	if _, r := connectRaw(t, e, src, host); r.Status != 403 || r.Reason != vocab.ReasonUseGateway.String() {
 		t.Errorf("CONNECT to the provider's address: got %v, want 403 use_gateway", r)
 	}
-	if r := getRaw(t, e, newClientIP(), prov.url+"/v1/chat/completions"); r.Status != 403 || r.Reason != policy.ReasonUseGateway.String() {
+	if r := getRaw(t, e, newClientIP(), prov.url+"/v1/chat/completions"); r.Status != 403 || r.Reason != vocab.ReasonUseGateway.String() {
 		t.Errorf("GET the provider through the proxy: got %v, want 403 use_gateway", r)
 	}
 	if n := prov.calls.Load(); n != 0 {

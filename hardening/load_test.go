@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	"github.com/egressd/egressd/internal/vocab"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/miekg/dns"
 )
 
 // Load sizes: what the suite proves egressd holds.
@@ -382,7 +382,7 @@ func TestRateLimitedFlood(t *testing.T) {
 	if v := badRetry.Load(); v != nil {
 		t.Errorf("429 with Retry-After %q, want a positive number of seconds", v)
 	}
-	w.e.log.wait(t, logWait, match{Client: hammer, Reason: policy.ReasonRateLimited, Denied: true})
+	w.e.log.wait(t, logWait, match{Client: hammer, Reason: vocab.ReasonRateLimited, Denied: true})
 	if r := getRaw(t, w.e, newClientIP(), "http://ungranted.test:"+strconv.Itoa(w.web.port)+"/"); r.Status != 403 {
 		t.Errorf("another client during the flood: got %v, want its own answer (403 not_allowlisted)", r)
 	}

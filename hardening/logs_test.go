@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // logReader reads egressd's decision log file incrementally. The log is
@@ -101,21 +102,21 @@ type match struct {
 	Host    string
 	Port    uint16
 	Proto   string
-	Reason  policy.Reason
+	Reason  vocab.Reason
 	Verdict string // "deny", "allow", "would_deny"
 	Denied  bool   // any verdict but allow
 }
 
 func (m match) ok(e declog.Entry) bool {
 	switch {
-	case m.Event != "" && e.Event != m.Event:
+	case m.Event != "" && e.Event.String() != m.Event:
 	case m.Client != "" && e.Client != m.Client:
 	case m.Host != "" && e.Host != m.Host:
 	case m.Port != 0 && e.Port != m.Port:
 	case m.Proto != "" && e.Proto.String() != m.Proto:
-	case m.Reason != policy.ReasonNone && e.Reason != m.Reason:
+	case m.Reason != vocab.ReasonNone && e.Reason != m.Reason:
 	case m.Verdict != "" && e.Verdict.String() != m.Verdict:
-	case m.Denied && e.Verdict == policy.Allow:
+	case m.Denied && e.Verdict == vocab.Allow:
 	default:
 		return true
 	}
@@ -136,7 +137,7 @@ func (m match) String() string {
 		add("port", fmt.Sprint(m.Port))
 	}
 	add("proto", m.Proto)
-	if m.Reason != policy.ReasonNone {
+	if m.Reason != vocab.ReasonNone {
 		add("reason", m.Reason.String())
 	}
 	add("verdict", m.Verdict)

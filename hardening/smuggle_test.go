@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // smuggledMarker is the path of every request a smuggling attempt tries to
@@ -47,7 +47,7 @@ func TestSmuggling(t *testing.T) {
 			src := newClientIP()
 			c := dialFrom(t, src, w.e.a().Proxy)
 			r := exchange(c, http.MethodPost, tc.raw)
-			if r.Status != http.StatusBadRequest || r.Reason != policy.ReasonBadRequest.String() {
+			if r.Status != http.StatusBadRequest || r.Reason != vocab.ReasonBadRequest.String() {
 				t.Errorf("got %v, want 400 with X-Egressd-Reason bad_request", r)
 			}
 			if r.Status != 0 {
@@ -58,7 +58,7 @@ func TestSmuggling(t *testing.T) {
 					t.Errorf("a second response came on the same connection: %v; the connection must close", r2)
 				}
 			}
-			if w.e.log.waitOrNil(2*time.Second, match{Event: "decision", Client: src, Reason: policy.ReasonBadRequest, Denied: true}) == nil {
+			if w.e.log.waitOrNil(2*time.Second, match{Event: "decision", Client: src, Reason: vocab.ReasonBadRequest, Denied: true}) == nil {
 				t.Errorf("no bad_request denial logged for client %s", src)
 			}
 		})

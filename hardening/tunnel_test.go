@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // TestSNIMismatch: after a CONNECT to a granted name, a TLS ClientHello
@@ -39,7 +39,7 @@ func TestSNIMismatch(t *testing.T) {
 		if err := tc.Handshake(); err == nil {
 			t.Fatal("handshake through a mismatched tunnel succeeded")
 		}
-		w.e.log.wait(t, logWait, match{Event: "decision", Client: src, Reason: policy.ReasonSNIMismatch, Denied: true})
+		w.e.log.wait(t, logWait, match{Event: "decision", Client: src, Reason: vocab.ReasonSNIMismatch, Denied: true})
 	})
 	for _, h := range badHellos {
 		t.Run(h.name, func(t *testing.T) {
@@ -73,7 +73,7 @@ func TestSNIMismatch(t *testing.T) {
 	w.e.alive(t)
 }
 
-func containsReason(rs []policy.Reason, r policy.Reason) bool {
+func containsReason(rs []vocab.Reason, r vocab.Reason) bool {
 	for _, x := range rs {
 		if x == r {
 			return true
@@ -89,18 +89,18 @@ var badHellos = []struct {
 	name   string
 	bytes  []byte
 	splits int // write in this many pieces
-	want   []policy.Reason
+	want   []vocab.Reason
 }{
-	{"one record", clientHello(sniExt("evil-one.test")), 1, one(policy.ReasonSNIMismatch)},
-	{"byte by byte", clientHello(sniExt("evil-bytes.test")), 0, one(policy.ReasonSNIMismatch, rBad)},
-	{"16-byte records", fragment(clientHello(sniExt("evil-frag.test")), 16), 1, one(policy.ReasonSNIMismatch)},
-	{"1-byte records", fragment(clientHello(sniExt("evil-frag1.test")), 1), 1, one(policy.ReasonSNIMismatch, rBad)},
-	{"granted then evil in one list", clientHello(sniExt("granted.test", "evil-list.test")), 1, one(policy.ReasonSNIMismatch, rBad)},
-	{"evil then granted in one list", clientHello(sniExt("evil-list2.test", "granted.test")), 1, one(policy.ReasonSNIMismatch, rBad)},
-	{"two server_name extensions", clientHello(sniExt("granted.test"), sniExt("evil-dup.test")), 1, one(policy.ReasonSNIMismatch, rBad)},
-	{"IP literal SNI", clientHello(sniExt("127.0.0.1")), 1, one(policy.ReasonSNIMismatch, rBad)},
-	{"subdomain SNI", clientHello(sniExt("evil.granted.test")), 1, one(policy.ReasonSNIMismatch)},
-	{"NUL in SNI", clientHello(sniExt("granted.test\x00.evil-nul.test")), 1, one(policy.ReasonSNIMismatch, rBad)},
+	{"one record", clientHello(sniExt("evil-one.test")), 1, one(vocab.ReasonSNIMismatch)},
+	{"byte by byte", clientHello(sniExt("evil-bytes.test")), 0, one(vocab.ReasonSNIMismatch, rBad)},
+	{"16-byte records", fragment(clientHello(sniExt("evil-frag.test")), 16), 1, one(vocab.ReasonSNIMismatch)},
+	{"1-byte records", fragment(clientHello(sniExt("evil-frag1.test")), 1), 1, one(vocab.ReasonSNIMismatch, rBad)},
+	{"granted then evil in one list", clientHello(sniExt("granted.test", "evil-list.test")), 1, one(vocab.ReasonSNIMismatch, rBad)},
+	{"evil then granted in one list", clientHello(sniExt("evil-list2.test", "granted.test")), 1, one(vocab.ReasonSNIMismatch, rBad)},
+	{"two server_name extensions", clientHello(sniExt("granted.test"), sniExt("evil-dup.test")), 1, one(vocab.ReasonSNIMismatch, rBad)},
+	{"IP literal SNI", clientHello(sniExt("127.0.0.1")), 1, one(vocab.ReasonSNIMismatch, rBad)},
+	{"subdomain SNI", clientHello(sniExt("evil.granted.test")), 1, one(vocab.ReasonSNIMismatch)},
+	{"NUL in SNI", clientHello(sniExt("granted.test\x00.evil-nul.test")), 1, one(vocab.ReasonSNIMismatch, rBad)},
 	{"truncated hello", clientHello(sniExt("evil-trunc.test"))[:40], 1, one(rBad)},
 }
 

@@ -3,6 +3,8 @@ package policy
 import (
 	"net/netip"
 	"slices"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // Class is what kind of address an IP is, as far as egress is concerned.
@@ -195,25 +197,25 @@ func (p *Policy) CheckAddr(addr netip.Addr) Decision {
 	c := Classify(a)
 	switch c {
 	case ClassInvalid:
-		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest}
 	case ClassMetadata:
-		return Decision{Verdict: Deny, Reason: ReasonMetadataAddress}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonMetadataAddress}
 	}
 	if p.netDeny.contains(a) {
-		return Decision{Verdict: Deny, Reason: ReasonDeniedNetwork}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonDeniedNetwork}
 	}
 	if a.Is6() && p.netDeny.len() > 0 {
 		if v4, kind := embedded4(a.As16()); kind != embedNone && p.netDeny.contains(netip.AddrFrom4(v4)) {
-			return Decision{Verdict: Deny, Reason: ReasonDeniedNetwork}
+			return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonDeniedNetwork}
 		}
 	}
 	if c != ClassPublic {
 		if p.netAllow.contains(a) {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted}
+			return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted}
 		}
-		return Decision{Verdict: Deny, Reason: ReasonPrivateAddress}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonPrivateAddress}
 	}
-	return Decision{Verdict: Allow, Reason: ReasonNone}
+	return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonNone}
 }
 
 // prefixTable maps prefixes to values and finds the longest prefix that

@@ -3,6 +3,8 @@ package policy
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // TestClassifyEdges covers every built-in range with its first and last
@@ -147,33 +149,33 @@ mode: report
 `)
 	tests := []struct {
 		addr   string
-		want   Verdict
-		reason Reason
+		want   vocab.Verdict
+		reason vocab.Reason
 	}{
-		{"1.1.1.1", Allow, ReasonNone},
-		{"2606:4700:4700::1111", Allow, ReasonNone},
-		{"8.8.8.8", Deny, ReasonDeniedNetwork},
-		{"8.8.9.8", Allow, ReasonNone},
-		{"2001:4860::8888", Deny, ReasonDeniedNetwork},
-		{"64:ff9b::808:808", Deny, ReasonDeniedNetwork}, // NAT64 to a denied network
-		{"2002:808:808::1", Deny, ReasonDeniedNetwork},  // 6to4 to a denied network
-		{"::ffff:8.8.8.8", Deny, ReasonDeniedNetwork},
-		{"10.20.1.1", Allow, ReasonAllowlisted},
-		{"::ffff:10.20.1.1", Allow, ReasonAllowlisted},
-		{"10.20.30.1", Deny, ReasonDeniedNetwork}, // deny wins over allow
-		{"10.21.0.0", Deny, ReasonPrivateAddress},
-		{"100.64.1.1", Allow, ReasonAllowlisted},
-		{"100.100.100.200", Deny, ReasonMetadataAddress},
-		{"fd12::1", Allow, ReasonAllowlisted},
-		{"fd13::1", Deny, ReasonPrivateAddress},
-		{"169.254.169.254", Deny, ReasonMetadataAddress},
-		{"::ffff:169.254.169.254", Deny, ReasonMetadataAddress},
-		{"64:ff9b::a9fe:a9fe", Deny, ReasonMetadataAddress},
-		{"fd00:ec2::254", Deny, ReasonMetadataAddress},
-		{"127.0.0.1", Deny, ReasonPrivateAddress},
-		{"::1", Deny, ReasonPrivateAddress},
-		{"fe80::1%eth0", Deny, ReasonPrivateAddress},
-		{"224.0.0.1", Deny, ReasonPrivateAddress},
+		{"1.1.1.1", vocab.Allow, vocab.ReasonNone},
+		{"2606:4700:4700::1111", vocab.Allow, vocab.ReasonNone},
+		{"8.8.8.8", vocab.Deny, vocab.ReasonDeniedNetwork},
+		{"8.8.9.8", vocab.Allow, vocab.ReasonNone},
+		{"2001:4860::8888", vocab.Deny, vocab.ReasonDeniedNetwork},
+		{"64:ff9b::808:808", vocab.Deny, vocab.ReasonDeniedNetwork}, // NAT64 to a denied network
+		{"2002:808:808::1", vocab.Deny, vocab.ReasonDeniedNetwork},  // 6to4 to a denied network
+		{"::ffff:8.8.8.8", vocab.Deny, vocab.ReasonDeniedNetwork},
+		{"10.20.1.1", vocab.Allow, vocab.ReasonAllowlisted},
+		{"::ffff:10.20.1.1", vocab.Allow, vocab.ReasonAllowlisted},
+		{"10.20.30.1", vocab.Deny, vocab.ReasonDeniedNetwork}, // deny wins over allow
+		{"10.21.0.0", vocab.Deny, vocab.ReasonPrivateAddress},
+		{"100.64.1.1", vocab.Allow, vocab.ReasonAllowlisted},
+		{"100.100.100.200", vocab.Deny, vocab.ReasonMetadataAddress},
+		{"fd12::1", vocab.Allow, vocab.ReasonAllowlisted},
+		{"fd13::1", vocab.Deny, vocab.ReasonPrivateAddress},
+		{"169.254.169.254", vocab.Deny, vocab.ReasonMetadataAddress},
+		{"::ffff:169.254.169.254", vocab.Deny, vocab.ReasonMetadataAddress},
+		{"64:ff9b::a9fe:a9fe", vocab.Deny, vocab.ReasonMetadataAddress},
+		{"fd00:ec2::254", vocab.Deny, vocab.ReasonMetadataAddress},
+		{"127.0.0.1", vocab.Deny, vocab.ReasonPrivateAddress},
+		{"::1", vocab.Deny, vocab.ReasonPrivateAddress},
+		{"fe80::1%eth0", vocab.Deny, vocab.ReasonPrivateAddress},
+		{"224.0.0.1", vocab.Deny, vocab.ReasonPrivateAddress},
 	}
 	for _, tt := range tests {
 		got := p.CheckAddr(netip.MustParseAddr(tt.addr))
@@ -181,7 +183,7 @@ mode: report
 			t.Errorf("CheckAddr(%s) = %s %s %v, want %s %s", tt.addr, got.Verdict, got.Reason, got.Rule, tt.want, tt.reason)
 		}
 	}
-	if got := p.CheckAddr(netip.Addr{}); got.Verdict != Deny || got.Reason != ReasonBadRequest {
+	if got := p.CheckAddr(netip.Addr{}); got.Verdict != vocab.Deny || got.Reason != vocab.ReasonBadRequest {
 		t.Errorf("CheckAddr(zero) = %s %s, want deny bad_request", got.Verdict, got.Reason)
 	}
 }
@@ -214,13 +216,13 @@ func TestMetadataNeverGranted(t *testing.T) {
 		if got := Classify(a); got != ClassMetadata {
 			t.Errorf("Classify(%s) = %s, want metadata", s, got)
 		}
-		if got := p.CheckAddr(a); got.Verdict != Deny || got.Reason != ReasonMetadataAddress {
+		if got := p.CheckAddr(a); got.Verdict != vocab.Deny || got.Reason != vocab.ReasonMetadataAddress {
 			t.Errorf("CheckAddr(%s) = %s %s, want deny metadata_address", s, got.Verdict, got.Reason)
 		}
 	}
 	// Their neighbours, granted above, stay reachable.
 	for _, s := range []string{"169.254.170.3", "168.63.129.17"} {
-		if got := p.CheckAddr(netip.MustParseAddr(s)); got.Verdict != Allow {
+		if got := p.CheckAddr(netip.MustParseAddr(s)); got.Verdict != vocab.Allow {
 			t.Errorf("CheckAddr(%s) = %s %s, want allow via networks.allow", s, got.Verdict, got.Reason)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/canonpath"
 )
 
@@ -54,8 +56,8 @@ type pathPattern struct {
 // the reason, the canonical path the rules were matched against and the
 // query to forward.
 type APIDecision struct {
-	Verdict Verdict
-	Reason  Reason
+	Verdict vocab.Verdict
+	Reason  vocab.Reason
 	Route   *APIRoute
 	Rule    int    // index in the route's allow:, -1 when none matched
 	Path    string // canonical path ("" when the path was refused as malformed)
@@ -85,15 +87,15 @@ func (p *Policy) API(name string) *APIRoute {
 func (p *Policy) DecideAPI(name, method, escapedPath, rawQuery string) APIDecision {
 	r := p.API(name)
 	if r == nil {
-		return APIDecision{Verdict: Deny, Reason: ReasonNotAllowlisted, Rule: -1}
+		return APIDecision{Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted, Rule: -1}
 	}
-	d := APIDecision{Verdict: Deny, Route: r, Rule: -1}
+	d := APIDecision{Verdict: vocab.Deny, Route: r, Rule: -1}
 	if escapedPath == "" {
 		escapedPath = "/"
 	}
 	canon, err := canonpath.Clean(escapedPath)
 	if err != nil {
-		d.Reason, d.Detail = ReasonBadRequest, err.Error()
+		d.Reason, d.Detail = vocab.ReasonBadRequest, err.Error()
 		return d
 	}
 	d.Path = canon
@@ -107,16 +109,16 @@ func (p *Policy) DecideAPI(name, method, escapedPath, rawQuery string) APIDecisi
 				continue
 			}
 			if !pp.hasQuery {
-				d.Verdict, d.Reason, d.Rule, d.Query = Allow, ReasonAllowlisted, i, rawQuery
+				d.Verdict, d.Reason, d.Rule, d.Query = vocab.Allow, vocab.ReasonAllowlisted, i, rawQuery
 				return d
 			}
 			if qerr == nil && sameQuery(q, pp.query) {
-				d.Verdict, d.Reason, d.Rule, d.Query = Allow, ReasonAllowlisted, i, pp.query.Encode()
+				d.Verdict, d.Reason, d.Rule, d.Query = vocab.Allow, vocab.ReasonAllowlisted, i, pp.query.Encode()
 				return d
 			}
 		}
 	}
-	d.Reason = ReasonPathNotAllowed
+	d.Reason = vocab.ReasonPathNotAllowed
 	return d
 }
 
@@ -141,7 +143,7 @@ func sameQuery(a, b url.Values) bool {
 // rule already constrains the query of that path (otherwise the suggested
 // rule would be needlessly narrow).
 func APIHint(d APIDecision, method, rawQuery string) string {
-	if d.Route == nil || d.Reason != ReasonPathNotAllowed {
+	if d.Route == nil || d.Reason != vocab.ReasonPathNotAllowed {
 		return ""
 	}
 	return fmt.Sprintf("add \"- %s\" under %s.allow:", SuggestAPIRule(d.Route, method, d.Path, rawQuery), joinKey("apis", d.Route.Name))

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 const apisPolicy = `version: 1
@@ -33,32 +35,32 @@ func TestDecideAPI(t *testing.T) {
 	p := mustLoad(t, apisPolicy)
 	tests := []struct {
 		route, method, path, query string
-		reason                     Reason
+		reason                     vocab.Reason
 		rule                       int
 		canon, fwdQuery            string
 	}{
-		{"github", "GET", "/repos/acme/app/issues", "state=open", ReasonAllowlisted, 0, "/repos/acme/app/issues", "state=open"},
-		{"GitHub", "GET", "/repos/acme/app/issues/7", "", ReasonAllowlisted, 0, "/repos/acme/app/issues/7", ""},
-		{"github", "GET", "//repos/acme/app/issues/7/", "", ReasonAllowlisted, 0, "/repos/acme/app/issues/7", ""},
-		{"github", "POST", "/repos/acme/app/issues/7/comments", "", ReasonAllowlisted, 1, "/repos/acme/app/issues/7/comments", ""},
-		{"github", "POST", "/repos/acme/app/issues", "", ReasonPathNotAllowed, -1, "/repos/acme/app/issues", ""},
-		{"github", "GET", "/repos/acme/other/issues", "", ReasonPathNotAllowed, -1, "/repos/acme/other/issues", ""},
-		{"github", "get", "/repos/acme/app/issues", "", ReasonPathNotAllowed, -1, "/repos/acme/app/issues", ""},
-		{"github", "DELETE", "/repos/acme/app/issues/7", "", ReasonPathNotAllowed, -1, "/repos/acme/app/issues/7", ""},
-		{"github", "GET", "/repos/acme/app/issues/../../other", "", ReasonBadRequest, -1, "", ""},
-		{"github", "GET", "/repos/acme/app/issues%2f7", "", ReasonBadRequest, -1, "", ""},
-		{"github", "GET", "/repos/acme/app/%69ssues", "", ReasonAllowlisted, 0, "/repos/acme/app/issues", ""},
-		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack", ReasonAllowlisted, 0, "/acme/app.git/info/refs", "service=git-upload-pack"},
-		{"git", "GET", "/acme/app.git/info/refs", "service=git-receive-pack", ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
-		{"git", "GET", "/acme/app.git/info/refs", "", ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
-		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack&x=1", ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
-		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack&service=git-upload-pack", ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
-		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack;x", ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
-		{"git", "POST", "/acme/app.git/git-upload-pack", "", ReasonAllowlisted, 1, "/acme/app.git/git-upload-pack", ""},
-		{"git", "POST", "/acme/app.git/git-receive-pack", "", ReasonPathNotAllowed, -1, "/acme/app.git/git-receive-pack", ""},
-		{"git", "POST", "/docs", "", ReasonAllowlisted, 1, "/docs", ""},
-		{"git", "POST", "/docs/a/b/c", "", ReasonAllowlisted, 1, "/docs/a/b/c", ""},
-		{"nope", "GET", "/", "", ReasonNotAllowlisted, -1, "", ""},
+		{"github", "GET", "/repos/acme/app/issues", "state=open", vocab.ReasonAllowlisted, 0, "/repos/acme/app/issues", "state=open"},
+		{"GitHub", "GET", "/repos/acme/app/issues/7", "", vocab.ReasonAllowlisted, 0, "/repos/acme/app/issues/7", ""},
+		{"github", "GET", "//repos/acme/app/issues/7/", "", vocab.ReasonAllowlisted, 0, "/repos/acme/app/issues/7", ""},
+		{"github", "POST", "/repos/acme/app/issues/7/comments", "", vocab.ReasonAllowlisted, 1, "/repos/acme/app/issues/7/comments", ""},
+		{"github", "POST", "/repos/acme/app/issues", "", vocab.ReasonPathNotAllowed, -1, "/repos/acme/app/issues", ""},
+		{"github", "GET", "/repos/acme/other/issues", "", vocab.ReasonPathNotAllowed, -1, "/repos/acme/other/issues", ""},
+		{"github", "get", "/repos/acme/app/issues", "", vocab.ReasonPathNotAllowed, -1, "/repos/acme/app/issues", ""},
+		{"github", "DELETE", "/repos/acme/app/issues/7", "", vocab.ReasonPathNotAllowed, -1, "/repos/acme/app/issues/7", ""},
+		{"github", "GET", "/repos/acme/app/issues/../../other", "", vocab.ReasonBadRequest, -1, "", ""},
+		{"github", "GET", "/repos/acme/app/issues%2f7", "", vocab.ReasonBadRequest, -1, "", ""},
+		{"github", "GET", "/repos/acme/app/%69ssues", "", vocab.ReasonAllowlisted, 0, "/repos/acme/app/issues", ""},
+		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack", vocab.ReasonAllowlisted, 0, "/acme/app.git/info/refs", "service=git-upload-pack"},
+		{"git", "GET", "/acme/app.git/info/refs", "service=git-receive-pack", vocab.ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
+		{"git", "GET", "/acme/app.git/info/refs", "", vocab.ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
+		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack&x=1", vocab.ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
+		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack&service=git-upload-pack", vocab.ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
+		{"git", "GET", "/acme/app.git/info/refs", "service=git-upload-pack;x", vocab.ReasonPathNotAllowed, -1, "/acme/app.git/info/refs", ""},
+		{"git", "POST", "/acme/app.git/git-upload-pack", "", vocab.ReasonAllowlisted, 1, "/acme/app.git/git-upload-pack", ""},
+		{"git", "POST", "/acme/app.git/git-receive-pack", "", vocab.ReasonPathNotAllowed, -1, "/acme/app.git/git-receive-pack", ""},
+		{"git", "POST", "/docs", "", vocab.ReasonAllowlisted, 1, "/docs", ""},
+		{"git", "POST", "/docs/a/b/c", "", vocab.ReasonAllowlisted, 1, "/docs/a/b/c", ""},
+		{"nope", "GET", "/", "", vocab.ReasonNotAllowlisted, -1, "", ""},
 	}
 	for _, tt := range tests {
 		d := p.DecideAPI(tt.route, tt.method, tt.path, tt.query)
@@ -66,7 +68,7 @@ func TestDecideAPI(t *testing.T) {
 			t.Errorf("DecideAPI(%s %s %s?%s) = %s rule %d path %q query %q, want %s rule %d path %q query %q",
 				tt.route, tt.method, tt.path, tt.query, d.Reason, d.Rule, d.Path, d.Query, tt.reason, tt.rule, tt.canon, tt.fwdQuery)
 		}
-		if got, want := d.Verdict == Allow, tt.reason == ReasonAllowlisted; got != want {
+		if got, want := d.Verdict == vocab.Allow, tt.reason == vocab.ReasonAllowlisted; got != want {
 			t.Errorf("DecideAPI(%s %s %s) verdict %s, want allowed=%v", tt.route, tt.method, tt.path, d.Verdict, want)
 		}
 	}
@@ -97,13 +99,13 @@ func TestAPIDefaultsAndRoute(t *testing.T) {
 func TestAPIHostsUseGateway(t *testing.T) {
 	p := mustLoad(t, apisPolicy)
 	for _, req := range []Request{
-		{Host: "api.github.com", Port: 443, Proto: ProtoConnect},
-		{Host: "API.GitHub.com.", Port: 80, Proto: ProtoHTTP},
-		{Host: "api.github.com", Proto: ProtoDNS},
-		{Host: "git.example.com", Port: 443, Proto: ProtoConnect},
+		{Host: "api.github.com", Port: 443, Proto: vocab.ProtoConnect},
+		{Host: "API.GitHub.com.", Port: 80, Proto: vocab.ProtoHTTP},
+		{Host: "api.github.com", Proto: vocab.ProtoDNS},
+		{Host: "git.example.com", Port: 443, Proto: vocab.ProtoConnect},
 	} {
 		d := p.Decide(req)
-		if d.Verdict != Deny || d.Reason != ReasonUseGateway {
+		if d.Verdict != vocab.Deny || d.Reason != vocab.ReasonUseGateway {
 			t.Errorf("Decide(%+v) = %s %s, want deny use_gateway", req, d.Verdict, d.Reason)
 			continue
 		}
@@ -112,7 +114,7 @@ func TestAPIHostsUseGateway(t *testing.T) {
 			t.Errorf("Hint(%+v) = %q, want the gateway base URL", req, hint)
 		}
 	}
-	d := p.Decide(Request{Host: "api.github.com", Port: 443, Proto: ProtoConnect})
+	d := p.Decide(Request{Host: "api.github.com", Port: 443, Proto: vocab.ProtoConnect})
 	if got, want := d.Rule.String(), `apis.github host: "api.github.com"`; got != want {
 		t.Errorf("rule = %s, want %s", got, want)
 	}
@@ -197,13 +199,13 @@ func FuzzDecideAPI(f *testing.F) {
 	f.Add("git", "POST", "/docs/%2e%2e/x", "")
 	f.Fuzz(func(t *testing.T, route, method, path, query string) {
 		d := p.DecideAPI(route, method, path, query)
-		if d.Verdict != Allow {
+		if d.Verdict != vocab.Allow {
 			return
 		}
 		if d.Rule < 0 || d.Path == "" || strings.Contains(d.Path, "/../") || strings.Contains(d.Path, "//") {
 			t.Fatalf("allowed %s %q → path %q rule %d", method, path, d.Path, d.Rule)
 		}
-		if again := p.DecideAPI(route, method, d.Path, d.Query); again.Verdict != Allow || again.Path != d.Path {
+		if again := p.DecideAPI(route, method, d.Path, d.Query); again.Verdict != vocab.Allow || again.Path != d.Path {
 			t.Fatalf("forwarded form %q?%q is not allowed again: %s", d.Path, d.Query, again.Reason)
 		}
 	})
@@ -253,7 +255,7 @@ func TestExampleAPIsBlock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the example apis: block does not load:\n%v\n%s", err, b.String())
 	}
-	if d := p.DecideAPI("git", "POST", "/acme/app.git/git-receive-pack", ""); d.Reason != ReasonPathNotAllowed {
+	if d := p.DecideAPI("git", "POST", "/acme/app.git/git-receive-pack", ""); d.Reason != vocab.ReasonPathNotAllowed {
 		t.Errorf("example git route: push decided %s, want path_not_allowed", d.Reason)
 	}
 }

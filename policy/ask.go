@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"time"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // Defaults of ask: when the section is present.
@@ -21,7 +23,7 @@ const (
 // askableReasons are the only reasons a person may be asked about: misses
 // of the allow-list. Address checks, malformed requests, SNI mismatches
 // and rate limits protect egressd itself and are never put to a person.
-var askableReasons = []Reason{ReasonNotAllowlisted, ReasonPortNotAllowed}
+var askableReasons = []vocab.Reason{vocab.ReasonNotAllowlisted, vocab.ReasonPortNotAllowed}
 
 // fillAskDefaults fills zero values of a present ask: section.
 func fillAskDefaults(a *AskConfig) {
@@ -49,7 +51,7 @@ func fillAskDefaults(a *AskConfig) {
 
 // Askable reports whether a denial for r may be put to a person under this
 // policy's ask: section; false when ask: is absent.
-func (p *Policy) Askable(r Reason) bool {
+func (p *Policy) Askable(r vocab.Reason) bool {
 	return p.askMask&(1<<r) != 0
 }
 
@@ -59,7 +61,7 @@ func (c *compiler) ask() {
 		return
 	}
 	for i, name := range a.Reasons {
-		r, ok := ParseReason(name)
+		r, ok := vocab.ParseReason(name)
 		if !ok || !slices.Contains(askableReasons, r) {
 			c.errf(fmt.Sprintf("ask.reasons[%d]", i), "%q: only not_allowlisted and port_not_allowed can be asked about", name)
 			continue

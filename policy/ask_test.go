@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 func TestAskConfigProblems(t *testing.T) {
@@ -49,8 +51,8 @@ func TestAskDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if off.Config().Ask != nil || off.Askable(ReasonNotAllowlisted) {
-		t.Errorf("no ask: got %+v askable %v, want nil and false", off.Config().Ask, off.Askable(ReasonNotAllowlisted))
+	if off.Config().Ask != nil || off.Askable(vocab.ReasonNotAllowlisted) {
+		t.Errorf("no ask: got %+v askable %v, want nil and false", off.Config().Ask, off.Askable(vocab.ReasonNotAllowlisted))
 	}
 	p, err := LoadBytes([]byte("version: 1\nask: {telegram: {token_env: T, operators: [42]}}\n"), "p.yaml")
 	if err != nil {
@@ -60,8 +62,8 @@ func TestAskDefaults(t *testing.T) {
 	if a.Hold != 20*time.Second || a.OpenFor != time.Hour || a.RememberDeny != time.Hour || a.Telegram.API != "https://api.telegram.org" {
 		t.Errorf("defaults: got %+v %+v", a, a.Telegram)
 	}
-	for r, want := range map[Reason]bool{ReasonNotAllowlisted: true, ReasonPortNotAllowed: true,
-		ReasonPrivateAddress: false, ReasonRateLimited: false, ReasonSNIMismatch: false, ReasonBadRequest: false} {
+	for r, want := range map[vocab.Reason]bool{vocab.ReasonNotAllowlisted: true, vocab.ReasonPortNotAllowed: true,
+		vocab.ReasonPrivateAddress: false, vocab.ReasonRateLimited: false, vocab.ReasonSNIMismatch: false, vocab.ReasonBadRequest: false} {
 		if got := p.Askable(r); got != want {
 			t.Errorf("Askable(%v) = %v, want %v", r, got, want)
 		}
@@ -70,8 +72,8 @@ func TestAskDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if only.Askable(ReasonNotAllowlisted) || !only.Askable(ReasonPortNotAllowed) {
-		t.Errorf("reasons: [port_not_allowed]: askable not_allowlisted %v, port_not_allowed %v", only.Askable(ReasonNotAllowlisted), only.Askable(ReasonPortNotAllowed))
+	if only.Askable(vocab.ReasonNotAllowlisted) || !only.Askable(vocab.ReasonPortNotAllowed) {
+		t.Errorf("reasons: [port_not_allowed]: askable not_allowlisted %v, port_not_allowed %v", only.Askable(vocab.ReasonNotAllowlisted), only.Askable(vocab.ReasonPortNotAllowed))
 	}
 }
 
@@ -92,23 +94,23 @@ func TestOverlayDecide(t *testing.T) {
 	tests := []struct {
 		host   string
 		port   uint16
-		proto  Proto
-		want   Verdict
-		reason Reason
+		proto  vocab.Proto
+		want   vocab.Verdict
+		reason vocab.Reason
 	}{
-		{"new.example", 443, ProtoConnect, Allow, ReasonAllowlisted},
-		{"NEW.example", 443, ProtoHTTP, Allow, ReasonAllowlisted},
-		{"new.example", 80, ProtoHTTP, Deny, ReasonNotAllowlisted},
-		{"new.example", 0, ProtoDNS, Allow, ReasonAllowlisted},
-		{"granted.example", 8443, ProtoConnect, Allow, ReasonAllowlisted},
-		{"granted.example", 22, ProtoConnect, Deny, ReasonPortNotAllowed},
-		{"bad.example", 443, ProtoConnect, Deny, ReasonOperatorDenied},
-		{"bad.example", 0, ProtoDNS, Deny, ReasonOperatorDenied},
-		{"other.example", 443, ProtoConnect, Deny, ReasonNotAllowlisted},
-		{"10.0.0.1", 443, ProtoConnect, Deny, ReasonPrivateAddress},
-		{"new.example", 443, ProtoGateway, Deny, ReasonNotAllowlisted},
-		{"lapsed.example", 443, ProtoConnect, Deny, ReasonNotAllowlisted},
-		{"lapsed.example", 0, ProtoDNS, Deny, ReasonNotAllowlisted},
+		{"new.example", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted},
+		{"NEW.example", 443, vocab.ProtoHTTP, vocab.Allow, vocab.ReasonAllowlisted},
+		{"new.example", 80, vocab.ProtoHTTP, vocab.Deny, vocab.ReasonNotAllowlisted},
+		{"new.example", 0, vocab.ProtoDNS, vocab.Allow, vocab.ReasonAllowlisted},
+		{"granted.example", 8443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted},
+		{"granted.example", 22, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPortNotAllowed},
+		{"bad.example", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonOperatorDenied},
+		{"bad.example", 0, vocab.ProtoDNS, vocab.Deny, vocab.ReasonOperatorDenied},
+		{"other.example", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted},
+		{"10.0.0.1", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPrivateAddress},
+		{"new.example", 443, vocab.ProtoGateway, vocab.Deny, vocab.ReasonNotAllowlisted},
+		{"lapsed.example", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted},
+		{"lapsed.example", 0, vocab.ProtoDNS, vocab.Deny, vocab.ReasonNotAllowlisted},
 	}
 	for _, tt := range tests {
 		d := p.Decide(Request{Client: c, Host: tt.host, Port: tt.port, Proto: tt.proto})
@@ -116,7 +118,7 @@ func TestOverlayDecide(t *testing.T) {
 			t.Errorf("Decide(%s:%d %v) = %v %v, want %v %v", tt.host, tt.port, tt.proto, d.Verdict, d.Reason, tt.want, tt.reason)
 		}
 	}
-	d := p.Decide(Request{Client: c, Host: "new.example", Port: 443, Proto: ProtoConnect})
+	d := p.Decide(Request{Client: c, Host: "new.example", Port: 443, Proto: vocab.ProtoConnect})
 	if got, want := d.Rule.String(), "ask grant new.example:443 (for, by cli) until 2030-01-02T03:04:05Z"; got != want {
 		t.Errorf("grant rule: got %q, want %q", got, want)
 	}
@@ -124,18 +126,18 @@ func TestOverlayDecide(t *testing.T) {
 	for _, tt := range []struct {
 		host string
 		port uint16
-		want Verdict
-	}{{"lapsed.example", 443, Allow}, {"lapsed.example", 8443, Deny}, {"other.example", 443, Deny}, {"new.example", 443, Allow}} {
-		if d := p.DecideOpen(Request{Client: c, Host: tt.host, Port: tt.port, Proto: ProtoConnect}); d.Verdict != tt.want {
+		want vocab.Verdict
+	}{{"lapsed.example", 443, vocab.Allow}, {"lapsed.example", 8443, vocab.Deny}, {"other.example", 443, vocab.Deny}, {"new.example", 443, vocab.Allow}} {
+		if d := p.DecideOpen(Request{Client: c, Host: tt.host, Port: tt.port, Proto: vocab.ProtoConnect}); d.Verdict != tt.want {
 			t.Errorf("DecideOpen(%s:%d) = %v %v, want %v", tt.host, tt.port, d.Verdict, d.Reason, tt.want)
 		}
 	}
 	// The base policy is untouched, and without ask: an overlay is ignored.
-	if d := base.Decide(Request{Client: c, Host: "new.example", Port: 443, Proto: ProtoConnect}); d.Verdict != Deny {
+	if d := base.Decide(Request{Client: c, Host: "new.example", Port: 443, Proto: vocab.ProtoConnect}); d.Verdict != vocab.Deny {
 		t.Errorf("base policy allows a grant of its overlay copy")
 	}
 	noAsk, _ := LoadBytes([]byte("version: 1\n"), "p.yaml")
-	if d := noAsk.WithOverlay(NewOverlay([]Grant{{Host: "x.example", Port: 443}})).Decide(Request{Host: "x.example", Port: 443, Proto: ProtoConnect}); d.Verdict != Deny {
+	if d := noAsk.WithOverlay(NewOverlay([]Grant{{Host: "x.example", Port: 443}})).Decide(Request{Host: "x.example", Port: 443, Proto: vocab.ProtoConnect}); d.Verdict != vocab.Deny {
 		t.Errorf("overlay without ask: allowed")
 	}
 }

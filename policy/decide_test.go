@@ -3,6 +3,8 @@ package policy
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // mustLoad compiles a policy from YAML or fails the test.
@@ -56,72 +58,72 @@ func TestDecideMatching(t *testing.T) {
 	tests := []struct {
 		host   string
 		port   uint16
-		proto  Proto
-		want   Verdict
-		reason Reason
+		proto  vocab.Proto
+		want   vocab.Verdict
+		reason vocab.Reason
 		rule   int // allow index of Decision.Rule; -1 = nil; -2 = provider rule
 	}{
 		// Exact names: case, trailing dot, IDN.
-		{"api.example.com", 443, ProtoConnect, Allow, ReasonAllowlisted, 0},
-		{"API.Example.COM", 443, ProtoConnect, Allow, ReasonAllowlisted, 0},
-		{"api.example.com.", 443, ProtoConnect, Allow, ReasonAllowlisted, 0},
-		{"exact.example.net", 80, ProtoHTTP, Allow, ReasonAllowlisted, 2},
-		{"exact.example.net", 443, ProtoConnect, Deny, ReasonPortNotAllowed, 2},
-		{"bücher.example", 443, ProtoConnect, Allow, ReasonAllowlisted, 3},
-		{"BÜCHER.example.", 443, ProtoConnect, Allow, ReasonAllowlisted, 3},
-		{"xn--bcher-kva.example", 443, ProtoConnect, Allow, ReasonAllowlisted, 3},
-		{"bucher.example", 443, ProtoConnect, Deny, ReasonNotAllowlisted, -1},
+		{"api.example.com", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 0},
+		{"API.Example.COM", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 0},
+		{"api.example.com.", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 0},
+		{"exact.example.net", 80, vocab.ProtoHTTP, vocab.Allow, vocab.ReasonAllowlisted, 2},
+		{"exact.example.net", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPortNotAllowed, 2},
+		{"bücher.example", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 3},
+		{"BÜCHER.example.", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 3},
+		{"xn--bcher-kva.example", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 3},
+		{"bucher.example", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
 		// Wildcards: any depth below the suffix, never the apex or look-alikes.
-		{"a.example.com", 443, ProtoConnect, Allow, ReasonAllowlisted, 1},
-		{"a.b.example.com", 8443, ProtoConnect, Allow, ReasonAllowlisted, 1},
-		{"example.com", 443, ProtoConnect, Deny, ReasonNotAllowlisted, -1},
-		{"evilexample.com", 443, ProtoConnect, Deny, ReasonNotAllowlisted, -1},
-		{"example.com.evil.net", 443, ProtoConnect, Deny, ReasonNotAllowlisted, -1},
-		{"a.example.com.evil.net", 443, ProtoConnect, Deny, ReasonNotAllowlisted, -1},
-		{"a.example.co", 443, ProtoConnect, Deny, ReasonNotAllowlisted, -1},
-		{".example.com", 443, ProtoConnect, Deny, ReasonBadRequest, -1},
+		{"a.example.com", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 1},
+		{"a.b.example.com", 8443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 1},
+		{"example.com", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{"evilexample.com", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{"example.com.evil.net", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{"a.example.com.evil.net", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{"a.example.co", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{".example.com", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonBadRequest, -1},
 		// The exact rule does not grant 8443 but the wildcard does (union).
-		{"api.example.com", 8443, ProtoConnect, Allow, ReasonAllowlisted, 1},
-		{"api.example.com", 80, ProtoHTTP, Deny, ReasonPortNotAllowed, 0},
+		{"api.example.com", 8443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 1},
+		{"api.example.com", 80, vocab.ProtoHTTP, vocab.Deny, vocab.ReasonPortNotAllowed, 0},
 		// Most specific wildcard first; the shorter one still grants its port.
-		{"x.deep.example.org", 443, ProtoConnect, Allow, ReasonAllowlisted, 4},
-		{"x.deep.example.org", 22, ProtoConnect, Allow, ReasonAllowlisted, 5},
-		{"x.deep.example.org", 25, ProtoConnect, Deny, ReasonPortNotAllowed, 4},
-		{"deep.example.org", 443, ProtoConnect, Deny, ReasonPortNotAllowed, 5},
+		{"x.deep.example.org", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 4},
+		{"x.deep.example.org", 22, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 5},
+		{"x.deep.example.org", 25, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPortNotAllowed, 4},
+		{"deep.example.org", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPortNotAllowed, 5},
 		// DNS ignores ports.
-		{"exact.example.net", 0, ProtoDNS, Allow, ReasonAllowlisted, 2},
-		{"a.example.org", 53, ProtoDNS, Allow, ReasonAllowlisted, 5},
-		{"example.com", 0, ProtoDNS, Deny, ReasonNotAllowlisted, -1},
-		{"127.0.0.1", 0, ProtoDNS, Deny, ReasonNotAllowlisted, -1},
-		{"1.2.3.999", 0, ProtoDNS, Deny, ReasonNotAllowlisted, -1},
+		{"exact.example.net", 0, vocab.ProtoDNS, vocab.Allow, vocab.ReasonAllowlisted, 2},
+		{"a.example.org", 53, vocab.ProtoDNS, vocab.Allow, vocab.ReasonAllowlisted, 5},
+		{"example.com", 0, vocab.ProtoDNS, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{"127.0.0.1", 0, vocab.ProtoDNS, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
+		{"1.2.3.999", 0, vocab.ProtoDNS, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
 		// IP literals: cidr rules, longest prefix first, address check first.
-		{"149.154.167.220", 443, ProtoConnect, Allow, ReasonAllowlisted, 7},
-		{"149.154.167.220", 8443, ProtoConnect, Allow, ReasonAllowlisted, 8},
-		{"149.154.160.1", 8443, ProtoConnect, Deny, ReasonPortNotAllowed, 7},
-		{"149.154.167.1", 22, ProtoConnect, Deny, ReasonPortNotAllowed, 8},
-		{"149.154.176.1", 443, ProtoConnect, Deny, ReasonIPLiteralNotAllowed, -1},
-		{"0225.0232.0247.0334", 443, ProtoConnect, Allow, ReasonAllowlisted, 7}, // octal 149.154.167.220
-		{"[2001:67c:4e8::1]", 443, ProtoConnect, Allow, ReasonAllowlisted, 9},
-		{"[::ffff:149.154.167.220]", 443, ProtoConnect, Allow, ReasonAllowlisted, 7},
-		{"203.0.113.7", 443, ProtoConnect, Deny, ReasonPrivateAddress, -1},
-		{"169.254.169.254", 80, ProtoHTTP, Deny, ReasonMetadataAddress, -1},
-		{"10.20.1.1", 443, ProtoConnect, Deny, ReasonIPLiteralNotAllowed, -1}, // networks.allow is not a grant
-		{"10.21.1.1", 443, ProtoConnect, Deny, ReasonPrivateAddress, -1},
-		{"2130706433", 80, ProtoHTTP, Deny, ReasonPrivateAddress, -1},
-		{"8.8.8.8", 443, ProtoConnect, Deny, ReasonIPLiteralNotAllowed, -1},
+		{"149.154.167.220", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 7},
+		{"149.154.167.220", 8443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 8},
+		{"149.154.160.1", 8443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPortNotAllowed, 7},
+		{"149.154.167.1", 22, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPortNotAllowed, 8},
+		{"149.154.176.1", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonIPLiteralNotAllowed, -1},
+		{"0225.0232.0247.0334", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 7}, // octal 149.154.167.220
+		{"[2001:67c:4e8::1]", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 9},
+		{"[::ffff:149.154.167.220]", 443, vocab.ProtoConnect, vocab.Allow, vocab.ReasonAllowlisted, 7},
+		{"203.0.113.7", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPrivateAddress, -1},
+		{"169.254.169.254", 80, vocab.ProtoHTTP, vocab.Deny, vocab.ReasonMetadataAddress, -1},
+		{"10.20.1.1", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonIPLiteralNotAllowed, -1}, // networks.allow is not a grant
+		{"10.21.1.1", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonPrivateAddress, -1},
+		{"2130706433", 80, vocab.ProtoHTTP, vocab.Deny, vocab.ReasonPrivateAddress, -1},
+		{"8.8.8.8", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonIPLiteralNotAllowed, -1},
 		// Provider hosts belong to the gateway.
-		{"openrouter.ai", 443, ProtoConnect, Deny, ReasonUseGateway, -2},
-		{"OPENROUTER.AI.", 0, ProtoDNS, Deny, ReasonUseGateway, -2},
-		{"openrouter.ai", 443, ProtoGateway, Allow, ReasonAllowlisted, -2},
-		{"127.0.0.1", 9999, ProtoGateway, Allow, ReasonAllowlisted, -2},
-		{"api.example.com", 443, ProtoGateway, Deny, ReasonNotAllowlisted, -1},
+		{"openrouter.ai", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonUseGateway, -2},
+		{"OPENROUTER.AI.", 0, vocab.ProtoDNS, vocab.Deny, vocab.ReasonUseGateway, -2},
+		{"openrouter.ai", 443, vocab.ProtoGateway, vocab.Allow, vocab.ReasonAllowlisted, -2},
+		{"127.0.0.1", 9999, vocab.ProtoGateway, vocab.Allow, vocab.ReasonAllowlisted, -2},
+		{"api.example.com", 443, vocab.ProtoGateway, vocab.Deny, vocab.ReasonNotAllowlisted, -1},
 		// Malformed.
-		{"", 443, ProtoConnect, Deny, ReasonBadRequest, -1},
-		{"api.example.com:443", 443, ProtoConnect, Deny, ReasonBadRequest, -1},
-		{"api%2eexample.com", 443, ProtoConnect, Deny, ReasonBadRequest, -1},
-		{"api.example.com", 0, ProtoConnect, Deny, ReasonBadRequest, -1},
-		{"1.2.3.999", 443, ProtoConnect, Deny, ReasonBadRequest, -1},
-		{"api.example.com", 443, Proto(9), Deny, ReasonBadRequest, -1},
+		{"", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonBadRequest, -1},
+		{"api.example.com:443", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonBadRequest, -1},
+		{"api%2eexample.com", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonBadRequest, -1},
+		{"api.example.com", 0, vocab.ProtoConnect, vocab.Deny, vocab.ReasonBadRequest, -1},
+		{"1.2.3.999", 443, vocab.ProtoConnect, vocab.Deny, vocab.ReasonBadRequest, -1},
+		{"api.example.com", 443, vocab.Proto(9), vocab.Deny, vocab.ReasonBadRequest, -1},
 	}
 	for _, tt := range tests {
 		req := Request{Client: netip.MustParseAddr("172.30.0.5"), Host: tt.host, Port: tt.port, Proto: tt.proto}
@@ -146,30 +148,30 @@ func TestDecideReportMode(t *testing.T) {
 	tests := []struct {
 		host   string
 		port   uint16
-		want   Verdict
-		reason Reason
+		want   vocab.Verdict
+		reason vocab.Reason
 	}{
-		{"api.example.com", 443, Allow, ReasonAllowlisted},
-		{"evil.example", 443, Report, ReasonNotAllowlisted},
-		{"exact.example.net", 443, Report, ReasonPortNotAllowed},
-		{"8.8.8.8", 443, Report, ReasonIPLiteralNotAllowed},
-		{"openrouter.ai", 443, Report, ReasonUseGateway},
+		{"api.example.com", 443, vocab.Allow, vocab.ReasonAllowlisted},
+		{"evil.example", 443, vocab.Report, vocab.ReasonNotAllowlisted},
+		{"exact.example.net", 443, vocab.Report, vocab.ReasonPortNotAllowed},
+		{"8.8.8.8", 443, vocab.Report, vocab.ReasonIPLiteralNotAllowed},
+		{"openrouter.ai", 443, vocab.Report, vocab.ReasonUseGateway},
 		// Never relaxed: addresses and malformed requests.
-		{"169.254.169.254", 80, Deny, ReasonMetadataAddress},
-		{"10.0.0.1", 443, Deny, ReasonPrivateAddress},
-		{"127.1", 443, Deny, ReasonPrivateAddress},
-		{"bad host", 443, Deny, ReasonBadRequest},
+		{"169.254.169.254", 80, vocab.Deny, vocab.ReasonMetadataAddress},
+		{"10.0.0.1", 443, vocab.Deny, vocab.ReasonPrivateAddress},
+		{"127.1", 443, vocab.Deny, vocab.ReasonPrivateAddress},
+		{"bad host", 443, vocab.Deny, vocab.ReasonBadRequest},
 	}
 	for _, tt := range tests {
-		got := p.Decide(Request{Host: tt.host, Port: tt.port, Proto: ProtoConnect})
+		got := p.Decide(Request{Host: tt.host, Port: tt.port, Proto: vocab.ProtoConnect})
 		if got.Verdict != tt.want || got.Reason != tt.reason {
 			t.Errorf("report mode Decide(%q:%d) = %s %s, want %s %s", tt.host, tt.port, got.Verdict, got.Reason, tt.want, tt.reason)
 		}
-		if got.Verdict.Allowed() != (tt.want != Deny) {
+		if got.Verdict.Allowed() != (tt.want != vocab.Deny) {
 			t.Errorf("report mode Decide(%q:%d).Verdict.Allowed() = %v", tt.host, tt.port, got.Verdict.Allowed())
 		}
 	}
-	if got := p.CheckAddr(netip.MustParseAddr("10.0.0.1")); got.Verdict != Deny {
+	if got := p.CheckAddr(netip.MustParseAddr("10.0.0.1")); got.Verdict != vocab.Deny {
 		t.Errorf("report mode CheckAddr(10.0.0.1) = %s, want deny", got.Verdict)
 	}
 }
@@ -177,7 +179,7 @@ func TestDecideReportMode(t *testing.T) {
 func TestZeroPolicyDeniesEverything(t *testing.T) {
 	var p Policy
 	for _, host := range []string{"example.com", "8.8.8.8", "[2001:4860::8888]"} {
-		if got := p.Decide(Request{Host: host, Port: 443, Proto: ProtoConnect}); got.Verdict != Deny {
+		if got := p.Decide(Request{Host: host, Port: 443, Proto: vocab.ProtoConnect}); got.Verdict != vocab.Deny {
 			t.Errorf("zero Policy Decide(%q) = %s, want deny", host, got.Verdict)
 		}
 	}
@@ -189,7 +191,7 @@ func TestZeroPolicyDeniesEverything(t *testing.T) {
 func TestDefaultDeniesAll(t *testing.T) {
 	p := Default()
 	for _, host := range []string{"example.com", "api.telegram.org", "localhost"} {
-		if got := p.Decide(Request{Host: host, Port: 443, Proto: ProtoConnect}); got.Verdict != Deny || got.Reason != ReasonNotAllowlisted {
+		if got := p.Decide(Request{Host: host, Port: 443, Proto: vocab.ProtoConnect}); got.Verdict != vocab.Deny || got.Reason != vocab.ReasonNotAllowlisted {
 			t.Errorf("Default().Decide(%q) = %s %s, want deny not_allowlisted", host, got.Verdict, got.Reason)
 		}
 	}
@@ -219,18 +221,18 @@ func TestQTypeAllowed(t *testing.T) {
 func TestDecideAllocs(t *testing.T) {
 	p := mustLoad(t, matchPolicy)
 	reqs := []Request{
-		{Host: "api.example.com", Port: 443, Proto: ProtoConnect},       // exact allow
-		{Host: "a.b.example.com", Port: 443, Proto: ProtoConnect},       // wildcard allow
-		{Host: "evil.example", Port: 443, Proto: ProtoConnect},          // deny
-		{Host: "api.example.com.", Port: 443, Proto: ProtoConnect},      // trailing dot
-		{Host: "exact.example.net", Port: 443, Proto: ProtoHTTP},        // port denial
-		{Host: "149.154.167.220", Port: 443, Proto: ProtoConnect},       // cidr
-		{Host: "0x7f.1", Port: 443, Proto: ProtoConnect},                // private literal
-		{Host: "[2001:67c:4e8::1]", Port: 443, Proto: ProtoConnect},     // v6 literal
-		{Host: "x.deep.example.org", Port: 0, Proto: ProtoDNS},          // dns
-		{Host: "openrouter.ai", Port: 443, Proto: ProtoConnect},         // use_gateway
-		{Host: "bad..host", Port: 443, Proto: ProtoConnect},             // bad request
-		{Host: "xn--bcher-kva.example", Port: 443, Proto: ProtoConnect}, // punycode: validated, may allocate
+		{Host: "api.example.com", Port: 443, Proto: vocab.ProtoConnect},       // exact allow
+		{Host: "a.b.example.com", Port: 443, Proto: vocab.ProtoConnect},       // wildcard allow
+		{Host: "evil.example", Port: 443, Proto: vocab.ProtoConnect},          // deny
+		{Host: "api.example.com.", Port: 443, Proto: vocab.ProtoConnect},      // trailing dot
+		{Host: "exact.example.net", Port: 443, Proto: vocab.ProtoHTTP},        // port denial
+		{Host: "149.154.167.220", Port: 443, Proto: vocab.ProtoConnect},       // cidr
+		{Host: "0x7f.1", Port: 443, Proto: vocab.ProtoConnect},                // private literal
+		{Host: "[2001:67c:4e8::1]", Port: 443, Proto: vocab.ProtoConnect},     // v6 literal
+		{Host: "x.deep.example.org", Port: 0, Proto: vocab.ProtoDNS},          // dns
+		{Host: "openrouter.ai", Port: 443, Proto: vocab.ProtoConnect},         // use_gateway
+		{Host: "bad..host", Port: 443, Proto: vocab.ProtoConnect},             // bad request
+		{Host: "xn--bcher-kva.example", Port: 443, Proto: vocab.ProtoConnect}, // punycode: validated, may allocate
 	}
 	for _, req := range reqs[:len(reqs)-1] {
 		if n := testing.AllocsPerRun(100, func() { _ = p.Decide(req) }); n != 0 {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // atonPart is the shape of one inet_aton number: hex, octal or decimal.
@@ -110,10 +112,10 @@ func FuzzMatch(f *testing.F) {
 	p := mustLoad(f, fuzzPolicyYAML)
 	for _, s := range []string{"a.example.com", "example.com", "evilexample.com", "example.com.evil.net", "x.a.b.example.org",
 		"A.EXAMPLE.COM.", "149.154.167.220", "[2001:67c:4e8::1]", "b.example.org", "q.co", "co"} {
-		f.Add(s, uint16(443), uint8(ProtoConnect), "example.org")
+		f.Add(s, uint16(443), uint8(vocab.ProtoConnect), "example.org")
 	}
 	f.Fuzz(func(t *testing.T, host string, port uint16, proto uint8, suffix string) {
-		req := Request{Host: host, Port: port, Proto: Proto(proto % 4)}
+		req := Request{Host: host, Port: port, Proto: vocab.Proto(proto % 4)}
 		d := p.Decide(req)
 		if d2 := p.Decide(req); d2 != d {
 			t.Fatalf("Decide(%+v) not deterministic: %+v then %+v", req, d, d2)
@@ -136,7 +138,7 @@ func FuzzMatch(f *testing.F) {
 		r := &Rule{Host: "*." + sname, Ports: []uint16{443}}
 		wp := &Policy{}
 		wp.addWild(sname, r)
-		got := wp.Decide(Request{Host: host, Port: 443, Proto: ProtoConnect}).Verdict == Allow
+		got := wp.Decide(Request{Host: host, Port: 443, Proto: vocab.ProtoConnect}).Verdict == vocab.Allow
 		want := strings.HasSuffix(name, "."+sname)
 		if got != want {
 			t.Fatalf("*.%s vs %q (%q): allowed %v, want %v", sname, host, name, got, want)
@@ -146,22 +148,22 @@ func FuzzMatch(f *testing.F) {
 
 func checkMatchInvariants(t *testing.T, p *Policy, req Request, d Decision, name string, ip netip.Addr, err error) {
 	t.Helper()
-	if err != nil && d.Verdict != Deny {
+	if err != nil && d.Verdict != vocab.Deny {
 		t.Fatalf("bad host %q was %s", req.Host, d.Verdict)
 	}
-	if d.Verdict != Allow {
+	if d.Verdict != vocab.Allow {
 		return
 	}
 	r := d.Rule
 	if r == nil {
 		t.Fatalf("Decide(%+v) allowed without a rule", req)
 	}
-	if req.Proto != ProtoDNS && !r.grants(req.Port) && r.Provider == "" {
+	if req.Proto != vocab.ProtoDNS && !r.grants(req.Port) && r.Provider == "" {
 		t.Fatalf("Decide(%+v) allowed by %s, which does not grant the port", req, r)
 	}
 	switch {
 	case ip.IsValid():
-		if !r.Prefix.Contains(ip) || p.CheckAddr(ip).Verdict != Allow {
+		if !r.Prefix.Contains(ip) || p.CheckAddr(ip).Verdict != vocab.Allow {
 			t.Fatalf("Decide(%+v) allowed %v by %s", req, ip, r)
 		}
 	case strings.HasPrefix(r.Host, "*."):
@@ -202,8 +204,8 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("loaded policy has version %d hash %q", p.Config().Version, p.Hash())
 		}
 		for _, r := range p.Rules() {
-			d := p.Decide(Request{Host: strings.TrimPrefix(r.Host, "*."), Port: 443, Proto: ProtoDNS})
-			if r.Host != "" && !strings.HasPrefix(r.Host, "*.") && d.Verdict == Deny && d.Reason != ReasonUseGateway {
+			d := p.Decide(Request{Host: strings.TrimPrefix(r.Host, "*."), Port: 443, Proto: vocab.ProtoDNS})
+			if r.Host != "" && !strings.HasPrefix(r.Host, "*.") && d.Verdict == vocab.Deny && d.Reason != vocab.ReasonUseGateway {
 				t.Fatalf("rule %s does not answer DNS for its own host: %s %s", &r, d.Verdict, d.Reason)
 			}
 		}

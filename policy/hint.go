@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // String renders the rule as it would appear in policy.yaml, one line:
@@ -57,32 +59,32 @@ func portList(ports []uint16) string {
 // `add "- host: evil.example" under allow:`; "" when no grant can help
 // (allowed requests, rate limits, malformed requests, ...).
 func Hint(req Request, d Decision) string {
-	if d.Verdict == Allow || req.Proto == ProtoGateway {
+	if d.Verdict == vocab.Allow || req.Proto == vocab.ProtoGateway {
 		return "" // the gateway reaches providers: only; allow: cannot widen it
 	}
 	switch d.Reason {
-	case ReasonNotAllowlisted:
+	case vocab.ReasonNotAllowlisted:
 		name, ip, prob := normalizeHost(req.Host)
 		if prob != hostOK || ip.IsValid() {
 			return ""
 		}
 		return grantHint("host: "+name, req)
-	case ReasonPortNotAllowed:
+	case vocab.ReasonPortNotAllowed:
 		if d.Rule == nil || d.Rule.Index < 0 {
 			return ""
 		}
 		return fmt.Sprintf("add %d to ports: of allow[%d]", req.Port, d.Rule.Index)
-	case ReasonIPLiteralNotAllowed:
+	case vocab.ReasonIPLiteralNotAllowed:
 		_, ip, prob := normalizeHost(req.Host)
 		if prob != hostOK || !ip.IsValid() {
 			return ""
 		}
 		return grantHint("cidr: "+hostPrefix(ip).String(), req)
-	case ReasonPrivateAddress:
+	case vocab.ReasonPrivateAddress:
 		return privateHint(req)
-	case ReasonMetadataAddress:
+	case vocab.ReasonMetadataAddress:
 		return "cloud metadata addresses can never be granted"
-	case ReasonUseGateway:
+	case vocab.ReasonUseGateway:
 		switch {
 		case d.Rule == nil:
 			return ""
@@ -92,7 +94,7 @@ func Hint(req Request, d Decision) string {
 			return fmt.Sprintf("call the egressd gateway's route instead: base URL http://<gateway>/%s in place of %s, with the agent token", d.Rule.API, d.Rule.Base)
 		}
 		return ""
-	case ReasonDeniedNetwork:
+	case vocab.ReasonDeniedNetwork:
 		return "the address is in networks.deny:"
 	}
 	return ""
@@ -101,7 +103,7 @@ func Hint(req Request, d Decision) string {
 // grantHint writes an allow entry as copy-pastable YAML: the plain form for
 // port 443 (and DNS, where ports do not matter), the flow form otherwise.
 func grantHint(target string, req Request) string {
-	if req.Proto == ProtoDNS || req.Port == 443 || req.Port == 0 {
+	if req.Proto == vocab.ProtoDNS || req.Port == 443 || req.Port == 0 {
 		return fmt.Sprintf("add \"- %s\" under allow:", target)
 	}
 	return fmt.Sprintf("add \"- {%s, ports: [%d]}\" under allow:", target, req.Port)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -56,13 +58,13 @@ func TestLoadExample(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		host  string
-		proto Proto
-		want  Reason
+		proto vocab.Proto
+		want  vocab.Reason
 	}{
-		{"raw.githubusercontent.com", ProtoConnect, ReasonAllowlisted},
-		{"openrouter.ai", ProtoConnect, ReasonUseGateway},
-		{"api.anthropic.com", ProtoDNS, ReasonUseGateway},
-		{"evil.example", ProtoConnect, ReasonNotAllowlisted},
+		{"raw.githubusercontent.com", vocab.ProtoConnect, vocab.ReasonAllowlisted},
+		{"openrouter.ai", vocab.ProtoConnect, vocab.ReasonUseGateway},
+		{"api.anthropic.com", vocab.ProtoDNS, vocab.ReasonUseGateway},
+		{"evil.example", vocab.ProtoConnect, vocab.ReasonNotAllowlisted},
 	} {
 		if got := p.Decide(Request{Host: tt.host, Port: 443, Proto: tt.proto}); got.Reason != tt.want {
 			t.Errorf("example Decide(%q) reason = %s, want %s", tt.host, got.Reason, tt.want)
@@ -145,7 +147,7 @@ func TestEnvOverrides(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("env overrides (-want +got)\n%s", diff)
 	}
-	if d := p.Decide(Request{Host: "evil.example", Port: 443, Proto: ProtoConnect}); d.Verdict != Report {
+	if d := p.Decide(Request{Host: "evil.example", Port: 443, Proto: vocab.ProtoConnect}); d.Verdict != vocab.Report {
 		t.Errorf("EGRESSD_MODE=report: verdict %s, want would_deny", d.Verdict)
 	}
 	// LoadDefault honours the environment, Default does not.

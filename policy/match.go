@@ -3,6 +3,8 @@ package policy
 import (
 	"net/netip"
 	"slices"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // Matching semantics (the README documents the same):
@@ -42,18 +44,18 @@ import (
 // turns it into operator_denied.
 func (p *Policy) Decide(req Request) Decision {
 	d := p.decide(req)
-	if d.Verdict == Deny && p.overlay != nil && p.Askable(d.Reason) && req.Proto != ProtoGateway {
+	if d.Verdict == vocab.Deny && p.overlay != nil && p.Askable(d.Reason) && req.Proto != vocab.ProtoGateway {
 		d = p.overlay.decide(req, d)
 	}
-	if p.report && d.Verdict == Deny && relaxable(d.Reason) {
-		d.Verdict = Report
+	if p.report && d.Verdict == vocab.Deny && relaxable(d.Reason) {
+		d.Verdict = vocab.Report
 	}
 	return d
 }
 
-func relaxable(r Reason) bool {
+func relaxable(r vocab.Reason) bool {
 	switch r {
-	case ReasonNotAllowlisted, ReasonPortNotAllowed, ReasonIPLiteralNotAllowed, ReasonUseGateway:
+	case vocab.ReasonNotAllowlisted, vocab.ReasonPortNotAllowed, vocab.ReasonIPLiteralNotAllowed, vocab.ReasonUseGateway:
 		return true
 	}
 	return false
@@ -62,32 +64,32 @@ func relaxable(r Reason) bool {
 func (p *Policy) decide(req Request) Decision {
 	name, ip, prob := normalizeHost(req.Host)
 	if prob != hostOK {
-		if req.Proto == ProtoDNS && prob == hostBadIPLiteral {
-			return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+		if req.Proto == vocab.ProtoDNS && prob == hostBadIPLiteral {
+			return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted}
 		}
-		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest}
 	}
-	if req.Proto > ProtoGateway {
-		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+	if req.Proto > vocab.ProtoGateway {
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest}
 	}
-	if req.Port == 0 && (req.Proto == ProtoHTTP || req.Proto == ProtoConnect) {
-		return Decision{Verdict: Deny, Reason: ReasonBadRequest}
+	if req.Port == 0 && (req.Proto == vocab.ProtoHTTP || req.Proto == vocab.ProtoConnect) {
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest}
 	}
 	if ip.IsValid() {
-		if req.Proto == ProtoDNS {
+		if req.Proto == vocab.ProtoDNS {
 			// A query for a name that is an address: nothing to answer.
-			return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+			return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted}
 		}
 		return p.decideIP(ip, req)
 	}
 	if r := p.provHosts[name]; r != nil {
-		if req.Proto == ProtoGateway {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+		if req.Proto == vocab.ProtoGateway {
+			return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 		}
-		return Decision{Verdict: Deny, Reason: ReasonUseGateway, Rule: r}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonUseGateway, Rule: r}
 	}
-	if req.Proto == ProtoGateway {
-		return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+	if req.Proto == vocab.ProtoGateway {
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted}
 	}
 	return p.decideName(name, req)
 }
@@ -99,8 +101,8 @@ func (p *Policy) decideName(name string, req Request) Decision {
 	var first *Rule
 	if p.exactLens.has(len(name)) {
 		if r := p.exact[name]; r != nil {
-			if req.Proto == ProtoDNS || r.grants(req.Port) {
-				return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			if req.Proto == vocab.ProtoDNS || r.grants(req.Port) {
+				return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 			}
 			first = r
 		}
@@ -118,8 +120,8 @@ func (p *Policy) decideName(name string, req Request) Decision {
 			if r == nil {
 				continue
 			}
-			if req.Proto == ProtoDNS || r.grants(req.Port) {
-				return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			if req.Proto == vocab.ProtoDNS || r.grants(req.Port) {
+				return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 			}
 			if first == nil {
 				first = r
@@ -127,9 +129,9 @@ func (p *Policy) decideName(name string, req Request) Decision {
 		}
 	}
 	if first != nil {
-		return Decision{Verdict: Deny, Reason: ReasonPortNotAllowed, Rule: first}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonPortNotAllowed, Rule: first}
 	}
-	return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+	return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted}
 }
 
 // decideIP handles IP-literal targets: the address check first (never
@@ -141,17 +143,17 @@ func (p *Policy) decideName(name string, req Request) Decision {
 // operator chose it, e.g. a loopback test server or a LAN model server).
 func (p *Policy) decideIP(ip netip.Addr, req Request) Decision {
 	r := p.provIPs[ip]
-	if req.Proto == ProtoGateway {
+	if req.Proto == vocab.ProtoGateway {
 		if r != nil && Classify(ip) != ClassMetadata {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 		}
-		return Decision{Verdict: Deny, Reason: ReasonNotAllowlisted}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted}
 	}
-	if d := p.CheckAddr(ip); d.Verdict == Deny {
+	if d := p.CheckAddr(ip); d.Verdict == vocab.Deny {
 		return d
 	}
 	if r != nil {
-		return Decision{Verdict: Deny, Reason: ReasonUseGateway, Rule: r}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonUseGateway, Rule: r}
 	}
 	var first *Rule
 	for _, l := range p.cidr.lensFor(ip) {
@@ -161,16 +163,16 @@ func (p *Policy) decideIP(ip netip.Addr, req Request) Decision {
 			continue
 		}
 		if r.grants(req.Port) {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 		}
 		if first == nil {
 			first = r
 		}
 	}
 	if first != nil {
-		return Decision{Verdict: Deny, Reason: ReasonPortNotAllowed, Rule: first}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonPortNotAllowed, Rule: first}
 	}
-	return Decision{Verdict: Deny, Reason: ReasonIPLiteralNotAllowed}
+	return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonIPLiteralNotAllowed}
 }
 
 func (r *Rule) grants(port uint16) bool {

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // Grant is one standing answer a person gave to an ask: question: an allow
@@ -90,12 +92,12 @@ func (p *Policy) Overlaid() bool {
 // their connections open.
 func (p *Policy) DecideOpen(req Request) Decision {
 	d := p.Decide(req)
-	if d.Verdict != Deny || p.overlay == nil || len(p.overlay.kept) == 0 || !p.Askable(d.Reason) {
+	if d.Verdict != vocab.Deny || p.overlay == nil || len(p.overlay.kept) == 0 || !p.Askable(d.Reason) {
 		return d
 	}
 	if name, ok := overlayName(req.Host); ok {
 		if r := p.overlay.kept[hostPort{name, req.Port}]; r != nil {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 		}
 	}
 	return d
@@ -121,21 +123,21 @@ func (o *Overlay) decide(req Request, d Decision) Decision {
 	if !ok {
 		return d
 	}
-	if req.Proto == ProtoDNS {
+	if req.Proto == vocab.ProtoDNS {
 		if r := o.names[name]; r != nil {
-			return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+			return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 		}
 		if _, ok := o.denyNames[name]; ok {
-			return Decision{Verdict: Deny, Reason: ReasonOperatorDenied}
+			return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonOperatorDenied}
 		}
 		return d
 	}
 	k := hostPort{name, req.Port}
 	if _, ok := o.deny[k]; ok {
-		return Decision{Verdict: Deny, Reason: ReasonOperatorDenied, Rule: d.Rule}
+		return Decision{Verdict: vocab.Deny, Reason: vocab.ReasonOperatorDenied, Rule: d.Rule}
 	}
 	if r := o.allow[k]; r != nil {
-		return Decision{Verdict: Allow, Reason: ReasonAllowlisted, Rule: r}
+		return Decision{Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted, Rule: r}
 	}
 	return d
 }

@@ -1,6 +1,10 @@
 package policy
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/egressd/egressd/internal/vocab"
+)
 
 // MaxPhrase bounds StatusPhrase in bytes. Clients print the reason phrase
 // on one line of an error; long enough for a host:port and the reason,
@@ -17,7 +21,7 @@ const MaxPhrase = 120
 // when given, replaces the per-reason hint (a bad request's own words).
 // The result is printable ASCII without CR or LF (anything else becomes
 // '?') and at most MaxPhrase bytes, cut at a word with " ...".
-func StatusPhrase(r Reason, target, detail string) string {
+func StatusPhrase(r vocab.Reason, target, detail string) string {
 	hint := detail
 	if hint == "" {
 		hint = shortHint(r, target)
@@ -27,62 +31,62 @@ func StatusPhrase(r Reason, target, detail string) string {
 
 // shortHint says in a few words why target was refused; the body and the
 // log line carry the grant to add.
-func shortHint(r Reason, target string) string {
+func shortHint(r vocab.Reason, target string) string {
 	if target == "" {
 		target = "the target"
 	}
 	switch r {
-	case ReasonNotAllowlisted:
+	case vocab.ReasonNotAllowlisted:
 		return target + " is not granted"
-	case ReasonPortNotAllowed:
+	case vocab.ReasonPortNotAllowed:
 		return target + ": the host is granted, this port is not"
-	case ReasonIPLiteralNotAllowed:
+	case vocab.ReasonIPLiteralNotAllowed:
 		return target + " is an IP literal without a cidr grant"
-	case ReasonPrivateAddress:
+	case vocab.ReasonPrivateAddress:
 		return target + " is or resolves to a private address"
-	case ReasonMetadataAddress:
+	case vocab.ReasonMetadataAddress:
 		return target + " is a cloud metadata address"
-	case ReasonSelfAddress:
+	case vocab.ReasonSelfAddress:
 		return target + " is egressd itself"
-	case ReasonDeniedNetwork:
+	case vocab.ReasonDeniedNetwork:
 		return target + " is in networks.deny"
-	case ReasonUseGateway:
+	case vocab.ReasonUseGateway:
 		return target + " is reached through the egressd gateway"
-	case ReasonResolveFailed:
+	case vocab.ReasonResolveFailed:
 		return target + " did not resolve"
-	case ReasonRevoked:
+	case vocab.ReasonRevoked:
 		return "the grant of " + target + " was revoked"
-	case ReasonSNIMismatch:
+	case vocab.ReasonSNIMismatch:
 		return "TLS SNI is not " + target
-	case ReasonHostMismatch:
+	case vocab.ReasonHostMismatch:
 		return "the Host header is not " + target
-	case ReasonRateLimited:
+	case vocab.ReasonRateLimited:
 		return "too many requests, retry later"
-	case ReasonTooManyConnections:
+	case vocab.ReasonTooManyConnections:
 		return "too many connections, retry later"
-	case ReasonBadRequest:
+	case vocab.ReasonBadRequest:
 		return "malformed request"
-	case ReasonQTypeNotAllowed:
+	case vocab.ReasonQTypeNotAllowed:
 		return "this DNS query type is not answered"
-	case ReasonUnauthorized:
+	case vocab.ReasonUnauthorized:
 		return "wrong or missing agent token"
-	case ReasonBudgetExceeded:
+	case vocab.ReasonBudgetExceeded:
 		return "the spend cap is reached"
-	case ReasonUnknownModel:
+	case vocab.ReasonUnknownModel:
 		return "the model has no price"
-	case ReasonLedgerUnavailable:
+	case vocab.ReasonLedgerUnavailable:
 		return "the spend ledger is unavailable"
-	case ReasonApprovalPending:
+	case vocab.ReasonApprovalPending:
 		return "a person was asked; retry later"
-	case ReasonOperatorDenied:
+	case vocab.ReasonOperatorDenied:
 		return "a person refused " + target
-	case ReasonEndpointNotAllowed:
+	case vocab.ReasonEndpointNotAllowed:
 		return "the gateway does not forward " + target + ": not metered"
-	case ReasonFieldNotAllowed:
+	case vocab.ReasonFieldNotAllowed:
 		return "a request field egressd does not price"
-	case ReasonToolNotAllowed:
+	case vocab.ReasonToolNotAllowed:
 		return "a provider-run tool the policy does not grant"
-	case ReasonPathNotAllowed:
+	case vocab.ReasonPathNotAllowed:
 		return "no rule of the route allows " + target
 	}
 	return target + " is refused"

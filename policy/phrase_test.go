@@ -3,35 +3,37 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 func TestStatusPhrase(t *testing.T) {
 	long := strings.Repeat("a", 200) + ".test:443"
 	tests := []struct {
 		name           string
-		reason         Reason
+		reason         vocab.Reason
 		target, detail string
 		want           string
 	}{
-		{"not granted", ReasonNotAllowlisted, "denied.test:443", "",
+		{"not granted", vocab.ReasonNotAllowlisted, "denied.test:443", "",
 			"egressd not_allowlisted: denied.test:443 is not granted"},
-		{"port", ReasonPortNotAllowed, "api.github.com:8443", "",
+		{"port", vocab.ReasonPortNotAllowed, "api.github.com:8443", "",
 			"egressd port_not_allowed: api.github.com:8443: the host is granted, this port is not"},
-		{"detail wins", ReasonBadRequest, "", "userinfo in URL",
+		{"detail wins", vocab.ReasonBadRequest, "", "userinfo in URL",
 			"egressd bad_request: userinfo in URL"},
-		{"no target", ReasonPrivateAddress, "", "",
+		{"no target", vocab.ReasonPrivateAddress, "", "",
 			"egressd private_address: the target is or resolves to a private address"},
-		{"gateway", ReasonBudgetExceeded, "openrouter", "",
+		{"gateway", vocab.ReasonBudgetExceeded, "openrouter", "",
 			"egressd budget_exceeded: the spend cap is reached"},
-		{"CR LF and controls", ReasonBadRequest, "", "a\r\nSet-Cookie: x\x00\x7f",
+		{"CR LF and controls", vocab.ReasonBadRequest, "", "a\r\nSet-Cookie: x\x00\x7f",
 			"egressd bad_request: a??Set-Cookie: x??"},
-		{"non-ASCII one ? per character", ReasonNotAllowlisted, "bücher.test:443", "",
+		{"non-ASCII one ? per character", vocab.ReasonNotAllowlisted, "bücher.test:443", "",
 			"egressd not_allowlisted: b?cher.test:443 is not granted"},
-		{"invalid UTF-8", ReasonNotAllowlisted, "a\xff\xfeb:443", "",
+		{"invalid UTF-8", vocab.ReasonNotAllowlisted, "a\xff\xfeb:443", "",
 			"egressd not_allowlisted: a??b:443 is not granted"},
-		{"long cut cleanly", ReasonNotAllowlisted, long, "",
+		{"long cut cleanly", vocab.ReasonNotAllowlisted, long, "",
 			"egressd not_allowlisted: " + strings.Repeat("a", MaxPhrase-4-len("egressd not_allowlisted: ")) + " ..."},
-		{"unknown reason", Reason(250), "x.test:443", "",
+		{"unknown reason", vocab.Reason(250), "x.test:443", "",
 			"egressd unknown: x.test:443 is refused"},
 	}
 	for _, tt := range tests {
@@ -47,8 +49,8 @@ func TestStatusPhrase(t *testing.T) {
 // TestStatusPhraseEveryReason: every reason has its own words, not the
 // catch-all.
 func TestStatusPhraseEveryReason(t *testing.T) {
-	for r := ReasonNotAllowlisted; r < reasonCount; r++ {
-		if r == ReasonAllowlisted {
+	for _, r := range vocab.Reasons() {
+		if r == vocab.ReasonNone || r == vocab.ReasonAllowlisted {
 			continue
 		}
 		got := StatusPhrase(r, "x.test:443", "")
@@ -59,11 +61,11 @@ func TestStatusPhraseEveryReason(t *testing.T) {
 }
 
 func FuzzStatusPhrase(f *testing.F) {
-	f.Add(uint8(ReasonNotAllowlisted), "denied.test:443", "")
-	f.Add(uint8(ReasonBadRequest), "", "a\r\nb")
-	f.Add(uint8(ReasonPortNotAllowed), strings.Repeat("é", 100), "")
+	f.Add(uint8(vocab.ReasonNotAllowlisted), "denied.test:443", "")
+	f.Add(uint8(vocab.ReasonBadRequest), "", "a\r\nb")
+	f.Add(uint8(vocab.ReasonPortNotAllowed), strings.Repeat("é", 100), "")
 	f.Fuzz(func(t *testing.T, r uint8, target, detail string) {
-		got := StatusPhrase(Reason(r), target, detail)
+		got := StatusPhrase(vocab.Reason(r), target, detail)
 		if len(got) > MaxPhrase {
 			t.Fatalf("len %d > %d: %q", len(got), MaxPhrase, got)
 		}
@@ -72,7 +74,7 @@ func FuzzStatusPhrase(f *testing.F) {
 				t.Fatalf("byte %#x at %d in %q", got[i], i, got)
 			}
 		}
-		if !strings.HasPrefix(got, "egressd "+Reason(r).String()+": ") {
+		if !strings.HasPrefix(got, "egressd "+vocab.Reason(r).String()+": ") {
 			t.Fatalf("%q lacks the reason prefix", got)
 		}
 	})

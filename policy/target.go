@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/money"
 )
 
@@ -32,7 +34,7 @@ func ParseTarget(s string) (Request, error) {
 	if err != nil {
 		return Request{}, err
 	}
-	return Request{Host: host, Port: port, Proto: ProtoConnect}, nil
+	return Request{Host: host, Port: port, Proto: vocab.ProtoConnect}, nil
 }
 
 func parseURLTarget(s string) (Request, error) {
@@ -44,9 +46,9 @@ func parseURLTarget(s string) (Request, error) {
 	var def uint16
 	switch strings.ToLower(u.Scheme) {
 	case "http":
-		req.Proto, def = ProtoHTTP, 80
+		req.Proto, def = vocab.ProtoHTTP, 80
 	case "https":
-		req.Proto, def = ProtoConnect, 443
+		req.Proto, def = vocab.ProtoConnect, 443
 	default:
 		return Request{}, fmt.Errorf("%w: scheme %q: want http or https", ErrBadTarget, u.Scheme)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -11,15 +13,15 @@ func TestParseTarget(t *testing.T) {
 		in   string
 		want Request
 	}{
-		{"example.com", Request{Host: "example.com", Port: 443, Proto: ProtoConnect}},
-		{"example.com:8443", Request{Host: "example.com", Port: 8443, Proto: ProtoConnect}},
-		{"http://example.com/path?q=1", Request{Host: "example.com", Port: 80, Proto: ProtoHTTP}},
-		{"http://example.com:8080/", Request{Host: "example.com", Port: 8080, Proto: ProtoHTTP}},
-		{"https://Example.COM/", Request{Host: "Example.COM", Port: 443, Proto: ProtoConnect}},
-		{"[::1]:22", Request{Host: "::1", Port: 22, Proto: ProtoConnect}},
-		{"[::1]", Request{Host: "::1", Port: 443, Proto: ProtoConnect}},
-		{"2001:db8::1", Request{Host: "2001:db8::1", Port: 443, Proto: ProtoConnect}},
-		{"2130706433:80", Request{Host: "2130706433", Port: 80, Proto: ProtoConnect}},
+		{"example.com", Request{Host: "example.com", Port: 443, Proto: vocab.ProtoConnect}},
+		{"example.com:8443", Request{Host: "example.com", Port: 8443, Proto: vocab.ProtoConnect}},
+		{"http://example.com/path?q=1", Request{Host: "example.com", Port: 80, Proto: vocab.ProtoHTTP}},
+		{"http://example.com:8080/", Request{Host: "example.com", Port: 8080, Proto: vocab.ProtoHTTP}},
+		{"https://Example.COM/", Request{Host: "Example.COM", Port: 443, Proto: vocab.ProtoConnect}},
+		{"[::1]:22", Request{Host: "::1", Port: 22, Proto: vocab.ProtoConnect}},
+		{"[::1]", Request{Host: "::1", Port: 443, Proto: vocab.ProtoConnect}},
+		{"2001:db8::1", Request{Host: "2001:db8::1", Port: 443, Proto: vocab.ProtoConnect}},
+		{"2130706433:80", Request{Host: "2130706433", Port: 80, Proto: vocab.ProtoConnect}},
 	}
 	for _, tc := range tests {
 		got, err := ParseTarget(tc.in)

@@ -5,7 +5,7 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // ask is the hold of step 6: an askable denial waits while a person is
@@ -13,11 +13,11 @@ import (
 // the policy now in force, and goes on through the normal steps (rate
 // limit, resolve, address check, dial); otherwise the denial to answer.
 func (s *Server) ask(ctx context.Context, rq *request) denial {
-	if s.cfg.Ask == nil || rq.d.Verdict != policy.Deny || !rq.pol.Askable(rq.d.Reason) {
+	if s.cfg.Ask == nil || rq.d.Verdict != vocab.Deny || !rq.pol.Askable(rq.d.Reason) {
 		return denial{reason: rq.d.Reason}
 	}
 	reason, retry, detail := s.cfg.Ask.Hold(ctx, rq.policyRequest(), rq.d)
-	if reason != policy.ReasonNone {
+	if reason != vocab.ReasonNone {
 		return denial{reason: reason, retry: retry, detail: detail}
 	}
 	rq.pol = s.policy()
@@ -28,8 +28,8 @@ func (s *Server) ask(ctx context.Context, rq *request) denial {
 	return denial{}
 }
 
-func askReason(r policy.Reason) bool {
-	return r == policy.ReasonApprovalPending || r == policy.ReasonOperatorDenied
+func askReason(r vocab.Reason) bool {
+	return r == vocab.ReasonApprovalPending || r == vocab.ReasonOperatorDenied
 }
 
 // askHint is the short words of an ask: refusal's status line. Clients
@@ -38,7 +38,7 @@ func askReason(r policy.Reason) bool {
 // itself says that a person was asked and when to retry; the body keeps
 // the long account (dn.detail).
 func askHint(dn denial) string {
-	if dn.reason == policy.ReasonOperatorDenied {
+	if dn.reason == vocab.ReasonOperatorDenied {
 		return "a person refused this destination"
 	}
 	return "a person was asked; retry in " + strconv.Itoa(int(math.Ceil(dn.retry.Seconds()))) + "s"

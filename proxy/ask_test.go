@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -15,28 +17,28 @@ import (
 // through the policy overlay as the real broker does.
 type fakeAsker struct {
 	e      *env
-	answer policy.Reason // ReasonNone = grant
+	answer vocab.Reason // ReasonNone = grant
 	mu     sync.Mutex
 	asked  []policy.Request
 }
 
-func (a *fakeAsker) Hold(_ context.Context, req policy.Request, d policy.Decision) (policy.Reason, time.Duration, string) {
+func (a *fakeAsker) Hold(_ context.Context, req policy.Request, d policy.Decision) (vocab.Reason, time.Duration, string) {
 	a.mu.Lock()
 	a.asked = append(a.asked, req)
 	answer := a.answer
 	a.mu.Unlock()
 	switch answer {
-	case policy.ReasonNone:
+	case vocab.ReasonNone:
 		g := policy.Grant{Host: req.Host, Port: req.Port, Until: time.Now().Add(time.Hour), By: "test", Kind: "once"}
 		a.e.pol.Store(a.e.pol.Load().WithOverlay(policy.NewOverlay([]policy.Grant{g})))
-		return policy.ReasonNone, 0, ""
-	case policy.ReasonApprovalPending:
-		return policy.ReasonApprovalPending, 30 * time.Second, "a person was asked at 12:00:00Z to allow " + req.Host + " (question q1)"
+		return vocab.ReasonNone, 0, ""
+	case vocab.ReasonApprovalPending:
+		return vocab.ReasonApprovalPending, 30 * time.Second, "a person was asked at 12:00:00Z to allow " + req.Host + " (question q1)"
 	}
 	return answer, 0, "a person refused it"
 }
 
-func (a *fakeAsker) setAnswer(r policy.Reason) {
+func (a *fakeAsker) setAnswer(r vocab.Reason) {
 	a.mu.Lock()
 	a.answer = r
 	a.mu.Unlock()
@@ -48,7 +50,7 @@ func (a *fakeAsker) count() int {
 	return len(a.asked)
 }
 
-func newAskFixture(t *testing.T, answer policy.Reason) (*fixture, *fakeAsker) {
+func newAskFixture(t *testing.T, answer vocab.Reason) (*fixture, *fakeAsker) {
 	a := &fakeAsker{answer: answer}
 	f := newFixture(t, fixOpts{extraTop: "ask: {}\n", mod: func(c *Config) { c.Ask = a }})
 	a.e = f.env
@@ -58,7 +60,7 @@ func newAskFixture(t *testing.T, answer policy.Reason) (*fixture, *fakeAsker) {
 }
 
 func TestAskGrantLetsTheHeldRequestThrough(t *testing.T) {
-	f, a := newAskFixture(t, policy.ReasonNone)
+	f, a := newAskFixture(t, vocab.ReasonNone)
 	c, br := f.connect(f.ep("asked.test"))
 	echo(t, c, br, "held then allowed")
 	c.Close()
@@ -77,7 +79,7 @@ func TestAskGrantLetsTheHeldRequestThrough(t *testing.T) {
 }
 
 func TestAskGrantStillChecksTheAddress(t *testing.T) {
-	f, _ := newAskFixture(t, policy.ReasonNone)
+	f, _ := newAskFixture(t, vocab.ReasonNone)
 	resp, body := f.roundTrip(connectReq("sneaky.test:443"))
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Egressd-Reason") != "private_address" {
 		t.Errorf("granted name resolving to 10.0.0.1: got %d %s %q, want 403 private_address", resp.StatusCode, resp.Header.Get("X-Egressd-Reason"), body)
@@ -86,16 +88,16 @@ func TestAskGrantStillChecksTheAddress(t *testing.T) {
 
 func TestAskRefusalsSayAPersonWasAsked(t *testing.T) {
 	tests := []struct {
-		answer     policy.Reason
+		answer     vocab.Reason
 		raw        func(f *fixture) string
 		wantPhrase string
 		wantRetry  string
 	}{
-		{policy.ReasonApprovalPending, func(f *fixture) string { return connectReq("asked.test:443") },
+		{vocab.ReasonApprovalPending, func(f *fixture) string { return connectReq("asked.test:443") },
 			"403 egressd approval_pending: a person was asked; retry in 30s", "30"},
-		{policy.ReasonApprovalPending, func(f *fixture) string { return getReq("http://"+f.hp("asked.test")+"/", f.hp("asked.test")) },
+		{vocab.ReasonApprovalPending, func(f *fixture) string { return getReq("http://"+f.hp("asked.test")+"/", f.hp("asked.test")) },
 			"403 egressd approval_pending: a person was asked; retry in 30s", "30"},
-		{policy.ReasonOperatorDenied, func(f *fixture) string { return connectReq("asked.test:443") },
+		{vocab.ReasonOperatorDenied, func(f *fixture) string { return connectReq("asked.test:443") },
 			"403 egressd operator_denied: a person refused this destination", ""},
 	}
 	for _, tt := range tests {
@@ -110,7 +112,7 @@ func TestAskRefusalsSayAPersonWasAsked(t *testing.T) {
 			t.Errorf("reason %q body %q: want %s and one line saying a person was asked", resp.Header.Get("X-Egressd-Reason"), body, tt.answer)
 		}
 		e := f.rec.decisionFor(t, "asked.test", tt.answer)
-		if e.Status != 403 || e.Verdict != policy.Deny {
+		if e.Status != 403 || e.Verdict != vocab.Deny {
 			t.Errorf("decision entry: got %+v", e)
 		}
 		for _, en := range f.rec.all()[mark:] {
@@ -123,7 +125,7 @@ func TestAskRefusalsSayAPersonWasAsked(t *testing.T) {
 
 // TestAskNeverForUnaskable: only allow-list misses are put to a person.
 func TestAskNeverForUnaskable(t *testing.T) {
-	f, a := newAskFixture(t, policy.ReasonNone)
+	f, a := newAskFixture(t, vocab.ReasonNone)
 	for _, raw := range []string{
 		connectReq("10.0.0.1:443"),                                     // ip_literal_not_allowed
 		connectReq(f.ep("private.b.test")),                             // private_address after resolution
@@ -144,11 +146,11 @@ func TestAskNeverForUnaskable(t *testing.T) {
 // TestAskOnceKeepsItsTunnel: when an "allow once" lapses, the tunnel it let
 // through stays open; when nothing grants it any more, Revoke cuts it.
 func TestAskOnceKeepsItsTunnel(t *testing.T) {
-	f, a := newAskFixture(t, policy.ReasonNone)
+	f, a := newAskFixture(t, vocab.ReasonNone)
 	base := f.pol.Load()
 	c, br := f.connect(f.ep("asked.test"))
 	defer c.Close()
-	a.setAnswer(policy.ReasonApprovalPending)
+	a.setAnswer(vocab.ReasonApprovalPending)
 	lapsed := policy.Grant{Host: "asked.test", Port: uint16(f.echo), Until: time.Now().Add(time.Hour), By: "test", Kind: "once", KeepOpen: true}
 	f.pol.Store(base.WithOverlay(policy.NewOverlay([]policy.Grant{lapsed})))
 	f.srv.Revoke()

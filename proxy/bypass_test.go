@@ -14,8 +14,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // literalSpellings are ways to write 127.0.0.1 that a string match on
@@ -30,17 +31,17 @@ func TestBypassIPLiteralsWithoutGrant(t *testing.T) {
 	for _, lit := range literalSpellings {
 		t.Run(lit, func(t *testing.T) {
 			checkDenied(t, f.env, denyCase{"connect", connectReq(lit + ":" + hp), 403,
-				policy.ReasonIPLiteralNotAllowed, "127.0.0.1", `cidr: 127.0.0.1/32`})
+				vocab.ReasonIPLiteralNotAllowed, "127.0.0.1", `cidr: 127.0.0.1/32`})
 			f.rec.reset()
 			checkDenied(t, f.env, denyCase{"http", getReq("http://"+lit+":"+hp+"/", lit+":"+hp), 403,
-				policy.ReasonIPLiteralNotAllowed, "127.0.0.1", `cidr: 127.0.0.1/32`})
+				vocab.ReasonIPLiteralNotAllowed, "127.0.0.1", `cidr: 127.0.0.1/32`})
 			f.rec.reset()
 		})
 	}
 	checkDenied(t, f.env, denyCase{"ipv6 loopback", connectReq("[::1]:" + hp), 403,
-		policy.ReasonPrivateAddress, "::1", "networks.allow"})
+		vocab.ReasonPrivateAddress, "::1", "networks.allow"})
 	checkDenied(t, f.env, denyCase{"mapped metadata literal", connectReq("[::ffff:169.254.169.254]:80"), 403,
-		policy.ReasonMetadataAddress, "169.254.169.254", "never"})
+		vocab.ReasonMetadataAddress, "169.254.169.254", "never"})
 	if f.http.count() != 0 {
 		t.Errorf("upstream reached %d times, want 0", f.http.count())
 	}
@@ -69,7 +70,7 @@ func TestCIDRGrantDoesNotOpenPrivateRanges(t *testing.T) {
 		return "version: 1\nallow:\n  - {cidr: 127.0.0.0/8, ports: " + ports(up.port) + "}\n"
 	}, nil)
 	checkDenied(t, e, denyCase{"loopback literal", connectReq("2130706433:" + strconv.Itoa(up.port)), 403,
-		policy.ReasonPrivateAddress, "127.0.0.1", "networks.allow"})
+		vocab.ReasonPrivateAddress, "127.0.0.1", "networks.allow"})
 }
 
 // TestBypassNamesResolvingToSpecialAddresses: a granted name is only as
@@ -78,16 +79,16 @@ func TestBypassNamesResolvingToSpecialAddresses(t *testing.T) {
 	f := newFixture(t, fixOpts{})
 	cases := []struct {
 		host   string
-		reason policy.Reason
+		reason vocab.Reason
 	}{
-		{"meta.b.test", policy.ReasonMetadataAddress},   // 169.254.169.254
-		{"private.b.test", policy.ReasonPrivateAddress}, // 10.1.2.3
-		{"loop6.b.test", policy.ReasonPrivateAddress},   // ::1 (not in networks.allow)
-		{"mapped.b.test", policy.ReasonPrivateAddress},  // ::ffff:10.0.0.1
-		{"mixed.b.test", policy.ReasonPrivateAddress},   // 127.0.0.1 and 10.0.0.1: all or nothing
-		{"denynet.b.test", policy.ReasonDeniedNetwork},  // 127.0.0.3 in networks.deny
-		{"fail.b.test", policy.ReasonResolveFailed},     // lookup error
-		{"unknown.b.test", policy.ReasonResolveFailed},  // no answer at all
+		{"meta.b.test", vocab.ReasonMetadataAddress},   // 169.254.169.254
+		{"private.b.test", vocab.ReasonPrivateAddress}, // 10.1.2.3
+		{"loop6.b.test", vocab.ReasonPrivateAddress},   // ::1 (not in networks.allow)
+		{"mapped.b.test", vocab.ReasonPrivateAddress},  // ::ffff:10.0.0.1
+		{"mixed.b.test", vocab.ReasonPrivateAddress},   // 127.0.0.1 and 10.0.0.1: all or nothing
+		{"denynet.b.test", vocab.ReasonDeniedNetwork},  // 127.0.0.3 in networks.deny
+		{"fail.b.test", vocab.ReasonResolveFailed},     // lookup error
+		{"unknown.b.test", vocab.ReasonResolveFailed},  // no answer at all
 	}
 	for _, c := range cases {
 		t.Run(c.host, func(t *testing.T) {
@@ -142,7 +143,7 @@ func TestBypassRebinding(t *testing.T) {
 		t.Errorf("lookups for one request: got %d, want 1", n)
 	}
 	f.dropPooled()
-	checkDenied(t, f.env, denyCase{"rebound", getReq(url, host), 403, policy.ReasonPrivateAddress,
+	checkDenied(t, f.env, denyCase{"rebound", getReq(url, host), 403, vocab.ReasonPrivateAddress,
 		"rebind.b.test", "private"})
 	if n := f.res.callCount("rebind.b.test"); n != 2 {
 		t.Errorf("lookups for two requests: got %d, want 2", n)
@@ -281,11 +282,11 @@ func TestBypassOwnListener(t *testing.T) {
 				},
 			})
 			p := strconv.Itoa(f.port)
-			checkDenied(t, f.env, denyCase{"by name", connectReq("self.test:" + p), 403, policy.ReasonSelfAddress,
+			checkDenied(t, f.env, denyCase{"by name", connectReq("self.test:" + p), 403, vocab.ReasonSelfAddress,
 				"self.test", "self_address"})
 			f.rec.reset()
 			checkDenied(t, f.env, denyCase{"by name, http", getReq("http://self.test:"+p+"/", "self.test:"+p), 403,
-				policy.ReasonSelfAddress, "self.test", "self_address"})
+				vocab.ReasonSelfAddress, "self.test", "self_address"})
 		})
 	}
 }
@@ -294,14 +295,14 @@ func TestSNIMatchesConnectHost(t *testing.T) {
 	f := newFixture(t, fixOpts{})
 	cases := []struct {
 		target, sni string
-		reason      policy.Reason // ReasonNone: the handshake must succeed
+		reason      vocab.Reason // ReasonNone: the handshake must succeed
 	}{
-		{f.tp("granted.test"), "granted.test", policy.ReasonNone},
-		{f.tp("granted.test"), "Granted.Test", policy.ReasonNone},
-		{f.tp("granted.test"), "", policy.ReasonNone}, // no SNI at all
-		{f.tp("granted.test"), "evil.test", policy.ReasonSNIMismatch},
-		{f.tp("granted.test"), "other.test", policy.ReasonSNIMismatch}, // granted too, but not what was checked
-		{f.tp("a.wild.test"), "b.wild.test", policy.ReasonSNIMismatch},
+		{f.tp("granted.test"), "granted.test", vocab.ReasonNone},
+		{f.tp("granted.test"), "Granted.Test", vocab.ReasonNone},
+		{f.tp("granted.test"), "", vocab.ReasonNone}, // no SNI at all
+		{f.tp("granted.test"), "evil.test", vocab.ReasonSNIMismatch},
+		{f.tp("granted.test"), "other.test", vocab.ReasonSNIMismatch}, // granted too, but not what was checked
+		{f.tp("a.wild.test"), "b.wild.test", vocab.ReasonSNIMismatch},
 	}
 	for _, c := range cases {
 		t.Run(c.target+"/"+c.sni, func(t *testing.T) {
@@ -309,7 +310,7 @@ func TestSNIMatchesConnectHost(t *testing.T) {
 			conn, br := f.connect(c.target)
 			tc := tls.Client(&bufConn{Conn: conn, r: br}, &tls.Config{ServerName: c.sni, InsecureSkipVerify: true})
 			err := tc.Handshake()
-			if c.reason == policy.ReasonNone {
+			if c.reason == vocab.ReasonNone {
 				if err != nil {
 					t.Fatalf("handshake with SNI %q: %v", c.sni, err)
 				}
@@ -383,7 +384,7 @@ func TestBypassOptionsStar(t *testing.T) {
 				t.Errorf("OPTIONS *: got %d reason %q, want 400 bad_request", first.StatusCode, first.Header.Get("X-Egressd-Reason"))
 			}
 			f.rec.waitFor(t, "bad_request decision for OPTIONS", func(e declog.Entry) bool {
-				return e.Event == declog.EventDecision && e.Reason == policy.ReasonBadRequest && e.Method == http.MethodOptions
+				return e.Event == vocab.EventDecision && e.Reason == vocab.ReasonBadRequest && e.Method == http.MethodOptions
 			})
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {

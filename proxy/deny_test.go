@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 const providerYAML = `providers:
@@ -29,7 +30,7 @@ type denyCase struct {
 	name       string
 	raw        string
 	wantStatus int
-	wantReason policy.Reason
+	wantReason vocab.Reason
 	wantHost   string // Host in the decision entry
 	wantBody   string // substring of the one-line body
 }
@@ -56,14 +57,14 @@ func checkDenied(t *testing.T, e *env, c denyCase) {
 		t.Errorf("body: got %q, want it to contain %q", body, c.wantBody)
 	}
 	entry := e.rec.waitFor(t, "decision "+c.wantReason.String(), func(en declog.Entry) bool {
-		return en.Event == declog.EventDecision && en.Reason == c.wantReason
+		return en.Event == vocab.EventDecision && en.Reason == c.wantReason
 	})
-	if entry.Verdict != policy.Deny || entry.Host != c.wantHost || entry.Status != c.wantStatus || entry.Client != "127.0.0.1" {
+	if entry.Verdict != vocab.Deny || entry.Host != c.wantHost || entry.Status != c.wantStatus || entry.Client != "127.0.0.1" {
 		t.Errorf("decision entry: got %+v, want deny %s host %q status %d client 127.0.0.1",
 			entry, c.wantReason, c.wantHost, c.wantStatus)
 	}
 	for _, en := range e.rec.all()[mark:] {
-		if en.Event == declog.EventDecision && en.Verdict.Allowed() {
+		if en.Event == vocab.EventDecision && en.Verdict.Allowed() {
 			t.Errorf("denied request also logged as allowed: %+v", en)
 		}
 	}
@@ -81,39 +82,39 @@ func TestDenialReasons(t *testing.T) {
 	f := newFixture(t, fixOpts{extraTop: providerYAML})
 	hp := strconv.Itoa(f.http.port)
 	cases := []denyCase{
-		{"not allowlisted http", getReq("http://evil.test:"+hp+"/", "evil.test:"+hp), 403, policy.ReasonNotAllowlisted,
+		{"not allowlisted http", getReq("http://evil.test:"+hp+"/", "evil.test:"+hp), 403, vocab.ReasonNotAllowlisted,
 			"evil.test", `add "- {host: evil.test, ports: [` + hp + `]}" under allow: in policy.yaml`},
-		{"not allowlisted connect", connectReq("evil.test:443"), 403, policy.ReasonNotAllowlisted,
+		{"not allowlisted connect", connectReq("evil.test:443"), 403, vocab.ReasonNotAllowlisted,
 			"evil.test", `egressd: denied CONNECT evil.test:443: not_allowlisted — add "- host: evil.test" under allow: in policy.yaml`},
-		{"port not allowed", connectReq("granted.test:22"), 403, policy.ReasonPortNotAllowed,
+		{"port not allowed", connectReq("granted.test:22"), 403, vocab.ReasonPortNotAllowed,
 			"granted.test", "add 22 to ports: of allow[0]"},
-		{"ip literal", connectReq("8.8.8.8:443"), 403, policy.ReasonIPLiteralNotAllowed,
+		{"ip literal", connectReq("8.8.8.8:443"), 403, vocab.ReasonIPLiteralNotAllowed,
 			"8.8.8.8", "cidr: 8.8.8.8/32"},
-		{"private address", connectReq(f.ep("private.b.test")), 403, policy.ReasonPrivateAddress,
+		{"private address", connectReq(f.ep("private.b.test")), 403, vocab.ReasonPrivateAddress,
 			"private.b.test", "networks.allow"},
 		{"metadata address", getReq("http://"+f.hp("meta.b.test")+"/latest/meta-data", f.hp("meta.b.test")), 403,
-			policy.ReasonMetadataAddress, "meta.b.test", "can never be granted"},
-		{"denied network", connectReq(f.ep("denynet.b.test")), 403, policy.ReasonDeniedNetwork,
+			vocab.ReasonMetadataAddress, "meta.b.test", "can never be granted"},
+		{"denied network", connectReq(f.ep("denynet.b.test")), 403, vocab.ReasonDeniedNetwork,
 			"denynet.b.test", "networks.deny"},
-		{"self address", connectReq("self.test:" + strconv.Itoa(f.port)), 403, policy.ReasonSelfAddress,
+		{"self address", connectReq("self.test:" + strconv.Itoa(f.port)), 403, vocab.ReasonSelfAddress,
 			"self.test", "self_address"},
-		{"resolve failed", connectReq(f.ep("fail.b.test")), 502, policy.ReasonResolveFailed,
+		{"resolve failed", connectReq(f.ep("fail.b.test")), 502, vocab.ReasonResolveFailed,
 			"fail.b.test", "resolve_failed"},
-		{"use gateway", connectReq("provider.test:443"), 403, policy.ReasonUseGateway,
+		{"use gateway", connectReq("provider.test:443"), 403, vocab.ReasonUseGateway,
 			"provider.test", "gateway at /prov/"},
-		{"host mismatch", getReq("http://"+f.hp("granted.test")+"/", f.hp("evil.test")), 403, policy.ReasonHostMismatch,
+		{"host mismatch", getReq("http://"+f.hp("granted.test")+"/", f.hp("evil.test")), 403, vocab.ReasonHostMismatch,
 			"granted.test", "host_mismatch"},
-		{"origin form", getReq("/", f.hp("granted.test")), 400, policy.ReasonBadRequest,
+		{"origin form", getReq("/", f.hp("granted.test")), 400, vocab.ReasonBadRequest,
 			"", "not a web server"},
-		{"userinfo", getReq("http://granted.test@"+f.hp("evil.test")+"/", f.hp("evil.test")), 400, policy.ReasonBadRequest,
+		{"userinfo", getReq("http://granted.test@"+f.hp("evil.test")+"/", f.hp("evil.test")), 400, vocab.ReasonBadRequest,
 			"", "userinfo"},
-		{"https absolute uri", getReq("https://"+f.tp("granted.test")+"/", f.tp("granted.test")), 400, policy.ReasonBadRequest,
+		{"https absolute uri", getReq("https://"+f.tp("granted.test")+"/", f.tp("granted.test")), 400, vocab.ReasonBadRequest,
 			"", "use CONNECT"},
-		{"connect userinfo", "CONNECT granted.test@evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", 400, policy.ReasonBadRequest,
+		{"connect userinfo", "CONNECT granted.test@evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", 400, vocab.ReasonBadRequest,
 			"", "host:port"},
-		{"connect without port", connectReq("granted.test"), 400, policy.ReasonBadRequest,
+		{"connect without port", connectReq("granted.test"), 400, vocab.ReasonBadRequest,
 			"", "host:port"},
-		{"malformed host", "CONNECT a..b.test:443 HTTP/1.1\r\nHost: granted.test:443\r\n\r\n", 400, policy.ReasonBadRequest,
+		{"malformed host", "CONNECT a..b.test:443 HTTP/1.1\r\nHost: granted.test:443\r\n\r\n", 400, vocab.ReasonBadRequest,
 			"", "malformed host"},
 	}
 	for _, c := range cases {
@@ -139,7 +140,7 @@ func TestRateLimitThenRecovery(t *testing.T) {
 			t.Fatalf("request %d within burst: got %d %q, want 200", i, resp.StatusCode, body)
 		}
 	}
-	checkDenied(t, f.env, denyCase{"over", getReq(url, host), 429, policy.ReasonRateLimited, "", "rate_limited"})
+	checkDenied(t, f.env, denyCase{"over", getReq(url, host), 429, vocab.ReasonRateLimited, "", "rate_limited"})
 	resp, _ := f.get(url, host)
 	if got := resp.Header.Get("Retry-After"); got != "1" {
 		t.Errorf("Retry-After: got %q, want 1", got)
@@ -157,7 +158,7 @@ func TestHostRateLimitUsesRuleOverride(t *testing.T) {
 	if resp, _ := f.get(slow, slowHost); resp.StatusCode != http.StatusOK {
 		t.Fatalf("first request to slow.test: got %d, want 200", resp.StatusCode)
 	}
-	checkDenied(t, f.env, denyCase{"slow again", getReq(slow, slowHost), 429, policy.ReasonRateLimited,
+	checkDenied(t, f.env, denyCase{"slow again", getReq(slow, slowHost), 429, vocab.ReasonRateLimited,
 		"slow.test", "rate_limited"})
 	if resp, _ := f.get("http://"+f.hp("granted.test")+"/", f.hp("granted.test")); resp.StatusCode != http.StatusOK {
 		t.Errorf("other host while slow.test is limited: got %d, want 200", resp.StatusCode)
@@ -177,7 +178,7 @@ func TestReportModeRateLimit(t *testing.T) {
 			t.Fatalf("report mode request %d: got %d, want 200", i, resp.StatusCode)
 		}
 	}
-	if e := f.rec.decisionFor(t, "slow.test", policy.ReasonRateLimited); e.Verdict != policy.Report {
+	if e := f.rec.decisionFor(t, "slow.test", vocab.ReasonRateLimited); e.Verdict != vocab.Report {
 		t.Errorf("verdict: got %v, want would_deny", e.Verdict)
 	}
 }
@@ -192,7 +193,7 @@ func TestConnectionCaps(t *testing.T) {
 	c := f.dial() // over twice the cap: closed at once
 	expectClosed(t, c, c)
 	f.rec.waitFor(t, "accept-time rejection", func(e declog.Entry) bool {
-		return e.Reason == policy.ReasonTooManyConnections && e.Host == ""
+		return e.Reason == vocab.ReasonTooManyConnections && e.Host == ""
 	})
 	resp, body := sendRaw(t, b, bufio.NewReader(b), getReq("http://"+f.hp("granted.test")+"/", f.hp("granted.test")))
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-Egressd-Reason") != "too_many_connections" ||

@@ -7,12 +7,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/hop"
 
 	"github.com/egressd/egressd/proxy/internal/httphead"
 
 	"github.com/egressd/egressd/internal/netaddr"
-	"github.com/egressd/egressd/policy"
 )
 
 // ServeHTTP is the proxy's front door: it runs the decision pipeline (see
@@ -23,9 +24,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.busy.add(-1)
 	cc := clientConnFrom(r.Context())
 	cc.startServing()
-	rq := &request{start: s.now(), method: r.Method, pol: s.policy(), proto: policy.ProtoHTTP}
+	rq := &request{start: s.now(), method: r.Method, pol: s.policy(), proto: vocab.ProtoHTTP}
 	if r.Method == http.MethodConnect {
-		rq.proto = policy.ProtoConnect
+		rq.proto = vocab.ProtoConnect
 	}
 	rq.client, rq.cname = clientAddr(r, cc)
 	rq.cc = cc
@@ -39,7 +40,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.deny(w, rq, dn, false)
 		return
 	}
-	if rq.proto == policy.ProtoConnect {
+	if rq.proto == vocab.ProtoConnect {
 		s.serveConnect(w, r, rq, cc)
 		return
 	}
@@ -54,17 +55,17 @@ func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (httphead.R
 	if hp := cc.parser(); hp != nil {
 		h, ok := hp.Take(r.Method, r.RequestURI)
 		if ok && h.Flaw != "" {
-			return head, denial{reason: policy.ReasonBadRequest, detail: h.Flaw}
+			return head, denial{reason: vocab.ReasonBadRequest, detail: h.Flaw}
 		}
 		if !ok {
-			return head, denial{reason: policy.ReasonBadRequest, detail: "unparseable request head"}
+			return head, denial{reason: vocab.ReasonBadRequest, detail: "unparseable request head"}
 		}
 		head = h
-	} else if rq.proto != policy.ProtoConnect {
-		return head, denial{reason: policy.ReasonBadRequest, detail: "plain request after CONNECT"}
+	} else if rq.proto != vocab.ProtoConnect {
+		return head, denial{reason: vocab.ReasonBadRequest, detail: "plain request after CONNECT"}
 	}
 	if cc != nil && cc.over {
-		return head, denial{reason: policy.ReasonTooManyConnections}
+		return head, denial{reason: vocab.ReasonTooManyConnections}
 	}
 	return head, denial{}
 }
@@ -73,7 +74,7 @@ func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (httphead.R
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn) {
 	host, port, err := net.SplitHostPort(r.RequestURI)
 	if err != nil || strings.ContainsAny(r.RequestURI, "@/?#") {
-		s.deny(w, rq, denial{reason: policy.ReasonBadRequest, detail: "CONNECT target must be host:port"}, true)
+		s.deny(w, rq, denial{reason: vocab.ReasonBadRequest, detail: "CONNECT target must be host:port"}, true)
 		return
 	}
 	if dn := rq.setTarget(host, port); dn.denied() {
@@ -96,7 +97,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 		return
 	}
 	if !hostMatches(head, rq) {
-		s.deny(w, rq, denial{reason: policy.ReasonHostMismatch}, false)
+		s.deny(w, rq, denial{reason: vocab.ReasonHostMismatch}, false)
 		return
 	}
 	if dn := s.decide(r.Context(), rq); dn.denied() {
@@ -114,7 +115,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 	}
 	rw := newRespWriter(w, cc, rq)
 	s.gp.ServeHTTP(rw, r.WithContext(withRequest(r.Context(), rq)))
-	reason := policy.ReasonNone
+	reason := vocab.ReasonNone
 	if rq.body.failure() != nil {
 		// The client's body did not parse or was cut short: a bad request,
 		// logged as a denial after the allow above. filterResponse answered
@@ -123,7 +124,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 		// transport closed the body after the failure, and since r.Body is
 		// our wrapper net/http takes a closed body for a consumed one and
 		// would read the next request from wherever the body broke.
-		reason = policy.ReasonBadRequest
+		reason = vocab.ReasonBadRequest
 		s.recordLateDenial(rq, reason, rw.status)
 		if !rq.badBody {
 			rw.abort()
@@ -143,16 +144,16 @@ func parseAbsolute(r *http.Request, rq *request) denial {
 	u := r.URL
 	switch {
 	case !u.IsAbs():
-		return denial{reason: policy.ReasonBadRequest,
+		return denial{reason: vocab.ReasonBadRequest,
 			detail: "origin-form request: egressd is a forward proxy, not a web server; send absolute URIs via HTTP_PROXY"}
 	case u.Scheme != "http":
-		return denial{reason: policy.ReasonBadRequest, detail: "only http:// URLs; use CONNECT for " + u.Scheme}
+		return denial{reason: vocab.ReasonBadRequest, detail: "only http:// URLs; use CONNECT for " + u.Scheme}
 	case u.User != nil:
 		// http://granted@evil/ reads as "granted" to a person and as "evil"
 		// to a parser: refuse instead of guessing which one was meant.
-		return denial{reason: policy.ReasonBadRequest, detail: "userinfo in URL"}
+		return denial{reason: vocab.ReasonBadRequest, detail: "userinfo in URL"}
 	case u.Host == "":
-		return denial{reason: policy.ReasonBadRequest, detail: "no host in URL"}
+		return denial{reason: vocab.ReasonBadRequest, detail: "no host in URL"}
 	}
 	port := u.Port()
 	if port == "" {

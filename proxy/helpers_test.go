@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/tcplisten"
 	"github.com/egressd/egressd/policy"
@@ -133,10 +135,10 @@ func (m *memRecorder) waitFor(t *testing.T, what string, pred func(declog.Entry)
 }
 
 // decisionFor waits for the decision entry about host.
-func (m *memRecorder) decisionFor(t *testing.T, host string, reason policy.Reason) declog.Entry {
+func (m *memRecorder) decisionFor(t *testing.T, host string, reason vocab.Reason) declog.Entry {
 	t.Helper()
 	return m.waitFor(t, fmt.Sprintf("decision %s %s", host, reason), func(e declog.Entry) bool {
-		return e.Event == declog.EventDecision && e.Host == host && e.Reason == reason
+		return e.Event == vocab.EventDecision && e.Host == host && e.Reason == reason
 	})
 }
 

@@ -8,12 +8,13 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/proxy/internal/httphead"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/internal/statusline"
-	"github.com/egressd/egressd/policy"
 )
 
 // listener counts client connections against limits.max_conns and
@@ -41,8 +42,8 @@ func (l *listener) Accept() (net.Conn, error) {
 		l.s.conns.remove(ip)
 		_ = c.Close()
 		l.s.rec.Record(declog.Entry{
-			Time: l.s.now(), Event: declog.EventDecision, Client: netaddr.String(ip),
-			Proto: policy.ProtoHTTP, Verdict: policy.Deny, Reason: policy.ReasonTooManyConnections,
+			Time: l.s.now(), Event: vocab.EventDecision, Client: netaddr.String(ip),
+			Proto: vocab.ProtoHTTP, Verdict: vocab.Deny, Reason: vocab.ReasonTooManyConnections,
 		})
 	}
 }

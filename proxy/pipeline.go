@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/elazarl/goproxy"
 
 	"github.com/egressd/egressd/declog"
@@ -31,7 +33,7 @@ type request struct {
 	client netip.Addr
 	cname  string      // client's log spelling (netaddr.String), made once per connection
 	cc     *clientConn // nil for a request served without egressd's listener
-	proto  policy.Proto
+	proto  vocab.Proto
 	method string
 	host   string     // normalised name or IP literal; "" when unparseable
 	ip     netip.Addr // valid when the target is an IP literal
@@ -48,12 +50,12 @@ type request struct {
 
 // denial is why the pipeline stopped a request; the zero value means go on.
 type denial struct {
-	reason policy.Reason
+	reason vocab.Reason
 	retry  time.Duration // Retry-After for rate_limited
 	detail string        // extra words for bad_request bodies
 }
 
-func (d denial) denied() bool { return d.reason != policy.ReasonNone }
+func (d denial) denied() bool { return d.reason != vocab.ReasonNone }
 
 type requestKey struct{}
 
@@ -83,11 +85,11 @@ func (rq *request) policyRequest() policy.Request {
 func (rq *request) setTarget(host, port string) denial {
 	name, ip, err := policy.NormalizeHost(host)
 	if err != nil {
-		return denial{reason: policy.ReasonBadRequest, detail: "malformed host"}
+		return denial{reason: vocab.ReasonBadRequest, detail: "malformed host"}
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 {
-		return denial{reason: policy.ReasonBadRequest, detail: "malformed port"}
+		return denial{reason: vocab.ReasonBadRequest, detail: "malformed port"}
 	}
 	rq.host, rq.ip, rq.port = name, ip, uint16(p)
 	if ip.IsValid() {
@@ -107,7 +109,7 @@ func (s *Server) limitClient(rq *request) denial {
 		rq.reportRate = true
 		return denial{}
 	}
-	return denial{reason: policy.ReasonRateLimited, retry: retry}
+	return denial{reason: vocab.ReasonRateLimited, retry: retry}
 }
 
 // decide runs steps 6–9 on a parsed target: Decide, the destination
@@ -131,15 +133,15 @@ func (s *Server) decide(ctx context.Context, rq *request) denial {
 	if dn := s.limitHost(rq); dn.denied() {
 		return dn
 	}
-	if rq.proto != policy.ProtoHTTP || !s.reg.holds(rq.destKey()) {
+	if rq.proto != vocab.ProtoHTTP || !s.reg.holds(rq.destKey()) {
 		targets, dn := s.checkedTargets(ctx, rq)
 		if dn.denied() {
 			return dn
 		}
 		rq.targets = targets
 	}
-	if rq.reportRate && rq.d.Verdict == policy.Allow {
-		rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
+	if rq.reportRate && rq.d.Verdict == vocab.Allow {
+		rq.d.Verdict, rq.d.Reason = vocab.Report, vocab.ReasonRateLimited
 	}
 	return denial{}
 }
@@ -183,12 +185,12 @@ func (s *Server) limitHost(rq *request) denial {
 	case ok:
 		return denial{}
 	case rq.pol.ReportMode():
-		if rq.d.Verdict == policy.Allow {
-			rq.d.Verdict, rq.d.Reason = policy.Report, policy.ReasonRateLimited
+		if rq.d.Verdict == vocab.Allow {
+			rq.d.Verdict, rq.d.Reason = vocab.Report, vocab.ReasonRateLimited
 		}
 		return denial{}
 	}
-	return denial{reason: policy.ReasonRateLimited, retry: retry}
+	return denial{reason: vocab.ReasonRateLimited, retry: retry}
 }
 
 // resolve is step 8. IP literals are their own answer; names go to the
@@ -201,7 +203,7 @@ func (s *Server) resolve(ctx context.Context, rq *request) ([]netip.Addr, denial
 	defer cancel()
 	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, rq.host)
 	if err != nil || len(addrs) == 0 {
-		return nil, denial{reason: policy.ReasonResolveFailed}
+		return nil, denial{reason: vocab.ReasonResolveFailed}
 	}
 	return addrs, denial{}
 }
@@ -209,11 +211,11 @@ func (s *Server) resolve(ctx context.Context, rq *request) ([]netip.Addr, denial
 // deniedReason is the reason of safedial.Check's refusal. Check only
 // returns *safedial.DeniedError; anything else is refused as a bad request
 // rather than trusted.
-func deniedReason(err error) policy.Reason {
-	if de, ok := err.(*safedial.DeniedError); ok && de.Reason != policy.ReasonNone {
+func deniedReason(err error) vocab.Reason {
+	if de, ok := err.(*safedial.DeniedError); ok && de.Reason != vocab.ReasonNone {
 		return de.Reason
 	}
-	return policy.ReasonBadRequest
+	return vocab.ReasonBadRequest
 }
 
 // dialChecked is step 10: safedial.DialFirst over the checked targets,
@@ -224,7 +226,7 @@ func (s *Server) dialChecked(ctx context.Context, rq *request) (net.Conn, netip.
 
 // dialDenied is dialHTTP's refusal when the resolution it ran for a
 // deferred check (see decide) fails step 8 or 9.
-type dialDenied struct{ reason policy.Reason }
+type dialDenied struct{ reason vocab.Reason }
 
 func (e *dialDenied) Error() string { return "denied: " + e.reason.String() }
 
@@ -246,22 +248,22 @@ func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *h
 	status := statusFor(dd.reason)
 	s.recordLateDenial(rq, dd.reason, status)
 	denied := *rq
-	denied.d = policy.Decision{Verdict: policy.Deny, Reason: dd.reason, Rule: rq.d.Rule}
+	denied.d = policy.Decision{Verdict: vocab.Deny, Reason: dd.reason, Rule: rq.d.Rule}
 	body := s.denyBody(&denied, denial{reason: dd.reason})
 	armRefusal(rq, status, denial{reason: dd.reason})
 	return denialResponse(ctx.Req, status, dd.reason, body, false)
 }
 
 // statusFor maps a denial reason to its HTTP status.
-func statusFor(r policy.Reason) int {
+func statusFor(r vocab.Reason) int {
 	switch r {
-	case policy.ReasonRateLimited:
+	case vocab.ReasonRateLimited:
 		return http.StatusTooManyRequests
-	case policy.ReasonTooManyConnections:
+	case vocab.ReasonTooManyConnections:
 		return http.StatusServiceUnavailable
-	case policy.ReasonBadRequest:
+	case vocab.ReasonBadRequest:
 		return http.StatusBadRequest
-	case policy.ReasonResolveFailed:
+	case vocab.ReasonResolveFailed:
 		return http.StatusBadGateway
 	}
 	return http.StatusForbidden
@@ -272,7 +274,7 @@ func statusFor(r policy.Reason) int {
 // that began with CONNECT never carries a plain request; see internal/httphead).
 func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn bool) {
 	armWrite(w, idleTimeout(rq.pol))
-	rq.d.Verdict, rq.d.Reason = policy.Deny, dn.reason
+	rq.d.Verdict, rq.d.Reason = vocab.Deny, dn.reason
 	rq.status = statusFor(dn.reason)
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -281,10 +283,10 @@ func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn b
 	switch {
 	case dn.retry > 0:
 		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(dn.retry.Seconds()))))
-	case dn.reason == policy.ReasonTooManyConnections:
+	case dn.reason == vocab.ReasonTooManyConnections:
 		h.Set("Retry-After", "1")
 	}
-	if closeConn || rq.proto == policy.ProtoConnect {
+	if closeConn || rq.proto == vocab.ProtoConnect {
 		h.Set("Connection", "close")
 	}
 	armRefusal(rq, rq.status, dn)
@@ -311,7 +313,7 @@ func (s *Server) denyBody(rq *request, dn denial) string {
 
 // hint is policy.Hint for a denied request with a parsed target.
 func (rq *request) hint() string {
-	if rq.d.Verdict == policy.Allow || rq.host == "" || rq.port == 0 {
+	if rq.d.Verdict == vocab.Allow || rq.host == "" || rq.port == 0 {
 		return ""
 	}
 	return policy.Hint(rq.policyRequest(), rq.d)
@@ -328,7 +330,7 @@ func (rq *request) clientName() string {
 func (s *Server) recordDecision(rq *request) {
 	e := declog.Entry{
 		Time:    rq.start,
-		Event:   declog.EventDecision,
+		Event:   vocab.EventDecision,
 		Client:  rq.clientName(),
 		Proto:   rq.proto,
 		Host:    rq.host,
@@ -339,7 +341,7 @@ func (s *Server) recordDecision(rq *request) {
 		Status:  rq.status,
 	}
 	e.Rule = rq.d.Rule.String() // rendered at compile time: no allocation
-	if rq.d.Verdict != policy.Allow {
+	if rq.d.Verdict != vocab.Allow {
 		e.Hint = rq.hint()
 	}
 	s.rec.Record(e)
@@ -348,20 +350,20 @@ func (s *Server) recordDecision(rq *request) {
 // recordLateDenial logs a denial found after rq was allowed and logged
 // (an SNI mismatch, a revoked grant, a broken request body): a second
 // decision line for the same request, stamped now.
-func (s *Server) recordLateDenial(rq *request, reason policy.Reason, status int) {
+func (s *Server) recordLateDenial(rq *request, reason vocab.Reason, status int) {
 	d := *rq
 	d.start = s.now()
-	d.d = policy.Decision{Verdict: policy.Deny, Reason: reason, Rule: rq.d.Rule}
+	d.d = policy.Decision{Verdict: vocab.Deny, Reason: reason, Rule: rq.d.Rule}
 	d.status = status
 	s.recordDecision(&d)
 }
 
 // recordClose logs the end of a request or tunnel.
-func (s *Server) recordClose(rq *request, reason policy.Reason, status int, up, down int64) {
+func (s *Server) recordClose(rq *request, reason vocab.Reason, status int, up, down int64) {
 	now := s.now()
 	s.rec.Record(declog.Entry{
 		Time:     now,
-		Event:    declog.EventClose,
+		Event:    vocab.EventClose,
 		Client:   rq.clientName(),
 		Proto:    rq.proto,
 		Host:     rq.host,

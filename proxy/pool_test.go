@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // TestHeldDestinationSkipsLookup: once egressd holds a connection to a
@@ -28,13 +27,13 @@ func TestHeldDestinationSkipsLookup(t *testing.T) {
 	}
 	cases := []struct {
 		host        string
-		proto       policy.Proto
+		proto       vocab.Proto
 		wantLookups int // lookups by this decision
 	}{
-		{"granted.test", policy.ProtoHTTP, 0},
-		{"GRANTED.test.", policy.ProtoHTTP, 0}, // the same destination, spelled otherwise
-		{"granted.test", policy.ProtoConnect, 1},
-		{"other.test", policy.ProtoHTTP, 1},
+		{"granted.test", vocab.ProtoHTTP, 0},
+		{"GRANTED.test.", vocab.ProtoHTTP, 0}, // the same destination, spelled otherwise
+		{"granted.test", vocab.ProtoConnect, 1},
+		{"other.test", vocab.ProtoHTTP, 1},
 	}
 	for _, c := range cases {
 		rq := &request{start: time.Now(), client: netip.MustParseAddr("127.0.0.1"), proto: c.proto,
@@ -95,7 +94,7 @@ func TestDeferredCheckAtDial(t *testing.T) {
 	}
 	var got []string
 	for _, e := range f.rec.all()[mark:] {
-		if e.Event == declog.EventDecision {
+		if e.Event == vocab.EventDecision {
 			got = append(got, e.Verdict.String()+" "+e.Reason.String()+" "+strconv.Itoa(e.Status))
 		}
 	}

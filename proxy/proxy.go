@@ -97,6 +97,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/elazarl/goproxy"
 
 	"github.com/egressd/egressd/declog"
@@ -142,7 +144,7 @@ type Config struct {
 // (a grant now covers it), else the reason to refuse it with, a
 // Retry-After (0 for none) and a sentence for the body.
 type Asker interface {
-	Hold(ctx context.Context, req policy.Request, d policy.Decision) (policy.Reason, time.Duration, string)
+	Hold(ctx context.Context, req policy.Request, d policy.Decision) (vocab.Reason, time.Duration, string)
 }
 
 // Server is the proxy. Create it with New; it is safe for concurrent use.
@@ -230,7 +232,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = s.busy.wait(ctx)
 	}
 	if err != nil {
-		s.reg.closeAll(policy.ReasonNone)
+		s.reg.closeAll(vocab.ReasonNone)
 		_ = s.srv.Close()
 	}
 	s.tr.CloseIdleConnections()

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 func TestHTTPGrantedEndToEnd(t *testing.T) {
@@ -47,12 +48,12 @@ func TestHTTPGrantedEndToEnd(t *testing.T) {
 		t.Errorf("upstream X-Keep: got %q, want 1", up.Header.Get("X-Keep"))
 	}
 
-	d := f.rec.decisionFor(t, "granted.test", policy.ReasonAllowlisted)
-	if d.Verdict != policy.Allow || d.Proto != policy.ProtoHTTP || d.Method != "GET" ||
+	d := f.rec.decisionFor(t, "granted.test", vocab.ReasonAllowlisted)
+	if d.Verdict != vocab.Allow || d.Proto != vocab.ProtoHTTP || d.Method != "GET" ||
 		d.Port != uint16(f.http.port) || d.Client != "127.0.0.1" || !strings.HasPrefix(d.Rule, "allow[0]") {
 		t.Errorf("decision entry: got %+v", d)
 	}
-	c := f.rec.waitFor(t, "close", func(e declog.Entry) bool { return e.Event == declog.EventClose })
+	c := f.rec.waitFor(t, "close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 	if c.Status != http.StatusOK || c.BytesDn != int64(len(want)) || c.Host != "granted.test" {
 		t.Errorf("close entry: got %+v, want status 200, %d bytes down", c, len(want))
 	}
@@ -76,13 +77,13 @@ func TestConnectGrantedEndToEnd(t *testing.T) {
 	if want := "hello from " + f.tp("granted.test") + " /x"; string(body) != want {
 		t.Errorf("body: got %q, want %q", body, want)
 	}
-	d := f.rec.decisionFor(t, "granted.test", policy.ReasonAllowlisted)
-	if d.Proto != policy.ProtoConnect || d.Method != http.MethodConnect || d.Port != uint16(f.tls.port) {
+	d := f.rec.decisionFor(t, "granted.test", vocab.ReasonAllowlisted)
+	if d.Proto != vocab.ProtoConnect || d.Method != http.MethodConnect || d.Port != uint16(f.tls.port) {
 		t.Errorf("decision entry: got %+v", d)
 	}
 	cl.CloseIdleConnections()
 	c := f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool {
-		return e.Event == declog.EventClose && e.Proto == policy.ProtoConnect
+		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoConnect
 	})
 	if c.BytesUp == 0 || c.BytesDn == 0 || c.Status != http.StatusOK {
 		t.Errorf("close entry: got %+v, want bytes both ways and status 200", c)
@@ -124,7 +125,7 @@ func TestPostBodyCounted(t *testing.T) {
 	if string(body) != "got 10000" {
 		t.Errorf("body: got %q, want %q", body, "got 10000")
 	}
-	c := f.rec.waitFor(t, "close", func(e declog.Entry) bool { return e.Event == declog.EventClose })
+	c := f.rec.waitFor(t, "close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 	if c.BytesUp != 10000 {
 		t.Errorf("close entry bytes up: got %d, want 10000", c.BytesUp)
 	}
@@ -160,7 +161,7 @@ func TestWebSocketUpgrade(t *testing.T) {
 	echo(t, c, br, "frame-2")
 	c.Close()
 	e := f.rec.waitFor(t, "websocket close", func(e declog.Entry) bool {
-		return e.Event == declog.EventClose && e.Status == http.StatusSwitchingProtocols
+		return e.Event == vocab.EventClose && e.Status == http.StatusSwitchingProtocols
 	})
 	if e.BytesUp < int64(len("frame-1frame-2")) || e.BytesDn < int64(len("frame-1frame-2")) {
 		t.Errorf("close entry: got %+v, want the frames counted both ways", e)
@@ -212,7 +213,7 @@ func TestReportMode(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("report mode, not allow-listed: got %d %q, want 200", resp.StatusCode, body)
 	}
-	if e := f.rec.decisionFor(t, "evil.test", policy.ReasonNotAllowlisted); e.Verdict != policy.Report {
+	if e := f.rec.decisionFor(t, "evil.test", vocab.ReasonNotAllowlisted); e.Verdict != vocab.Report {
 		t.Errorf("verdict: got %v, want would_deny", e.Verdict)
 	}
 	resp, _ = f.get("http://"+f.hp("private.b.test")+"/", f.hp("private.b.test"))
@@ -270,8 +271,8 @@ func TestUpstreamDown(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not connect to "+target) {
 		t.Errorf("CONNECT to a closed port: got %d %q, want 502 naming the target", resp.StatusCode, body)
 	}
-	c := f.rec.waitFor(t, "close 502", func(e declog.Entry) bool { return e.Event == declog.EventClose && e.Status == 502 })
-	if c.Host != "down.test" || c.Proto != policy.ProtoConnect {
+	c := f.rec.waitFor(t, "close 502", func(e declog.Entry) bool { return e.Event == vocab.EventClose && e.Status == 502 })
+	if c.Host != "down.test" || c.Proto != vocab.ProtoConnect {
 		t.Errorf("close entry: got %+v", c)
 	}
 	resp, body = f.get("http://"+target+"/secret?token=x", target)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/netaddr"
 	"github.com/egressd/egressd/policy"
@@ -62,13 +64,13 @@ func (c *clientConn) writeUnserved(p []byte) (int, error) {
 	if _, err := c.Conn.Write(refusal(code, refusalDetail(p))); err != nil {
 		return 0, err
 	}
-	proto := policy.ProtoHTTP
+	proto := vocab.ProtoHTTP
 	if c.connect.Load() {
-		proto = policy.ProtoConnect
+		proto = vocab.ProtoConnect
 	}
 	c.s.rec.Record(declog.Entry{
-		Time: c.s.now(), Event: declog.EventDecision, Client: netaddr.String(c.ip), Proto: proto,
-		Verdict: policy.Deny, Reason: policy.ReasonBadRequest, Status: code,
+		Time: c.s.now(), Event: vocab.EventDecision, Client: netaddr.String(c.ip), Proto: proto,
+		Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest, Status: code,
 	})
 	return len(p), nil
 }
@@ -115,14 +117,14 @@ func refusalDetail(p []byte) string {
 // refusal is egressd's answer to a request net/http refused, shaped like
 // every other denial (see Server.deny).
 func refusal(code int, detail string) []byte {
-	body := "egressd: denied request: " + policy.ReasonBadRequest.String() + " (" + detail + ")\n"
+	body := "egressd: denied request: " + vocab.ReasonBadRequest.String() + " (" + detail + ")\n"
 	// net/http's words start with its own status ("400 Bad Request: ..."),
 	// which the status line already has.
 	words := strings.TrimPrefix(detail, strconv.Itoa(code)+" "+http.StatusText(code)+": ")
-	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + policy.StatusPhrase(policy.ReasonBadRequest, "", words) + "\r\n" +
+	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + policy.StatusPhrase(vocab.ReasonBadRequest, "", words) + "\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\n" +
 		"X-Content-Type-Options: nosniff\r\n" +
-		"X-Egressd-Reason: " + policy.ReasonBadRequest.String() + "\r\n" +
+		"X-Egressd-Reason: " + vocab.ReasonBadRequest.String() + "\r\n" +
 		"Connection: close\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }

@@ -13,12 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/bufpool"
 	"github.com/egressd/egressd/internal/hop"
 
 	"github.com/elazarl/goproxy"
-
-	"github.com/egressd/egressd/policy"
 )
 
 // filterResponse turns transport errors into a 502 that names no URL, and
@@ -57,16 +57,16 @@ func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 // would go on reading requests from wherever the broken body left off.
 func (s *Server) badBodyResponse(req *http.Request, rq *request) *http.Response {
 	rq.badBody = true
-	dn := denial{reason: policy.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())}
+	dn := denial{reason: vocab.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())}
 	body := s.denyBody(rq, dn)
 	armRefusal(rq, http.StatusBadRequest, dn)
-	return denialResponse(req, http.StatusBadRequest, policy.ReasonBadRequest, body, true)
+	return denialResponse(req, http.StatusBadRequest, vocab.ReasonBadRequest, body, true)
 }
 
 // denialResponse is the answer egressd makes up itself for a request it
 // refuses once goproxy has it: status, the X-Egressd-Reason header and
 // body, and Connection: close when closing.
-func denialResponse(req *http.Request, status int, reason policy.Reason, body string, closing bool) *http.Response {
+func denialResponse(req *http.Request, status int, reason vocab.Reason, body string, closing bool) *http.Response {
 	h := http.Header{
 		"Content-Type":           {"text/plain; charset=utf-8"},
 		"X-Content-Type-Options": {"nosniff"},

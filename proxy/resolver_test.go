@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver"
 	"github.com/egressd/egressd/resolver/resolvertest"
 )
@@ -53,7 +54,7 @@ func TestSharedResolverRebinding(t *testing.T) {
 	clock.Advance(time.Minute) // past the cached answer's TTL (and min_ttl)
 	e.dropPooled()             // else the request may reuse the checked connection
 	checkDenied(t, e, denyCase{"rebound", getReq("http://"+target+"/", target), 403,
-		policy.ReasonPrivateAddress, "rebind.test", "private"})
+		vocab.ReasonPrivateAddress, "rebind.test", "private"})
 	if n := up.count(); n != 1 {
 		t.Errorf("upstream requests: got %d, want 1", n)
 	}

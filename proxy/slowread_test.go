@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // bigBody is what the stalled-reader upstreams offer at most: far more than
@@ -49,7 +50,7 @@ func TestClientThatNeverReadsIsCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := f.rec.waitFor(t, "close entry of the stalled request", func(e declog.Entry) bool {
-		return e.Event == declog.EventClose && e.Proto == policy.ProtoHTTP
+		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoHTTP
 	})
 	if cl.BytesDn >= bigBody {
 		t.Errorf("close entry: %d bytes down, want fewer than the %d-byte body", cl.BytesDn, bigBody)
@@ -119,7 +120,7 @@ func TestTunnelClientThatNeverReadsIsCut(t *testing.T) {
 	// the wait below gives up.
 	defer keepWriting(c)()
 	cl := f.rec.waitFor(t, "close entry of the stalled tunnel", func(e declog.Entry) bool {
-		return e.Event == declog.EventClose && e.Proto == policy.ProtoConnect
+		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoConnect
 	})
 	if cl.BytesDn >= bigBody {
 		t.Errorf("close entry: %d bytes down, want fewer than the %d bytes offered", cl.BytesDn, bigBody)

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // smuggledPath is the path of the request each framing attack pipelines
@@ -23,7 +24,7 @@ type refusedCase struct {
 	name       string
 	raw        string
 	wantStatus int
-	wantProto  policy.Proto
+	wantProto  vocab.Proto
 	wantBody   string
 }
 
@@ -58,14 +59,14 @@ func checkRefused(t *testing.T, f *fixture, c refusedCase, allowedFirst bool) {
 	}
 	expectClosed(t, conn, br)
 	e := f.rec.waitFor(t, "bad_request decision", func(e declog.Entry) bool {
-		return e.Event == declog.EventDecision && e.Reason == policy.ReasonBadRequest
+		return e.Event == vocab.EventDecision && e.Reason == vocab.ReasonBadRequest
 	})
-	if e.Verdict != policy.Deny || e.Client != "127.0.0.1" || e.Proto != c.wantProto || e.Status != c.wantStatus {
+	if e.Verdict != vocab.Deny || e.Client != "127.0.0.1" || e.Proto != c.wantProto || e.Status != c.wantStatus {
 		t.Errorf("decision: got %+v, want deny from 127.0.0.1, proto %s, status %d", e, c.wantProto, c.wantStatus)
 	}
 	var allowed int
 	for _, e := range f.rec.all() {
-		if e.Event == declog.EventDecision && e.Verdict.Allowed() {
+		if e.Event == vocab.EventDecision && e.Verdict.Allowed() {
 			allowed++
 		}
 	}
@@ -96,7 +97,7 @@ func TestParserRejectsRefusedAndLogged(t *testing.T) {
 	p := strconv.Itoa(f.http.port)
 	get := "GET http://" + g + "/ HTTP/1.1\r\n"
 	post := "POST http://" + g + "/ HTTP/1.1\r\nHost: " + g + "\r\n"
-	http11, cn := policy.ProtoHTTP, policy.ProtoConnect
+	http11, cn := vocab.ProtoHTTP, vocab.ProtoConnect
 	cases := []refusedCase{
 		{"two Host headers", get + "Host: " + g + "\r\nHost: 127.0.0.1\r\n\r\n", 400, http11, "Bad Request"},
 		{"bare CR in a value", get + "Host: " + g + "\r\nX-A: a\rb\r\n\r\n", 400, http11, "Bad Request"},
@@ -140,7 +141,7 @@ func TestFramingFlawsRefused(t *testing.T) {
 	g := f.hp("granted.test")
 	next := "GET http://" + g + smuggledPath + " HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
 	post := "POST http://" + g + "/front HTTP/1.1\r\nHost: " + g + "\r\n"
-	http11 := policy.ProtoHTTP
+	http11 := vocab.ProtoHTTP
 	cases := []refusedCase{
 		{"CL.TE", post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + next, 400, http11, "Content-Length with Transfer-Encoding"},
 		{"TE.CL", post + "Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + next, 400, http11, "Content-Length with Transfer-Encoding"},
@@ -199,16 +200,16 @@ func TestBrokenChunkedBodyRefused(t *testing.T) {
 	next := "GET http://" + g + smuggledPath + " HTTP/1.1\r\nHost: " + g + "\r\n\r\n"
 	post := "POST http://" + g + "/front HTTP/1.1\r\nHost: " + g + "\r\nTransfer-Encoding: chunked\r\n\r\n"
 	for _, c := range []refusedCase{
-		{"chunk size with bare LF", post + "5\nhello\r\n0\r\n\r\n" + next, 400, policy.ProtoHTTP, "request body"},
-		{"request after a broken chunk", post + strconv.FormatInt(int64(len(next)), 16) + "\n" + next + "\r\n0\r\n\r\n", 400, policy.ProtoHTTP, "request body"},
-		{"chunk size not hex", post + "zz\r\nhello\r\n0\r\n\r\n" + next, 400, policy.ProtoHTTP, "request body"},
+		{"chunk size with bare LF", post + "5\nhello\r\n0\r\n\r\n" + next, 400, vocab.ProtoHTTP, "request body"},
+		{"request after a broken chunk", post + strconv.FormatInt(int64(len(next)), 16) + "\n" + next + "\r\n0\r\n\r\n", 400, vocab.ProtoHTTP, "request body"},
+		{"chunk size not hex", post + "zz\r\nhello\r\n0\r\n\r\n" + next, 400, vocab.ProtoHTTP, "request body"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// The head was sound, so the request was allowed and logged
 			// before its body broke.
 			checkRefused(t, f, c, true)
-			cl := f.rec.waitFor(t, "close entry", func(e declog.Entry) bool { return e.Event == declog.EventClose })
-			if cl.Reason != policy.ReasonBadRequest || cl.Status != http.StatusBadRequest {
+			cl := f.rec.waitFor(t, "close entry", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
+			if cl.Reason != vocab.ReasonBadRequest || cl.Status != http.StatusBadRequest {
 				t.Errorf("close entry: got reason %s status %d, want bad_request 400", cl.Reason, cl.Status)
 			}
 		})
@@ -260,8 +261,8 @@ func TestBodyBreaksAfterUpstreamAnswered(t *testing.T) {
 		t.Errorf("a second response (%d) on the connection; want it closed after the broken body", r2.StatusCode)
 	}
 	expectClosed(t, c, br)
-	e := f.rec.decisionFor(t, "granted.test", policy.ReasonBadRequest)
-	if e.Verdict != policy.Deny || e.Status != resp.StatusCode {
+	e := f.rec.decisionFor(t, "granted.test", vocab.ReasonBadRequest)
+	if e.Verdict != vocab.Deny || e.Status != resp.StatusCode {
 		t.Errorf("decision: got %+v, want a bad_request denial with the status sent (%d)", e, resp.StatusCode)
 	}
 	f.http.noSmuggled(t)

@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/proxy/internal/sockio"
+	"github.com/egressd/egressd/internal/vocab"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/proxy/internal/sockio"
 )
 
 // Why egressd relays tunnels itself rather than through goproxy's
@@ -77,7 +77,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, rq *request
 	up, ap, err := s.dialChecked(r.Context(), rq)
 	if err != nil {
 		s.log.Warn("proxy dial failed", "proto", "connect", "host", rq.host, "port", rq.port, "err", err)
-		s.recordClose(rq, policy.ReasonNone, http.StatusBadGateway, 0, 0)
+		s.recordClose(rq, vocab.ReasonNone, http.StatusBadGateway, 0, 0)
 		s.connectFailed(conn, rq, err)
 		return
 	}
@@ -93,7 +93,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, rq *request
 	s.track(u)
 	if s.revokedSince(u) {
 		s.connectFailed(conn, rq, errRevoked)
-		u.end(policy.ReasonRevoked)
+		u.end(vocab.ReasonRevoked)
 		t.finish(http.StatusBadGateway)
 		return
 	}
@@ -102,7 +102,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, rq *request
 		reply = established10
 	}
 	if _, err := t.client.Write(reply); err != nil {
-		u.end(policy.ReasonNone)
+		u.end(vocab.ReasonNone)
 		t.finish(http.StatusOK)
 		return
 	}
@@ -121,14 +121,14 @@ func (s *Server) hijack(w http.ResponseWriter, rq *request, cc *clientConn) (net
 	if !ok {
 		// net/http's HTTP/1 connections always can; nothing else reaches here.
 		http.Error(w, "egressd: this connection cannot carry a tunnel", http.StatusInternalServerError)
-		s.recordClose(rq, policy.ReasonNone, http.StatusInternalServerError, 0, 0)
+		s.recordClose(rq, vocab.ReasonNone, http.StatusInternalServerError, 0, 0)
 		return nil, nil, false
 	}
 	cc.detach()
 	conn, brw, err := hj.Hijack()
 	if err != nil {
 		s.log.Warn("proxy hijack failed", "host", rq.host, "port", rq.port, "err", err)
-		s.recordClose(rq, policy.ReasonNone, http.StatusInternalServerError, 0, 0)
+		s.recordClose(rq, vocab.ReasonNone, http.StatusInternalServerError, 0, 0)
 		return nil, nil, false
 	}
 	// Hijack moved a byte net/http's background read may have taken into
@@ -250,7 +250,7 @@ func (t *tunnel) writeClient(p []byte) (int, error) {
 // when at EOF: nothing is left unread) and logs the close.
 func (t *tunnel) done(err error, dst net.Conn) {
 	if err != nil {
-		t.u.end(policy.ReasonNone)
+		t.u.end(vocab.ReasonNone)
 	}
 	if t.left.Add(-1) == 0 {
 		t.finish(http.StatusOK)
@@ -265,7 +265,7 @@ func (t *tunnel) done(err error, dst net.Conn) {
 // entry with why it ended and the bytes each way.
 func (t *tunnel) finish(status int) {
 	u := t.u
-	u.end(policy.ReasonNone)
+	u.end(vocab.ReasonNone)
 	u.s.recordClose(u.rq, u.endReason(), status, u.up.Load(), u.down.Load())
 	u.s.busy.add(-1)
 }

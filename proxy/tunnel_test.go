@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/proxy/internal/sockio"
 
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/testutil"
-	"github.com/egressd/egressd/policy"
 )
 
 // relayModes are the two ways a tunnel relays: in the kernel (both ends raw
@@ -114,7 +115,7 @@ func warmTunnel(t *testing.T, f *fixture, kernel bool, bulk int) (net.Conn, *buf
 func closeEntry(t *testing.T, f *fixture) declog.Entry {
 	t.Helper()
 	return f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool {
-		return e.Event == declog.EventClose && e.Proto == policy.ProtoConnect
+		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoConnect
 	})
 }
 
@@ -160,7 +161,7 @@ func TestTunnelIdle(t *testing.T) {
 					t.Errorf("idle tunnel closed after %v, want about 300ms", took)
 				}
 				cl := closeEntry(t, f)
-				if cl.Reason != policy.ReasonNone || cl.BytesUp != cl.BytesDn || cl.BytesUp < int64(bulk) {
+				if cl.Reason != vocab.ReasonNone || cl.BytesUp != cl.BytesDn || cl.BytesUp < int64(bulk) {
 					t.Errorf("close entry: got %+v, want no reason and the same count each way", cl)
 				}
 			})
@@ -180,16 +181,16 @@ func TestRevokeSplicedTunnel(t *testing.T) {
 			f.srv.Revoke()
 			expectClosed(t, c, br)
 			cl := closeEntry(t, f)
-			if cl.Reason != policy.ReasonRevoked || cl.BytesUp != 256<<10 || cl.BytesDn != 256<<10 {
+			if cl.Reason != vocab.ReasonRevoked || cl.BytesUp != 256<<10 || cl.BytesDn != 256<<10 {
 				t.Errorf("close entry: got %+v, want reason revoked and 262144 bytes each way", cl)
 			}
-			var order []string
+			var order []vocab.Event
 			for _, e := range f.rec.all() {
-				if e.Reason == policy.ReasonRevoked {
+				if e.Reason == vocab.ReasonRevoked {
 					order = append(order, e.Event)
 				}
 			}
-			if len(order) != 2 || order[0] != declog.EventDecision || order[1] != declog.EventClose {
+			if len(order) != 2 || order[0] != vocab.EventDecision || order[1] != vocab.EventClose {
 				t.Errorf("revoked entries: got %v, want the decision, then the close", order)
 			}
 			f.waitNoClientConns(t)
@@ -228,13 +229,13 @@ func TestTunnelEarlyBytes(t *testing.T) {
 	cases := []struct {
 		name         string
 		early, later []byte
-		denied       policy.Reason
+		denied       vocab.Reason
 	}{
-		{"hello and data", append(append([]byte{}, hello...), "after"...), nil, policy.ReasonNone},
-		{"half a hello", hello[:len(hello)/2], append(append([]byte{}, hello[len(hello)/2:]...), "after"...), policy.ReasonNone},
-		{"hello and a long tail", append(append([]byte{}, hello...), long...), []byte("end"), policy.ReasonNone},
-		{"not tls", []byte("SSH-2.0-test\r\n"), long, policy.ReasonNone},
-		{"sni mismatch", append(append([]byte{}, testutil.ClientHello(t, "evil.test")...), "after"...), nil, policy.ReasonSNIMismatch},
+		{"hello and data", append(append([]byte{}, hello...), "after"...), nil, vocab.ReasonNone},
+		{"half a hello", hello[:len(hello)/2], append(append([]byte{}, hello[len(hello)/2:]...), "after"...), vocab.ReasonNone},
+		{"hello and a long tail", append(append([]byte{}, hello...), long...), []byte("end"), vocab.ReasonNone},
+		{"not tls", []byte("SSH-2.0-test\r\n"), long, vocab.ReasonNone},
+		{"sni mismatch", append(append([]byte{}, testutil.ClientHello(t, "evil.test")...), "after"...), nil, vocab.ReasonSNIMismatch},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -253,7 +254,7 @@ func TestTunnelEarlyBytes(t *testing.T) {
 			}
 			_ = c.(*net.TCPConn).CloseWrite()
 			want := append(append([]byte{}, tc.early...), tc.later...)
-			if tc.denied != policy.ReasonNone {
+			if tc.denied != vocab.ReasonNone {
 				want = nil
 				f.rec.decisionFor(t, "rec.test", tc.denied)
 			}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/bufpool"
 	"github.com/egressd/egressd/proxy/internal/sni"
 
@@ -60,7 +62,7 @@ type upConn struct {
 	// anyone can read reason (a tunnel's close entry follows its denial).
 	mu     sync.Mutex
 	ending atomic.Bool
-	reason policy.Reason // why it was ended; guarded by mu
+	reason vocab.Reason // why it was ended; guarded by mu
 }
 
 // upstreamDialer dials the checked addresses when Config.Dial is nil. TCP
@@ -73,7 +75,7 @@ var upstreamDialer = net.Dialer{KeepAlive: -1}
 type destKey struct {
 	host  string
 	port  uint16
-	proto policy.Proto
+	proto vocab.Proto
 }
 
 // newUpConn wraps a freshly dialed HTTP transport connection and
@@ -82,7 +84,7 @@ func (s *Server) newUpConn(c net.Conn, ap netip.AddrPort, rq *request) *upConn {
 	u := &upConn{Conn: c, s: s, rq: rq, addr: ap, idle: rq.pol.Config().Timeouts.Idle}
 	s.track(u)
 	if s.revokedSince(u) {
-		u.end(policy.ReasonRevoked)
+		u.end(vocab.ReasonRevoked)
 		return nil
 	}
 	return u
@@ -149,10 +151,10 @@ func (u *upConn) inspectWrite(p []byte) (int, error) {
 	switch {
 	case errors.Is(err, sni.ErrNotTLS):
 	case err != nil:
-		return 0, u.deny(policy.ReasonBadRequest)
+		return 0, u.deny(vocab.ReasonBadRequest)
 	case !complete:
 		if u.helloWrites >= maxHelloWrites || len(data) > 2*sni.MaxHelloLen {
-			return 0, u.deny(policy.ReasonBadRequest)
+			return 0, u.deny(vocab.ReasonBadRequest)
 		}
 		if len(u.hello) == 0 {
 			u.hello = append(make([]byte, 0, 2*len(p)), p...)
@@ -162,7 +164,7 @@ func (u *upConn) inspectWrite(p []byte) (int, error) {
 		}
 		return len(p), nil
 	case !sniMatches(name, u.rq.host):
-		return 0, u.deny(policy.ReasonSNIMismatch)
+		return 0, u.deny(vocab.ReasonSNIMismatch)
 	}
 	u.inspecting.Store(false)
 	if u.helloTimer != nil {
@@ -190,7 +192,7 @@ func sniMatches(sni, host string) bool {
 
 func (u *upConn) helloExpired() {
 	if u.inspecting.Load() {
-		u.deny(policy.ReasonBadRequest)
+		u.deny(vocab.ReasonBadRequest)
 	}
 }
 
@@ -205,21 +207,21 @@ func (u *upConn) checkIdle() {
 		next = u.idle - (time.Since(u.s.epoch) - time.Duration(u.last.Load()))
 	}
 	if next <= 0 {
-		u.end(policy.ReasonNone)
+		u.end(vocab.ReasonNone)
 		return
 	}
 	u.timer.Reset(next)
 }
 
 // deny ends the connection with a logged denial.
-func (u *upConn) deny(reason policy.Reason) error {
+func (u *upConn) deny(reason vocab.Reason) error {
 	u.end(reason)
 	return errDenied
 }
 
 // Close implements net.Conn.
 func (u *upConn) Close() error {
-	if !u.end(policy.ReasonNone) {
+	if !u.end(vocab.ReasonNone) {
 		return errClosed
 	}
 	return nil
@@ -228,7 +230,7 @@ func (u *upConn) Close() error {
 // end closes the connection once: a denial reason (revoked, sni_mismatch,
 // ...) is logged as a decision first. A tunnel's close entry follows when
 // its relay has stopped (tunnel.finish), with the final byte counts.
-func (u *upConn) end(reason policy.Reason) bool {
+func (u *upConn) end(reason vocab.Reason) bool {
 	u.mu.Lock()
 	if u.ending.Load() {
 		u.mu.Unlock()
@@ -236,7 +238,7 @@ func (u *upConn) end(reason policy.Reason) bool {
 	}
 	u.ending.Store(true)
 	u.reason = reason
-	if reason != policy.ReasonNone {
+	if reason != vocab.ReasonNone {
 		u.s.recordLateDenial(u.rq, reason, 0)
 	}
 	u.mu.Unlock()
@@ -252,7 +254,7 @@ func (u *upConn) end(reason policy.Reason) bool {
 }
 
 // endReason is why the connection was ended (ReasonNone if by a close).
-func (u *upConn) endReason() policy.Reason {
+func (u *upConn) endReason() vocab.Reason {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.reason
@@ -340,7 +342,7 @@ func (r *registry) collect(keep func(destKey, *upConn) bool) []*upConn {
 	return out
 }
 
-func (r *registry) closeAll(reason policy.Reason) {
+func (r *registry) closeAll(reason vocab.Reason) {
 	for _, u := range r.collect(func(destKey, *upConn) bool { return false }) {
 		u.end(reason)
 	}
@@ -377,7 +379,7 @@ func (s *Server) Revoke() {
 		return true
 	})
 	for _, u := range victims {
-		u.end(policy.ReasonRevoked)
+		u.end(vocab.ReasonRevoked)
 	}
 }
 

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -40,7 +42,7 @@ var ErrDenied = errors.New("address denied")
 // DeniedError says which address was refused and why.
 type DeniedError struct {
 	Addr   netip.AddrPort
-	Reason policy.Reason
+	Reason vocab.Reason
 }
 
 func (e *DeniedError) Error() string {
@@ -72,7 +74,7 @@ func DialTimeout(p *policy.Policy) time.Duration {
 // allocation is the returned slice.
 func Check(p *policy.Policy, self *SelfSet, ips []netip.Addr, port uint16) ([]netip.AddrPort, error) {
 	if len(ips) == 0 {
-		return nil, &DeniedError{Reason: policy.ReasonResolveFailed}
+		return nil, &DeniedError{Reason: vocab.ReasonResolveFailed}
 	}
 	out := make([]netip.AddrPort, 0, len(ips))
 	for _, ip := range ips {
@@ -81,7 +83,7 @@ func Check(p *policy.Policy, self *SelfSet, ips []netip.Addr, port uint16) ([]ne
 			return nil, &DeniedError{Addr: ap, Reason: d.Reason}
 		}
 		if self.Contains(ap) {
-			return nil, &DeniedError{Addr: ap, Reason: policy.ReasonSelfAddress}
+			return nil, &DeniedError{Addr: ap, Reason: vocab.ReasonSelfAddress}
 		}
 		out = append(out, ap)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -50,19 +52,19 @@ func TestDialContext(t *testing.T) {
 	}
 	tests := []struct {
 		host   string
-		reason policy.Reason // ReasonNone = dial succeeds
+		reason vocab.Reason // ReasonNone = dial succeeds
 	}{
-		{"ok.test", policy.ReasonNone},
-		{"mapped.test", policy.ReasonNone},
-		{"127.0.0.2", policy.ReasonNone},
-		{"metadata.test", policy.ReasonMetadataAddress},
-		{"mixed.test", policy.ReasonPrivateAddress},
-		{"10.0.0.1", policy.ReasonPrivateAddress},
-		{"self.test", policy.ReasonSelfAddress},
+		{"ok.test", vocab.ReasonNone},
+		{"mapped.test", vocab.ReasonNone},
+		{"127.0.0.2", vocab.ReasonNone},
+		{"metadata.test", vocab.ReasonMetadataAddress},
+		{"mixed.test", vocab.ReasonPrivateAddress},
+		{"10.0.0.1", vocab.ReasonPrivateAddress},
+		{"self.test", vocab.ReasonSelfAddress},
 	}
 	for _, tc := range tests {
 		c, err := d.DialContext(context.Background(), "tcp", net.JoinHostPort(tc.host, strconv.Itoa(port)))
-		if tc.reason == policy.ReasonNone {
+		if tc.reason == vocab.ReasonNone {
 			if err != nil {
 				t.Errorf("dial %s: %v, want success", tc.host, err)
 				continue
@@ -90,23 +92,23 @@ func TestCheck(t *testing.T) {
 		name   string
 		ips    []netip.Addr
 		port   uint16
-		want   []string      // targets when allowed
-		reason policy.Reason // ReasonNone = allowed
-		denied string        // the refused address
+		want   []string     // targets when allowed
+		reason vocab.Reason // ReasonNone = allowed
+		denied string       // the refused address
 	}{
-		{"one", addrs("127.0.0.2"), 80, []string{"127.0.0.2:80"}, policy.ReasonNone, ""},
-		{"mapped is unmapped", addrs("::ffff:127.0.0.2"), 80, []string{"127.0.0.2:80"}, policy.ReasonNone, ""},
-		{"order kept", addrs("127.0.0.3", "127.0.0.2"), 80, []string{"127.0.0.3:80", "127.0.0.2:80"}, policy.ReasonNone, ""},
-		{"self on its port", addrs("127.0.0.2", "127.0.0.3"), 8080, nil, policy.ReasonSelfAddress, "127.0.0.3:8080"},
-		{"one bad address denies all", addrs("127.0.0.2", "10.0.0.1"), 80, nil, policy.ReasonPrivateAddress, "10.0.0.1:80"},
-		{"mapped metadata", addrs("::ffff:169.254.169.254"), 80, nil, policy.ReasonMetadataAddress, "169.254.169.254:80"},
-		{"zoned link-local", addrs("fe80::1%eth0"), 80, nil, policy.ReasonPrivateAddress, "[fe80::1]:80"},
-		{"nothing to check", nil, 80, nil, policy.ReasonResolveFailed, "invalid AddrPort"},
+		{"one", addrs("127.0.0.2"), 80, []string{"127.0.0.2:80"}, vocab.ReasonNone, ""},
+		{"mapped is unmapped", addrs("::ffff:127.0.0.2"), 80, []string{"127.0.0.2:80"}, vocab.ReasonNone, ""},
+		{"order kept", addrs("127.0.0.3", "127.0.0.2"), 80, []string{"127.0.0.3:80", "127.0.0.2:80"}, vocab.ReasonNone, ""},
+		{"self on its port", addrs("127.0.0.2", "127.0.0.3"), 8080, nil, vocab.ReasonSelfAddress, "127.0.0.3:8080"},
+		{"one bad address denies all", addrs("127.0.0.2", "10.0.0.1"), 80, nil, vocab.ReasonPrivateAddress, "10.0.0.1:80"},
+		{"mapped metadata", addrs("::ffff:169.254.169.254"), 80, nil, vocab.ReasonMetadataAddress, "169.254.169.254:80"},
+		{"zoned link-local", addrs("fe80::1%eth0"), 80, nil, vocab.ReasonPrivateAddress, "[fe80::1]:80"},
+		{"nothing to check", nil, 80, nil, vocab.ReasonResolveFailed, "invalid AddrPort"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Check(pol, self, tc.ips, tc.port)
-			if tc.reason == policy.ReasonNone {
+			if tc.reason == vocab.ReasonNone {
 				if err != nil {
 					t.Fatalf("got error %v, want targets %v", err, tc.want)
 				}

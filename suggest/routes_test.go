@@ -5,16 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 	"github.com/google/go-cmp/cmp"
 )
 
 func pathDenial(route, method, path, hint string, min int) declog.Entry {
 	return declog.Entry{
-		Time: t0.Add(time.Duration(min) * time.Minute), Event: declog.EventDecision, Client: "10.0.0.2",
-		Proto: policy.ProtoGateway, Host: route, Method: method, Path: path, Verdict: policy.Deny,
-		Reason: policy.ReasonPathNotAllowed, Status: 403, Hint: hint,
+		Time: t0.Add(time.Duration(min) * time.Minute), Event: vocab.EventDecision, Client: "10.0.0.2",
+		Proto: vocab.ProtoGateway, Host: route, Method: method, Path: path, Verdict: vocab.Deny,
+		Reason: vocab.ReasonPathNotAllowed, Status: 403, Hint: hint,
 	}
 }
 

@@ -14,10 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // Kind says what a suggestion grants.
@@ -115,24 +116,24 @@ func Suggest(entries []declog.Entry, since time.Time) []Suggestion {
 // Add counts e if it is a denial or would-deny (or a summary of folded
 // ones) at or after since.
 func (c *Collector) Add(e declog.Entry) {
-	if (e.Event != declog.EventDecision && e.Event != declog.EventSummary) || e.Verdict == policy.Allow {
+	if (e.Event != vocab.EventDecision && e.Event != vocab.EventSummary) || e.Verdict == vocab.Allow {
 		return
 	}
 	if !c.since.IsZero() && e.Time.Before(c.since) {
 		return
 	}
-	if e.Event == declog.EventSummary && e.Host == "*" && len(e.Hosts) > 0 {
+	if e.Event == vocab.EventSummary && e.Host == "*" && len(e.Hosts) > 0 {
 		c.addFolded(e)
 		return
 	}
 	n := 1
-	if e.Event == declog.EventSummary {
+	if e.Event == vocab.EventSummary {
 		n = e.Count
 	}
 	if n <= 0 {
 		return
 	}
-	if e.Reason == policy.ReasonPathNotAllowed {
+	if e.Reason == vocab.ReasonPathNotAllowed {
 		c.addRoute(e, n)
 		return
 	}
@@ -147,7 +148,7 @@ func (c *Collector) Add(e declog.Entry) {
 	}
 	if why := c.whyNot(k); why != "" {
 		target := k.name
-		if e.Proto == policy.ProtoGateway {
+		if e.Proto == vocab.ProtoGateway {
 			target = "/" + k.name + "/"
 		}
 		c.unsuggest(target, why, n)
@@ -170,19 +171,19 @@ func (c *Collector) Add(e declog.Entry) {
 // for targets that are not a proper name or address.
 func (c *Collector) keyOf(e declog.Entry, n int) (k key, ok, grantable bool) {
 	switch {
-	case e.Proto == policy.ProtoGateway && e.Reason == policy.ReasonNotAllowlisted:
+	case e.Proto == vocab.ProtoGateway && e.Reason == vocab.ReasonNotAllowlisted:
 		// An unknown gateway route: its name is a path segment, not a host.
 		k.kind, k.name, ok = kindRoute, declog.Sanitize(e.Host), e.Host != ""
-	case e.Reason == policy.ReasonNotAllowlisted:
+	case e.Reason == vocab.ReasonNotAllowlisted:
 		k.kind = KindHost
 		k.name, ok = hostName(e.Host)
-	case e.Reason == policy.ReasonPortNotAllowed:
+	case e.Reason == vocab.ReasonPortNotAllowed:
 		// The host or address is granted by an entry, on other ports.
 		k.kind = KindPorts
 		if k.name, ok = hostName(e.Host); !ok {
 			k.name, ok = address(e.Host)
 		}
-	case e.Reason == policy.ReasonIPLiteralNotAllowed:
+	case e.Reason == vocab.ReasonIPLiteralNotAllowed:
 		k.kind = KindCIDR
 		k.name, ok = address(e.Host)
 	default:
@@ -211,7 +212,7 @@ func (c *Collector) whyNot(k key) string {
 func (c *Collector) addFolded(e declog.Entry) {
 	for _, h := range e.Hosts {
 		one := e
-		one.Event, one.Host, one.Hosts, one.Count = declog.EventDecision, h, nil, 0
+		one.Event, one.Host, one.Hosts, one.Count = vocab.EventDecision, h, nil, 0
 		c.Add(one)
 	}
 	if rest := e.Count - len(e.Hosts); rest > 0 {
@@ -222,7 +223,7 @@ func (c *Collector) addFolded(e declog.Entry) {
 
 func (a *agg) add(e declog.Entry, n int) {
 	a.count += n
-	if e.Verdict == policy.Report {
+	if e.Verdict == vocab.Report {
 		a.would += n
 	} else {
 		a.denied += n
@@ -234,7 +235,7 @@ func (a *agg) add(e declog.Entry, n int) {
 		a.last = e.Time
 	}
 	// DNS asks carry no port; the grant they need is the host alone.
-	if e.Proto != policy.ProtoDNS && e.Port != 0 {
+	if e.Proto != vocab.ProtoDNS && e.Port != 0 {
 		a.ports[e.Port] = struct{}{}
 	}
 	if e.Rule != "" {

@@ -10,23 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 	"github.com/google/go-cmp/cmp"
 )
 
 var t0 = time.Date(2025, 3, 14, 12, 0, 0, 0, time.UTC)
 
 // deny is a denial of host:port at t0+min minutes.
-func deny(host string, port uint16, reason policy.Reason, min int) declog.Entry {
+func deny(host string, port uint16, reason vocab.Reason, min int) declog.Entry {
 	return declog.Entry{
-		Time: t0.Add(time.Duration(min) * time.Minute), Event: declog.EventDecision, Client: "10.0.0.2",
-		Proto: policy.ProtoConnect, Host: host, Port: port, Verdict: policy.Deny, Reason: reason,
+		Time: t0.Add(time.Duration(min) * time.Minute), Event: vocab.EventDecision, Client: "10.0.0.2",
+		Proto: vocab.ProtoConnect, Host: host, Port: port, Verdict: vocab.Deny, Reason: reason,
 	}
 }
 
 func nal(host string, min int) declog.Entry {
-	return deny(host, 443, policy.ReasonNotAllowlisted, min)
+	return deny(host, 443, vocab.ReasonNotAllowlisted, min)
 }
 
 // hosts is what each suggestion proposes, in order.
@@ -76,31 +77,31 @@ func TestGrouping(t *testing.T) {
 			[]declog.Entry{nal("a.shop.co.uk", 0), nal("b.shop.co.uk", 1), nal("c.shop.co.uk", 2)},
 			[]string{"*.shop.co.uk x3"}},
 		{"ports other than 443 are listed",
-			[]declog.Entry{nal("git.example.org", 0), deny("git.example.org", 22, policy.ReasonNotAllowlisted, 1)},
+			[]declog.Entry{nal("git.example.org", 0), deny("git.example.org", 22, vocab.ReasonNotAllowlisted, 1)},
 			[]string{"git.example.org[22 443] x2"}},
 		{"dns asks add no port",
-			[]declog.Entry{{Time: t0, Event: declog.EventDecision, Proto: policy.ProtoDNS, Host: "models.dev",
-				Verdict: policy.Report, Reason: policy.ReasonNotAllowlisted}},
+			[]declog.Entry{{Time: t0, Event: vocab.EventDecision, Proto: vocab.ProtoDNS, Host: "models.dev",
+				Verdict: vocab.Report, Reason: vocab.ReasonNotAllowlisted}},
 			[]string{"models.dev x1"}},
 		{"port_not_allowed proposes the ports, never grouped",
-			[]declog.Entry{deny("a.example.net", 8443, policy.ReasonPortNotAllowed, 0), deny("b.example.net", 8443, policy.ReasonPortNotAllowed, 0),
-				deny("c.example.net", 8443, policy.ReasonPortNotAllowed, 0), deny("c.example.net", 8443, policy.ReasonPortNotAllowed, 1)},
+			[]declog.Entry{deny("a.example.net", 8443, vocab.ReasonPortNotAllowed, 0), deny("b.example.net", 8443, vocab.ReasonPortNotAllowed, 0),
+				deny("c.example.net", 8443, vocab.ReasonPortNotAllowed, 0), deny("c.example.net", 8443, vocab.ReasonPortNotAllowed, 1)},
 			[]string{"c.example.net[8443] x2", "a.example.net[8443] x1", "b.example.net[8443] x1"}},
 		{"ip literals become /32 and /128",
-			[]declog.Entry{deny("9.9.9.9", 443, policy.ReasonIPLiteralNotAllowed, 0), deny("[2606:4700::1111]", 443, policy.ReasonIPLiteralNotAllowed, 1),
-				deny("::ffff:1.1.1.1", 443, policy.ReasonIPLiteralNotAllowed, 2)},
+			[]declog.Entry{deny("9.9.9.9", 443, vocab.ReasonIPLiteralNotAllowed, 0), deny("[2606:4700::1111]", 443, vocab.ReasonIPLiteralNotAllowed, 1),
+				deny("::ffff:1.1.1.1", 443, vocab.ReasonIPLiteralNotAllowed, 2)},
 			[]string{"1.1.1.1/32 x1", "2606:4700::1111/128 x1", "9.9.9.9/32 x1"}},
 		{"ungrantable reasons are not suggested",
-			[]declog.Entry{deny("metadata.example", 80, policy.ReasonMetadataAddress, 0), deny("x.example", 443, policy.ReasonPrivateAddress, 0),
-				deny("y.example", 443, policy.ReasonSelfAddress, 0), deny("z.example", 443, policy.ReasonRateLimited, 0)},
+			[]declog.Entry{deny("metadata.example", 80, vocab.ReasonMetadataAddress, 0), deny("x.example", 443, vocab.ReasonPrivateAddress, 0),
+				deny("y.example", 443, vocab.ReasonSelfAddress, 0), deny("z.example", 443, vocab.ReasonRateLimited, 0)},
 			nil},
 		{"allows are not suggested",
-			[]declog.Entry{{Time: t0, Event: declog.EventDecision, Proto: policy.ProtoConnect, Host: "pypi.org", Port: 443,
-				Verdict: policy.Allow, Reason: policy.ReasonAllowlisted}},
+			[]declog.Entry{{Time: t0, Event: vocab.EventDecision, Proto: vocab.ProtoConnect, Host: "pypi.org", Port: 443,
+				Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted}},
 			nil},
 		{"hostile or odd targets are not suggested",
 			[]declog.Entry{nal("evil.com\"\n- host: \"*", 0), nal("0x7f.1", 0), nal("2130706433", 0), nal("-bad.example", 0),
-				nal("a..example", 0), nal("ex ample.com", 0), deny("0177.0.0.1", 443, policy.ReasonIPLiteralNotAllowed, 0)},
+				nal("a..example", 0), nal("ex ample.com", 0), deny("0177.0.0.1", 443, vocab.ReasonIPLiteralNotAllowed, 0)},
 			nil},
 		{"case and trailing dot are one name",
 			[]declog.Entry{nal("PyPI.org.", 0), nal("pypi.org", 1)},
@@ -117,9 +118,9 @@ func TestGrouping(t *testing.T) {
 
 func TestCountsAndTimes(t *testing.T) {
 	summary := nal("api.example.org", 30)
-	summary.Event, summary.Count = declog.EventSummary, 41
+	summary.Event, summary.Count = vocab.EventSummary, 41
 	would := nal("api.example.org", 5)
-	would.Verdict = policy.Report
+	would.Verdict = vocab.Report
 	entries := []declog.Entry{
 		nal("old.example.org", -120), // before since
 		nal("api.example.org", 10),
@@ -141,7 +142,7 @@ func TestCountsAndTimes(t *testing.T) {
 
 func TestWildcardAggregates(t *testing.T) {
 	got := Suggest([]declog.Entry{
-		nal("a.example.com", 3), nal("b.example.com", 1), deny("c.example.com", 8443, policy.ReasonNotAllowlisted, 7), nal("c.example.com", 2),
+		nal("a.example.com", 3), nal("b.example.com", 1), deny("c.example.com", 8443, vocab.ReasonNotAllowlisted, 7), nal("c.example.com", 2),
 	}, time.Time{})
 	want := []Suggestion{{
 		Kind: KindHost, Host: "*.example.com", Ports: []uint16{443, 8443}, Count: 4, Denied: 4,
@@ -158,11 +159,11 @@ func TestPrint(t *testing.T) {
 	for i := range 7 {
 		c.Add(nal(fmt.Sprintf("n%d.cdn.example.com", i), i))
 	}
-	pna := deny("git.example.org", 22, policy.ReasonPortNotAllowed, 1)
+	pna := deny("git.example.org", 22, vocab.ReasonPortNotAllowed, 1)
 	pna.Rule = `allow[2] host: "git.example.org" ports: [443]`
 	c.Add(pna)
-	c.Add(deny("9.9.9.9", 443, policy.ReasonIPLiteralNotAllowed, 2))
-	c.Add(deny("169.254.169.254", 80, policy.ReasonMetadataAddress, 2))
+	c.Add(deny("9.9.9.9", 443, vocab.ReasonIPLiteralNotAllowed, 2))
+	c.Add(deny("169.254.169.254", 80, vocab.ReasonMetadataAddress, 2))
 	c.Add(nal("bad\x1bname", 2))
 	var b bytes.Buffer
 	if err := Print(&b, c.Report()); err != nil {
@@ -206,8 +207,8 @@ func TestFromRotatedLog(t *testing.T) {
 		e := nal(fmt.Sprintf("s%d.files.example.com", i%4), 0)
 		e.Time = time.Time{} // stamped by the logger
 		l.Record(e)
-		l.Record(declog.Entry{Client: "10.0.0.2", Proto: policy.ProtoConnect, Host: fmt.Sprintf("ok%d.example", i),
-			Port: 443, Verdict: policy.Allow, Reason: policy.ReasonAllowlisted})
+		l.Record(declog.Entry{Client: "10.0.0.2", Proto: vocab.ProtoConnect, Host: fmt.Sprintf("ok%d.example", i),
+			Port: 443, Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted})
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -262,9 +263,9 @@ func FuzzHostName(f *testing.F) {
 
 func TestFoldedSummaryHostsAreSuggested(t *testing.T) {
 	c := NewCollector(time.Time{})
-	c.Add(declog.Entry{Time: time.Unix(100, 0), Event: declog.EventSummary, Proto: policy.ProtoConnect,
+	c.Add(declog.Entry{Time: time.Unix(100, 0), Event: vocab.EventSummary, Proto: vocab.ProtoConnect,
 		Host: "*", Hosts: []string{"exfil.example", "pypi.org"}, Count: 500,
-		Verdict: policy.Deny, Reason: policy.ReasonNotAllowlisted})
+		Verdict: vocab.Deny, Reason: vocab.ReasonNotAllowlisted})
 	rep := c.Report()
 	var got []string
 	for _, s := range rep.Suggestions {

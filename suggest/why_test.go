@@ -6,17 +6,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 func TestNotSuggested(t *testing.T) {
-	route := deny("openai", 0, policy.ReasonNotAllowlisted, 0)
-	route.Proto = policy.ProtoGateway
-	dns := deny("db", 0, policy.ReasonNotAllowlisted, 0)
-	dns.Proto = policy.ProtoDNS
+	route := deny("openai", 0, vocab.ReasonNotAllowlisted, 0)
+	route.Proto = vocab.ProtoGateway
+	dns := deny("db", 0, vocab.ReasonNotAllowlisted, 0)
+	dns.Proto = vocab.ProtoDNS
 	tests := []struct {
 		name  string
 		entry declog.Entry
@@ -29,14 +30,14 @@ func TestNotSuggested(t *testing.T) {
 		{"mDNS", nal("printer.local", 0), Unsuggested{"printer.local", whyLocalName, 1}},
 		{"internal", nal("api.corp.internal", 0), Unsuggested{"api.corp.internal", whyLocalName, 1}},
 		{"home.arpa", nal("nas.home.arpa", 0), Unsuggested{"nas.home.arpa", whyLocalName, 1}},
-		{"private literal", deny("10.0.0.5", 443, policy.ReasonIPLiteralNotAllowed, 0),
+		{"private literal", deny("10.0.0.5", 443, vocab.ReasonIPLiteralNotAllowed, 0),
 			Unsuggested{"10.0.0.5", "a private address: allow: alone cannot grant it; only a networks.allow: entry can, and only on purpose", 1}},
-		{"loopback literal", deny("[::1]", 443, policy.ReasonIPLiteralNotAllowed, 0),
+		{"loopback literal", deny("[::1]", 443, vocab.ReasonIPLiteralNotAllowed, 0),
 			Unsuggested{"::1", "a loopback address: allow: alone cannot grant it; only a networks.allow: entry can, and only on purpose", 1}},
-		{"metadata literal", deny("169.254.169.254", 80, policy.ReasonIPLiteralNotAllowed, 0),
+		{"metadata literal", deny("169.254.169.254", 80, vocab.ReasonIPLiteralNotAllowed, 0),
 			Unsuggested{"169.254.169.254", whyMetadata, 1}},
-		{"own address", deny("192.0.2.10", 3128, policy.ReasonIPLiteralNotAllowed, 0), Unsuggested{"192.0.2.10", whySelf, 1}},
-		{"own address, mapped", deny("::ffff:192.0.2.10", 3128, policy.ReasonIPLiteralNotAllowed, 0), Unsuggested{"192.0.2.10", whySelf, 1}},
+		{"own address", deny("192.0.2.10", 3128, vocab.ReasonIPLiteralNotAllowed, 0), Unsuggested{"192.0.2.10", whySelf, 1}},
+		{"own address, mapped", deny("::ffff:192.0.2.10", 3128, vocab.ReasonIPLiteralNotAllowed, 0), Unsuggested{"192.0.2.10", whySelf, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,13 +71,13 @@ func TestIPLiteralNeverAHost(t *testing.T) {
 
 func TestPortsOnTheExistingEntry(t *testing.T) {
 	wild := `allow[3] host: "*.github.com" ports: [443] rate: {rps: 5, burst: 20}`
-	e1 := deny("api.github.com", 22, policy.ReasonPortNotAllowed, 0)
+	e1 := deny("api.github.com", 22, vocab.ReasonPortNotAllowed, 0)
 	e1.Rule = wild
-	e2 := deny("raw.github.com", 8443, policy.ReasonPortNotAllowed, 1)
+	e2 := deny("raw.github.com", 8443, vocab.ReasonPortNotAllowed, 1)
 	e2.Rule = wild
-	e3 := deny("9.9.9.9", 853, policy.ReasonPortNotAllowed, 2)
+	e3 := deny("9.9.9.9", 853, vocab.ReasonPortNotAllowed, 2)
 	e3.Rule = `allow[5] cidr: 9.9.9.0/24 ports: [443]`
-	e4 := deny("odd.example", 8080, policy.ReasonPortNotAllowed, 3)
+	e4 := deny("odd.example", 8080, vocab.ReasonPortNotAllowed, 3)
 	e4.Rule = `providers.p host: "odd.example"`
 	tests := []struct {
 		name    string

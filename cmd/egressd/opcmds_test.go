@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/policy"
 )
 
 // writeLog writes entries through the real decision-log writer.
@@ -28,16 +29,16 @@ func writeLog(t *testing.T, entries ...declog.Entry) string {
 	return path
 }
 
-func entry(host string, v policy.Verdict, r policy.Reason) declog.Entry {
-	return declog.Entry{Time: time.Now(), Event: declog.EventDecision, Client: "172.30.0.3", Proto: policy.ProtoConnect,
+func entry(host string, v vocab.Verdict, r vocab.Reason) declog.Entry {
+	return declog.Entry{Time: time.Now(), Event: vocab.EventDecision, Client: "172.30.0.3", Proto: vocab.ProtoConnect,
 		Host: host, Port: 443, Method: "CONNECT", Verdict: v, Reason: r}
 }
 
 func TestTailDenied(t *testing.T) {
 	path := writeLog(t,
-		entry("api.github.com", policy.Allow, policy.ReasonAllowlisted),
-		entry("evil.example", policy.Deny, policy.ReasonNotAllowlisted),
-		entry("learn.example", policy.Report, policy.ReasonNotAllowlisted),
+		entry("api.github.com", vocab.Allow, vocab.ReasonAllowlisted),
+		entry("evil.example", vocab.Deny, vocab.ReasonNotAllowlisted),
+		entry("learn.example", vocab.Report, vocab.ReasonNotAllowlisted),
 	)
 	out, errOut, code := run(t, "tail", "--file", path, "--denied")
 	if code != 0 {
@@ -60,9 +61,9 @@ func TestTailDenied(t *testing.T) {
 func TestSuggestFromLog(t *testing.T) {
 	var es []declog.Entry
 	for _, h := range []string{"a.cdn.example", "b.cdn.example", "c.cdn.example", "pypi.org", "pypi.org"} {
-		es = append(es, entry(h, policy.Deny, policy.ReasonNotAllowlisted))
+		es = append(es, entry(h, vocab.Deny, vocab.ReasonNotAllowlisted))
 	}
-	es = append(es, entry("169.254.169.254", policy.Deny, policy.ReasonMetadataAddress))
+	es = append(es, entry("169.254.169.254", vocab.Deny, vocab.ReasonMetadataAddress))
 	path := writeLog(t, es...)
 	out, errOut, code := run(t, "suggest", "--file", path, "--since", "0")
 	if code != 0 {

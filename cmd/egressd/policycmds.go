@@ -8,8 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/internal/ask"
+	"github.com/egressd/egressd/internal/vocab"
+
 	"strconv"
+
+	"github.com/egressd/egressd/internal/ask"
 
 	"github.com/egressd/egressd/gateway"
 	"github.com/egressd/egressd/policy"
@@ -86,7 +89,7 @@ expiry. Exit status is 0 when allowed, 1 when denied.`,
 			}
 			d := decideTarget(p, req)
 			detail := d.Rule.String()
-			if d.Verdict != policy.Allow {
+			if d.Verdict != vocab.Allow {
 				if hint := policy.Hint(req, d); hint != "" {
 					detail = "(" + hint + ")"
 				}
@@ -128,11 +131,11 @@ func explainGateway(w io.Writer, p *policy.Policy, prov, method, path string) er
 		target := "gateway:" + prov + r.Path
 		if !r.Forwarded {
 			denied = true
-			fmt.Fprintf(w, "%-10s %s %s  %s  (%s)\n", policy.Deny, r.Method, target, r.Reason, gatewayHint(r.Reason, prov))
+			fmt.Fprintf(w, "%-10s %s %s  %s  (%s)\n", vocab.Deny, r.Method, target, r.Reason, gatewayHint(r.Reason, prov))
 			continue
 		}
 		fmt.Fprintf(w, "%-10s %s %s  %s  -> %s  %s; billed: %s; reserved: %s\n",
-			policy.Allow, r.Method, target, r.Reason, r.Upstream, r.Endpoint, r.Billing, r.Reservation)
+			vocab.Allow, r.Method, target, r.Reason, r.Upstream, r.Endpoint, r.Billing, r.Reservation)
 	}
 	if denied {
 		return exitError{1}
@@ -140,12 +143,12 @@ func explainGateway(w io.Writer, p *policy.Policy, prov, method, path string) er
 	return nil
 }
 
-func gatewayHint(r policy.Reason, prov string) string {
+func gatewayHint(r vocab.Reason, prov string) string {
 	switch r {
-	case policy.ReasonEndpointNotAllowed:
+	case vocab.ReasonEndpointNotAllowed:
 		return "not metered: the gateway forwards only its endpoint table; add it under providers." + prov +
 			".endpoints as an unmetered GET or a POST with per_call_usd"
-	case policy.ReasonNotAllowlisted:
+	case vocab.ReasonNotAllowlisted:
 		return "no provider " + strconv.Quote(prov) + " under providers:"
 	}
 	return "not a path the gateway forwards"
@@ -203,9 +206,9 @@ func explainAPI(cmd *cobra.Command, p *policy.Policy, route string, args []strin
 	d := p.DecideAPI(route, method, path, query)
 	detail := d.RuleText()
 	switch {
-	case d.Reason == policy.ReasonBadRequest:
+	case d.Reason == vocab.ReasonBadRequest:
 		detail = "(" + d.Detail + ")"
-	case d.Verdict != policy.Allow:
+	case d.Verdict != vocab.Allow:
 		detail = "(" + policy.APIHint(d, method, query) + ")"
 	}
 	shown := d.Path
@@ -213,7 +216,7 @@ func explainAPI(cmd *cobra.Command, p *policy.Policy, route string, args []strin
 		shown = path
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%-10s api:%s %s %s  %s  %s\n", d.Verdict, strings.ToLower(route), method, shown, d.Reason, detail)
-	if d.Verdict != policy.Allow {
+	if d.Verdict != vocab.Allow {
 		return exitError{1}
 	}
 	return nil

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/internal/vocab"
 )
 
 // TestSuggestNeverGrantsEgressd: with --config, suggest knows egressd's
@@ -16,7 +16,7 @@ func TestSuggestNeverGrantsEgressd(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("version: 1\nlisten:\n  proxy: 172.30.0.2:3128\n  dns: \"\"\n  gateway: \"\"\n  admin: \"\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	path := writeLog(t, entry("172.30.0.2", policy.Deny, policy.ReasonIPLiteralNotAllowed), entry("db", policy.Deny, policy.ReasonNotAllowlisted))
+	path := writeLog(t, entry("172.30.0.2", vocab.Deny, vocab.ReasonIPLiteralNotAllowed), entry("db", vocab.Deny, vocab.ReasonNotAllowlisted))
 	out, errOut, code := run(t, "suggest", "--file", path, "--since", "0", "--config", cfg)
 	if code != 0 {
 		t.Fatalf("suggest: exit %d: %s", code, errOut)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/daemon"
 	"github.com/egressd/egressd/policy"
 )
@@ -99,11 +101,11 @@ func TestSuggestRouteRulesFromLiveRefusals(t *testing.T) {
 		t.Fatalf("policy with the suggested rules: %v", err)
 	}
 	for _, c := range calls {
-		if d := granted.DecideAPI("github", c[0], c[1], ""); d.Verdict != policy.Allow {
+		if d := granted.DecideAPI("github", c[0], c[1], ""); d.Verdict != vocab.Allow {
 			t.Errorf("after pasting the suggestions, %s %s is %s", c[0], c[1], d.Reason)
 		}
 	}
-	if d := granted.DecideAPI("github", "DELETE", "/repos/acme/app/issues/7", ""); d.Verdict == policy.Allow {
+	if d := granted.DecideAPI("github", "DELETE", "/repos/acme/app/issues/7", ""); d.Verdict == vocab.Allow {
 		t.Error("the suggestions granted more than the refused calls")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/egressd/egressd/policy"
@@ -165,12 +167,12 @@ func TestStarterPolicy(t *testing.T) {
 		t.Errorf("starter policy: want an openrouter gateway route and a spend cap, got %v cap %v", cfg.Providers, cfg.Budget.CapUSD)
 	}
 	for _, host := range []string{"api.telegram.org", "pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "api.github.com", "models.dev"} {
-		d := p.Decide(policy.Request{Host: host, Port: 443, Proto: policy.ProtoConnect})
-		if d.Verdict != policy.Allow {
+		d := p.Decide(policy.Request{Host: host, Port: 443, Proto: vocab.ProtoConnect})
+		if d.Verdict != vocab.Allow {
 			t.Errorf("starter policy: CONNECT %s:443 got %v %v, want allow", host, d.Verdict, d.Reason)
 		}
 	}
-	if d := p.Decide(policy.Request{Host: "openrouter.ai", Port: 443, Proto: policy.ProtoConnect}); d.Verdict.Allowed() {
+	if d := p.Decide(policy.Request{Host: "openrouter.ai", Port: 443, Proto: vocab.ProtoConnect}); d.Verdict.Allowed() {
 		t.Errorf("starter policy: CONNECT openrouter.ai:443 allowed (%v): the provider must go through the gateway", d.Reason)
 	}
 }

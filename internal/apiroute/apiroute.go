@@ -25,6 +25,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/internal/catrust"
 	"github.com/egressd/egressd/internal/netaddr"
@@ -127,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.route = logSafe(name)
 	route := pol.API(name)
 	if route == nil {
-		c.refuse(http.StatusNotFound, policy.ReasonNotAllowlisted, "no api route "+quote(name)+" on this gateway", "")
+		c.refuse(http.StatusNotFound, vocab.ReasonNotAllowlisted, "no api route "+quote(name)+" on this gateway", "")
 		return
 	}
 	if !c.authorized(route) || !c.loadSecret(route) {
@@ -136,10 +138,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := pol.DecideAPI(name, r.Method, rest, r.URL.RawQuery)
 	c.path, c.rule = d.Path, d.RuleText()
 	switch {
-	case d.Reason == policy.ReasonBadRequest:
+	case d.Reason == vocab.ReasonBadRequest:
 		c.refuse(http.StatusBadRequest, d.Reason, "path "+quote(rest)+": "+d.Detail, "")
 		return
-	case d.Verdict != policy.Allow:
+	case d.Verdict != vocab.Allow:
 		hint := policy.APIHint(d, r.Method, r.URL.RawQuery)
 		c.refuse(http.StatusForbidden, d.Reason,
 			fmt.Sprintf("%s %s is not allowed on route %s", logSafe(r.Method), d.Path, route.Name), hint)
@@ -148,11 +150,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := h.clock()
 	if ok, wait := h.limits.Allow(route.Name, ratelimit.Limit{RPS: route.Rate.RPS, Burst: route.Rate.Burst}, now); !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(max(1, int(wait.Seconds()+0.999))))
-		c.refuse(http.StatusTooManyRequests, policy.ReasonRateLimited, "route "+route.Name+" is over its rate limit", "")
+		c.refuse(http.StatusTooManyRequests, vocab.ReasonRateLimited, "route "+route.Name+" is over its rate limit", "")
 		return
 	}
 	if r.ContentLength > route.MaxBodyBytes {
-		c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest,
+		c.refuse(http.StatusRequestEntityTooLarge, vocab.ReasonBadRequest,
 			fmt.Sprintf("request body over the route's max_body_bytes (%d)", route.MaxBodyBytes), "")
 		return
 	}
@@ -167,7 +169,7 @@ func (c *call) authorized(route *policy.APIRoute) bool {
 	env := route.Config().ClientTokenEnv
 	want := c.h.env(env)
 	if want == "" {
-		c.refuse(http.StatusServiceUnavailable, policy.ReasonUnauthorized,
+		c.refuse(http.StatusServiceUnavailable, vocab.ReasonUnauthorized,
 			"egressd has no agent token for route "+route.Name+": set "+env+" in egressd's environment", "")
 		return false
 	}
@@ -183,7 +185,7 @@ func (c *call) authorized(route *policy.APIRoute) bool {
 	if got != "" {
 		msg = "wrong agent token for route " + route.Name
 	}
-	c.refuse(http.StatusUnauthorized, policy.ReasonUnauthorized, msg, "")
+	c.refuse(http.StatusUnauthorized, vocab.ReasonUnauthorized, msg, "")
 	return false
 }
 
@@ -207,7 +209,7 @@ func (c *call) loadSecret(route *policy.APIRoute) bool {
 	}
 	v := c.h.env(env)
 	if v == "" {
-		c.refuse(http.StatusServiceUnavailable, policy.ReasonUnauthorized,
+		c.refuse(http.StatusServiceUnavailable, vocab.ReasonUnauthorized,
 			"egressd holds no secret for route "+route.Name+": set "+env+" in egressd's environment", "")
 		return false
 	}

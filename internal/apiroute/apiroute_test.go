@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 )
@@ -339,7 +341,7 @@ func TestOneDecisionEntryPerRequest(t *testing.T) {
 	}
 	for i, w := range want {
 		e := es[i]
-		if e.Host != "github" || e.Proto != policy.ProtoGateway || e.Method != w.method || e.Path != w.path ||
+		if e.Host != "github" || e.Proto != vocab.ProtoGateway || e.Method != w.method || e.Path != w.path ||
 			e.Reason.String() != w.reason || e.Rule != w.rule {
 			t.Errorf("entry %d = %+v, want github %s %s %s rule %q", i, e, w.method, w.path, w.reason, w.rule)
 		}

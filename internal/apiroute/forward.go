@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/statusline"
 
 	"github.com/egressd/egressd/declog"
@@ -29,7 +31,7 @@ func (c *call) forward(route *policy.APIRoute, d policy.APIDecision) {
 	counted := &countingReader{r: body}
 	req, err := http.NewRequestWithContext(c.r.Context(), c.r.Method, target.String(), counted)
 	if err != nil {
-		c.refuse(http.StatusBadRequest, policy.ReasonBadRequest, "cannot build the upstream request", "")
+		c.refuse(http.StatusBadRequest, vocab.ReasonBadRequest, "cannot build the upstream request", "")
 		return
 	}
 	req.URL = target
@@ -43,7 +45,7 @@ func (c *call) forward(route *policy.APIRoute, d policy.APIDecision) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) || errors.As(counted.err, &tooBig) {
-			c.refuse(http.StatusRequestEntityTooLarge, policy.ReasonBadRequest,
+			c.refuse(http.StatusRequestEntityTooLarge, vocab.ReasonBadRequest,
 				"request body over the route's max_body_bytes ("+strconv.FormatInt(route.MaxBodyBytes, 10)+")", "")
 			return
 		}
@@ -54,7 +56,7 @@ func (c *call) forward(route *policy.APIRoute, d policy.APIDecision) {
 	c.copyResponseHeaders(resp, route)
 	c.w.WriteHeader(resp.StatusCode)
 	n, copyErr := c.pump(resp.Body)
-	c.record(policy.Allow, policy.ReasonAllowlisted, resp.StatusCode, n, "")
+	c.record(vocab.Allow, vocab.ReasonAllowlisted, resp.StatusCode, n, "")
 	lvl := slog.LevelInfo
 	note := ""
 	if copyErr != nil {
@@ -243,12 +245,12 @@ func (c *call) upstreamFailed(route *policy.APIRoute, err error) {
 	c.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	c.w.WriteHeader(http.StatusBadGateway)
 	io.WriteString(c.w, msg)
-	c.record(policy.Allow, policy.ReasonAllowlisted, http.StatusBadGateway, int64(len(msg)), "")
+	c.record(vocab.Allow, vocab.ReasonAllowlisted, http.StatusBadGateway, int64(len(msg)), "")
 }
 
 // refuse answers a refusal as the proxy does (X-Egressd-Reason and one
 // line a person can act on) and logs the request's one entry.
-func (c *call) refuse(status int, reason policy.Reason, msg, hint string) {
+func (c *call) refuse(status int, reason vocab.Reason, msg, hint string) {
 	line := "egressd: denied " + logSafe(c.r.Method) + " /" + c.route + logPath(c.path) + ": " + reason.String() + " — " + msg
 	if hint != "" {
 		line += "; " + hint + " in policy.yaml"
@@ -261,15 +263,15 @@ func (c *call) refuse(status int, reason policy.Reason, msg, hint string) {
 	statusline.Arm(c.r.Context(), status, policy.StatusPhrase(reason, "/"+c.route+logPath(c.path), ""))
 	c.w.WriteHeader(status)
 	io.WriteString(c.w, line)
-	c.record(policy.Deny, reason, status, int64(len(line)), hint)
+	c.record(vocab.Deny, reason, status, int64(len(line)), hint)
 	c.h.log.Warn("api call refused", "client", c.client, "route", c.route, "method", logSafe(c.r.Method),
 		"path", logPath(c.path), "status", status, "reason", reason.String(), "detail", msg)
 }
 
 // record writes the request's decision entry.
-func (c *call) record(v policy.Verdict, reason policy.Reason, status int, bytesDn int64, hint string) {
+func (c *call) record(v vocab.Verdict, reason vocab.Reason, status int, bytesDn int64, hint string) {
 	c.h.rec.Record(declog.Entry{
-		Time: c.start, Event: declog.EventDecision, Client: c.client, Proto: policy.ProtoGateway,
+		Time: c.start, Event: vocab.EventDecision, Client: c.client, Proto: vocab.ProtoGateway,
 		Host: c.route, Method: logSafe(c.r.Method), Path: logPath(c.path), Verdict: v, Reason: reason,
 		Rule: c.rule, Hint: hint, Status: status, BytesUp: c.bytesUp, BytesDn: bytesDn,
 		Duration: c.h.clock().Sub(c.start),

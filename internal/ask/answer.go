@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -110,9 +112,9 @@ func dropTarget(gs []policy.Grant, host string, port uint16) []policy.Grant {
 // closeTargetLocked answers every open question for host:port.
 func (b *Broker) closeTargetLocked(host string, port uint16, a Answer) []Question {
 	var out []Question
-	v, r := policy.Allow, policy.ReasonAllowlisted
+	v, r := vocab.Allow, vocab.ReasonAllowlisted
 	if a.Kind == Deny {
-		v, r = policy.Deny, policy.ReasonOperatorDenied
+		v, r = vocab.Deny, vocab.ReasonOperatorDenied
 	}
 	for k, q := range b.open {
 		if k.host == host && k.port == port {
@@ -189,7 +191,7 @@ func (b *Broker) expire() time.Time {
 	for _, q := range b.open {
 		if !q.Expires.After(now) {
 			b.removeLocked(q)
-			b.record(q, policy.Deny, policy.ReasonApprovalPending, "question "+q.ID+" expired unanswered")
+			b.record(q, vocab.Deny, vocab.ReasonApprovalPending, "question "+q.ID+" expired unanswered")
 			expired = append(expired, q.Question)
 			continue
 		}

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/policy"
 )
@@ -128,7 +130,7 @@ type qkey struct {
 
 type question struct {
 	Question
-	proto  policy.Proto
+	proto  vocab.Proto
 	key    qkey
 	done   chan struct{} // closed when answered or expired
 	answer Answer        // set before done closes
@@ -191,9 +193,9 @@ func (b *Broker) AddNotifier(n Notifier) { b.out.add(n) }
 // ReasonApprovalPending with a Retry-After and a sentence for the body
 // when nobody answered in time. A denial that is not askable, or a client
 // at MaxOpenPerClient, gets d.Reason back at once.
-func (b *Broker) Hold(ctx context.Context, req policy.Request, d policy.Decision) (policy.Reason, time.Duration, string) {
+func (b *Broker) Hold(ctx context.Context, req policy.Request, d policy.Decision) (vocab.Reason, time.Duration, string) {
 	pol := b.cfg.Policy()
-	if d.Verdict != policy.Deny || !pol.Askable(d.Reason) || pol.Config().Ask == nil {
+	if d.Verdict != vocab.Deny || !pol.Askable(d.Reason) || pol.Config().Ask == nil {
 		return d.Reason, 0, ""
 	}
 	a := pol.Config().Ask
@@ -207,16 +209,16 @@ func (b *Broker) Hold(ctx context.Context, req policy.Request, d policy.Decision
 	select {
 	case <-q.done:
 		if q.answer.Kind == Deny {
-			return policy.ReasonOperatorDenied, 0, "a person refused " + snap.Target()
+			return vocab.ReasonOperatorDenied, 0, "a person refused " + snap.Target()
 		}
 		if q.answer.Kind == "" { // expired unanswered while held: cannot happen with open_for >= hold
-			return policy.ReasonApprovalPending, RetryAfter, pendingDetail(snap)
+			return vocab.ReasonApprovalPending, RetryAfter, pendingDetail(snap)
 		}
-		return policy.ReasonNone, 0, ""
+		return vocab.ReasonNone, 0, ""
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	return policy.ReasonApprovalPending, RetryAfter, pendingDetail(snap)
+	return vocab.ReasonApprovalPending, RetryAfter, pendingDetail(snap)
 }
 
 func pendingDetail(q Question) string {
@@ -256,14 +258,14 @@ func (b *Broker) raise(req policy.Request, d policy.Decision, openFor time.Durat
 	b.perClient[k.client]++
 	b.kick()
 	b.log.Info("asked a person", "question", q.ID, "client", q.Client, "host", name, "port", req.Port, "notified", q.Notified)
-	b.record(q, policy.Deny, policy.ReasonApprovalPending, "question "+q.ID+" asked")
+	b.record(q, vocab.Deny, vocab.ReasonApprovalPending, "question "+q.ID+" asked")
 	return q, q.Question
 }
 
 // record writes q's ask entry to the decision log: what happened to the
 // question, in the Rule column.
-func (b *Broker) record(q *question, v policy.Verdict, r policy.Reason, what string) {
-	b.cfg.Recorder.Record(declog.Entry{Time: b.now(), Event: declog.EventAsk, Client: q.Client, Proto: q.proto,
+func (b *Broker) record(q *question, v vocab.Verdict, r vocab.Reason, what string) {
+	b.cfg.Recorder.Record(declog.Entry{Time: b.now(), Event: vocab.EventAsk, Client: q.Client, Proto: q.proto,
 		Host: q.Host, Port: q.Port, Verdict: v, Reason: r, Rule: what})
 }
 

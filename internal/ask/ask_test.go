@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/policy"
 )
 
@@ -50,14 +52,14 @@ func (r *rig) advance(d time.Duration) {
 var agent = netip.MustParseAddr("172.20.0.5")
 
 func req(host string, port uint16) policy.Request {
-	return policy.Request{Client: agent, Host: host, Port: port, Proto: policy.ProtoConnect}
+	return policy.Request{Client: agent, Host: host, Port: port, Proto: vocab.ProtoConnect}
 }
 
 func (r *rig) decide(q policy.Request) policy.Decision { return r.cur.Load().Decide(q) }
 
 // hold runs Hold in the background and returns its result channel.
-func (r *rig) hold(ctx context.Context, q policy.Request) <-chan policy.Reason {
-	ch := make(chan policy.Reason, 1)
+func (r *rig) hold(ctx context.Context, q policy.Request) <-chan vocab.Reason {
+	ch := make(chan vocab.Reason, 1)
 	go func() {
 		reason, _, _ := r.b.Hold(ctx, q, r.decide(q))
 		ch <- reason
@@ -84,19 +86,19 @@ func (r *rig) waitWaiting(t *testing.T, n int) []Question {
 func TestAnswersReleaseHeldRequests(t *testing.T) {
 	tests := []struct {
 		answer     Answer
-		wantReason policy.Reason
-		wantAfter  policy.Reason // a new request for the same target
+		wantReason vocab.Reason
+		wantAfter  vocab.Reason // a new request for the same target
 	}{
-		{Answer{Kind: Once, By: "cli"}, policy.ReasonNone, policy.ReasonAllowlisted},
-		{Answer{Kind: For, For: 2 * time.Hour, By: "cli"}, policy.ReasonNone, policy.ReasonAllowlisted},
-		{Answer{Kind: Always, By: "cli"}, policy.ReasonNone, policy.ReasonAllowlisted}, // no editor: falls back to a grant
-		{Answer{Kind: Deny, By: "cli"}, policy.ReasonOperatorDenied, policy.ReasonOperatorDenied},
+		{Answer{Kind: Once, By: "cli"}, vocab.ReasonNone, vocab.ReasonAllowlisted},
+		{Answer{Kind: For, For: 2 * time.Hour, By: "cli"}, vocab.ReasonNone, vocab.ReasonAllowlisted},
+		{Answer{Kind: Always, By: "cli"}, vocab.ReasonNone, vocab.ReasonAllowlisted}, // no editor: falls back to a grant
+		{Answer{Kind: Deny, By: "cli"}, vocab.ReasonOperatorDenied, vocab.ReasonOperatorDenied},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.answer.Kind), func(t *testing.T) {
 			r := newRig(t, "{hold: 1m}", "")
 			q := req("new.example", 443)
-			var held []<-chan policy.Reason
+			var held []<-chan vocab.Reason
 			for range 3 {
 				held = append(held, r.hold(context.Background(), q))
 			}
@@ -129,7 +131,7 @@ func TestHoldTimesOut(t *testing.T) {
 	r := newRig(t, "{hold: 50ms}", "")
 	q := req("slow.example", 443)
 	reason, retry, detail := r.b.Hold(context.Background(), q, r.decide(q))
-	if reason != policy.ReasonApprovalPending || retry != RetryAfter || detail == "" {
+	if reason != vocab.ReasonApprovalPending || retry != RetryAfter || detail == "" {
 		t.Errorf("got %v %v %q, want approval_pending, %v and a sentence", reason, retry, detail, RetryAfter)
 	}
 	p := r.b.Pending()
@@ -140,7 +142,7 @@ func TestHoldTimesOut(t *testing.T) {
 	if _, err := r.b.Answer(p[0].ID, Answer{Kind: Once, By: "console"}); err != nil {
 		t.Fatal(err)
 	}
-	if d := r.decide(q); d.Verdict != policy.Allow {
+	if d := r.decide(q); d.Verdict != vocab.Allow {
 		t.Errorf("retry after the answer: got %v %v, want allow", d.Verdict, d.Reason)
 	}
 }
@@ -148,11 +150,11 @@ func TestHoldTimesOut(t *testing.T) {
 func TestNotAskable(t *testing.T) {
 	r := newRig(t, "{reasons: [not_allowlisted], hold: 1m}", "")
 	for _, d := range []policy.Decision{
-		{Verdict: policy.Deny, Reason: policy.ReasonPrivateAddress},
-		{Verdict: policy.Deny, Reason: policy.ReasonRateLimited},
-		{Verdict: policy.Deny, Reason: policy.ReasonSNIMismatch},
-		{Verdict: policy.Deny, Reason: policy.ReasonBadRequest},
-		{Verdict: policy.Deny, Reason: policy.ReasonPortNotAllowed}, // not listed in reasons
+		{Verdict: vocab.Deny, Reason: vocab.ReasonPrivateAddress},
+		{Verdict: vocab.Deny, Reason: vocab.ReasonRateLimited},
+		{Verdict: vocab.Deny, Reason: vocab.ReasonSNIMismatch},
+		{Verdict: vocab.Deny, Reason: vocab.ReasonBadRequest},
+		{Verdict: vocab.Deny, Reason: vocab.ReasonPortNotAllowed}, // not listed in reasons
 	} {
 		if got, _, _ := r.b.Hold(context.Background(), req("x.example", 443), d); got != d.Reason {
 			t.Errorf("Hold(%v) = %v, want %v at once", d.Reason, got, d.Reason)
@@ -184,7 +186,7 @@ func TestFloodIsBounded(t *testing.T) {
 		t.Errorf("open questions: got %d, want %d", got, MaxOpenPerClient)
 	}
 	q := req("one-more.example", 443)
-	if reason, _, detail := r.b.Hold(context.Background(), q, r.decide(q)); reason != policy.ReasonNotAllowlisted || !strings.Contains(detail, "already has 5 questions open") {
+	if reason, _, detail := r.b.Hold(context.Background(), q, r.decide(q)); reason != vocab.ReasonNotAllowlisted || !strings.Contains(detail, "already has 5 questions open") {
 		t.Errorf("over the cap: got %v %q, want not_allowlisted at once, saying why nobody was asked", reason, detail)
 	}
 	if got := n.count(); got > MaxOpenPerClient {
@@ -203,7 +205,7 @@ func TestGrantsPersistAndExpire(t *testing.T) {
 	}
 	// A restart (a new Broker over the same file) keeps the grant.
 	r2 := newRig(t, "{hold: 1ms}", state)
-	if d := r2.decide(q); d.Verdict != policy.Allow {
+	if d := r2.decide(q); d.Verdict != vocab.Allow {
 		t.Fatalf("after restart: got %v %v, want allow", d.Verdict, d.Reason)
 	}
 	g := r2.b.Grants()
@@ -212,7 +214,7 @@ func TestGrantsPersistAndExpire(t *testing.T) {
 	}
 	r2.advance(time.Hour)
 	r2.b.expire()
-	if d := r2.decide(q); d.Verdict != policy.Deny {
+	if d := r2.decide(q); d.Verdict != vocab.Deny {
 		t.Errorf("after expiry: got %v %v, want deny", d.Verdict, d.Reason)
 	}
 	r3 := newRig(t, "{hold: 1ms}", state)
@@ -278,13 +280,13 @@ func TestOnceLapses(t *testing.T) {
 	}
 	tests := []struct {
 		after      time.Duration
-		newReq     policy.Verdict
-		openConn   policy.Verdict
+		newReq     vocab.Verdict
+		openConn   vocab.Verdict
 		listedUsed int
 	}{
-		{time.Second, policy.Allow, policy.Allow, 1},
-		{OnceGrace, policy.Deny, policy.Allow, 0},
-		{OnceKeep, policy.Deny, policy.Deny, 0},
+		{time.Second, vocab.Allow, vocab.Allow, 1},
+		{OnceGrace, vocab.Deny, vocab.Allow, 0},
+		{OnceKeep, vocab.Deny, vocab.Deny, 0},
 	}
 	for _, tt := range tests {
 		r.advance(tt.after)
@@ -309,7 +311,7 @@ func TestNotificationRate(t *testing.T) {
 	n := &countingNotifier{}
 	r.b.AddNotifier(n)
 	for i := range 40 {
-		q := policy.Request{Client: netip.AddrFrom4([4]byte{172, 20, 1, byte(i)}), Host: "same.example", Port: 443, Proto: policy.ProtoConnect}
+		q := policy.Request{Client: netip.AddrFrom4([4]byte{172, 20, 1, byte(i)}), Host: "same.example", Port: 443, Proto: vocab.ProtoConnect}
 		r.b.Hold(context.Background(), q, r.decide(q))
 	}
 	r.b.out.close()
@@ -347,7 +349,7 @@ func TestAlwaysFallsBack(t *testing.T) {
 	if len(g) != 1 || g[0].Kind != "for" || !g[0].Until.Equal(r.now.Load().Add(AlwaysFallback)) {
 		t.Errorf("fallback grant: %+v, want one for %v", g, AlwaysFallback)
 	}
-	if d := r.decide(q); d.Verdict != policy.Allow {
+	if d := r.decide(q); d.Verdict != vocab.Allow {
 		t.Errorf("after the fallback: %v %v", d.Verdict, d.Reason)
 	}
 }

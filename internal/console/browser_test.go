@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
+	"github.com/egressd/egressd/internal/vocab"
 
-	"github.com/egressd/egressd/policy"
+	"github.com/chromedp/chromedp"
 )
 
 // chromiumPath is Debian's chromium; scripts/test installs it. Its absence
@@ -91,7 +91,7 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	select {
 	case got := <-held:
-		if got != policy.ReasonNone {
+		if got != vocab.ReasonNone {
 			t.Errorf("held request after the click: %v, want released to go on", got)
 		}
 	case <-time.After(10 * time.Second):

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/admin"
 	"github.com/egressd/egressd/internal/ask"
 	"github.com/egressd/egressd/policy"
@@ -69,9 +71,9 @@ func newRig(t *testing.T) *rig {
 }
 
 // hold raises a question the way the proxy does and reports the outcome.
-func (r *rig) hold(host string) <-chan policy.Reason {
-	ch := make(chan policy.Reason, 1)
-	req := policy.Request{Client: netip.MustParseAddr("172.20.0.5"), Host: host, Port: 443, Proto: policy.ProtoConnect}
+func (r *rig) hold(host string) <-chan vocab.Reason {
+	ch := make(chan vocab.Reason, 1)
+	req := policy.Request{Client: netip.MustParseAddr("172.20.0.5"), Host: host, Port: 443, Proto: vocab.ProtoConnect}
 	go func() {
 		reason, _, _ := r.broker.Hold(context.Background(), req, r.pol.Decide(req))
 		ch <- reason
@@ -199,7 +201,7 @@ func TestAnswerNeedsCSRF(t *testing.T) {
 	}
 	resp, _ = c.PostForm(r.srv.URL+PathAnswer, url.Values{"id": {q.ID}, "answer": {"deny"}, "csrf": {csrf}})
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || <-held != policy.ReasonOperatorDenied {
+	if resp.StatusCode != http.StatusSeeOther || <-held != vocab.ReasonOperatorDenied {
 		t.Errorf("a good form: %d", resp.StatusCode)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/egressd/egressd/internal/atomicfile"
@@ -219,8 +221,8 @@ func verify(out []byte, e Entry) error {
 	if err != nil {
 		return fmt.Errorf("the edited policy does not load, not written: %w", err)
 	}
-	d := p.Decide(policy.Request{Host: e.Host, Port: e.Port, Proto: policy.ProtoConnect})
-	if d.Verdict != policy.Allow {
+	d := p.Decide(policy.Request{Host: e.Host, Port: e.Port, Proto: vocab.ProtoConnect})
+	if d.Verdict != vocab.Allow {
 		return fmt.Errorf("%w: the edited policy still answers %s for %s:%d", ErrCannotEdit, d.Reason, e.Host, e.Port)
 	}
 	return nil

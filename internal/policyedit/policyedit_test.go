@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/vocab"
+
 	"github.com/egressd/egressd/internal/atomicfile"
 	"github.com/egressd/egressd/policy"
 )
@@ -79,7 +81,7 @@ func TestAppend(t *testing.T) {
 			if err != nil {
 				t.Fatalf("edited policy does not load: %v\n%s", err, out)
 			}
-			if d := p.Decide(policy.Request{Host: "new.example", Port: tt.port, Proto: policy.ProtoConnect}); d.Verdict != policy.Allow {
+			if d := p.Decide(policy.Request{Host: "new.example", Port: tt.port, Proto: vocab.ProtoConnect}); d.Verdict != vocab.Allow {
 				t.Errorf("edited policy: %v %v, want allow", d.Verdict, d.Reason)
 			}
 		})
@@ -157,7 +159,7 @@ func FuzzAppend(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted output does not load: %v", err)
 		}
-		if d := p.Decide(policy.Request{Host: "new.example", Port: 8443, Proto: policy.ProtoConnect}); d.Verdict != policy.Allow {
+		if d := p.Decide(policy.Request{Host: "new.example", Port: 8443, Proto: vocab.ProtoConnect}); d.Verdict != vocab.Allow {
 			t.Fatalf("accepted output does not grant: %v", d.Reason)
 		}
 	})
