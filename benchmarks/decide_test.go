@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/policy"
 )

@@ -10,11 +10,11 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/resolver"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/resolver"
-	"github.com/egressd/egressd/resolver/resolvertest"
 )
 
 // dnsBenchPolicy grants one name and lifts the per-client DNS limit out of

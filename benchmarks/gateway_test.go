@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/gateway"
-	"github.com/egressd/egressd/meter"
+	"github.com/egressd/egressd/internal/edge/gateway"
+	"github.com/egressd/egressd/internal/shared/meter"
 	"github.com/egressd/egressd/policy"
 )
 

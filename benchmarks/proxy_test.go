@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/proxy"
 )

@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/resolver/resolvertest"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 )
 
 // The differential tests: the fast path against the full path it

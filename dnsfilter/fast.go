@@ -8,7 +8,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/dnsfilter/internal/udpserve"
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
 )
 
 // Datagram answers one datagram (udpserve.Handler). A plain query

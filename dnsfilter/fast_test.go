@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
 	"github.com/egressd/egressd/dnsfilter/internal/udpserve"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/resolver"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/resolver"
-	"github.com/egressd/egressd/resolver/resolvertest"
 )
 
 // capturePC is a net.PacketConn that keeps what is written to it; reads

@@ -5,13 +5,13 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/internal/shared/resolver"
+	"github.com/egressd/egressd/internal/shared/safedial"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/resolver"
-	"github.com/egressd/egressd/safedial"
 )
 
 // checker decides whether an address may appear in an answer.

@@ -12,9 +12,9 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/resolver/resolvertest"
 )
 
 // spyResolver answers from a zone and remembers every name it was asked.

@@ -7,14 +7,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/ratelimit"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/ratelimit"
 )
 
 // outcome is what one query came to: the reply's rcode and records, and

@@ -6,10 +6,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 const (

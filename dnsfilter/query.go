@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 

@@ -5,12 +5,12 @@ import (
 	"net"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // errMalformed ends a TCP connection whose message did not parse.

@@ -5,12 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/resolver/resolvertest"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 )
 
 // TestMalformedMessagesAreLoggedAndDropped: a message that does not parse

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 

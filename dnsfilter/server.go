@@ -35,11 +35,11 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/netutil"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/ratelimit"
+	"github.com/egressd/egressd/internal/shared/resolver"
+	"github.com/egressd/egressd/internal/shared/safedial"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/ratelimit"
-	"github.com/egressd/egressd/resolver"
-	"github.com/egressd/egressd/safedial"
 )
 
 // Limits of the server itself; few knobs, safe values.

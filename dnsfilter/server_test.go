@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/resolver/resolvertest"
 )
 
 // The addresses are only DNS data: nothing in these tests dials them.

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // TestClassifyEdges covers every built-in range with its first and last

@@ -9,9 +9,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/canonpath"
+	"github.com/egressd/egressd/internal/lib/canonpath"
 )
 
 // DefaultAPIRate is the token bucket of an apis: route that sets no rate:

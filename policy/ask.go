@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // Defaults of ask: when the section is present.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 func TestAskConfigProblems(t *testing.T) {

@@ -8,7 +8,7 @@ package policy
 import (
 	"net/netip"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // Request is the question an edge asks. Host is the target as the client

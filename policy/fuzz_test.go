@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // atonPart is the shape of one inet_aton number: hex, octal or decimal.

@@ -3,7 +3,7 @@ package policy
 import (
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 func TestRuleString(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // Matching semantics (the README documents the same):

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // Grant is one standing answer a person gave to an ask: question: an allow

@@ -3,7 +3,7 @@ package policy
 import (
 	"strings"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // MaxPhrase bounds StatusPhrase in bytes. Clients print the reason phrase

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 func TestStatusPhrase(t *testing.T) {

@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/money"
+	"github.com/egressd/egressd/internal/lib/money"
 )
 
 // ErrBadTarget is returned by ParseTarget for text that is neither

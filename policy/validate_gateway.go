@@ -5,7 +5,7 @@ import (
 	"math"
 	"strings"
 
-	"github.com/egressd/egressd/internal/canonpath"
+	"github.com/egressd/egressd/internal/lib/canonpath"
 )
 
 // providerExtras checks what a provider entry adds to the gateway's

@@ -5,7 +5,7 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // ask is the hold of step 6: an askable denial waits while a person is

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // literalSpellings are ways to write 127.0.0.1 that a string match on

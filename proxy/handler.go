@@ -7,13 +7,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/hop"
+	"github.com/egressd/egressd/internal/lib/hop"
 
 	"github.com/egressd/egressd/proxy/internal/httphead"
 
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
 )
 
 // ServeHTTP is the proxy's front door: it runs the decision pipeline (see

@@ -21,10 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/tcplisten"
+	"github.com/egressd/egressd/internal/lib/tcplisten"
+	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/egressd/egressd/policy"
 )
 

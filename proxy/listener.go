@@ -8,13 +8,13 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/proxy/internal/httphead"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/netaddr"
-	"github.com/egressd/egressd/internal/statusline"
+	"github.com/egressd/egressd/internal/lib/netaddr"
+	"github.com/egressd/egressd/internal/lib/statusline"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // listener counts client connections against limits.max_conns and

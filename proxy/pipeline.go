@@ -12,15 +12,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/elazarl/goproxy"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/ratelimit"
+	"github.com/egressd/egressd/internal/shared/safedial"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/ratelimit"
-	"github.com/egressd/egressd/safedial"
 )
 
 // request is one proxied request or tunnel, from its decision to its

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // TestHeldDestinationSkipsLookup: once egressd holds a connection to a

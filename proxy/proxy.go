@@ -97,14 +97,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/elazarl/goproxy"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/shared/ratelimit"
+	"github.com/egressd/egressd/internal/shared/safedial"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/ratelimit"
-	"github.com/egressd/egressd/safedial"
 )
 
 // Resolver looks names up for the proxy. egressd passes its shared

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 func TestHTTPGrantedEndToEnd(t *testing.T) {

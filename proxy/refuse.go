@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/netaddr"
+	"github.com/egressd/egressd/internal/lib/netaddr"
+	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/egressd/egressd/policy"
 )
 

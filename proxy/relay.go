@@ -13,10 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/bufpool"
-	"github.com/egressd/egressd/internal/hop"
+	"github.com/egressd/egressd/internal/lib/bufpool"
+	"github.com/egressd/egressd/internal/lib/hop"
 
 	"github.com/elazarl/goproxy"
 )

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/resolver"
-	"github.com/egressd/egressd/resolver/resolvertest"
+	"github.com/egressd/egressd/internal/shared/resolver"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 )
 
 // TestSharedResolverRebinding runs the proxy on egressd's own resolver

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // bigBody is what the stalled-reader upstreams offer at most: far more than

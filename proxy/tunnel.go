@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/proxy/internal/sockio"
 )

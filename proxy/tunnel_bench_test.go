@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // discardRecorder drops entries, so a benchmark counts egressd's own work.

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/proxy/internal/sockio"
 
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/testutil"
+	"github.com/egressd/egressd/internal/lib/testutil"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // relayModes are the two ways a tunnel relays: in the kernel (both ends raw

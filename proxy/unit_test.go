@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/egressd/egressd/internal/hop"
+	"github.com/egressd/egressd/internal/lib/hop"
 )
 
 func TestPrepareOutbound(t *testing.T) {

@@ -11,13 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/bufpool"
+	"github.com/egressd/egressd/internal/lib/bufpool"
 	"github.com/egressd/egressd/proxy/internal/sni"
 
+	"github.com/egressd/egressd/internal/shared/safedial"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/safedial"
 )
 
 // maxHelloWrites bounds how many pieces a ClientHello may arrive in before

@@ -6,8 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/egressd/egressd/admin"
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/run/admin"
+	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/spf13/cobra"
 )
 

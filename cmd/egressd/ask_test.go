@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/daemon"
-	"github.com/egressd/egressd/internal/ask"
-	"github.com/egressd/egressd/resolver/resolvertest"
+	"github.com/egressd/egressd/internal/operator/ask"
+	"github.com/egressd/egressd/internal/run/daemon"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 )
 
 // askServe runs egressd with ask: on, a name later.test resolving to an

@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/egressd/egressd/admin"
-	"github.com/egressd/egressd/declog"
-	"github.com/egressd/egressd/internal/ask"
+	"github.com/egressd/egressd/internal/operator/ask"
+	"github.com/egressd/egressd/internal/run/admin"
+	"github.com/egressd/egressd/internal/shared/declog"
 )
 
 // adminFlags are the flags every admin-listener command takes.

@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/egressd/egressd/meter"
+	"github.com/egressd/egressd/internal/shared/meter"
 	"github.com/spf13/cobra"
 )
 

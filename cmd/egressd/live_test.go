@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/egressd/egressd/internal/testutil"
+	"github.com/egressd/egressd/internal/lib/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/daemon"
+	"github.com/egressd/egressd/internal/run/daemon"
 )
 
 // serveForTest runs egressd in-process on loopback ports with a decision

@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/declog"
+	"github.com/egressd/egressd/internal/cli/suggest"
+	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/egressd/egressd/policy"
-	"github.com/egressd/egressd/suggest"
 	"github.com/spf13/cobra"
 )
 

@@ -8,13 +8,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"strconv"
 
-	"github.com/egressd/egressd/internal/ask"
+	"github.com/egressd/egressd/internal/operator/ask"
 
-	"github.com/egressd/egressd/gateway"
+	"github.com/egressd/egressd/internal/edge/gateway"
 	"github.com/egressd/egressd/policy"
 	"github.com/spf13/cobra"
 )

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"text/tabwriter"
 
-	"github.com/egressd/egressd/meter"
+	"github.com/egressd/egressd/internal/shared/meter"
 	"github.com/spf13/cobra"
 )
 

@@ -6,7 +6,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/egressd/egressd/daemon"
+	"github.com/egressd/egressd/internal/run/daemon"
 	"github.com/spf13/cobra"
 )
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
 // TestSuggestNeverGrantsEgressd: with --config, suggest knows egressd's

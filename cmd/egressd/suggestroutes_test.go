@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/daemon"
+	"github.com/egressd/egressd/internal/run/daemon"
 	"github.com/egressd/egressd/policy"
 )
 

@@ -6,8 +6,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/egressd/egressd/hostwall"
-	"github.com/egressd/egressd/probe"
+	"github.com/egressd/egressd/internal/cli/hostwall"
+	"github.com/egressd/egressd/internal/cli/probe"
 	"github.com/spf13/cobra"
 )
 

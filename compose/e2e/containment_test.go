@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/hostwall"
+	"github.com/egressd/egressd/internal/cli/hostwall"
 )
 
 // TestContainment starts the reference compose topology with the prober as

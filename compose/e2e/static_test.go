@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/internal/vocab"
+	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"gopkg.in/yaml.v3"
 

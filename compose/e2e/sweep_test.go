@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/hostwall"
-	"github.com/egressd/egressd/probe"
+	"github.com/egressd/egressd/internal/cli/hostwall"
+	"github.com/egressd/egressd/internal/cli/probe"
 )
 
 // portList joins ports with commas, as --ports takes them.

@@ -11,7 +11,7 @@ import (
 	"github.com/egressd/egressd/benchmarks/internal/ceiling"
 	"github.com/egressd/egressd/benchmarks/internal/origin"
 	"github.com/egressd/egressd/benchmarks/internal/wire"
-	"github.com/egressd/egressd/resolver/resolvertest"
+	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 )
 
 // tunnels starts the tunnel target and the hand-written CONNECT proxy on

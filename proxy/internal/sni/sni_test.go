@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/egressd/egressd/internal/testutil"
+	"github.com/egressd/egressd/internal/lib/testutil"
 )
 
 // refragment splits the handshake message in one record into records of

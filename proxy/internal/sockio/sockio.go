@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/internal/bufpool"
+	"github.com/egressd/egressd/internal/lib/bufpool"
 )
 
 // State is what the kernel reports about one TCP socket's traffic.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/probe"
+	"github.com/egressd/egressd/internal/cli/probe"
 )
 
 func TestDNSServer(t *testing.T) {

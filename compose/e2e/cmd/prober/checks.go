@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/probe"
+	"github.com/egressd/egressd/internal/cli/probe"
 )
 
 // Check is one thing the test asks the prober to try.
