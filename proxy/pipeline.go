@@ -3,13 +3,10 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
@@ -252,71 +249,6 @@ func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *h
 	body := s.denyBody(&denied, denial{reason: dd.reason})
 	armRefusal(rq, status, denial{reason: dd.reason})
 	return denialResponse(ctx.Req, status, dd.reason, body, false)
-}
-
-// statusFor maps a denial reason to its HTTP status.
-func statusFor(r vocab.Reason) int {
-	switch r {
-	case vocab.ReasonRateLimited:
-		return http.StatusTooManyRequests
-	case vocab.ReasonTooManyConnections:
-		return http.StatusServiceUnavailable
-	case vocab.ReasonBadRequest:
-		return http.StatusBadRequest
-	case vocab.ReasonResolveFailed:
-		return http.StatusBadGateway
-	}
-	return http.StatusForbidden
-}
-
-// deny answers a denied request and logs its decision. closeConn ends the
-// client connection after the answer (always for CONNECT, so a connection
-// that began with CONNECT never carries a plain request; see internal/httphead).
-func (s *Server) deny(w http.ResponseWriter, rq *request, dn denial, closeConn bool) {
-	armWrite(w, idleTimeout(rq.pol))
-	rq.d.Verdict, rq.d.Reason = vocab.Deny, dn.reason
-	rq.status = statusFor(dn.reason)
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Egressd-Reason", dn.reason.String())
-	switch {
-	case dn.retry > 0:
-		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(dn.retry.Seconds()))))
-	case dn.reason == vocab.ReasonTooManyConnections:
-		h.Set("Retry-After", "1")
-	}
-	if closeConn || rq.proto == vocab.ProtoConnect {
-		h.Set("Connection", "close")
-	}
-	armRefusal(rq, rq.status, dn)
-	w.WriteHeader(rq.status)
-	_, _ = io.WriteString(w, s.denyBody(rq, dn))
-	s.recordDecision(rq)
-}
-
-// denyBody is the one line a person reads: what, why, and the grant that
-// would allow it.
-func (s *Server) denyBody(rq *request, dn denial) string {
-	line := "egressd: denied " + rq.method + " " + rq.targetString() + ": " + dn.reason.String()
-	if dn.detail != "" {
-		line += " (" + dn.detail + ")"
-	}
-	if hint := rq.hint(); hint != "" {
-		line += " — " + hint
-		if strings.HasPrefix(hint, "add ") {
-			line += " in policy.yaml"
-		}
-	}
-	return line + "\n"
-}
-
-// hint is policy.Hint for a denied request with a parsed target.
-func (rq *request) hint() string {
-	if rq.d.Verdict == vocab.Allow || rq.host == "" || rq.port == 0 {
-		return ""
-	}
-	return policy.Hint(rq.policyRequest(), rq.d)
 }
 
 // clientName is the client's log spelling.
