@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/egressd/egressd/internal/lib/hop"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/internal/lib/statusline"
@@ -92,7 +94,7 @@ func (c *call) upstreamHeaders(req *http.Request, s policy.SecretConfig) {
 		case "Authorization", "Proxy-Authorization", "Accept-Encoding", "Content-Length", "Host", "Expect":
 			continue
 		}
-		if hopByHop(k, c.r.Header) || (s.Header != "" && strings.EqualFold(k, s.Header)) {
+		if hop.Is(k, c.r.Header) || (s.Header != "" && strings.EqualFold(k, s.Header)) {
 			continue
 		}
 		req.Header[k] = vs
@@ -112,7 +114,7 @@ func (c *call) upstreamHeaders(req *http.Request, s policy.SecretConfig) {
 func (c *call) copyResponseHeaders(resp *http.Response, route *policy.APIRoute) {
 	dst := c.w.Header()
 	for k, vs := range resp.Header {
-		if hopByHop(k, resp.Header) || c.carriesSecret(k, vs) {
+		if hop.Is(k, resp.Header) || c.carriesSecret(k, vs) {
 			continue
 		}
 		dst[k] = vs
@@ -219,25 +221,6 @@ func (r *countingReader) Read(p []byte) (int, error) {
 }
 
 func (r *countingReader) Close() error { return nil }
-
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-func hopByHop(k string, h http.Header) bool {
-	for _, hk := range hopHeaders {
-		if k == hk {
-			return true
-		}
-	}
-	for _, v := range h.Values("Connection") {
-		for _, f := range strings.Split(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 func (c *call) upstreamFailed(route *policy.APIRoute, err error) {
 	c.h.log.Warn("api route: upstream failed", "route", route.Name, "err", scrub.String(err.Error(), c.secrets...))

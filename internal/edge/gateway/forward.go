@@ -10,8 +10,10 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
+
+	"github.com/egressd/egressd/internal/lib/hop"
+	"github.com/egressd/egressd/internal/lib/scrub"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
 
@@ -283,7 +285,7 @@ func (c *call) roundTripFailed(ms *meterState, d *drainer, sent bool, err error)
 // header. The agent token never goes upstream.
 func (c *call) upstreamHeaders(req *http.Request) {
 	for k, vs := range c.r.Header {
-		if hopByHop(k, c.r.Header) || k == "Authorization" || k == "X-Api-Key" || k == "Accept-Encoding" ||
+		if hop.Is(k, c.r.Header) || k == "Authorization" || k == "X-Api-Key" || k == "Accept-Encoding" ||
 			k == "Content-Length" || k == "Host" || k == "Cookie" || k == "Expect" {
 			continue
 		}
@@ -305,7 +307,7 @@ func (c *call) copyResponseHeaders(resp *http.Response) {
 	dst := c.w.Header()
 	for k, vs := range resp.Header {
 		// Header names are canonicalised, so compare them case-blind.
-		if hopByHop(k, resp.Header) || strings.Contains(strings.ToLower(k), strings.ToLower(c.key)) || containsAny(vs, c.key) {
+		if hop.Is(k, resp.Header) || strings.Contains(strings.ToLower(k), strings.ToLower(c.key)) || containsAny(vs, c.key) {
 			continue
 		}
 		dst[k] = vs
@@ -321,25 +323,6 @@ func containsAny(vs []string, s string) bool {
 	return false
 }
 
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-func hopByHop(k string, h http.Header) bool {
-	for _, hk := range hopHeaders {
-		if k == hk {
-			return true
-		}
-	}
-	for _, v := range h.Values("Connection") {
-		for _, f := range strings.Split(v, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 func isEventStream(h http.Header) bool {
 	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(h.Get("Content-Type"))), "text/event-stream")
 }
@@ -349,7 +332,7 @@ func (c *call) upstreamFailed(err error) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		msg = "the provider did not answer in time"
 	}
-	c.h.log.Warn("gateway: upstream failed", "provider", c.name, "err", scrubString(err.Error(), c.key))
+	c.h.log.Warn("gateway: upstream failed", "provider", c.name, "err", scrub.String(err.Error(), c.key))
 	body := errorBody(c.format, "upstream_error", msg)
 	c.w.Header().Set("Content-Type", "application/json")
 	c.w.WriteHeader(http.StatusBadGateway)
@@ -363,5 +346,3 @@ func (c *call) release(ms *meterState) {
 		c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, -ms.q.InputTokens)
 	}
 }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

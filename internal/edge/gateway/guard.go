@@ -7,6 +7,9 @@ import (
 	"math"
 	"net/http"
 
+	"github.com/egressd/egressd/internal/lib/bufpool"
+	"github.com/egressd/egressd/internal/lib/scrub"
+
 	"github.com/egressd/egressd/internal/shared/meter"
 )
 
@@ -47,14 +50,14 @@ func guardLimit(reservedOut int64) int64 {
 // event boundary.
 type sink struct {
 	d    *drainer
-	sc   *scrubber
+	sc   *scrub.Writer
 	rc   *http.ResponseController
 	tail [4]byte // the last nt bytes written
 	nt   int
 }
 
 func newSink(c *call, d *drainer) *sink {
-	return &sink{d: d, sc: newScrubber(c.w, c.key), rc: http.NewResponseController(c.w)}
+	return &sink{d: d, sc: scrub.NewWriter(c.w, c.key), rc: http.NewResponseController(c.w)}
 }
 
 // write forwards p unless the agent has left; a failed write or flush
@@ -114,8 +117,8 @@ func eventEnd(tail []byte) []byte {
 // the drain deadline, Close or the guard. ms and ex are nil for unmetered
 // calls. total is the bytes read from upstream.
 func (c *call) pump(body io.Reader, ms *meterState, ex *meter.Extractor, d *drainer) (total int64, cut bool, err error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	bp := bufpool.Get()
+	defer bufpool.Put(bp)
 	buf := *bp
 	out := newSink(c, d)
 	for {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/scrub"
 	"github.com/egressd/egressd/internal/shared/meter"
 )
 
@@ -52,7 +53,7 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 		note = joinNote(note, fmt.Sprintf("charged $%.6f, more than the $%.6f reserved", cost, ms.res.USD()))
 	}
 	if readErr != nil {
-		note = joinNote(note, "upstream read failed: "+scrubString(readErr.Error(), c.key))
+		note = joinNote(note, "upstream read failed: "+scrub.String(readErr.Error(), c.key))
 	}
 	crossed, err := ms.res.Settle(cost, u, estimated)
 	c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, u.TotalInput()+u.OutputTokens-ms.q.InputTokens)

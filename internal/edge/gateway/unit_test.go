@@ -129,66 +129,6 @@ func pathKind(p string) kind {
 	return kindFixed
 }
 
-// scrubAll runs the scrubber over chunks and returns what it wrote.
-func scrubAll(key string, chunks ...[]byte) string {
-	var out bytes.Buffer
-	s := newScrubber(&out, key)
-	for _, c := range chunks {
-		s.Write(c)
-	}
-	s.Close()
-	return out.String()
-}
-
-func TestScrubber(t *testing.T) {
-	key := "sk-abcabd"
-	tests := []struct{ in, want string }{
-		{"no secret here", "no secret here"},
-		{"x sk-abcabd y sk-abcabd", "x ********* y *********"},
-		{"sk-sk-abcabd", "sk-*********"}, // a false start just before the key
-		{"ends with a partial sk-abc", "ends with a partial sk-abc"},
-		{"sk-abcabdsk-abcabd", "******************"},
-	}
-	for _, tt := range tests {
-		if got := scrubAll(key, []byte(tt.in)); got != tt.want {
-			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
-		}
-		var bytewise [][]byte
-		for i := range len(tt.in) {
-			bytewise = append(bytewise, []byte(tt.in[i:i+1]))
-		}
-		if got := scrubAll(key, bytewise...); got != tt.want {
-			t.Errorf("%q byte by byte: got %q, want %q", tt.in, got, tt.want)
-		}
-	}
-	if got := string(maskFor(len(realKey))); len(got) != len(realKey) || !strings.HasPrefix(got, maskText) {
-		t.Errorf("mask %q: want %d bytes starting with %q", got, len(realKey), maskText)
-	}
-}
-
-// FuzzScrubber: however the stream is cut, the output is the input with
-// every key occurrence masked, and never contains the key.
-func FuzzScrubber(f *testing.F) {
-	f.Add("k3y!", []byte("a k3y! b k3k3y! k3"), []byte{1, 3, 2})
-	f.Add("aa", []byte("aaaaa"), []byte{1, 1, 1})
-	f.Fuzz(func(t *testing.T, key string, in, cuts []byte) {
-		if key == "" || len(key) > 64 {
-			return
-		}
-		want := strings.ReplaceAll(string(in), key, string(maskFor(len(key))))
-		var chunks [][]byte
-		rest := in
-		for _, c := range cuts {
-			n := min(int(c)%16, len(rest))
-			chunks, rest = append(chunks, rest[:n]), rest[n:]
-		}
-		got := scrubAll(key, append(chunks, rest)...)
-		if got != want {
-			t.Fatalf("key %q in %q cuts %v: got %q, want %q", key, in, cuts, got, want)
-		}
-	})
-}
-
 func TestTPMBuckets(t *testing.T) {
 	var b tpmBuckets
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

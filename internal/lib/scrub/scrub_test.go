@@ -80,3 +80,63 @@ func FuzzWriter(f *testing.F) {
 		}
 	})
 }
+
+// scrubAll runs a Writer with one secret over chunks and returns what it wrote.
+func scrubAll(key string, chunks ...[]byte) string {
+	var out bytes.Buffer
+	s := NewWriter(&out, key)
+	for _, c := range chunks {
+		s.Write(c)
+	}
+	s.Close()
+	return out.String()
+}
+
+func TestWriterOneSecret(t *testing.T) {
+	key := "sk-abcabd"
+	tests := []struct{ in, want string }{
+		{"no secret here", "no secret here"},
+		{"x sk-abcabd y sk-abcabd", "x ********* y *********"},
+		{"sk-sk-abcabd", "sk-*********"}, // a false start just before the key
+		{"ends with a partial sk-abc", "ends with a partial sk-abc"},
+		{"sk-abcabdsk-abcabd", "******************"},
+	}
+	for _, tt := range tests {
+		if got := scrubAll(key, []byte(tt.in)); got != tt.want {
+			t.Errorf("%q: got %q, want %q", tt.in, got, tt.want)
+		}
+		var bytewise [][]byte
+		for i := range len(tt.in) {
+			bytewise = append(bytewise, []byte(tt.in[i:i+1]))
+		}
+		if got := scrubAll(key, bytewise...); got != tt.want {
+			t.Errorf("%q byte by byte: got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := Mask(40); len(got) != 40 || !strings.HasPrefix(got, maskText) {
+		t.Errorf("mask %q: want %d bytes starting with %q", got, 40, maskText)
+	}
+}
+
+// FuzzWriterOneSecret: however the stream is cut, the output is the input with
+// every occurrence of the one secret masked, exactly where it stood.
+func FuzzWriterOneSecret(f *testing.F) {
+	f.Add("k3y!", []byte("a k3y! b k3k3y! k3"), []byte{1, 3, 2})
+	f.Add("aa", []byte("aaaaa"), []byte{1, 1, 1})
+	f.Fuzz(func(t *testing.T, key string, in, cuts []byte) {
+		if key == "" || len(key) > 64 {
+			return
+		}
+		want := strings.ReplaceAll(string(in), key, Mask(len(key)))
+		var chunks [][]byte
+		rest := in
+		for _, c := range cuts {
+			n := min(int(c)%16, len(rest))
+			chunks, rest = append(chunks, rest[:n]), rest[n:]
+		}
+		got := scrubAll(key, append(chunks, rest)...)
+		if got != want {
+			t.Fatalf("key %q in %q cuts %v: got %q, want %q", key, in, cuts, got, want)
+		}
+	})
+}
