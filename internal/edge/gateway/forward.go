@@ -78,9 +78,10 @@ func (c *call) forwardMetered(target string) {
 		c.refuseReservation(err)
 		return
 	}
+	h := &hold{res: res, tpm: &c.h.tpm, name: c.name, limit: c.prov.TokensPerMinute, input: q.InputTokens}
 	// A no-op after Settle; returns the money if anything below panics.
-	defer res.Release()
-	c.exchange(target, s.body, &meterState{q: q, res: res, limit: guardLimit(q.OutputTokens), fixed: c.ep.kind == kindFixed, tools: plan})
+	defer h.Release()
+	c.exchange(target, s.body, &meterState{q: q, res: h, limit: guardLimit(q.OutputTokens), fixed: c.ep.kind == kindFixed, tools: plan})
 }
 
 // readBody reads the request body within the gateway's bound.
@@ -195,7 +196,7 @@ func (c *call) forwardFree(target string) {
 // meterState is the metering side of one forwarded call.
 type meterState struct {
 	q     meter.Quote
-	res   *meter.Reservation
+	res   *hold
 	limit int64    // the stream guard's cut, in estimated output tokens
 	fixed bool     // a declared price per call: charged as declared
 	tools toolPlan // granted per-use tools: their fees
@@ -343,6 +344,5 @@ func (c *call) upstreamFailed(err error) {
 func (c *call) release(ms *meterState) {
 	if ms != nil {
 		ms.res.Release()
-		c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, -ms.q.InputTokens)
 	}
 }

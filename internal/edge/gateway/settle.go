@@ -56,7 +56,6 @@ func (c *call) settle(ms *meterState, status int, ex *meter.Extractor, readErr e
 		note = joinNote(note, "upstream read failed: "+scrub.String(readErr.Error(), c.key))
 	}
 	crossed, err := ms.res.Settle(cost, u, estimated)
-	c.h.tpm.adjust(c.name, c.prov.TokensPerMinute, u.TotalInput()+u.OutputTokens-ms.q.InputTokens)
 	c.recordUsage(u, cost, estimated, over)
 	if crossed {
 		c.recordWarn()
