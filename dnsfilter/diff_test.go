@@ -93,12 +93,12 @@ func TestFastPathMatchesFullPath(t *testing.T) {
 		if tc.prime != nil {
 			fullAsk(t, e.srv, tc.prime)
 		}
-		n := len(e.rec.all())
+		n := len(e.rec.All())
 		got, inline := tr.ask(t, tc.pkt)
-		gotLog := e.rec.all()[n:]
-		n = len(e.rec.all())
+		gotLog := e.rec.All()[n:]
+		n = len(e.rec.All())
 		want := fullAsk(t, e.srv, tc.pkt)
-		wantLog := e.rec.all()[n:]
+		wantLog := e.rec.All()[n:]
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: fast path replied\n%x\nwant\n%x", tc.name, got, want)
 		}

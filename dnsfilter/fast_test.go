@@ -188,8 +188,8 @@ func TestReplyCacheFollowsPolicyAndResolver(t *testing.T) {
 	mu.Lock()
 	p = loadPolicy(t, "version: 1\nallow:\n  - host: other.example\n")
 	mu.Unlock()
-	if m, inline := ask(); !inline || m.Rcode != dns.RcodeNameError || e.rec.last(t).Reason != vocab.ReasonNotAllowlisted {
-		t.Errorf("after revoking: inline %v, %s, %s; want inline NXDOMAIN not_allowlisted", inline, dns.RcodeToString[m.Rcode], e.rec.last(t).Reason)
+	if m, inline := ask(); !inline || m.Rcode != dns.RcodeNameError || e.rec.Last(t).Reason != vocab.ReasonNotAllowlisted {
+		t.Errorf("after revoking: inline %v, %s, %s; want inline NXDOMAIN not_allowlisted", inline, dns.RcodeToString[m.Rcode], e.rec.Last(t).Reason)
 	}
 	mu.Lock()
 	p = loadPolicy(t, basePolicy)
@@ -270,7 +270,7 @@ func TestFastPathRateLimit(t *testing.T) {
 		t.Errorf("refused %d of 6 with one token left, want 5", refused)
 	}
 	n := 0
-	for _, en := range e.rec.all() {
+	for _, en := range e.rec.All() {
 		if en.Reason == vocab.ReasonRateLimited {
 			n++
 		}
@@ -356,7 +356,7 @@ func TestTooManyWaiting(t *testing.T) {
 		if !inline || b[3]&0xF != dns.RcodeServerFailure {
 			t.Errorf("got inline %v, rcode %d; want inline SERVFAIL", inline, b[3]&0xF)
 		}
-		if got := e.rec.last(t); got.Reason != vocab.ReasonResolveFailed || got.Host != "granted.example" {
+		if got := e.rec.Last(t); got.Reason != vocab.ReasonResolveFailed || got.Host != "granted.example" {
 			t.Errorf("logged %s for %q, want resolve_failed for granted.example", got.Reason, got.Host)
 		}
 	}

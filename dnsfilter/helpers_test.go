@@ -5,13 +5,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/internal/shared/declog"
+	"github.com/egressd/egressd/internal/lib/testutil"
+	"github.com/egressd/egressd/internal/shared/declog/declogtest"
 	"github.com/egressd/egressd/internal/shared/resolver"
 	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 	"github.com/egressd/egressd/policy"
@@ -39,56 +39,13 @@ func loadPolicy(tb testing.TB, yaml string) *policy.Policy {
 	return p
 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-type recorder struct {
-	mu      sync.Mutex
-	entries []declog.Entry
-}
-
-func (r *recorder) Record(e declog.Entry) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.entries = append(r.entries, e)
-}
-
-func (r *recorder) all() []declog.Entry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]declog.Entry(nil), r.entries...)
-}
-
-func (r *recorder) last(tb testing.TB) declog.Entry {
-	tb.Helper()
-	all := r.all()
-	if len(all) == 0 {
-		tb.Fatal("no decision logged")
-	}
-	return all[len(all)-1]
-}
-
 // testEnv is a server wired to a real resolver and an in-process upstream.
 type testEnv struct {
 	up    *resolvertest.Upstream
 	res   *resolver.Resolver
 	srv   *Server
-	rec   *recorder
-	clock *fakeClock
+	rec   *declogtest.Recorder
+	clock *testutil.Clock
 }
 
 func newEnv(tb testing.TB, policyYAML string, h resolvertest.Handler) *testEnv {
@@ -96,8 +53,8 @@ func newEnv(tb testing.TB, policyYAML string, h resolvertest.Handler) *testEnv {
 	p := loadPolicy(tb, policyYAML)
 	e := &testEnv{
 		up:    resolvertest.Start(tb, h),
-		rec:   &recorder{},
-		clock: &fakeClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)},
+		rec:   &declogtest.Recorder{},
+		clock: testutil.NewClock(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)),
 	}
 	e.res = resolver.New(resolver.Config{Upstreams: []string{e.up.Addr}, Timeout: 300 * time.Millisecond, Clock: e.clock.Now})
 	e.srv = New(Config{

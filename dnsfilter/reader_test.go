@@ -35,7 +35,7 @@ func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 	}
 	// The server reads its socket in order, so the garbage was judged
 	// before the query above was answered.
-	if got := countBadRequests(e.rec.all()); got != 3 {
+	if got := countBadRequests(e.rec.All()); got != 3 {
 		t.Errorf("garbage over UDP: %d bad_request entries from 127.0.0.1, want 3", got)
 	}
 
@@ -51,7 +51,7 @@ func TestMalformedMessagesAreLoggedAndDropped(t *testing.T) {
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Error("TCP garbage: connection still open after 5s")
 	}
-	if got := countBadRequests(e.rec.all()); got != 4 {
+	if got := countBadRequests(e.rec.All()); got != 4 {
 		t.Errorf("garbage over TCP: %d bad_request entries in all, want 4", got)
 	}
 	if n, granted := e.up.Total(), e.up.Count("granted.example.", dns.TypeA); n != granted {

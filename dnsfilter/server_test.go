@@ -67,7 +67,7 @@ func TestGrantedAnswered(t *testing.T) {
 	if got := r.Question[0].Name; got != "GrAnTeD.eXaMpLe." {
 		t.Errorf("question echoed as %q, want the client's 0x20 spelling", got)
 	}
-	got := e.rec.last(t)
+	got := e.rec.Last(t)
 	want := declog.Entry{Event: vocab.EventDecision, Client: "172.30.0.2", Proto: vocab.ProtoDNS,
 		Host: "granted.example", QType: "A", Verdict: vocab.Allow, Reason: vocab.ReasonAllowlisted}
 	if got.Event != want.Event || got.Client != want.Client || got.Proto != want.Proto || got.Host != want.Host ||
@@ -105,7 +105,7 @@ func TestUngrantedNeverForwarded(t *testing.T) {
 		if r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
 			t.Errorf("%s %s: got %s with %d answers, want NXDOMAIN and none", tc.name, dns.Type(tc.qtype), dns.RcodeToString[r.Rcode], len(r.Answer))
 		}
-		if got := e.rec.last(t); got.Verdict != vocab.Deny || got.Reason != tc.reason {
+		if got := e.rec.Last(t); got.Verdict != vocab.Deny || got.Reason != tc.reason {
 			t.Errorf("%s: logged %s/%s, want deny/%s", tc.name, got.Verdict, got.Reason, tc.reason)
 		}
 	}
@@ -121,7 +121,7 @@ func TestQTypeRefused(t *testing.T) {
 		if r.Rcode != dns.RcodeRefused {
 			t.Errorf("%s: got %s, want REFUSED", dns.Type(qt), dns.RcodeToString[r.Rcode])
 		}
-		if got := e.rec.last(t); got.Reason != vocab.ReasonQTypeNotAllowed || got.Verdict != vocab.Deny {
+		if got := e.rec.Last(t); got.Reason != vocab.ReasonQTypeNotAllowed || got.Verdict != vocab.Deny {
 			t.Errorf("%s: logged %s/%s, want deny/qtype_not_allowed", dns.Type(qt), got.Verdict, got.Reason)
 		}
 	}
@@ -157,7 +157,7 @@ func TestAddressFiltering(t *testing.T) {
 		if r.Rcode != tc.rcode || !slices.Equal(answerAddrs(r), tc.addrs) {
 			t.Errorf("%s %s: got %s %v, want %s %v", tc.name, dns.Type(tc.qtype), dns.RcodeToString[r.Rcode], answerAddrs(r), dns.RcodeToString[tc.rcode], tc.addrs)
 		}
-		if got := e.rec.last(t).Reason; got != tc.reason {
+		if got := e.rec.Last(t).Reason; got != tc.reason {
 			t.Errorf("%s: logged reason %s, want %s", tc.name, got, tc.reason)
 		}
 		if len(r.Extra) > 0 && r.Extra[0].Header().Rrtype != dns.TypeOPT {
@@ -217,7 +217,7 @@ func TestUpstreamTimeoutServfail(t *testing.T) {
 	if r.Rcode != dns.RcodeServerFailure {
 		t.Errorf("got %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
-	if got := e.rec.last(t).Reason; got != vocab.ReasonResolveFailed {
+	if got := e.rec.Last(t).Reason; got != vocab.ReasonResolveFailed {
 		t.Errorf("logged %s, want resolve_failed", got)
 	}
 }
@@ -234,7 +234,7 @@ func TestRateLimit(t *testing.T) {
 		return refused
 	}
 	limited := func() (lines []declog.Entry) {
-		for _, en := range e.rec.all() {
+		for _, en := range e.rec.All() {
 			if en.Reason == vocab.ReasonRateLimited {
 				lines = append(lines, en)
 			}
@@ -281,7 +281,7 @@ func TestReportMode(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || !slices.Equal(answerAddrs(r), []string{"93.184.215.18"}) {
 		t.Errorf("report mode: got %s %v, want the answer", dns.RcodeToString[r.Rcode], answerAddrs(r))
 	}
-	if got := e.rec.last(t); got.Verdict != vocab.Report || got.Reason != vocab.ReasonNotAllowlisted {
+	if got := e.rec.Last(t); got.Verdict != vocab.Report || got.Reason != vocab.ReasonNotAllowlisted {
 		t.Errorf("logged %s/%s, want would_deny/not_allowlisted", got.Verdict, got.Reason)
 	}
 	// Report mode never relaxes address checks or the type list.
@@ -473,7 +473,7 @@ func TestSelfAddressNeverAnswered(t *testing.T) {
 	if r.Rcode != dns.RcodeNameError {
 		t.Errorf("got %s %v, want NXDOMAIN", dns.RcodeToString[r.Rcode], answerAddrs(r))
 	}
-	if got := e.rec.last(t).Reason; got != vocab.ReasonSelfAddress {
+	if got := e.rec.Last(t).Reason; got != vocab.ReasonSelfAddress {
 		t.Errorf("logged %s, want self_address", got)
 	}
 	// The unspecified address stands for this machine's own addresses, not

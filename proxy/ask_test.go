@@ -102,7 +102,7 @@ func TestAskRefusalsSayAPersonWasAsked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		f, _ := newAskFixture(t, tt.answer)
-		mark := len(f.rec.all())
+		mark := len(f.rec.All())
 		resp, body := f.roundTrip(tt.raw(f))
 		if resp.Status != tt.wantPhrase || resp.Header.Get("Retry-After") != tt.wantRetry {
 			t.Errorf("status line: got %q Retry-After %q, want %q %q", resp.Status, resp.Header.Get("Retry-After"), tt.wantPhrase, tt.wantRetry)
@@ -111,11 +111,11 @@ func TestAskRefusalsSayAPersonWasAsked(t *testing.T) {
 			!strings.Contains(body, "a person") || strings.Count(body, "\n") != 1 {
 			t.Errorf("reason %q body %q: want %s and one line saying a person was asked", resp.Header.Get("X-Egressd-Reason"), body, tt.answer)
 		}
-		e := f.rec.decisionFor(t, "asked.test", tt.answer)
+		e := decisionFor(t, f.rec, "asked.test", tt.answer)
 		if e.Status != 403 || e.Verdict != vocab.Deny {
 			t.Errorf("decision entry: got %+v", e)
 		}
-		for _, en := range f.rec.all()[mark:] {
+		for _, en := range f.rec.All()[mark:] {
 			if en.Verdict.Allowed() {
 				t.Errorf("refused request also logged as allowed: %+v", en)
 			}

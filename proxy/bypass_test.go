@@ -32,10 +32,10 @@ func TestBypassIPLiteralsWithoutGrant(t *testing.T) {
 		t.Run(lit, func(t *testing.T) {
 			checkDenied(t, f.env, denyCase{"connect", connectReq(lit + ":" + hp), 403,
 				vocab.ReasonIPLiteralNotAllowed, "127.0.0.1", `cidr: 127.0.0.1/32`})
-			f.rec.reset()
+			f.rec.Reset()
 			checkDenied(t, f.env, denyCase{"http", getReq("http://"+lit+":"+hp+"/", lit+":"+hp), 403,
 				vocab.ReasonIPLiteralNotAllowed, "127.0.0.1", `cidr: 127.0.0.1/32`})
-			f.rec.reset()
+			f.rec.Reset()
 		})
 	}
 	checkDenied(t, f.env, denyCase{"ipv6 loopback", connectReq("[::1]:" + hp), 403,
@@ -92,10 +92,10 @@ func TestBypassNamesResolvingToSpecialAddresses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.host, func(t *testing.T) {
-			f.rec.reset()
+			f.rec.Reset()
 			status := statusFor(c.reason)
 			checkDenied(t, f.env, denyCase{"connect", connectReq(f.ep(c.host)), status, c.reason, c.host, c.reason.String()})
-			f.rec.reset()
+			f.rec.Reset()
 			checkDenied(t, f.env, denyCase{"http", getReq("http://"+f.hp(c.host)+"/", f.hp(c.host)), status, c.reason,
 				c.host, c.reason.String()})
 		})
@@ -284,7 +284,7 @@ func TestBypassOwnListener(t *testing.T) {
 			p := strconv.Itoa(f.port)
 			checkDenied(t, f.env, denyCase{"by name", connectReq("self.test:" + p), 403, vocab.ReasonSelfAddress,
 				"self.test", "self_address"})
-			f.rec.reset()
+			f.rec.Reset()
 			checkDenied(t, f.env, denyCase{"by name, http", getReq("http://self.test:"+p+"/", "self.test:"+p), 403,
 				vocab.ReasonSelfAddress, "self.test", "self_address"})
 		})
@@ -306,7 +306,7 @@ func TestSNIMatchesConnectHost(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.target+"/"+c.sni, func(t *testing.T) {
-			f.rec.reset()
+			f.rec.Reset()
 			conn, br := f.connect(c.target)
 			tc := tls.Client(&bufConn{Conn: conn, r: br}, &tls.Config{ServerName: c.sni, InsecureSkipVerify: true})
 			err := tc.Handshake()
@@ -320,7 +320,7 @@ func TestSNIMatchesConnectHost(t *testing.T) {
 				t.Fatalf("handshake with SNI %q succeeded, want the tunnel closed", c.sni)
 			}
 			host, _, _ := net.SplitHostPort(c.target)
-			f.rec.decisionFor(t, host, c.reason)
+			decisionFor(t, f.rec, host, c.reason)
 		})
 	}
 	if got := f.tls.count(); got != 0 {
@@ -383,7 +383,7 @@ func TestBypassOptionsStar(t *testing.T) {
 			if first.StatusCode != http.StatusBadRequest || first.Header.Get("X-Egressd-Reason") != "bad_request" {
 				t.Errorf("OPTIONS *: got %d reason %q, want 400 bad_request", first.StatusCode, first.Header.Get("X-Egressd-Reason"))
 			}
-			f.rec.waitFor(t, "bad_request decision for OPTIONS", func(e declog.Entry) bool {
+			f.rec.WaitFor(t, waitLimit, "bad_request decision for OPTIONS", func(e declog.Entry) bool {
 				return e.Event == vocab.EventDecision && e.Reason == vocab.ReasonBadRequest && e.Method == http.MethodOptions
 			})
 			resp, err := http.ReadResponse(br, nil)

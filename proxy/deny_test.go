@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/internal/shared/declog"
@@ -39,7 +41,7 @@ type denyCase struct {
 // X-Egressd-Reason header, the body and the logged decision.
 func checkDenied(t *testing.T, e *env, c denyCase) {
 	t.Helper()
-	mark := len(e.rec.all())
+	mark := len(e.rec.All())
 	resp, body := e.roundTrip(c.raw)
 	if resp.StatusCode != c.wantStatus {
 		t.Errorf("status: got %d, want %d (body %q)", resp.StatusCode, c.wantStatus, body)
@@ -56,14 +58,14 @@ func checkDenied(t *testing.T, e *env, c denyCase) {
 	if !strings.Contains(body, c.wantBody) {
 		t.Errorf("body: got %q, want it to contain %q", body, c.wantBody)
 	}
-	entry := e.rec.waitFor(t, "decision "+c.wantReason.String(), func(en declog.Entry) bool {
+	entry := e.rec.WaitFor(t, waitLimit, "decision "+c.wantReason.String(), func(en declog.Entry) bool {
 		return en.Event == vocab.EventDecision && en.Reason == c.wantReason
 	})
 	if entry.Verdict != vocab.Deny || entry.Host != c.wantHost || entry.Status != c.wantStatus || entry.Client != "127.0.0.1" {
 		t.Errorf("decision entry: got %+v, want deny %s host %q status %d client 127.0.0.1",
 			entry, c.wantReason, c.wantHost, c.wantStatus)
 	}
-	for _, en := range e.rec.all()[mark:] {
+	for _, en := range e.rec.All()[mark:] {
 		if en.Event == vocab.EventDecision && en.Verdict.Allowed() {
 			t.Errorf("denied request also logged as allowed: %+v", en)
 		}
@@ -119,7 +121,7 @@ func TestDenialReasons(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			f.rec.reset()
+			f.rec.Reset()
 			checkDenied(t, f.env, c)
 		})
 	}
@@ -129,7 +131,7 @@ func TestDenialReasons(t *testing.T) {
 }
 
 func TestRateLimitThenRecovery(t *testing.T) {
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	f := newFixture(t, fixOpts{
 		limits: "  client: {rps: 1, burst: 2}\n  host: {rps: 100000, burst: 100000}\n",
 		mod:    func(c *Config) { c.Clock = clock.Now },
@@ -152,7 +154,7 @@ func TestRateLimitThenRecovery(t *testing.T) {
 }
 
 func TestHostRateLimitUsesRuleOverride(t *testing.T) {
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	f := newFixture(t, fixOpts{mod: func(c *Config) { c.Clock = clock.Now }})
 	slow, slowHost := "http://"+f.hp("slow.test")+"/", f.hp("slow.test")
 	if resp, _ := f.get(slow, slowHost); resp.StatusCode != http.StatusOK {
@@ -170,7 +172,7 @@ func TestHostRateLimitUsesRuleOverride(t *testing.T) {
 }
 
 func TestReportModeRateLimit(t *testing.T) {
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	f := newFixture(t, fixOpts{mode: "report", mod: func(c *Config) { c.Clock = clock.Now }})
 	slow, slowHost := "http://"+f.hp("slow.test")+"/", f.hp("slow.test")
 	for i := range 2 {
@@ -178,7 +180,7 @@ func TestReportModeRateLimit(t *testing.T) {
 			t.Fatalf("report mode request %d: got %d, want 200", i, resp.StatusCode)
 		}
 	}
-	if e := f.rec.decisionFor(t, "slow.test", vocab.ReasonRateLimited); e.Verdict != vocab.Report {
+	if e := decisionFor(t, f.rec, "slow.test", vocab.ReasonRateLimited); e.Verdict != vocab.Report {
 		t.Errorf("verdict: got %v, want would_deny", e.Verdict)
 	}
 }
@@ -192,7 +194,7 @@ func TestConnectionCaps(t *testing.T) {
 	b := f.dial() // over the cap: one answer, then closed
 	c := f.dial() // over twice the cap: closed at once
 	expectClosed(t, c, c)
-	f.rec.waitFor(t, "accept-time rejection", func(e declog.Entry) bool {
+	f.rec.WaitFor(t, waitLimit, "accept-time rejection", func(e declog.Entry) bool {
 		return e.Reason == vocab.ReasonTooManyConnections && e.Host == ""
 	})
 	resp, body := sendRaw(t, b, bufio.NewReader(b), getReq("http://"+f.hp("granted.test")+"/", f.hp("granted.test")))

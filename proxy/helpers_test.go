@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/shared/declog/declogtest"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/internal/lib/tcplisten"
@@ -83,75 +85,13 @@ func (f *fakeResolver) callCount(host string) int {
 	return f.calls[host]
 }
 
-// memRecorder keeps every entry and lets tests wait for one.
-type memRecorder struct {
-	mu      sync.Mutex
-	entries []declog.Entry
-	changed chan struct{}
-}
-
-func newMemRecorder() *memRecorder { return &memRecorder{changed: make(chan struct{}, 1)} }
-
-func (m *memRecorder) Record(e declog.Entry) {
-	m.mu.Lock()
-	m.entries = append(m.entries, e)
-	m.mu.Unlock()
-	select {
-	case m.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (m *memRecorder) reset() {
-	m.mu.Lock()
-	m.entries = nil
-	m.mu.Unlock()
-}
-
-func (m *memRecorder) all() []declog.Entry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]declog.Entry(nil), m.entries...)
-}
-
-// waitFor returns the first entry matching pred, waiting for it to arrive.
-func (m *memRecorder) waitFor(t *testing.T, what string, pred func(declog.Entry) bool) declog.Entry {
-	t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	for {
-		for _, e := range m.all() {
-			if pred(e) {
-				return e
-			}
-		}
-		select {
-		case <-m.changed:
-		case <-deadline.C:
-			t.Fatalf("no log entry %s; got %+v", what, m.all())
-			return declog.Entry{}
-		}
-	}
-}
-
 // decisionFor waits for the decision entry about host.
-func (m *memRecorder) decisionFor(t *testing.T, host string, reason vocab.Reason) declog.Entry {
+func decisionFor(t *testing.T, rec *declogtest.Recorder, host string, reason vocab.Reason) declog.Entry {
 	t.Helper()
-	return m.waitFor(t, fmt.Sprintf("decision %s %s", host, reason), func(e declog.Entry) bool {
+	return rec.WaitFor(t, waitLimit, fmt.Sprintf("decision %s %s", host, reason), func(e declog.Entry) bool {
 		return e.Event == vocab.EventDecision && e.Host == host && e.Reason == reason
 	})
 }
-
-// fakeClock is an injectable clock for the token buckets.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
-	return c
-}
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // env is a running proxy on loopback with its fakes.
 type env struct {
@@ -161,7 +101,7 @@ type env struct {
 	port int
 	pol  atomic.Pointer[policy.Policy]
 	res  *fakeResolver
-	rec  *memRecorder
+	rec  *declogtest.Recorder
 	done chan error
 }
 
@@ -173,7 +113,7 @@ func startProxy(t testing.TB, policyYAML func(proxyPort int) string, mod func(*C
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, addr: ln.Addr().String(), res: newFakeResolver(), rec: newMemRecorder(), done: make(chan error, 1)}
+	e := &env{t: t, addr: ln.Addr().String(), res: newFakeResolver(), rec: &declogtest.Recorder{}, done: make(chan error, 1)}
 	e.port = ln.Addr().(*net.TCPAddr).Port
 	e.pol.Store(mustPolicy(t, policyYAML(e.port)))
 	cfg := Config{

@@ -86,14 +86,14 @@ func TestDeferredCheckAtDial(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("the first request never reached the upstream")
 	}
-	mark := len(f.rec.all())
+	mark := len(f.rec.All())
 	resp, body := f.get(url+"/", host)
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Egressd-Reason") != "private_address" {
 		t.Errorf("second request: got %d %q (%q), want 403 private_address", resp.StatusCode,
 			resp.Header.Get("X-Egressd-Reason"), body)
 	}
 	var got []string
-	for _, e := range f.rec.all()[mark:] {
+	for _, e := range f.rec.All()[mark:] {
 		if e.Event == vocab.EventDecision {
 			got = append(got, e.Verdict.String()+" "+e.Reason.String()+" "+strconv.Itoa(e.Status))
 		}

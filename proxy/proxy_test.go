@@ -48,16 +48,16 @@ func TestHTTPGrantedEndToEnd(t *testing.T) {
 		t.Errorf("upstream X-Keep: got %q, want 1", up.Header.Get("X-Keep"))
 	}
 
-	d := f.rec.decisionFor(t, "granted.test", vocab.ReasonAllowlisted)
+	d := decisionFor(t, f.rec, "granted.test", vocab.ReasonAllowlisted)
 	if d.Verdict != vocab.Allow || d.Proto != vocab.ProtoHTTP || d.Method != "GET" ||
 		d.Port != uint16(f.http.port) || d.Client != "127.0.0.1" || !strings.HasPrefix(d.Rule, "allow[0]") {
 		t.Errorf("decision entry: got %+v", d)
 	}
-	c := f.rec.waitFor(t, "close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
+	c := f.rec.WaitFor(t, waitLimit, "close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 	if c.Status != http.StatusOK || c.BytesDn != int64(len(want)) || c.Host != "granted.test" {
 		t.Errorf("close entry: got %+v, want status 200, %d bytes down", c, len(want))
 	}
-	for _, e := range f.rec.all() {
+	for _, e := range f.rec.All() {
 		line, _ := json.Marshal(e)
 		if strings.Contains(string(line), "secret") || strings.Contains(string(line), "c2VjcmV0") {
 			t.Errorf("log entry leaks query or credentials: %s", line)
@@ -77,12 +77,12 @@ func TestConnectGrantedEndToEnd(t *testing.T) {
 	if want := "hello from " + f.tp("granted.test") + " /x"; string(body) != want {
 		t.Errorf("body: got %q, want %q", body, want)
 	}
-	d := f.rec.decisionFor(t, "granted.test", vocab.ReasonAllowlisted)
+	d := decisionFor(t, f.rec, "granted.test", vocab.ReasonAllowlisted)
 	if d.Proto != vocab.ProtoConnect || d.Method != http.MethodConnect || d.Port != uint16(f.tls.port) {
 		t.Errorf("decision entry: got %+v", d)
 	}
 	cl.CloseIdleConnections()
-	c := f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool {
+	c := f.rec.WaitFor(t, waitLimit, "tunnel close", func(e declog.Entry) bool {
 		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoConnect
 	})
 	if c.BytesUp == 0 || c.BytesDn == 0 || c.Status != http.StatusOK {
@@ -125,7 +125,7 @@ func TestPostBodyCounted(t *testing.T) {
 	if string(body) != "got 10000" {
 		t.Errorf("body: got %q, want %q", body, "got 10000")
 	}
-	c := f.rec.waitFor(t, "close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
+	c := f.rec.WaitFor(t, waitLimit, "close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 	if c.BytesUp != 10000 {
 		t.Errorf("close entry bytes up: got %d, want 10000", c.BytesUp)
 	}
@@ -160,7 +160,7 @@ func TestWebSocketUpgrade(t *testing.T) {
 	echo(t, c, br, "frame-1")
 	echo(t, c, br, "frame-2")
 	c.Close()
-	e := f.rec.waitFor(t, "websocket close", func(e declog.Entry) bool {
+	e := f.rec.WaitFor(t, waitLimit, "websocket close", func(e declog.Entry) bool {
 		return e.Event == vocab.EventClose && e.Status == http.StatusSwitchingProtocols
 	})
 	if e.BytesUp < int64(len("frame-1frame-2")) || e.BytesDn < int64(len("frame-1frame-2")) {
@@ -213,7 +213,7 @@ func TestReportMode(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("report mode, not allow-listed: got %d %q, want 200", resp.StatusCode, body)
 	}
-	if e := f.rec.decisionFor(t, "evil.test", vocab.ReasonNotAllowlisted); e.Verdict != vocab.Report {
+	if e := decisionFor(t, f.rec, "evil.test", vocab.ReasonNotAllowlisted); e.Verdict != vocab.Report {
 		t.Errorf("verdict: got %v, want would_deny", e.Verdict)
 	}
 	resp, _ = f.get("http://"+f.hp("private.b.test")+"/", f.hp("private.b.test"))
@@ -271,7 +271,7 @@ func TestUpstreamDown(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not connect to "+target) {
 		t.Errorf("CONNECT to a closed port: got %d %q, want 502 naming the target", resp.StatusCode, body)
 	}
-	c := f.rec.waitFor(t, "close 502", func(e declog.Entry) bool { return e.Event == vocab.EventClose && e.Status == 502 })
+	c := f.rec.WaitFor(t, waitLimit, "close 502", func(e declog.Entry) bool { return e.Event == vocab.EventClose && e.Status == 502 })
 	if c.Host != "down.test" || c.Proto != vocab.ProtoConnect {
 		t.Errorf("close entry: got %+v", c)
 	}

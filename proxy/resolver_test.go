@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/miekg/dns"
@@ -38,7 +40,7 @@ func TestSharedResolverRebinding(t *testing.T) {
 		}
 		return m
 	})
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	res := resolver.New(resolver.Config{Upstreams: []string{dnsUp.Addr}, Timeout: time.Second, Clock: clock.Now})
 	up := newUpstream(t, false, nil)
 	e := startProxy(t, func(int) string {

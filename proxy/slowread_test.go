@@ -49,7 +49,7 @@ func TestClientThatNeverReadsIsCut(t *testing.T) {
 	if _, err := io.WriteString(c, getReq("http://"+f.hp("granted.test")+"/big", f.hp("granted.test"))); err != nil {
 		t.Fatal(err)
 	}
-	cl := f.rec.waitFor(t, "close entry of the stalled request", func(e declog.Entry) bool {
+	cl := f.rec.WaitFor(t, waitLimit, "close entry of the stalled request", func(e declog.Entry) bool {
 		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoHTTP
 	})
 	if cl.BytesDn >= bigBody {
@@ -119,7 +119,7 @@ func TestTunnelClientThatNeverReadsIsCut(t *testing.T) {
 	// Keep bytes flowing up, paced, until egressd cuts the connection or
 	// the wait below gives up.
 	defer keepWriting(c)()
-	cl := f.rec.waitFor(t, "close entry of the stalled tunnel", func(e declog.Entry) bool {
+	cl := f.rec.WaitFor(t, waitLimit, "close entry of the stalled tunnel", func(e declog.Entry) bool {
 		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoConnect
 	})
 	if cl.BytesDn >= bigBody {

@@ -34,7 +34,7 @@ type refusedCase struct {
 // allowedFirst: the request was allowed (and logged so) before it failed.
 func checkRefused(t *testing.T, f *fixture, c refusedCase, allowedFirst bool) {
 	t.Helper()
-	f.rec.reset()
+	f.rec.Reset()
 	conn := f.dial()
 	br := bufio.NewReader(conn)
 	if _, err := io.WriteString(conn, c.raw); err != nil {
@@ -58,20 +58,20 @@ func checkRefused(t *testing.T, f *fixture, c refusedCase, allowedFirst bool) {
 		t.Errorf("status line: got %q, want it to start with %q", got, want)
 	}
 	expectClosed(t, conn, br)
-	e := f.rec.waitFor(t, "bad_request decision", func(e declog.Entry) bool {
+	e := f.rec.WaitFor(t, waitLimit, "bad_request decision", func(e declog.Entry) bool {
 		return e.Event == vocab.EventDecision && e.Reason == vocab.ReasonBadRequest
 	})
 	if e.Verdict != vocab.Deny || e.Client != "127.0.0.1" || e.Proto != c.wantProto || e.Status != c.wantStatus {
 		t.Errorf("decision: got %+v, want deny from 127.0.0.1, proto %s, status %d", e, c.wantProto, c.wantStatus)
 	}
 	var allowed int
-	for _, e := range f.rec.all() {
+	for _, e := range f.rec.All() {
 		if e.Event == vocab.EventDecision && e.Verdict.Allowed() {
 			allowed++
 		}
 	}
 	if want := map[bool]int{false: 0, true: 1}[allowedFirst]; allowed != want {
-		t.Errorf("allow decisions logged: got %d, want %d; log %+v", allowed, want, f.rec.all())
+		t.Errorf("allow decisions logged: got %d, want %d; log %+v", allowed, want, f.rec.All())
 	}
 }
 
@@ -208,7 +208,7 @@ func TestBrokenChunkedBodyRefused(t *testing.T) {
 			// The head was sound, so the request was allowed and logged
 			// before its body broke.
 			checkRefused(t, f, c, true)
-			cl := f.rec.waitFor(t, "close entry", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
+			cl := f.rec.WaitFor(t, waitLimit, "close entry", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 			if cl.Reason != vocab.ReasonBadRequest || cl.Status != http.StatusBadRequest {
 				t.Errorf("close entry: got reason %s status %d, want bad_request 400", cl.Reason, cl.Status)
 			}
@@ -261,7 +261,7 @@ func TestBodyBreaksAfterUpstreamAnswered(t *testing.T) {
 		t.Errorf("a second response (%d) on the connection; want it closed after the broken body", r2.StatusCode)
 	}
 	expectClosed(t, c, br)
-	e := f.rec.decisionFor(t, "granted.test", vocab.ReasonBadRequest)
+	e := decisionFor(t, f.rec, "granted.test", vocab.ReasonBadRequest)
 	if e.Verdict != vocab.Deny || e.Status != resp.StatusCode {
 		t.Errorf("decision: got %+v, want a bad_request denial with the status sent (%d)", e, resp.StatusCode)
 	}

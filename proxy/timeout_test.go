@@ -51,11 +51,11 @@ func TestSlowClientHello(t *testing.T) {
 	if took := time.Since(start); took < 150*time.Millisecond {
 		t.Errorf("closed after %v, want about the 200ms header timeout", took)
 	}
-	e := f.rec.decisionFor(t, "granted.test", vocab.ReasonBadRequest)
+	e := decisionFor(t, f.rec, "granted.test", vocab.ReasonBadRequest)
 	if e.Verdict != vocab.Deny || e.Proto != vocab.ProtoConnect {
 		t.Errorf("entry: got %+v, want a connect denial", e)
 	}
-	cl := f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
+	cl := f.rec.WaitFor(t, waitLimit, "tunnel close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 	if cl.BytesUp != 0 {
 		t.Errorf("bytes sent upstream: got %d, want 0 (the partial hello is withheld)", cl.BytesUp)
 	}
@@ -71,7 +71,7 @@ func TestMalformedClientHello(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClosed(t, c, br)
-	f.rec.decisionFor(t, "granted.test", vocab.ReasonBadRequest)
+	decisionFor(t, f.rec, "granted.test", vocab.ReasonBadRequest)
 }
 
 // TestNonTLSTunnelPassesThrough: a tunnel that does not start with TLS is
@@ -92,7 +92,7 @@ func TestIdleTunnelClosed(t *testing.T) {
 	if took := time.Since(start); took < 250*time.Millisecond {
 		t.Errorf("idle tunnel closed after %v, want about 300ms", took)
 	}
-	cl := f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
+	cl := f.rec.WaitFor(t, waitLimit, "tunnel close", func(e declog.Entry) bool { return e.Event == vocab.EventClose })
 	if cl.BytesUp != 4 || cl.BytesDn != 4 {
 		t.Errorf("close entry: got up %d down %d, want 4 and 4", cl.BytesUp, cl.BytesDn)
 	}
@@ -136,14 +136,14 @@ func TestRevokeClosesOnlyRevokedTunnels(t *testing.T) {
 	}
 	echo(t, kept, kbr, "still granted")
 	for _, proto := range []vocab.Proto{vocab.ProtoConnect, vocab.ProtoHTTP} {
-		e := f.rec.waitFor(t, "revoked "+proto.String(), func(e declog.Entry) bool {
+		e := f.rec.WaitFor(t, waitLimit, "revoked "+proto.String(), func(e declog.Entry) bool {
 			return e.Event == vocab.EventDecision && e.Reason == vocab.ReasonRevoked && e.Proto == proto
 		})
 		if e.Host != "granted.test" || e.Verdict != vocab.Deny {
 			t.Errorf("revoke entry: got %+v, want deny granted.test", e)
 		}
 	}
-	f.rec.waitFor(t, "revoked tunnel close", func(e declog.Entry) bool {
+	f.rec.WaitFor(t, waitLimit, "revoked tunnel close", func(e declog.Entry) bool {
 		return e.Event == vocab.EventClose && e.Reason == vocab.ReasonRevoked && e.Host == "granted.test"
 	})
 	resp2, body := f.get("http://"+f.hp("granted.test")+"/", f.hp("granted.test"))
@@ -161,7 +161,7 @@ func TestRevokeAddressCheck(t *testing.T) {
 	f.pol.Store(mustPolicy(t, "version: 1\nallow:\n  - {host: granted.test, ports: "+ports(f.echo)+"}\n"))
 	f.srv.Revoke()
 	expectClosed(t, c, bufio.NewReader(c))
-	f.rec.decisionFor(t, "granted.test", vocab.ReasonRevoked)
+	decisionFor(t, f.rec, "granted.test", vocab.ReasonRevoked)
 }
 
 // TestHeaderSizeCap: a request head over limits.max_header_bytes is refused
@@ -192,7 +192,7 @@ func TestSlowRequestBody(t *testing.T) {
 	head := "POST http://" + g + "/upload HTTP/1.1\r\nHost: " + g + "\r\nContent-Length: 100\r\n\r\n"
 
 	t.Run("stalled", func(t *testing.T) {
-		f.rec.reset()
+		f.rec.Reset()
 		c := f.dial()
 		br := bufio.NewReader(c)
 		start := time.Now()
@@ -211,7 +211,7 @@ func TestSlowRequestBody(t *testing.T) {
 			t.Errorf("cut after %v, want about the 300ms idle timeout", took)
 		}
 		expectClosed(t, c, br)
-		f.rec.decisionFor(t, "granted.test", vocab.ReasonBadRequest)
+		decisionFor(t, f.rec, "granted.test", vocab.ReasonBadRequest)
 	})
 
 	t.Run("slow but moving", func(t *testing.T) {

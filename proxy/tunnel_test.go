@@ -114,7 +114,7 @@ func warmTunnel(t *testing.T, f *fixture, kernel bool, bulk int) (net.Conn, *buf
 
 func closeEntry(t *testing.T, f *fixture) declog.Entry {
 	t.Helper()
-	return f.rec.waitFor(t, "tunnel close", func(e declog.Entry) bool {
+	return f.rec.WaitFor(t, waitLimit, "tunnel close", func(e declog.Entry) bool {
 		return e.Event == vocab.EventClose && e.Proto == vocab.ProtoConnect
 	})
 }
@@ -185,7 +185,7 @@ func TestRevokeSplicedTunnel(t *testing.T) {
 				t.Errorf("close entry: got %+v, want reason revoked and 262144 bytes each way", cl)
 			}
 			var order []vocab.Event
-			for _, e := range f.rec.all() {
+			for _, e := range f.rec.All() {
 				if e.Reason == vocab.ReasonRevoked {
 					order = append(order, e.Event)
 				}
@@ -239,7 +239,7 @@ func TestTunnelEarlyBytes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f.rec.reset()
+			f.rec.Reset()
 			c := f.dial()
 			if _, err := c.Write(append([]byte(connectReq(target)), tc.early...)); err != nil {
 				t.Fatal(err)
@@ -256,7 +256,7 @@ func TestTunnelEarlyBytes(t *testing.T) {
 			want := append(append([]byte{}, tc.early...), tc.later...)
 			if tc.denied != vocab.ReasonNone {
 				want = nil
-				f.rec.decisionFor(t, "rec.test", tc.denied)
+				decisionFor(t, f.rec, "rec.test", tc.denied)
 			}
 			select {
 			case got := <-rec.got:

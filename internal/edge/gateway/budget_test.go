@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/internal/shared/meter"
@@ -56,7 +58,7 @@ func TestConcurrentCallsNeverPassTheCap(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every call settled", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) == 200 })
+	waitFor(t, "every call settled", func() bool { return len(r.rec.ByEvent(vocab.EventDecision)) == 200 })
 	ok := statuses[200]
 	t.Logf("admitted %d of 200, spent $%.4f", ok, r.meter.Snapshot().SpentUSD)
 	s := r.meter.Snapshot()
@@ -81,7 +83,7 @@ func TestConcurrentCallsNeverPassTheCap(t *testing.T) {
 }
 
 func TestBudgetErrorShapes(t *testing.T) {
-	clk := &testClock{t: time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC))
 	r := newRig(t, openRouterJSON(0.001, 1, 1), withClock(clk), withBudget(func(b *policy.BudgetConfig) { b.CapUSD = 0.001 }))
 	// A call whose worst case (1024 output tokens at $15/M) is over the cap.
 	openai := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":1024}`)
@@ -119,13 +121,13 @@ func TestBudgetErrorShapes(t *testing.T) {
 	if n := len(r.fake.requests()); n != 0 {
 		t.Errorf("provider saw %d calls, want 0", n)
 	}
-	for _, e := range r.rec.byEvent(vocab.EventDecision) {
+	for _, e := range r.rec.ByEvent(vocab.EventDecision) {
 		if e.Reason != vocab.ReasonBudgetExceeded || e.Verdict != vocab.Deny || e.Status != 429 {
 			t.Errorf("entry %+v, want deny budget_exceeded 429", e)
 		}
 	}
 	// The next month the budget is back.
-	clk.set(time.Date(2026, 4, 1, 0, 0, 1, 0, time.UTC))
+	clk.Set(time.Date(2026, 4, 1, 0, 0, 1, 0, time.UTC))
 	if resp := r.post("/openrouter/api/v1/chat/completions", `{"model":"anthropic/claude-sonnet-4.5","max_tokens":10}`); resp.StatusCode != 200 {
 		t.Errorf("after roll-over: got %d, want 200", resp.StatusCode)
 	}
@@ -138,7 +140,7 @@ func TestUnknownModel(t *testing.T) {
 	if resp.StatusCode != 403 || errType(t, body) != "unknown_model" || !strings.Contains(string(body), `budget.prices.\"evil/expensive-1\"`) {
 		t.Errorf("got %d %s, want 403 unknown_model naming budget.prices.\"evil/expensive-1\"", resp.StatusCode, body)
 	}
-	if e := r.rec.byEvent(vocab.EventDecision); e[0].Reason != vocab.ReasonUnknownModel || e[0].Model != "Evil/Expensive-1" {
+	if e := r.rec.ByEvent(vocab.EventDecision); e[0].Reason != vocab.ReasonUnknownModel || e[0].Model != "Evil/Expensive-1" {
 		t.Errorf("entry %+v, want reason unknown_model for the model", e[0])
 	}
 	resp = r.post("/openrouter/api/v1/chat/completions", `{"messages":[]}`)
@@ -181,7 +183,7 @@ func TestUpstreamErrorsPassThroughUncharged(t *testing.T) {
 			if s := r.meter.Snapshot(); s.SpentUSD != 0 || s.ReservedUSD != 0 || s.InFlight != 0 {
 				t.Errorf("got spent %v reserved %v in flight %d, want all 0", s.SpentUSD, s.ReservedUSD, s.InFlight)
 			}
-			if n := len(r.rec.byEvent(vocab.EventUsage)); n != 0 {
+			if n := len(r.rec.ByEvent(vocab.EventUsage)); n != 0 {
 				t.Errorf("%d usage entries, want 0", n)
 			}
 		})

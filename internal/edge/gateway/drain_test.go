@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/policy"
@@ -90,8 +92,8 @@ func TestDisconnectMidStream(t *testing.T) {
 			case tt.close:
 				r.gw.Close()
 			}
-			waitFor(t, "the call to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-			u := r.rec.byEvent(vocab.EventUsage)[0]
+			waitFor(t, "the call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+			u := r.rec.ByEvent(vocab.EventUsage)[0]
 			s := r.meter.Snapshot()
 			if u.Estimated != tt.wantEstimated || s.ReservedUSD != 0 || r.gw.Draining() != 0 {
 				t.Errorf("usage %+v reserved %v draining %d, want estimated=%v, nothing reserved or draining",
@@ -105,7 +107,7 @@ func TestDisconnectMidStream(t *testing.T) {
 			if !tt.wantEstimated && math.Abs(s.SpentUSD-tt.wantCost) > 1e-12 {
 				t.Errorf("spent %v, want the provider's %v", s.SpentUSD, tt.wantCost)
 			}
-			waitFor(t, "the decision entry", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) == 1 })
+			waitFor(t, "the decision entry", func() bool { return len(r.rec.ByEvent(vocab.EventDecision)) == 1 })
 		})
 	}
 }
@@ -127,8 +129,8 @@ func TestDrainSlotsAreBounded(t *testing.T) {
 	resp.Body.Read(make([]byte, 16))
 	cancel()
 	resp.Body.Close()
-	waitFor(t, "the second call to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-	if u := r.rec.byEvent(vocab.EventUsage)[0]; !u.Estimated || r.gw.Draining() != 1 {
+	waitFor(t, "the second call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	if u := r.rec.ByEvent(vocab.EventUsage)[0]; !u.Estimated || r.gw.Draining() != 1 {
 		t.Errorf("got %+v with %d draining, want an estimated charge while the first still drains", u, r.gw.Draining())
 	}
 }
@@ -142,7 +144,7 @@ func withMaxDrains(n int) rigOpt {
 }
 
 func TestTokensPerMinute(t *testing.T) {
-	clk := &testClock{t: time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC))
 	r := newRig(t, openRouterJSON(0.001, 400, 300), withClock(clk),
 		func(_ *Config, _ *policy.BudgetConfig, p map[string]policy.ProviderConfig) {
 			pc := p["openrouter"]
@@ -160,10 +162,10 @@ func TestTokensPerMinute(t *testing.T) {
 		t.Errorf("got %d %s retry-after %q, want 429 rate_limited with Retry-After and retries allowed",
 			resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
-	if e := r.rec.byEvent(vocab.EventDecision); e[len(e)-1].Reason != vocab.ReasonRateLimited {
+	if e := r.rec.ByEvent(vocab.EventDecision); e[len(e)-1].Reason != vocab.ReasonRateLimited {
 		t.Errorf("logged %v, want rate_limited", e[len(e)-1].Reason)
 	}
-	clk.set(clk.now().Add(time.Minute))
+	clk.Set(clk.Now().Add(time.Minute))
 	if resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall); resp.StatusCode != 200 {
 		t.Errorf("a minute later: got %d, want 200", resp.StatusCode)
 	}
@@ -178,7 +180,7 @@ func TestWarnAtLogsOncePerPeriod(t *testing.T) {
 			t.Fatalf("got %d, want 200", resp.StatusCode)
 		}
 	}
-	warns := r.rec.byEvent(vocab.EventBudgetWarn)
+	warns := r.rec.ByEvent(vocab.EventBudgetWarn)
 	if len(warns) != 1 || math.Abs(warns[0].CostUSD-0.6) > 1e-12 {
 		t.Errorf("got warn entries %+v, want one at spend 0.6", warns)
 	}
@@ -209,8 +211,8 @@ func TestLeaveBeforeHeaders(t *testing.T) {
 	if err := <-errc; err == nil {
 		t.Fatal("the agent's request succeeded, want it cancelled")
 	}
-	waitFor(t, "the call to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-	u := r.rec.byEvent(vocab.EventUsage)[0]
+	waitFor(t, "the call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	u := r.rec.ByEvent(vocab.EventUsage)[0]
 	// The reservation: ceil(len(body)/2) input tokens and the call's 100
 	// output tokens.
 	wantIn := int64((len(sonnetCall) + 1) / 2)

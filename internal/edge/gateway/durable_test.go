@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/internal/shared/meter"
@@ -130,7 +132,7 @@ func TestReservationIsOnDiskBeforeTheProviderSeesTheCall(t *testing.T) {
 	if err := d.err(); err != nil {
 		t.Errorf("50 at once: %v", err)
 	}
-	waitFor(t, "every call settled", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 53 })
+	waitFor(t, "every call settled", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 53 })
 	l, err := readDiskLedger(path)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +172,7 @@ func TestCapRaceWithDurableReservations(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every call decided", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) == 200 })
+	waitFor(t, "every call decided", func() bool { return len(r.rec.ByEvent(vocab.EventDecision)) == 200 })
 	if err := d.err(); err != nil {
 		t.Error(err)
 	}
@@ -194,7 +196,7 @@ func TestCapRaceWithDurableReservations(t *testing.T) {
 // settle's write fails), the answered call's spend is kept and later
 // calls are refused; after the repair the file holds every answered call.
 func TestLedgerWriteFailureRefusesAndKeepsSpend(t *testing.T) {
-	clk := &testClock{t: time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2026, 3, 18, 12, 0, 0, 0, time.UTC))
 	var breakOnCall atomic.Bool
 	fixes := make(chan func(), 1)
 	var ledgerPath string
@@ -228,7 +230,7 @@ func TestLedgerWriteFailureRefusesAndKeepsSpend(t *testing.T) {
 		t.Errorf("spent %v reserved %v ledger err %v, want 0.1, 0 and an error", s.SpentUSD, s.ReservedUSD, s.LedgerErr)
 	}
 	fix()
-	clk.set(clk.now().Add(2 * time.Second)) // past the write retry backoff
+	clk.Set(clk.Now().Add(2 * time.Second)) // past the write retry backoff
 	if got, _ := call(); got != 200 {
 		t.Fatalf("after the repair: got %d, want 200", got)
 	}
@@ -245,11 +247,11 @@ func TestLedgerWriteFailureRefusesAndKeepsSpend(t *testing.T) {
 		t.Errorf("spent %v ledger err %v, want 0.3 kept in memory and an error", s.SpentUSD, s.LedgerErr)
 	}
 	fix()
-	clk.set(clk.now().Add(2 * time.Second))
+	clk.Set(clk.Now().Add(2 * time.Second))
 	if got, _ := call(); got != 200 {
 		t.Fatalf("after the second repair: got %d, want 200", got)
 	}
-	m2, err := meter.Open(r.budget, meter.Options{Clock: clk.now, Logger: quietLog})
+	m2, err := meter.Open(r.budget, meter.Options{Clock: clk.Now, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}

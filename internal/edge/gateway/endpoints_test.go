@@ -94,7 +94,7 @@ func TestEndpointTable(t *testing.T) {
 			if tt.wantStatus == 403 && tt.method != "HEAD" && !strings.Contains(string(body), "not metered") {
 				t.Errorf("refusal %s does not say the endpoint is not metered", body)
 			}
-			dec := r.rec.byEvent(vocab.EventDecision)
+			dec := r.rec.ByEvent(vocab.EventDecision)
 			if len(dec) != 1 || dec[0].Reason != tt.wantReason {
 				t.Errorf("decision entries %+v, want one with reason %v", dec, tt.wantReason)
 			}

@@ -50,7 +50,7 @@ func TestUsagePerFormat(t *testing.T) {
 			if s := r.meter.Snapshot(); math.Abs(s.SpentUSD-tt.wantCost) > 1e-9 || s.ReservedUSD != 0 {
 				t.Errorf("spent %v reserved %v, want %v 0", s.SpentUSD, s.ReservedUSD, tt.wantCost)
 			}
-			use := r.rec.byEvent(vocab.EventUsage)
+			use := r.rec.ByEvent(vocab.EventUsage)
 			if len(use) != 1 || use[0].InputTokens != tt.wantIn || use[0].OutputTokens != tt.wantOut || use[0].Estimated {
 				t.Fatalf("usage entries %+v, want one with in %d out %d not estimated", use, tt.wantIn, tt.wantOut)
 			}
@@ -61,7 +61,7 @@ func TestUsagePerFormat(t *testing.T) {
 			if got := opts["include_usage"] == true; got != (tt.wantIncludeUsage || strings.Contains(tt.body, "include_usage")) {
 				t.Errorf("upstream stream_options %v, want include_usage set: %v", sent["stream_options"], tt.wantIncludeUsage)
 			}
-			dec := r.rec.byEvent(vocab.EventDecision)
+			dec := r.rec.ByEvent(vocab.EventDecision)
 			if len(dec) != 1 || dec[0].Verdict != vocab.Allow || dec[0].Reason != vocab.ReasonAllowlisted ||
 				dec[0].Proto != vocab.ProtoGateway || dec[0].Status != 200 || dec[0].BytesDn != int64(len(want)) {
 				t.Errorf("decision entries %+v, want one allow/allowlisted gateway entry with status 200", dec)
@@ -162,7 +162,7 @@ func TestAuthAndRouting(t *testing.T) {
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("got status %d (%s), want %d", resp.StatusCode, got, tt.wantStatus)
 			}
-			entries := r.rec.byEvent(vocab.EventDecision)
+			entries := r.rec.ByEvent(vocab.EventDecision)
 			if last := entries[len(entries)-1]; last.Reason != tt.wantReason {
 				t.Errorf("logged reason %v, want %v", last.Reason, tt.wantReason)
 			}
@@ -209,7 +209,7 @@ func TestGETIsForwardedUnmetered(t *testing.T) {
 		seen[0].Header.Get("Authorization") != "Bearer "+realKey {
 		t.Errorf("upstream got %+v, want GET /api/v1/models?supported_parameters=tools with the real key", seen)
 	}
-	if s := r.meter.Snapshot(); s.SpentUSD != 0 || len(r.rec.byEvent(vocab.EventUsage)) != 0 {
+	if s := r.meter.Snapshot(); s.SpentUSD != 0 || len(r.rec.ByEvent(vocab.EventUsage)) != 0 {
 		t.Errorf("a GET was metered: spent %v", s.SpentUSD)
 	}
 }

@@ -85,8 +85,8 @@ func TestStreamGuardCutsRunawayOutput(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the provider never noticed the cut")
 			}
-			waitFor(t, "the usage entry", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-			u := r.rec.byEvent(vocab.EventUsage)[0]
+			waitFor(t, "the usage entry", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+			u := r.rec.ByEvent(vocab.EventUsage)[0]
 			q, err := r.meter.Quote(u.Model, int64(len(tt.body)+1)/2, 100)
 			if err != nil {
 				t.Fatal(err)
@@ -102,7 +102,7 @@ func TestStreamGuardCutsRunawayOutput(t *testing.T) {
 			if s := r.meter.Snapshot(); math.Abs(s.SpentUSD-u.CostUSD) > 1e-12 || s.ReservedUSD != 0 {
 				t.Errorf("spent %v reserved %v, want %v and 0", s.SpentUSD, s.ReservedUSD, u.CostUSD)
 			}
-			d := r.rec.byEvent(vocab.EventDecision)
+			d := r.rec.ByEvent(vocab.EventDecision)
 			if len(d) != 1 || d[0].Verdict != vocab.Deny || d[0].Reason != vocab.ReasonBudgetExceeded {
 				t.Errorf("decision entries %+v, want one deny/budget_exceeded", d)
 			}
@@ -147,8 +147,8 @@ func TestStreamWithinTheMarginIsNotCut(t *testing.T) {
 	if got := readAll(t, resp); string(got) != stream {
 		t.Fatalf("got %q, want the provider's stream unchanged", got)
 	}
-	waitFor(t, "the usage entry", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-	if u := r.rec.byEvent(vocab.EventUsage)[0]; u.Estimated || u.CostUSD != 0.0016 || u.Reason != vocab.ReasonAllowlisted {
+	waitFor(t, "the usage entry", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	if u := r.rec.ByEvent(vocab.EventUsage)[0]; u.Estimated || u.CostUSD != 0.0016 || u.Reason != vocab.ReasonAllowlisted {
 		t.Errorf("usage %+v, want the reported $0.0016, allowlisted", u)
 	}
 }
@@ -166,7 +166,7 @@ func TestOvershootChargedLoggedAndCapCloses(t *testing.T) {
 	if resp := r.post("/openrouter/api/v1/chat/completions", sonnetCall); resp.StatusCode != 200 {
 		t.Fatalf("got %d, want 200", resp.StatusCode)
 	}
-	u := r.rec.byEvent(vocab.EventUsage)
+	u := r.rec.ByEvent(vocab.EventUsage)
 	if len(u) != 1 || u[0].CostUSD != 0.08 || u[0].Reason != vocab.ReasonBudgetExceeded || u[0].Estimated {
 		t.Errorf("usage entries %+v, want one of $0.08 flagged budget_exceeded", u)
 	}
@@ -253,8 +253,8 @@ func TestStreamGuardCutsADrain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drain was not cut")
 	}
-	waitFor(t, "the usage entry", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-	if u := r.rec.byEvent(vocab.EventUsage)[0]; !u.Estimated || u.Reason != vocab.ReasonBudgetExceeded || u.OutputTokens <= 1000 {
+	waitFor(t, "the usage entry", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	if u := r.rec.ByEvent(vocab.EventUsage)[0]; !u.Estimated || u.Reason != vocab.ReasonBudgetExceeded || u.OutputTokens <= 1000 {
 		t.Errorf("usage %+v, want an estimate past the 1000 reserved, flagged budget_exceeded", u)
 	}
 	waitFor(t, "the drain to end", func() bool { return r.gw.Draining() == 0 })
@@ -275,14 +275,14 @@ func TestJSONBodyPastTheGuardIsNotCut(t *testing.T) {
 	if got := readAll(t, resp); string(got) != answer {
 		t.Fatalf("got %d bytes, want the provider's %d unchanged", len(got), len(answer))
 	}
-	u := r.rec.byEvent(vocab.EventUsage)
+	u := r.rec.ByEvent(vocab.EventUsage)
 	q, _ := r.meter.Quote("anthropic/claude-sonnet-4.5", int64(len(body)+1)/2, 100)
 	wantOut := (int64(len(answer)) + meter.ContentBytesPerToken - 1) / meter.ContentBytesPerToken
 	if len(u) != 1 || !u[0].Estimated || u[0].Reason != vocab.ReasonBudgetExceeded || u[0].OutputTokens != wantOut ||
 		u[0].CostUSD <= q.MaxCostUSD {
 		t.Errorf("usage %+v, want an estimate of %d output tokens above the $%v reserved, flagged", u, wantOut, q.MaxCostUSD)
 	}
-	if d := r.rec.byEvent(vocab.EventDecision); len(d) != 1 || d[0].Verdict != vocab.Allow {
+	if d := r.rec.ByEvent(vocab.EventDecision); len(d) != 1 || d[0].Verdict != vocab.Allow {
 		t.Errorf("decision entries %+v, want one allow (nothing was cut)", d)
 	}
 }

@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+	"github.com/egressd/egressd/internal/shared/declog/declogtest"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
 	"github.com/egressd/egressd/internal/lib/statusline"
-	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/egressd/egressd/internal/shared/meter"
 	"github.com/egressd/egressd/policy"
 )
@@ -83,34 +85,6 @@ func serveFixture(t testing.TB, name string) func(http.ResponseWriter, *http.Req
 	}
 }
 
-// memRecorder keeps declog entries.
-type memRecorder struct {
-	mu      sync.Mutex
-	entries []declog.Entry
-}
-
-func (m *memRecorder) Record(e declog.Entry) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.entries = append(m.entries, e)
-}
-
-func (m *memRecorder) all() []declog.Entry {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]declog.Entry(nil), m.entries...)
-}
-
-func (m *memRecorder) byEvent(ev vocab.Event) []declog.Entry {
-	var out []declog.Entry
-	for _, e := range m.all() {
-		if e.Event == ev {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // env is a fixed environment.
 type env map[string]string
 
@@ -128,7 +102,7 @@ type rig struct {
 	t      *testing.T
 	fake   *fakeProvider
 	meter  *meter.Meter
-	rec    *memRecorder
+	rec    *declogtest.Recorder
 	gw     *Handler
 	srv    *httptest.Server
 	budget policy.BudgetConfig
@@ -143,8 +117,8 @@ func withBudget(f func(*policy.BudgetConfig)) rigOpt {
 }
 
 // withClock gives the gateway and its meter a settable clock.
-func withClock(c *testClock) rigOpt {
-	return func(cfg *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) { cfg.Clock = c.now }
+func withClock(c *testutil.Clock) rigOpt {
+	return func(cfg *Config, _ *policy.BudgetConfig, _ map[string]policy.ProviderConfig) { cfg.Clock = c.Now }
 }
 
 // withPolicy gives the gateway an egress policy (to judge the URLs a
@@ -159,27 +133,9 @@ func withPolicy(t *testing.T, yaml string) rigOpt {
 	}
 }
 
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 func newRig(t *testing.T, handle func(http.ResponseWriter, *http.Request, []byte), opts ...rigOpt) *rig {
 	t.Helper()
-	r := &rig{t: t, rec: &memRecorder{}}
+	r := &rig{t: t, rec: &declogtest.Recorder{}}
 	r.fake = newFakeProvider(t, handle)
 	r.budget = policy.BudgetConfig{CapUSD: 10, Period: "month", Ledger: filepath.Join(t.TempDir(), "ledger.json"), Prices: prices}
 	r.provs = map[string]policy.ProviderConfig{
@@ -259,14 +215,14 @@ func (r *rig) chat(body string) (*http.Response, []byte) {
 // after the last byte, which a Content-Length client sees first.
 func (r *rig) do(req *http.Request) *http.Response {
 	r.t.Helper()
-	before := len(r.rec.byEvent(vocab.EventDecision))
+	before := len(r.rec.ByEvent(vocab.EventDecision))
 	resp, err := r.srv.Client().Do(req)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	b := readAll(r.t, resp)
 	resp.Body = io.NopCloser(bytes.NewReader(b))
-	waitFor(r.t, "the decision entry", func() bool { return len(r.rec.byEvent(vocab.EventDecision)) > before })
+	waitFor(r.t, "the decision entry", func() bool { return len(r.rec.ByEvent(vocab.EventDecision)) > before })
 	return resp
 }
 

@@ -37,7 +37,7 @@ func (r *rig) anthropic() anthropic.Client {
 // settled waits for n usage entries and returns the spend.
 func (r *rig) settled(n int) float64 {
 	r.t.Helper()
-	waitFor(r.t, "the calls to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) >= n })
+	waitFor(r.t, "the calls to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) >= n })
 	return r.meter.Snapshot().SpentUSD
 }
 
@@ -175,7 +175,7 @@ func TestOpenAISDKRefusals(t *testing.T) {
 			t.Errorf("%s: got %v (%+v), want a %d %s API error", tt.name, tt.err, apiErr, tt.status, tt.wantType)
 		}
 	}
-	if n := len(r.rec.byEvent(vocab.EventDecision)); n != 4 {
+	if n := len(r.rec.ByEvent(vocab.EventDecision)); n != 4 {
 		t.Errorf("gateway saw %d requests for 4 calls: the SDK retried a refusal", n)
 	}
 	if n := len(r.fake.requests()); n != 0 {
@@ -260,7 +260,7 @@ func TestAnthropicSDKRefusals(t *testing.T) {
 			t.Errorf("%s: got %v, want a %d %s API error", tt.name, tt.err, tt.status, tt.wantType)
 		}
 	}
-	if n := len(r.rec.byEvent(vocab.EventDecision)); n != 3 {
+	if n := len(r.rec.ByEvent(vocab.EventDecision)); n != 3 {
 		t.Errorf("gateway saw %d requests for 3 calls: the SDK retried a refusal", n)
 	}
 	if n := len(r.fake.requests()); n != 0 {

@@ -47,9 +47,9 @@ func TestFloodOfHungUpCallsChargedTheirReservations(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every call to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == calls })
+	waitFor(t, "every call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == calls })
 	var want float64
-	for _, u := range r.rec.byEvent(vocab.EventUsage) {
+	for _, u := range r.rec.ByEvent(vocab.EventUsage) {
 		q, err := r.meter.Quote("anthropic/claude-sonnet-4.5", u.InputTokens, 500)
 		if err != nil {
 			t.Fatal(err)
@@ -79,8 +79,8 @@ func TestUpstreamBreaksMidStream(t *testing.T) {
 	})
 	resp := r.post("/openrouter/api/v1/chat/completions", floodCall)
 	readAll(t, resp)
-	waitFor(t, "the call to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-	u := r.rec.byEvent(vocab.EventUsage)[0]
+	waitFor(t, "the call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	u := r.rec.ByEvent(vocab.EventUsage)[0]
 	q, _ := r.meter.Quote("anthropic/claude-sonnet-4.5", u.InputTokens, 500)
 	if !u.Estimated || math.Abs(r.meter.Snapshot().SpentUSD-q.MaxCostUSD) > 1e-9 {
 		t.Errorf("usage %+v, spent $%v: want the reservation $%v as an estimate", u, r.meter.Snapshot().SpentUSD, q.MaxCostUSD)
@@ -116,13 +116,13 @@ func TestProviderHangsUpBeforeAnswering(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("got %d, want 502", resp.StatusCode)
 	}
-	waitFor(t, "the call to settle", func() bool { return len(r.rec.byEvent(vocab.EventUsage)) == 1 })
-	u := r.rec.byEvent(vocab.EventUsage)[0]
+	waitFor(t, "the call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	u := r.rec.ByEvent(vocab.EventUsage)[0]
 	q, _ := r.meter.Quote("anthropic/claude-sonnet-4.5", u.InputTokens, 500)
 	if s := r.meter.Snapshot(); !u.Estimated || math.Abs(s.SpentUSD-q.MaxCostUSD) > 1e-9 || s.ReservedUSD != 0 {
 		t.Errorf("usage %+v spent $%v reserved $%v, want the reservation $%v charged", u, s.SpentUSD, s.ReservedUSD, q.MaxCostUSD)
 	}
-	if n := len(r.rec.byEvent(vocab.EventDecision)); n != 1 {
+	if n := len(r.rec.ByEvent(vocab.EventDecision)); n != 1 {
 		t.Errorf("%d decision entries, want 1", n)
 	}
 }

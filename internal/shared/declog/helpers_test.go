@@ -2,36 +2,14 @@ package declog
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds, failing t after ten seconds: for
+// conditions a goroutine makes true with no event to wait on.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -35,7 +35,7 @@ func allFields(t0 time.Time) []Entry {
 }
 
 func TestRoundTripFile(t *testing.T) {
-	clk := newFakeClock()
+	clk := testutil.NewClock(time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC))
 	path := filepath.Join(t.TempDir(), "decisions.log")
 	var stdout testutil.Buffer
 	l, err := New(Options{File: path, Stdout: &stdout, Clock: clk.Now})
@@ -168,7 +168,7 @@ func TestFilesIgnoresForeignNames(t *testing.T) {
 }
 
 func TestThrottleFolds(t *testing.T) {
-	clk := newFakeClock()
+	clk := testutil.NewClock(time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC))
 	path := filepath.Join(t.TempDir(), "decisions.log")
 	l, err := New(Options{File: path, Stdout: io.Discard, Clock: clk.Now})
 	if err != nil {
@@ -207,7 +207,7 @@ func TestThrottleFolds(t *testing.T) {
 }
 
 func TestThrottleWindowEndsOnNextWrite(t *testing.T) {
-	clk := newFakeClock()
+	clk := testutil.NewClock(time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC))
 	var stdout testutil.Buffer
 	// A window far longer than the test keeps the ticker out of it: only
 	// the next write can end it.
@@ -219,7 +219,7 @@ func TestThrottleWindowEndsOnNextWrite(t *testing.T) {
 		l.Record(denial("10.0.0.2", "a.example"))
 	}
 	l.Record(denial("10.0.0.9", "a.example")) // another client: its own window
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	l.Record(denial("10.0.0.2", "a.example"))
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestThrottleWindowEndsOnNextWrite(t *testing.T) {
 }
 
 func TestThrottleWindowEndsOnTimer(t *testing.T) {
-	clk := newFakeClock()
+	clk := testutil.NewClock(time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC))
 	var stdout testutil.Buffer
 	l, err := New(Options{Stdout: &stdout, Clock: clk.Now, ThrottleWindow: 200 * time.Millisecond})
 	if err != nil {
@@ -248,7 +248,7 @@ func TestThrottleWindowEndsOnTimer(t *testing.T) {
 	for range 3 {
 		l.Record(denial("10.0.0.2", "a.example"))
 	}
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	waitFor(t, "the summary line", func() bool { return strings.Contains(stdout.String(), `"count":2`) })
 }
 

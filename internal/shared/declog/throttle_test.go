@@ -25,7 +25,7 @@ func dnsDenial(client, host string) Entry {
 func logLines(t *testing.T, maxKeys, perClient int, record func(l *Logger)) []Entry {
 	t.Helper()
 	var stdout testutil.Buffer
-	l, err := New(Options{Stdout: &stdout, Clock: newFakeClock().Now, ThrottleWindow: time.Hour,
+	l, err := New(Options{Stdout: &stdout, Clock: testutil.NewClock(time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC)).Now, ThrottleWindow: time.Hour,
 		MaxThrottleKeys: maxKeys, MaxThrottleKeysPerClient: perClient})
 	if err != nil {
 		t.Fatal(err)

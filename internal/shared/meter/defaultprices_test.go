@@ -5,13 +5,15 @@ import (
 	"math"
 	"testing"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/policy"
 )
 
 func TestDefaultPricesAndOverrides(t *testing.T) {
 	cfg := budget(t, 10)
 	cfg.Prices["gpt-4o"] = policy.Price{Input: 100, Output: 100, Priority: 2}
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	tests := []struct {
 		model   string
 		call    Call

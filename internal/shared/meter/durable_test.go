@@ -2,7 +2,6 @@ package meter
 
 import (
 	"errors"
-	"github.com/egressd/egressd/internal/lib/testutil"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/lib/testutil"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -38,7 +39,7 @@ func inFlight(l ledger) map[string]pending {
 // removes it, each written at once.
 func TestReservationIsDurableBeforeReserveReturns(t *testing.T) {
 	cfg := budget(t, 10)
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	r1, err := m.Reserve("Model-A", 0.3)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ func TestReservationIsDurableBeforeReserveReturns(t *testing.T) {
 // them, and a further Open does not charge them again.
 func TestCrashChargesCallsInFlight(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	done, _ := m.Reserve("model-a", 1)
 	if _, err := done.Settle(0.1, Usage{InputTokens: 10, OutputTokens: 5}, false); err != nil {
@@ -88,7 +89,7 @@ func TestCrashChargesCallsInFlight(t *testing.T) {
 	// m is dropped here without settling: egressd was killed.
 
 	var logs testutil.Buffer
-	m2, err := Open(cfg, Options{Clock: clk.now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	m2, err := Open(cfg, Options{Clock: clk.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,12 +124,12 @@ func TestCrashChargesCallsInFlight(t *testing.T) {
 // them there (and to lifetime), not to the new period.
 func TestCrashInFlightAcrossPeriods(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(time.Date(2026, 3, 31, 23, 59, 0, 0, time.UTC))
+	clk := testutil.NewClock(time.Date(2026, 3, 31, 23, 59, 0, 0, time.UTC))
 	m := open(t, cfg, clk)
 	if _, err := m.Reserve("m", 0.5); err != nil {
 		t.Fatal(err)
 	}
-	clk.set(time.Date(2026, 4, 1, 0, 1, 0, 0, time.UTC))
+	clk.Set(time.Date(2026, 4, 1, 0, 1, 0, 0, time.UTC))
 	s := open(t, cfg, clk).Snapshot()
 	if s.SpentUSD != 0 || s.LifetimeUSD != 0.5 {
 		t.Errorf("restart in the next month: spent %v lifetime %v, want 0 and 0.5", s.SpentUSD, s.LifetimeUSD)
@@ -141,7 +142,7 @@ func TestCrashInFlightAcrossPeriods(t *testing.T) {
 // loss.
 func TestSettleWriteFailureKeepsTheReservationOnDisk(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	r, err := m.Reserve("m", 0.3)
 	if err != nil {
@@ -167,7 +168,7 @@ func TestSettleWriteFailureKeepsTheReservationOnDisk(t *testing.T) {
 func TestReserveRefusedWhenItsWriteFails(t *testing.T) {
 	cfg := budget(t, 10)
 	cfg.Ledger = filepath.Join(t.TempDir(), "state", "ledger.json")
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	writes := 0
 	m.write = func(b batch) error { writes++; return m.jour.store(b) }
@@ -183,7 +184,7 @@ func TestReserveRefusedWhenItsWriteFails(t *testing.T) {
 	if _, err := m.Reserve("m", 0.1); !errors.Is(err, ErrLedgerUnavailable) || writes != 1 {
 		t.Errorf("reserve within the backoff: got %v after %d writes, want ErrLedgerUnavailable after 1", err, writes)
 	}
-	clk.add(writeRetryBackoff)
+	clk.Advance(writeRetryBackoff)
 	if _, err := m.Reserve("m", 0.1); err != nil {
 		t.Fatalf("reserve after the backoff with the dir fixed: %v", err)
 	}
@@ -198,7 +199,7 @@ func TestReserveRefusedWhenItsWriteFails(t *testing.T) {
 func TestConcurrentReservationsShareAWrite(t *testing.T) {
 	const n = 20
 	cfg := budget(t, 10)
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	var mu sync.Mutex
 	var written []int // calls in flight in each write
 	entered, release := make(chan struct{}, 1), make(chan struct{})
@@ -264,7 +265,7 @@ func TestStaleTempFilesRemovedAtOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	open(t, cfg, newClock(t0))
+	open(t, cfg, testutil.NewClock(t0))
 	for name, removed := range names {
 		_, err := os.Stat(filepath.Join(dir, name))
 		if gone := errors.Is(err, os.ErrNotExist); gone != removed {
@@ -277,7 +278,7 @@ func TestStaleTempFilesRemovedAtOpen(t *testing.T) {
 // path change is recovered like one opened at start.
 func TestReconfigureChargesCallsInFlightAtTheNewPath(t *testing.T) {
 	old, other := budget(t, 10), budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	crashed := open(t, other, clk)
 	if _, err := crashed.Reserve("m", 0.4); err != nil {
 		t.Fatal(err)

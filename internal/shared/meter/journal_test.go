@@ -103,7 +103,7 @@ func afterCrash(m *Meter) spendView {
 }
 
 // reopened opens a meter on the crash files and returns its state.
-func reopened(t testing.TB, f crashFiles, clk *fakeClock) spendView {
+func reopened(t testing.TB, f crashFiles, clk *testutil.Clock) spendView {
 	t.Helper()
 	m := open(t, restore(t, f), clk)
 	m.mu.Lock()
@@ -132,7 +132,7 @@ func reread(t testing.TB, f crashFiles) spendView {
 func TestJournalCrashAfterAnyOperation(t *testing.T) {
 	cfg := budget(t, 1e6)
 	cfg.Period = PeriodDay
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	m.jour.limit = 2 << 10
 	var records, snapshots int
@@ -151,14 +151,14 @@ func TestJournalCrashAfterAnyOperation(t *testing.T) {
 		case op < 5 || len(open) == 0:
 			// Time passes only before operations that look at the
 			// period: a restart must roll over where the meter did.
-			clk.add(time.Duration(rng.IntN(150)) * time.Minute)
+			clk.Advance(time.Duration(rng.IntN(150)) * time.Minute)
 			r, err := m.Reserve(fmt.Sprintf("model-%d", rng.IntN(4)), float64(rng.IntN(1000))/1000)
 			if err != nil {
 				t.Fatal(err)
 			}
 			open = append(open, r)
 		case op < 9:
-			clk.add(time.Duration(rng.IntN(150)) * time.Minute)
+			clk.Advance(time.Duration(rng.IntN(150)) * time.Minute)
 			k := rng.IntN(len(open))
 			u := Usage{InputTokens: rng.Int64N(1000), OutputTokens: rng.Int64N(1000)}
 			if _, err := open[k].Settle(float64(rng.IntN(1000))/1000, u, rng.IntN(2) == 0); err != nil {
@@ -203,7 +203,7 @@ func holdRecord(t *testing.T, m *Meter, path string) (before crashFiles, rec fun
 // checksum are whole it is applied.
 func TestJournalTornRecordAtEveryByte(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	r1, _ := m.Reserve("a", 0.5)
 	r1.Settle(0.25, Usage{InputTokens: 3}, false)
@@ -248,7 +248,7 @@ func TestJournalTornRecordAtEveryByte(t *testing.T) {
 // the snapshot holds and replay skips), and after.
 func TestJournalAcrossCompaction(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	for i := range 5 {
 		r, _ := m.Reserve("m", 0.25)
@@ -288,7 +288,7 @@ func TestJournalAcrossCompaction(t *testing.T) {
 // so no record is ever appended after the torn one.
 func TestJournalFailedAppendFailsClosedAndLosesNothing(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	r, _ := m.Reserve("m", 0.5)
 	want := afterCrash(m)
@@ -308,7 +308,7 @@ func TestJournalFailedAppendFailsClosedAndLosesNothing(t *testing.T) {
 	if diff := cmp.Diff(want, reopened(t, capture(t, cfg.Ledger), clk)); diff != "" {
 		t.Errorf("crash after the failed append (-want +got):\n%s", diff)
 	}
-	clk.add(writeRetryBackoff)
+	clk.Advance(writeRetryBackoff)
 	if _, err := r.Settle(0.125, Usage{}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ func TestJournalFileRemovedUnderTheMeter(t *testing.T) {
 	for _, victim := range []string{"journal", "snapshot"} {
 		t.Run(victim, func(t *testing.T) {
 			cfg := budget(t, 10)
-			clk := newClock(t0)
+			clk := testutil.NewClock(t0)
 			m := open(t, cfg, clk)
 			r, _ := m.Reserve("m", 0.5)
 			p := cfg.Ledger
@@ -346,7 +346,7 @@ func TestJournalFileRemovedUnderTheMeter(t *testing.T) {
 			if _, err := r.Settle(0.25, Usage{}, false); !errors.Is(err, ErrLedgerUnavailable) {
 				t.Fatalf("settle into a removed file: got %v, want ErrLedgerUnavailable", err)
 			}
-			clk.add(writeRetryBackoff)
+			clk.Advance(writeRetryBackoff)
 			r2, err := m.Reserve("m", 0.125)
 			if err != nil {
 				t.Fatalf("reserve after the backoff: %v", err)
@@ -364,7 +364,7 @@ func TestJournalFileRemovedUnderTheMeter(t *testing.T) {
 // operator; a bad last line is a torn append, ignored with a warning.
 func TestJournalDamageFailsClosed(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	for range 3 {
 		r, _ := m.Reserve("m", 0.5)
@@ -402,7 +402,7 @@ func TestJournalDamageFailsClosed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := restore(t, tt.f)
 			var logs testutil.Buffer
-			_, err := Open(c, Options{Clock: clk.now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			_, err := Open(c, Options{Clock: clk.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			if got := err != nil; got != tt.wantErr || (got && !errors.Is(err, ErrLedgerCorrupt)) {
 				t.Fatalf("Open: got %v, want an ErrLedgerCorrupt error: %v", err, tt.wantErr)
 			}
@@ -428,7 +428,7 @@ func TestVersion1LedgerIsRead(t *testing.T) {
 	if err := os.WriteFile(cfg.Ledger, []byte(v1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	if s := open(t, cfg, clk).Snapshot(); s.SpentUSD != 0.6 || s.LifetimeUSD != 0.8 {
 		t.Errorf("from a version-1 ledger: spent %v lifetime %v, want 0.6 and 0.8", s.SpentUSD, s.LifetimeUSD)
 	}
@@ -469,7 +469,7 @@ func FuzzJournalReplay(f *testing.F) {
 // fuzzJournal is a real snapshot and the records written after it.
 func fuzzJournal(f *testing.F) (ledger, [][]byte) {
 	cfg := budget(f, 10)
-	m, err := Open(cfg, Options{Clock: newClock(t0).now, Logger: quietLog})
+	m, err := Open(cfg, Options{Clock: testutil.NewClock(t0).Now, Logger: quietLog})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func fuzzJournal(f *testing.F) (ledger, [][]byte) {
 // journal included, and writes nothing.
 func TestReadLedgerSeesTheJournal(t *testing.T) {
 	cfg := budget(t, 10)
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	r, _ := m.Reserve("m", 0.5)
 	r.Settle(0.25, Usage{InputTokens: 2}, false)
 	m.Reserve("m", 0.125)
@@ -515,7 +515,7 @@ func TestReadLedgerSeesTheJournal(t *testing.T) {
 // written.
 func TestCloseFoldsTheJournal(t *testing.T) {
 	cfg := budget(t, 10)
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	for range 3 {
 		r, err := m.Reserve("m", 0.5)
 		if err != nil {

@@ -12,20 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/policy"
 )
-
-// fakeClock is a settable clock for period tests.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newClock(t time.Time) *fakeClock {
-	c := &fakeClock{}
-	c.set(t)
-	return c
-}
-func (c *fakeClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
-func (c *fakeClock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *fakeClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -41,9 +31,9 @@ func budget(t testing.TB, capUSD float64) policy.BudgetConfig {
 	}
 }
 
-func open(t testing.TB, cfg policy.BudgetConfig, clk *fakeClock) *Meter {
+func open(t testing.TB, cfg policy.BudgetConfig, clk *testutil.Clock) *Meter {
 	t.Helper()
-	m, err := Open(cfg, Options{Clock: clk.now, Logger: quietLog})
+	m, err := Open(cfg, Options{Clock: clk.Now, Logger: quietLog})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -53,7 +43,7 @@ func open(t testing.TB, cfg policy.BudgetConfig, clk *fakeClock) *Meter {
 var t0 = time.Date(2026, 3, 18, 15, 4, 5, 0, time.UTC) // a Wednesday
 
 func TestReserveSettleRelease(t *testing.T) {
-	m := open(t, budget(t, 1), newClock(t0))
+	m := open(t, budget(t, 1), testutil.NewClock(t0))
 	r1, err := m.Reserve("m", 0.4)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +78,7 @@ func TestReserveSettleRelease(t *testing.T) {
 }
 
 func TestZeroCapAdmitsNothing(t *testing.T) {
-	m := open(t, budget(t, 0), newClock(t0))
+	m := open(t, budget(t, 0), testutil.NewClock(t0))
 	if _, err := m.Reserve("free", 0); !errors.Is(err, ErrBudgetExceeded) {
 		t.Errorf("zero cap, free call: got %v, want ErrBudgetExceeded", err)
 	}
@@ -97,7 +87,7 @@ func TestZeroCapAdmitsNothing(t *testing.T) {
 // TestConcurrentReservationsNeverOvershoot races many reservations against
 // a cap that admits only some of them.
 func TestConcurrentReservationsNeverOvershoot(t *testing.T) {
-	m := open(t, budget(t, 0.05), newClock(t0))
+	m := open(t, budget(t, 0.05), testutil.NewClock(t0))
 	var wg sync.WaitGroup
 	var ok, refused atomic.Int64
 	for range 200 {
@@ -136,7 +126,7 @@ func TestConcurrentReservationsNeverOvershoot(t *testing.T) {
 func TestQuote(t *testing.T) {
 	cfg := budget(t, 10)
 	cfg.DefaultMaxTokens = 1000
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	q, err := m.Quote("anthropic/claude-sonnet-4.5", 1000, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +175,7 @@ func TestCost(t *testing.T) {
 
 func TestRestartKeepsSpend(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	r, _ := m.Reserve("anthropic/claude-sonnet-4.5", 1)
 	if _, err := r.Settle(1.25, Usage{InputTokens: 5, OutputTokens: 7}, false); err != nil {
@@ -221,7 +211,7 @@ func TestCorruptLedgerFailsClosed(t *testing.T) {
 			if err := os.WriteFile(cfg.Ledger, []byte(tt.body), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Open(cfg, Options{Clock: newClock(t0).now, Logger: quietLog})
+			_, err := Open(cfg, Options{Clock: testutil.NewClock(t0).Now, Logger: quietLog})
 			if !errors.Is(err, ErrLedgerCorrupt) {
 				t.Errorf("got %v, want ErrLedgerCorrupt", err)
 			}

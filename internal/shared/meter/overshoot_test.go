@@ -2,10 +2,11 @@ package meter
 
 import (
 	"errors"
-	"github.com/egressd/egressd/internal/lib/testutil"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/internal/lib/testutil"
 )
 
 // TestOvershootIsChargedLoggedAndClosesTheCap: a call that cost more than
@@ -14,7 +15,7 @@ import (
 // past the cap every reservation is refused, even a free one.
 func TestOvershootIsChargedLoggedAndClosesTheCap(t *testing.T) {
 	var logs testutil.Buffer
-	m, err := Open(budget(t, 1), Options{Clock: newClock(t0).now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	m, err := Open(budget(t, 1), Options{Clock: testutil.NewClock(t0).Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestOvershootIsChargedLoggedAndClosesTheCap(t *testing.T) {
 // TestSpendExactlyAtTheCapRefuses: reaching the cap exactly (no overshoot)
 // also closes it.
 func TestSpendExactlyAtTheCapRefuses(t *testing.T) {
-	m := open(t, budget(t, 1), newClock(t0))
+	m := open(t, budget(t, 1), testutil.NewClock(t0))
 	r, err := m.Reserve("m", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +63,11 @@ func TestSpendExactlyAtTheCapRefuses(t *testing.T) {
 
 func TestDefaultOutputLimit(t *testing.T) {
 	cfg := budget(t, 1)
-	if got := open(t, cfg, newClock(t0)).DefaultOutputLimit(); got != DefaultMaxTokens {
+	if got := open(t, cfg, testutil.NewClock(t0)).DefaultOutputLimit(); got != DefaultMaxTokens {
 		t.Errorf("unset: got %d, want %d", got, DefaultMaxTokens)
 	}
 	cfg.DefaultMaxTokens = 1234
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	if got := m.DefaultOutputLimit(); got != 1234 {
 		t.Errorf("set: got %d, want 1234", got)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/lib/testutil"
 )
 
 func TestPeriodBounds(t *testing.T) {
@@ -47,20 +49,20 @@ func TestPeriodRollOver(t *testing.T) {
 		t.Run(tt.period, func(t *testing.T) {
 			cfg := budget(t, 1)
 			cfg.Period = tt.period
-			clk := newClock(t0)
+			clk := testutil.NewClock(t0)
 			m := open(t, cfg, clk)
 			r, _ := m.Reserve("m", 0.9)
 			if _, err := r.Settle(0.9, Usage{}, false); err != nil {
 				t.Fatal(err)
 			}
-			clk.set(tt.stay)
+			clk.Set(tt.stay)
 			if _, err := m.Reserve("m", 0.2); !errors.Is(err, ErrBudgetExceeded) {
 				t.Fatalf("same period: got %v, want ErrBudgetExceeded", err)
 			}
 			if tt.next.IsZero() {
 				return // total never resets
 			}
-			clk.set(tt.next)
+			clk.Set(tt.next)
 			r, err := m.Reserve("m", 0.2)
 			if err != nil {
 				t.Fatalf("next period: got %v, want a reservation", err)
@@ -81,7 +83,7 @@ func TestPeriodRollOver(t *testing.T) {
 
 func TestPeriodKindChangeKeepsSpend(t *testing.T) {
 	cfg := budget(t, 1)
-	m := open(t, cfg, newClock(t0))
+	m := open(t, cfg, testutil.NewClock(t0))
 	r, _ := m.Reserve("m", 0.5)
 	r.Settle(0.5, Usage{}, false)
 	cfg.Period = PeriodDay
@@ -96,7 +98,7 @@ func TestPeriodKindChangeKeepsSpend(t *testing.T) {
 func TestWarnOncePerPeriod(t *testing.T) {
 	cfg := budget(t, 1)
 	cfg.WarnAt = 0.5
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	var crossings []bool
 	for _, cost := range []float64{0.3, 0.3, 0.1} {
@@ -116,7 +118,7 @@ func TestWarnOncePerPeriod(t *testing.T) {
 	if w, _ := r.Settle(0.1, Usage{}, false); w {
 		t.Error("after restart: warned again in the same period")
 	}
-	clk.set(time.Date(2026, 4, 2, 0, 0, 0, 0, time.UTC))
+	clk.Set(time.Date(2026, 4, 2, 0, 0, 0, 0, time.UTC))
 	for i, want := range []bool{false, true} {
 		r, _ := m.Reserve("m", 0.3)
 		if w, _ := r.Settle(0.3, Usage{}, false); w != want {
@@ -150,7 +152,7 @@ func breakDir(t *testing.T, ledgerPath string) (fix func()) {
 func TestLedgerWriteFailureFailsClosedAndKeepsSpend(t *testing.T) {
 	cfg := budget(t, 10)
 	cfg.Ledger = filepath.Join(t.TempDir(), "state", "ledger.json")
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	r1, _ := m.Reserve("m", 1)
 	r2, _ := m.Reserve("m", 1)
@@ -170,7 +172,7 @@ func TestLedgerWriteFailureFailsClosedAndKeepsSpend(t *testing.T) {
 	}
 	fix()
 	// Retries are spaced; once due, the next reservation rewrites the ledger.
-	clk.add(writeRetryBackoff)
+	clk.Advance(writeRetryBackoff)
 	r3, err := m.Reserve("m", 0.1)
 	if err != nil {
 		t.Fatalf("reserve after the dir was fixed: %v", err)
@@ -187,7 +189,7 @@ func TestReadOnlyDirAsUser(t *testing.T) {
 		t.Skip("root ignores directory permissions; TestLedgerWriteFailureFailsClosedAndKeepsSpend covers the failure")
 	}
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	dir := filepath.Dir(cfg.Ledger)
 	if err := os.Chmod(dir, 0o500); err != nil {
@@ -211,7 +213,7 @@ func TestReadOnlyDirAsUser(t *testing.T) {
 
 func TestReconfigureLedgerPath(t *testing.T) {
 	cfg := budget(t, 10)
-	clk := newClock(t0)
+	clk := testutil.NewClock(t0)
 	m := open(t, cfg, clk)
 	r, _ := m.Reserve("m", 1)
 	r.Settle(1, Usage{}, false)

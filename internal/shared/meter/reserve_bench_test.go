@@ -18,7 +18,7 @@ import (
 func BenchmarkReserveDurable(b *testing.B) {
 	for _, callers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("callers-%d", callers), func(b *testing.B) {
-			m := open(b, budget(b, 1e9), newClock(t0))
+			m := open(b, budget(b, 1e9), testutil.NewClock(t0))
 			var writes atomic.Int64
 			m.write = func(bt batch) error { writes.Add(1); return m.jour.store(bt) }
 			writes.Store(0)

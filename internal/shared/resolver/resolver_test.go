@@ -5,37 +5,19 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/lib/testutil"
 
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/shared/resolver/resolvertest"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 const soa = "example. 3600 IN SOA ns.example. host.example. 1 3600 600 86400 30"
 
-func newTestResolver(t *testing.T, clock *fakeClock, ups ...*resolvertest.Upstream) *Resolver {
+func newTestResolver(t *testing.T, clock *testutil.Clock, ups ...*resolvertest.Upstream) *Resolver {
 	t.Helper()
 	cfg := Config{Timeout: 300 * time.Millisecond}
 	for _, u := range ups {
@@ -61,7 +43,7 @@ func mustExchange(t *testing.T, r *Resolver, name string, qtype uint16) *dns.Msg
 
 func TestExchangeCacheHitSkipsUpstream(t *testing.T) {
 	up := resolvertest.Start(t, resolvertest.Zone("www.example. 60 IN A 192.0.2.1"))
-	r := newTestResolver(t, newClock(), up)
+	r := newTestResolver(t, testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), up)
 
 	first := mustExchange(t, r, "www.example.", dns.TypeA)
 	// The caller owns its copy: scribbling on it must not reach the cache.
@@ -106,7 +88,7 @@ func TestExchangeTTL(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			up := resolvertest.Start(t, resolvertest.Zone(tc.records...))
-			clock := newClock()
+			clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 			r := New(Config{Upstreams: []string{up.Addr}, MinTTL: tc.min, MaxTTL: tc.max, Clock: clock.Now, Timeout: time.Second})
 
 			m := mustExchange(t, r, tc.qname, dns.TypeA)
@@ -140,7 +122,7 @@ func TestExchangeServfailNotCached(t *testing.T) {
 			up := resolvertest.Start(t, func(_ string, q *dns.Msg) *dns.Msg {
 				return new(dns.Msg).SetRcode(q, rcode)
 			})
-			r := newTestResolver(t, newClock(), up)
+			r := newTestResolver(t, testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), up)
 			for i := 1; i <= 2; i++ {
 				_, err := r.Exchange(context.Background(), "a.example.", dns.TypeA)
 				if !errors.Is(err, ErrUpstream) {
@@ -405,7 +387,7 @@ func TestGroupBusy(t *testing.T) {
 func TestExchangeUntilAndGeneration(t *testing.T) {
 	up := resolvertest.Start(t, resolvertest.Zone("a.example. 60 IN A 192.0.2.1"))
 	other := resolvertest.Start(t, resolvertest.Zone("a.example. 60 IN A 192.0.2.1"))
-	clock := newClock()
+	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	r := newTestResolver(t, clock, up)
 	want := clock.Now().Add(60 * time.Second)
 	for _, step := range []time.Duration{0, 20 * time.Second} {
