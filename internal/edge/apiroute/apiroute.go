@@ -13,8 +13,6 @@ package apiroute
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
@@ -24,6 +22,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/internal/lib/token"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
 
@@ -177,7 +177,7 @@ func (c *call) authorized(route *policy.APIRoute) bool {
 	if !isBearer {
 		_, got, _ = c.r.BasicAuth()
 	}
-	if tokenEqual(got, want) {
+	if token.Equal(got, want) {
 		return true
 	}
 	c.w.Header().Set("WWW-Authenticate", `Basic realm="egressd `+route.Name+`"`)
@@ -187,16 +187,6 @@ func (c *call) authorized(route *policy.APIRoute) bool {
 	}
 	c.refuse(http.StatusUnauthorized, vocab.ReasonUnauthorized, msg, "")
 	return false
-}
-
-// tokenEqual compares hashes so that neither content nor length leaks
-// through timing.
-func tokenEqual(got, want string) bool {
-	if got == "" {
-		return false
-	}
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 // loadSecret reads the route's secret and every spelling of it that must

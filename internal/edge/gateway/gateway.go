@@ -40,8 +40,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,6 +47,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/internal/lib/token"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
 
@@ -272,7 +272,7 @@ func (c *call) authorized() bool {
 	}
 	bearer, _ := strings.CutPrefix(c.r.Header.Get("Authorization"), "Bearer ")
 	xkey := c.r.Header.Get("X-Api-Key")
-	if tokenEqual(bearer, want) || tokenEqual(xkey, want) {
+	if token.Equal(bearer, want) || token.Equal(xkey, want) {
 		return true
 	}
 	msg := "missing agent token: send the egressd agent token as Authorization: Bearer <token> or x-api-key: <token>"
@@ -281,16 +281,6 @@ func (c *call) authorized() bool {
 	}
 	c.refuse(http.StatusUnauthorized, vocab.ReasonUnauthorized, "authentication_error", msg)
 	return false
-}
-
-// tokenEqual compares hashes so that neither content nor length leaks
-// through timing.
-func tokenEqual(got, want string) bool {
-	if got == "" {
-		return false
-	}
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
 // clientAddr names the client the way the proxy and DNS do, so one agent
