@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
-
-	"github.com/elazarl/goproxy"
 
 	"github.com/egressd/egressd/internal/lib/netaddr"
 	"github.com/egressd/egressd/internal/shared/declog"
@@ -226,30 +223,6 @@ func (s *Server) dialChecked(ctx context.Context, rq *request) (net.Conn, netip.
 type dialDenied struct{ reason vocab.Reason }
 
 func (e *dialDenied) Error() string { return "denied: " + e.reason.String() }
-
-// answerDialDenied is the first response filter: a request whose dial
-// dialHTTP refused gets the answer an early denial gets (status,
-// X-Egressd-Reason, one line with the hint), logged as a denial after its
-// allow line. Logging here rather than in dialHTTP keeps the log true when
-// the transport served the request on a pooled connection after all and
-// dropped the dial's error.
-func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
-	if resp != nil {
-		return resp // before dd, which escapes: no allocation per response
-	}
-	rq := requestFrom(ctx.Req.Context())
-	var dd *dialDenied
-	if rq == nil || !errors.As(ctx.Error, &dd) {
-		return resp
-	}
-	status := statusFor(dd.reason)
-	s.recordLateDenial(rq, dd.reason, status)
-	denied := *rq
-	denied.d = policy.Decision{Verdict: vocab.Deny, Reason: dd.reason, Rule: rq.d.Rule}
-	body := s.denyBody(&denied, denial{reason: dd.reason})
-	armRefusal(rq, status, denial{reason: dd.reason})
-	return denialResponse(ctx.Req, status, dd.reason, body, false)
-}
 
 // clientName is the client's log spelling.
 func (rq *request) clientName() string {

@@ -263,34 +263,6 @@ func (s *Server) newTransport(idle time.Duration) *http.Transport {
 	}
 }
 
-// newGoproxy configures goproxy as the request engine: it relays bodies
-// and upgrades (tunnels are relayed by serveTunnel); every decision
-// happened before it runs.
-func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = s.tr
-	gp.Logger = printfLogger{s.log}
-	gp.KeepAcceptEncoding = true
-	gp.ConnectDial = nil // the default reads HTTPS_PROXY from the environment
-	gp.ConnectDialWithReq = noConnectDial
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
-	})
-	gp.OnResponse().DoFunc(s.answerDialDenied)
-	gp.OnResponse().DoFunc(s.filterResponse)
-	return gp
-}
-
-// printfLogger sends goproxy's chatter (mostly copy errors on closed
-// connections) to slog at debug level.
-type printfLogger struct{ l *slog.Logger }
-
-func (p printfLogger) Printf(format string, v ...any) {
-	if p.l.Enabled(context.Background(), slog.LevelDebug) {
-		p.l.Debug("goproxy", "msg", fmt.Sprintf(format, v...))
-	}
-}
-
 // busyCounter counts running handlers and open tunnels so Shutdown can wait
 // for them (http.Server.Shutdown does not track hijacked connections).
 type busyCounter struct {

@@ -6,101 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/egressd/egressd/internal/shared/vocab"
-
 	"github.com/egressd/egressd/internal/lib/bufpool"
-	"github.com/egressd/egressd/internal/lib/hop"
-
-	"github.com/elazarl/goproxy"
 )
-
-// filterResponse turns transport errors into a 502 that names no URL, and
-// strips hop-by-hop response headers (keeping a 101's upgrade headers).
-func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
-	if resp != nil {
-		hop.Remove(resp.Header, resp.StatusCode == http.StatusSwitchingProtocols && isWebSocket(resp.Header))
-		return resp
-	}
-	rq := requestFrom(ctx.Req.Context())
-	if rq != nil && rq.body.failure() != nil {
-		return s.badBodyResponse(ctx.Req, rq)
-	}
-	target := "upstream"
-	if rq != nil {
-		target = rq.targetString()
-		s.log.Warn("proxy upstream failed", "proto", "http", "host", rq.host, "port", rq.port, "err", errCause(ctx.Error))
-	}
-	body := "egressd: upstream " + target + " failed: " + errCause(ctx.Error) + "\n"
-	return &http.Response{
-		StatusCode:    http.StatusBadGateway,
-		Status:        "502 Bad Gateway",
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       ctx.Req,
-	}
-}
-
-// badBodyResponse answers a request whose body failed to read (a broken
-// chunked encoding, a body cut short): the client's fault, so 400
-// bad_request rather than 502, and Connection: close, because net/http
-// would go on reading requests from wherever the broken body left off.
-func (s *Server) badBodyResponse(req *http.Request, rq *request) *http.Response {
-	rq.badBody = true
-	dn := denial{reason: vocab.ReasonBadRequest, detail: "request body: " + errCause(rq.body.failure())}
-	body := s.denyBody(rq, dn)
-	armRefusal(rq, http.StatusBadRequest, dn)
-	return denialResponse(req, http.StatusBadRequest, vocab.ReasonBadRequest, body, true)
-}
-
-// denialResponse is the answer egressd makes up itself for a request it
-// refuses once goproxy has it: status, the X-Egressd-Reason header and
-// body, and Connection: close when closing.
-func denialResponse(req *http.Request, status int, reason vocab.Reason, body string, closing bool) *http.Response {
-	h := http.Header{
-		"Content-Type":           {"text/plain; charset=utf-8"},
-		"X-Content-Type-Options": {"nosniff"},
-		"X-Egressd-Reason":       {reason.String()},
-	}
-	if closing {
-		h["Connection"] = []string{"close"}
-	}
-	return &http.Response{
-		StatusCode:    status,
-		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Close:         closing,
-		Request:       req,
-	}
-}
-
-// errCause drops the url.Error wrapper, whose text carries the full URL
-// (query strings included), which egressd never logs.
-func errCause(err error) string {
-	if err == nil {
-		return "no response"
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return err.Error()
-}
 
 // respWriter flushes every write, so streamed responses (SSE, chunked)
 // reach the client as the upstream sends them, and counts what it relays.
