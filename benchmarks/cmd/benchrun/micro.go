@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -67,8 +68,9 @@ func runMicro(ctx context.Context, repo string) (microResults, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^BenchmarkDecide$",
-		"-benchmem", "-benchtime", "200000x", "-count", "3", "./benchmarks/")
-	cmd.Dir = repo
+		"-benchmem", "-benchtime", "200000x", "-count", "3", ".")
+	// The suite is a module of its own, rooted in benchmarks/.
+	cmd.Dir = filepath.Join(repo, "benchmarks")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, out, fmt.Errorf("go test -bench: %w", err)

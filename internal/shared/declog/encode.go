@@ -53,7 +53,17 @@ func appendHeader(dst []byte, t time.Time, lvl slog.Level, msg string) []byte {
 func appendEntry(dst []byte, e *Entry) []byte {
 	dst = appendHeader(dst, e.Time, level(e.Verdict), message(e))
 	for i := range fields {
-		dst = fields[i].put(dst, e)
+		f := &fields[i]
+		switch f.kind {
+		case kString:
+			dst = appendStringField(dst, f.key, *f.str(e))
+		case kOptString:
+			dst = appendOptString(dst, f.key, *f.str(e))
+		case kOptInt:
+			dst = appendOptInt(dst, f.key, f.num(e))
+		default:
+			dst = f.put(dst, e)
+		}
 	}
 	return append(dst, '}', '\n')
 }
