@@ -142,8 +142,12 @@ func sameQuery(a, b url.Values) bool {
 // The path is the exact canonical path; the query is included only when a
 // rule already constrains the query of that path (otherwise the suggested
 // rule would be needlessly narrow).
+//
+// A path holding '*' or '"' gets no hint: pasted into the policy, the
+// agent's spelling would read as a glob (a call to "/**" would grant every
+// path) or break the quoting.
 func APIHint(d APIDecision, method, rawQuery string) string {
-	if d.Route == nil || d.Reason != vocab.ReasonPathNotAllowed {
+	if d.Route == nil || d.Reason != vocab.ReasonPathNotAllowed || strings.ContainsAny(d.Path, `*"`) {
 		return ""
 	}
 	return fmt.Sprintf("add \"- %s\" under %s.allow:", SuggestAPIRule(d.Route, method, d.Path, rawQuery), joinKey("apis", d.Route.Name))

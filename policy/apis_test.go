@@ -128,6 +128,8 @@ func TestAPIHint(t *testing.T) {
 		{"github", "POST", "/repos/acme/app/issues", "x=1", `add "- {methods: [POST], paths: ["/repos/acme/app/issues"]}" under apis.github.allow:`},
 		{"git", "GET", "/acme/app.git/info/refs", "service=git-receive-pack", `add "- {methods: [GET], paths: ["/acme/app.git/info/refs?service=git-receive-pack"]}" under apis.git.allow:`},
 		{"github", "GET", "/repos/acme/app/issues", "", ""},
+		{"github", "DELETE", "/**", "", ""},
+		{"github", "DELETE", "/repos/*/x", "", ""},
 	}
 	for _, tt := range tests {
 		d := p.DecideAPI(tt.route, tt.method, tt.path, tt.query)

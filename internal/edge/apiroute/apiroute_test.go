@@ -46,6 +46,7 @@ func (f *fakeGitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header.Get("Authorization")
 	w.Header().Set("X-Echo-Auth", auth)
 	w.Header().Set("X-Ok", "1")
+	w.Header().Set("Set-Cookie", "session=opened-for-the-secret")
 	switch {
 	case r.URL.Path == "/repos/acme/app/issues" && r.Method == http.MethodGet:
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -144,6 +145,44 @@ func (g *rig) do(t *testing.T, method, path, token, body string) (*http.Response
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b)
+}
+
+// TestHeadersThatWidenTheRoute: headers that would let an echo of the
+// secret come back in pieces (ranges), turn an allowed method into another
+// (method overrides) or carry a session (cookies) never cross the route.
+func TestHeadersThatWidenTheRoute(t *testing.T) {
+	g := newRig(t, "")
+	req, err := http.NewRequest("GET", g.gateway.URL+"/github/repos/acme/app/issues", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+agentToken)
+	dropped := map[string]string{
+		"Range": "bytes=0-29,30-200", "If-Range": "x", "X-HTTP-Method-Override": "DELETE",
+		"X-HTTP-Method": "DELETE", "X-Method-Override": "DELETE", "Cookie": "session=stolen",
+	}
+	for k, v := range dropped {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	g.api.mu.Lock()
+	hdr := g.api.lastHdr
+	g.api.mu.Unlock()
+	for k := range dropped {
+		if got := hdr.Get(k); got != "" {
+			t.Errorf("upstream saw %s: %q, want it dropped", k, got)
+		}
+	}
+	if got := resp.Header.Get("Set-Cookie"); got != "" {
+		t.Errorf("client got Set-Cookie %q, want it dropped", got)
+	}
 }
 
 // noSecret fails when the secret appears anywhere in what the client got.

@@ -87,11 +87,16 @@ func upstreamURL(base *url.URL, canon, query string) *url.URL {
 
 // upstreamHeaders copies the agent's headers minus hop-by-hop ones and its
 // credentials, then injects the secret. Accept-Encoding is identity so the
-// scrubber sees the bytes a secret would be spelled in.
+// scrubber sees the bytes a secret would be spelled in. Dropped too:
+// ranges, which would let an echo of the secret come back in pieces no
+// scrubber can join; method overrides, which some upstreams obey, turning
+// an allowed POST into a DELETE; and cookies, a credential egressd does not
+// hand out.
 func (c *call) upstreamHeaders(req *http.Request, s policy.SecretConfig) {
 	for k, vs := range c.r.Header {
 		switch k {
-		case "Authorization", "Proxy-Authorization", "Accept-Encoding", "Content-Length", "Host", "Expect":
+		case "Authorization", "Proxy-Authorization", "Accept-Encoding", "Content-Length", "Host", "Expect",
+			"Range", "If-Range", "X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "Cookie":
 			continue
 		}
 		if hop.Is(k, c.r.Header) || (s.Header != "" && strings.EqualFold(k, s.Header)) {
@@ -108,13 +113,15 @@ func (c *call) upstreamHeaders(req *http.Request, s policy.SecretConfig) {
 }
 
 // copyResponseHeaders passes the upstream's headers on, minus hop-by-hop
-// ones and any header that carries the secret; a Location on the upstream
+// ones, any header that carries the secret, and Set-Cookie (a session the
+// upstream opens for the injected secret would be a credential of its own
+// in the agent's hands); a Location on the upstream
 // (the redirect is never followed) is rewritten to the same place on this
 // route, so a client that follows it stays on the gateway.
 func (c *call) copyResponseHeaders(resp *http.Response, route *policy.APIRoute) {
 	dst := c.w.Header()
 	for k, vs := range resp.Header {
-		if hop.Is(k, resp.Header) || c.carriesSecret(k, vs) {
+		if hop.Is(k, resp.Header) || k == "Set-Cookie" || c.carriesSecret(k, vs) {
 			continue
 		}
 		dst[k] = vs

@@ -124,6 +124,12 @@ func checkFields(k kind, ms []member, g grants) error {
 		if g.field(f) {
 			continue
 		}
+		if f != m.key {
+			// A provider may ignore MAX_TOKENS where egressd would price
+			// it as max_tokens: only the spelling the table names passes.
+			return &fieldError{field: m.key, msg: fmt.Sprintf(
+				"request field %s is not forwarded: spell it %s", quote(m.key), quote(f))}
+		}
 		switch rule {
 		case fieldPass, fieldPriced:
 			continue

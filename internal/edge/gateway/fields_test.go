@@ -50,6 +50,8 @@ func TestRequestFields(t *testing.T) {
 		{"n on messages", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"n":4}`, nil, 403, vocab.ReasonFieldNotAllowed, "n"},
 		{"container", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"container":"c_1"}`, nil, 403, vocab.ReasonFieldNotAllowed, "container"},
 		{"anthropic service tier", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"service_tier":"standard_only"}`, nil, 200, vocab.ReasonAllowlisted, ""},
+		{"output limit in capitals", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"MAX_TOKENS":1}`, nil, 403, vocab.ReasonFieldNotAllowed, "MAX_TOKENS"},
+		{"reasoning budget spelled twice", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"reasoning":{"max_tokens":50000,"MAX_TOKENS":1}}`, nil, 400, vocab.ReasonBadRequest, ""},
 		{"fallback model unpriced", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","models":["gpt-4o-mini","evil/priceless"],"messages":[]}`, nil, 403, vocab.ReasonUnknownModel, ""},
 	}
 	for _, tt := range tests {

@@ -153,7 +153,7 @@ func (c *call) bodyAllowed(s *shaped) (grants, bool) {
 		err = checkFields(c.ep.kind, s.members, g)
 	}
 	if err == nil {
-		err = checkReach(s.body, s.members, s.model, g)
+		err = checkReach(s.body, s.members, append([]string{s.model}, s.models...), g)
 	}
 	if !c.refuseBody(err) {
 		return g, true

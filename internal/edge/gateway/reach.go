@@ -110,11 +110,14 @@ type reachError struct {
 
 func (e *reachError) Error() string { return e.msg }
 
-// checkReach checks the tools and every URL of a request body.
-func checkReach(body []byte, ms []member, model string, g grants) error {
-	if strings.HasSuffix(strings.ToLower(model), ":online") {
-		if err := g.tool("plugin:web"); err != nil {
-			return err
+// checkReach checks the tools and every URL of a request body; models are
+// the model and OpenRouter's fallbacks, any of which may be the one run.
+func checkReach(body []byte, ms []member, models []string, g grants) error {
+	for _, model := range models {
+		if strings.HasSuffix(strings.ToLower(model), ":online") {
+			if err := g.tool("plugin:web"); err != nil {
+				return err
+			}
 		}
 	}
 	for _, m := range ms {
@@ -133,7 +136,7 @@ func checkReach(body []byte, ms []member, model string, g grants) error {
 	if err := dec.Decode(&v); err != nil {
 		return fmt.Errorf("invalid JSON body: %w", err)
 	}
-	return walkURLs(v, g)
+	return walkURLs(v, g, "")
 }
 
 // noDuplicateKeys refuses a body with a key repeated inside one object at
@@ -177,10 +180,14 @@ func noDuplicateKeys(body []byte) error {
 				if stack[top].keys == nil {
 					stack[top].keys = map[string]bool{}
 				}
-				if stack[top].keys[t] {
-					return fmt.Errorf("duplicate key %s in the request body", quote(t))
+				// Case-blind: Go's JSON decoding and a provider's may
+				// pick different spellings of one key, so egressd could
+				// check one value and the provider read another.
+				if f := foldKey(t); stack[top].keys[f] {
+					return fmt.Errorf("duplicate key %s in the request body (keys are compared ignoring case)", quote(t))
+				} else {
+					stack[top].keys[f] = true
 				}
-				stack[top].keys[t] = true
 				stack[top].key = false
 				continue
 			}
@@ -221,31 +228,60 @@ func checkTools(raw json.RawMessage, g grants) error {
 			if err := g.tool(typ); err != nil {
 				return err
 			}
+			if typ == "mcp" {
+				if err := mcpByURL(t); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
 }
 
-// walkURLs checks every fetchable URL in a decoded body.
-func walkURLs(v any, g grants) error {
+// mcpByURL requires a granted MCP tool to name its server by server_url,
+// which walkURLs then judges like any URL the provider connects to. A
+// connector_id names a provider-run connector (mail, drives) whose hosts
+// egressd cannot see, so it is refused.
+func mcpByURL(t map[string]json.RawMessage) error {
+	hasURL := false
+	for k, v := range t {
+		switch foldKey(k) {
+		case "connector_id":
+			return &fieldError{field: "tools", msg: "an mcp tool with a connector_id is not forwarded: the provider would connect to hosts egressd cannot check; name the server by server_url"}
+		case "server_url":
+			var u string
+			hasURL = json.Unmarshal(v, &u) == nil && u != ""
+		}
+	}
+	if !hasURL {
+		return &fieldError{field: "tools", msg: "an mcp tool needs a server_url egressd can check against the allow-list"}
+	}
+	return nil
+}
+
+// walkURLs checks every fetchable URL in a decoded body. parent is the key
+// whose value v is ("" at the top).
+func walkURLs(v any, g grants, parent string) error {
 	switch x := v.(type) {
 	case []any:
 		for _, e := range x {
-			if err := walkURLs(e, g); err != nil {
+			if err := walkURLs(e, g, parent); err != nil {
 				return err
 			}
 		}
 	case map[string]any:
-		history := replayed(x)
+		// An object under a key that names something to fetch is never a
+		// record of an earlier fetch, whatever its type says.
+		history := replayed(x) && !fetchKey(parent)
 		for k, e := range x {
 			f := foldKey(k)
-			if s, ok := e.(string); ok && (f == "url" && !history || strings.HasSuffix(f, "_url") || f == "file_data" && isHTTPURL(s)) {
+			if s, ok := e.(string); ok && (f == "url" && !history || strings.HasSuffix(f, "_url") || f == "file_data" && !isInlineData(s)) {
 				if err := checkURL(k, s, g); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := walkURLs(e, g); err != nil {
+			if err := walkURLs(e, g, f); err != nil {
 				return err
 			}
 		}
@@ -253,11 +289,26 @@ func walkURLs(v any, g grants) error {
 	return nil
 }
 
-// isHTTPURL is true for a string that is an http(s) URL (OpenRouter
-// accepts one as a file part's file_data and fetches it), not inline data.
-func isHTTPURL(s string) bool {
-	l := strings.ToLower(strings.TrimSpace(s))
-	return strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://")
+// fetchKey is true for a key whose object value the provider fetches from:
+// image_url: {url}, source: {type: url, url}, file, document.
+func fetchKey(k string) bool {
+	switch k {
+	case "source", "file", "document", "image", "input_image", "input_file":
+		return true
+	}
+	return strings.HasSuffix(k, "_url")
+}
+
+// isInlineData is true for a file_data string that carries its bytes (a
+// data: URL or bare base64); anything else (OpenRouter takes an http(s) URL
+// there and fetches it) is judged as a URL, so odd spellings are refused
+// rather than guessed at.
+func isInlineData(s string) bool {
+	l := strings.ToLower(s)
+	if strings.HasPrefix(l, "data:") {
+		return true
+	}
+	return !strings.Contains(l, ":")
 }
 
 // replayed is true for an object that records an earlier fetch (a search

@@ -40,6 +40,8 @@ func TestProviderRunTools(t *testing.T) {
 		{"web search granted but nothing to restrict it to", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"web_search"}]}`, []string{"web_search"}, 403, vocab.ReasonNotAllowlisted},
 		{"image generation granted", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"image_generation"}]}`, []string{"image_generation"}, 200, vocab.ReasonAllowlisted},
 		{"web plugin granted", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[],"plugins":[{"id":"web"}]}`, []string{"plugin:web"}, 200, vocab.ReasonAllowlisted},
+		{"mcp connector instead of a url", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"g","connector_id":"connector_gmail"}]}`, []string{"mcp"}, 403, vocab.ReasonFieldNotAllowed},
+		{"online fallback model", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","models":["gpt-4o-mini","gpt-4o-mini:online"],"messages":[]}`, nil, 403, vocab.ReasonToolNotAllowed},
 		{"mcp granted still checks its url", "/openai/responses", `{"model":"gpt-4.1","input":"x","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example"}]}`, []string{"mcp"}, 403, vocab.ReasonNotAllowlisted},
 	}
 	for _, tt := range tests {
@@ -85,6 +87,8 @@ func TestProviderFetchedURLs(t *testing.T) {
 		{"key spelled in capitals", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","URL":"https://evil.example/a.png"}}]}]}`, 403, vocab.ReasonNotAllowlisted},
 		{"replayed citation is history", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"text","text":"x","citations":[{"type":"web_search_result_location","url":"https://evil.example/","title":"t"}]}]}]}`, 200, vocab.ReasonAllowlisted},
 		{"fetch hidden in a replayed result", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":[{"type":"web_fetch_result","url":"https://evil.example/","content":{"type":"document","source":{"type":"url","url":"https://evil.example/b"}}}]}]}`, 403, vocab.ReasonNotAllowlisted},
+		{"history type forged on a fetched url", "/openai/chat/completions", `{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://169.254.169.254/latest/meta-data/","type":"x_result"}}]}]}`, 403, vocab.ReasonMetadataAddress},
+		{"file_data that is not inline data", "/openrouter/api/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":[{"type":"file","file":{"filename":"a.pdf","file_data":"\u0001https://evil.example/a.pdf"}}]}]}`, 400, vocab.ReasonBadRequest},
 		{"count_tokens checked too", "/anthropic/v1/messages/count_tokens", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://evil.example/a.png"}}]}]}`, 403, vocab.ReasonNotAllowlisted},
 	}
 	for _, tt := range tests {
@@ -122,13 +126,13 @@ func FuzzCheckReach(f *testing.F) {
 			return
 		}
 		g := grants{provider: "p"}
-		_ = checkReach([]byte(body), ms, "m", g)
+		_ = checkReach([]byte(body), ms, []string{"m"}, g)
 		wrapped := `{"image_url":"https://ungranted.example/","x":` + body + `}`
 		ms, err = topLevel([]byte(wrapped))
 		if err != nil {
 			return
 		}
-		if checkReach([]byte(wrapped), ms, "m", g) == nil {
+		if checkReach([]byte(wrapped), ms, []string{"m"}, g) == nil {
 			t.Fatalf("accepted %s", wrapped)
 		}
 	})

@@ -95,12 +95,19 @@ func writeDecoded(b *strings.Builder, d byte) error {
 	return nil
 }
 
-// closeSegment refuses the segment just written if it is "." or "..". It
-// runs on the decoded form, so %2e%2E is caught like "..".
+// closeSegment refuses the segment just written if it is "." or "..",
+// also with path parameters ("..;x", or ";" escaped), which Java servers
+// strip before they resolve dot segments. It runs on the decoded form, so %2e%2E is caught
+// like "..".
 func closeSegment(b *strings.Builder) error {
 	s := b.String()
-	i := strings.LastIndexByte(s, '/')
-	if seg := s[i+1:]; seg == "." || seg == ".." {
+	seg := s[strings.LastIndexByte(s, '/')+1:]
+	for _, sep := range [...]string{";", "%3B"} {
+		if i := strings.Index(seg, sep); i >= 0 {
+			seg = seg[:i]
+		}
+	}
+	if seg == "." || seg == ".." {
 		return ErrDotSegment
 	}
 	return nil

@@ -48,6 +48,7 @@ var DefaultPrices = map[string]policy.Price{
 	"gpt-4.1-mini":           oai(0.4, 0.1, 1.6),
 	"gpt-4.1-nano":           oai(0.1, 0.025, 0.4),
 	"gpt-4o":                 oai(2.5, 1.25, 10),
+	"gpt-4o-2024-05-13":      oai(5, 5, 15), // the first snapshot, dearer than "gpt-4o"
 	"gpt-4o-mini":            oai(0.15, 0.075, 0.6),
 	"o3":                     oai(2, 0.5, 8),
 	"o4-mini":                oai(1.1, 0.275, 4.4),
