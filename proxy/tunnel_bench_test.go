@@ -10,16 +10,11 @@ import (
 	"github.com/egressd/egressd/internal/shared/declog"
 )
 
-// discardRecorder drops entries, so a benchmark counts egressd's own work.
-type discardRecorder struct{}
-
-func (discardRecorder) Record(declog.Entry) {}
-
 // BenchmarkNewTunnel is one short tunnel end to end: CONNECT, 200, a
 // message echoed through it, close. Run with -benchmem (allocations per
 // tunnel) and under strace -c -f (system calls per tunnel).
 func BenchmarkNewTunnel(b *testing.B) {
-	f := newFixture(b, fixOpts{mod: func(c *Config) { c.Recorder = discardRecorder{} }})
+	f := newFixture(b, fixOpts{mod: func(c *Config) { c.Recorder = declog.Discard{} }})
 	target := f.ep("granted.test")
 	req := "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\nping"
 	buf := make([]byte, 4)

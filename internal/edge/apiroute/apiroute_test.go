@@ -15,9 +15,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/egressd/egressd/internal/shared/declog/declogtest"
+
 	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/shared/declog"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -67,23 +68,11 @@ func (f *fakeGitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type recorder struct {
-	mu sync.Mutex
-	es []declog.Entry
-}
-
-func (r *recorder) Record(e declog.Entry) { r.mu.Lock(); r.es = append(r.es, e); r.mu.Unlock() }
-func (r *recorder) entries() []declog.Entry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]declog.Entry(nil), r.es...)
-}
-
 type rig struct {
 	upstream *httptest.Server
 	api      *fakeGitHub
 	gateway  *httptest.Server
-	rec      *recorder
+	rec      *declogtest.Recorder
 }
 
 // newRig starts the fake API over TLS on loopback, writes its CA to a
@@ -91,7 +80,7 @@ type rig struct {
 // listener as the daemon's gateway listener does.
 func newRig(t *testing.T, extra string) *rig {
 	t.Helper()
-	g := &rig{api: &fakeGitHub{}, rec: &recorder{}}
+	g := &rig{api: &fakeGitHub{}, rec: &declogtest.Recorder{}}
 	g.upstream = httptest.NewTLSServer(g.api)
 	t.Cleanup(g.upstream.Close)
 	ca := writeCA(t, g.upstream)
@@ -368,7 +357,7 @@ func TestOneDecisionEntryPerRequest(t *testing.T) {
 	g := newRig(t, "")
 	g.do(t, "GET", "/github/repos/acme/app/issues", agentToken, "")
 	g.do(t, "POST", "/github/repos/acme/app/issues", agentToken, "")
-	es := g.rec.entries()
+	es := g.rec.All()
 	if len(es) != 2 {
 		t.Fatalf("got %d entries, want 2: %+v", len(es), es)
 	}
