@@ -115,7 +115,7 @@ func (c *call) quote(m *meter.Meter, s *shaped) (meter.Quote, bool) {
 	}
 	// One-hour cache writes cost more than any other input; a body that
 	// may ask for them is reserved at that rate.
-	long := c.format == meter.FormatAnthropic && bytes.Contains(s.body, []byte(`"1h"`))
+	long := c.format == meter.FormatAnthropic && asksLongCache(s.body)
 	var best meter.Quote
 	for i, model := range append([]string{s.model}, s.models...) {
 		q, err := m.QuoteCall(meter.Call{Model: model, InputTokens: s.inputTokens(), OutputTokens: out,

@@ -252,3 +252,39 @@ func escapedRest(escapedPath string) string {
 	}
 	return "/"
 }
+
+// asksLongCache reports whether an Anthropic body asks anywhere for a
+// one-hour cache write (a "ttl" of "1h"). It reads the decoded body, so an
+// escaped spelling (`"\u0031h"`) counts too; a body with neither "ttl" nor
+// an escape cannot ask, and is not decoded.
+func asksLongCache(body []byte) bool {
+	if !bytes.Contains(body, []byte("ttl")) && !bytes.Contains(body, []byte(`\u`)) {
+		return false
+	}
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return true // unreadable here: reserve the dearer rate
+	}
+	return hasLongTTL(v)
+}
+
+func hasLongTTL(v any) bool {
+	switch x := v.(type) {
+	case []any:
+		for _, e := range x {
+			if hasLongTTL(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if s, ok := e.(string); ok && foldKey(k) == "ttl" && strings.EqualFold(s, "1h") {
+				return true
+			}
+			if hasLongTTL(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

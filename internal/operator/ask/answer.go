@@ -29,12 +29,20 @@ func (b *Broker) Answer(id string, a Answer) (string, error) {
 	b.mu.Lock()
 	q := b.byID[id]
 	var snap Question
+	claimed := false
 	if q != nil {
 		snap = q.Question
+		// One answer at a time: "always" edits policy.yaml before the
+		// answer is recorded, and a deny pressed meanwhile must not be
+		// reported as standing while the file grants the host.
+		claimed, q.claimed = q.claimed, true
 	}
 	b.mu.Unlock()
 	if q == nil {
 		return "", fmt.Errorf("%w: %q (answered already, expired, or never asked)", ErrNoQuestion, id)
+	}
+	if claimed {
+		return "", fmt.Errorf("%w: %q is being answered by someone else", ErrNoQuestion, id)
 	}
 	now := b.now()
 	grant := policy.Grant{Host: snap.Host, Port: snap.Port, By: a.By, Kind: string(a.Kind)}

@@ -130,10 +130,11 @@ type qkey struct {
 
 type question struct {
 	Question
-	proto  vocab.Proto
-	key    qkey
-	done   chan struct{} // closed when answered or expired
-	answer Answer        // set before done closes
+	proto   vocab.Proto
+	key     qkey
+	done    chan struct{} // closed when answered or expired
+	answer  Answer        // set before done closes
+	claimed bool          // an answer is being applied; guarded by Broker.mu
 }
 
 // Broker holds the open questions and the standing grants. Create it with

@@ -353,3 +353,37 @@ func TestAlwaysFallsBack(t *testing.T) {
 		t.Errorf("after the fallback: %v %v", d.Verdict, d.Reason)
 	}
 }
+
+// TestOneAnswerAtATime: while an "always" answer edits policy.yaml, a
+// second answer to the same question (another operator's deny) is refused
+// rather than recorded against a file that now grants the host.
+func TestOneAnswerAtATime(t *testing.T) {
+	r := newRig(t, "{hold: 1ms}", "")
+	editing, release := make(chan struct{}), make(chan struct{})
+	r.b.cfg.Always = func(string, uint16, string, time.Time) error {
+		close(editing)
+		<-release
+		return nil
+	}
+	q := req("twice.example", 443)
+	r.b.Hold(context.Background(), q, r.decide(q))
+	id := r.b.Pending()[0].ID
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.b.Answer(id, Answer{Kind: Always, By: "telegram:1"})
+		done <- err
+	}()
+	<-editing
+	if _, err := r.b.Answer(id, Answer{Kind: Deny, By: "telegram:2"}); !errors.Is(err, ErrNoQuestion) {
+		t.Errorf("second answer while the first is applied: %v, want ErrNoQuestion", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("first answer: %v", err)
+	}
+	for _, g := range r.b.Grants() {
+		if g.Deny {
+			t.Errorf("a deny was recorded beside the always: %+v", g)
+		}
+	}
+}
