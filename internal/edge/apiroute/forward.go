@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/egressd/egressd/internal/lib/hop"
 
@@ -43,10 +44,11 @@ func (c *call) forward(route *policy.APIRoute, d policy.APIDecision) {
 	}
 	c.upstreamHeaders(req, route.Config().Secret)
 	resp, err := t.RoundTrip(req)
-	c.bytesUp = counted.n
+	var readErr error
+	c.bytesUp, readErr = counted.counts()
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) || errors.As(counted.err, &tooBig) {
+		if errors.As(err, &tooBig) || errors.As(readErr, &tooBig) {
 			c.refuse(http.StatusRequestEntityTooLarge, vocab.ReasonBadRequest,
 				"request body over the route's max_body_bytes ("+strconv.FormatInt(route.MaxBodyBytes, 10)+")", "")
 			return
@@ -212,19 +214,32 @@ func (f *flushWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// countingReader counts the request body on its way upstream. The
+// Transport may still be reading it after RoundTrip returns (an upstream
+// that answers before reading the whole body), so the counts are guarded.
 type countingReader struct {
 	r   io.Reader
+	mu  sync.Mutex
 	n   int64
 	err error
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
+	r.mu.Lock()
 	r.n += int64(n)
 	if err != nil && err != io.EOF {
 		r.err = err
 	}
+	r.mu.Unlock()
 	return n, err
+}
+
+// counts returns the bytes read so far and the read error, if any.
+func (r *countingReader) counts() (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n, r.err
 }
 
 func (r *countingReader) Close() error { return nil }
