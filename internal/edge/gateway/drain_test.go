@@ -211,7 +211,10 @@ func TestLeaveBeforeHeaders(t *testing.T) {
 	if err := <-errc; err == nil {
 		t.Fatal("the agent's request succeeded, want it cancelled")
 	}
-	waitFor(t, "the call to settle", func() bool { return len(r.rec.ByEvent(vocab.EventUsage)) == 1 })
+	// The drain records the usage line before it gives its slot back.
+	waitFor(t, "the call to settle and its drain to end", func() bool {
+		return len(r.rec.ByEvent(vocab.EventUsage)) == 1 && r.gw.Draining() == 0
+	})
 	u := r.rec.ByEvent(vocab.EventUsage)[0]
 	// The reservation: ceil(len(body)/2) input tokens and the call's 100
 	// output tokens.
