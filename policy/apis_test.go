@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -174,21 +173,7 @@ func TestValidateAPIs(t *testing.T) {
 			y = strings.Replace(y, "  r:", "  p:", 1)
 			tt.path = "apis.p"
 		}
-		_, err := LoadBytes([]byte("version: 1\n"+y+"\n"), "p.yaml")
-		var es Errors
-		if !errors.As(err, &es) {
-			t.Errorf("%s: err = %v, want Errors", tt.name, err)
-			continue
-		}
-		found := false
-		for _, e := range es {
-			if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("%s: got\n%v\nwant a problem at %q containing %q", tt.name, err, tt.path, tt.msg)
-		}
+		wantProblem(t, tt.name, y, tt.path, tt.msg)
 	}
 }
 

@@ -1,9 +1,7 @@
 package policy
 
 import (
-	"errors"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,21 +26,7 @@ func TestAskConfigProblems(t *testing.T) {
 		{"telegram unknown key", "ask: {telegram: {token_env: T, operators: [1], tokne: x}}", "ask.telegram.tokne", ""},
 	}
 	for _, tt := range tests {
-		_, err := LoadBytes([]byte("version: 1\n"+tt.yaml+"\n"), "p.yaml")
-		var es Errors
-		if !errors.As(err, &es) {
-			t.Errorf("%s: err = %v, want Errors", tt.name, err)
-			continue
-		}
-		found := false
-		for _, e := range es {
-			if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("%s: got\n%v\nwant a problem at %q containing %q", tt.name, err, tt.path, tt.msg)
-		}
+		wantProblem(t, tt.name, tt.yaml, tt.path, tt.msg)
 	}
 }
 

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"errors"
 	"strings"
 	"testing"
 )
@@ -24,21 +23,7 @@ func TestValidateProviderExtras(t *testing.T) {
 		{"allow_tools space", withProviderKey("    allow_tools: [\"web search\"]"), "providers.p.allow_tools[0]", "tool type"},
 	}
 	for _, tt := range tests {
-		_, err := LoadBytes([]byte("version: 1\n"+tt.yaml+"\n"), "p.yaml")
-		var es Errors
-		if !errors.As(err, &es) {
-			t.Errorf("%s: err = %v, want Errors", tt.name, err)
-			continue
-		}
-		found := false
-		for _, e := range es {
-			if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("%s: got\n%v\nwant a problem at %q containing %q", tt.name, err, tt.path, tt.msg)
-		}
+		wantProblem(t, tt.name, tt.yaml, tt.path, tt.msg)
 	}
 	p, err := LoadBytes([]byte("version: 1\n"+withProviderKey(
 		"    endpoints: [{method: get, path: /v1/dashboard/**}, {method: POST, path: /v1/images/generations, per_call_usd: 0.2}]\n"+

@@ -80,21 +80,7 @@ func TestValidateInline(t *testing.T) {
 		{"mode not a string", "mode: 5", "mode", "expected type 'string'"},
 	}
 	for _, tt := range tests {
-		_, err := LoadBytes([]byte("version: 1\n"+tt.yaml+"\n"), "p.yaml")
-		var es Errors
-		if !errors.As(err, &es) {
-			t.Errorf("%s: err = %v, want Errors", tt.name, err)
-			continue
-		}
-		found := false
-		for _, e := range es {
-			if e.Path == tt.path && strings.Contains(e.Msg, tt.msg) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("%s: got\n%v\nwant a problem at %q containing %q", tt.name, err, tt.path, tt.msg)
-		}
+		wantProblem(t, tt.name, tt.yaml, tt.path, tt.msg)
 	}
 }
 
@@ -149,4 +135,22 @@ func TestWholeFileProblems(t *testing.T) {
 			t.Errorf("LoadBytes(%q) = %v, want an error starting %q", tt.yaml, err, tt.want)
 		}
 	}
+}
+
+// wantProblem loads yaml (after "version: 1") and fails t unless loading
+// reports a problem at path whose message contains msg.
+func wantProblem(t *testing.T, name, yaml, path, msg string) {
+	t.Helper()
+	_, err := LoadBytes([]byte("version: 1\n"+yaml+"\n"), "p.yaml")
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Errorf("%s: err = %v, want Errors", name, err)
+		return
+	}
+	for _, e := range es {
+		if e.Path == path && strings.Contains(e.Msg, msg) {
+			return
+		}
+	}
+	t.Errorf("%s: got\n%v\nwant a problem at %q containing %q", name, err, path, msg)
 }
