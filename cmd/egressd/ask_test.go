@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -57,22 +55,7 @@ budget: {ledger: %s}
 	if err := os.WriteFile(pol, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan daemon.Addrs, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Options{ConfigPath: pol, Stdout: io.Discard,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a daemon.Addrs) { ready <- a }})
-	}()
-	var a daemon.Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve not ready")
-	}
-	t.Cleanup(func() { cancel(); <-done })
+	a := serveDaemon(t, pol, nil)
 	return a, pol, port
 }
 

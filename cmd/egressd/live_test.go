@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/egressd/egressd/internal/lib/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,8 +15,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lib/testutil"
+
 	"github.com/egressd/egressd/internal/run/daemon"
 )
+
+// serveDaemon runs egressd in-process on the policy at pol (env, when not
+// nil, is its environment) until the test ends, and returns its listeners.
+func serveDaemon(t *testing.T, pol string, env func(string) string) daemon.Addrs {
+	t.Helper()
+	ready := make(chan daemon.Addrs, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- daemon.Run(ctx, daemon.Options{ConfigPath: pol, Stdout: io.Discard, Env: env,
+			Logger: slog.New(slog.DiscardHandler), Ready: func(a daemon.Addrs) { ready <- a }})
+	}()
+	var a daemon.Addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve not ready")
+	}
+	t.Cleanup(func() { cancel(); <-done })
+	return a
+}
 
 // serveForTest runs egressd in-process on loopback ports with a decision
 // log file, until the test ends.
@@ -30,22 +54,7 @@ func serveForTest(t *testing.T) (daemon.Addrs, string) {
 	if err := os.WriteFile(pol, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan daemon.Addrs, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Options{ConfigPath: pol, Stdout: io.Discard,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a daemon.Addrs) { ready <- a }})
-	}()
-	var a daemon.Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve not ready")
-	}
-	t.Cleanup(func() { cancel(); <-done })
+	a := serveDaemon(t, pol, nil)
 	return a, logPath
 }
 

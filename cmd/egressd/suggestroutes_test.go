@@ -2,10 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +12,6 @@ import (
 
 	"github.com/egressd/egressd/internal/shared/vocab"
 
-	"github.com/egressd/egressd/internal/run/daemon"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -43,22 +39,7 @@ func TestSuggestRouteRulesFromLiveRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"AGENT": "agent-tok", "GH": "ghp_never_used"}
-	ready := make(chan daemon.Addrs, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, daemon.Options{ConfigPath: pol, Stdout: io.Discard, Env: func(k string) string { return env[k] },
-			Logger: slog.New(slog.DiscardHandler), Ready: func(a daemon.Addrs) { ready <- a }})
-	}()
-	defer func() { cancel(); <-done }()
-	var a daemon.Addrs
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve not ready")
-	}
+	a := serveDaemon(t, pol, func(k string) string { return env[k] })
 	calls := [][2]string{{"POST", "/repos/acme/app/issues/7/comments"}, {"GET", "/repos/acme/app/issues/7"}}
 	for _, c := range calls {
 		req, _ := http.NewRequest(c[0], "http://"+a.Gateway+"/github"+c[1], nil)
