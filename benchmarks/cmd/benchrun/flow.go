@@ -43,7 +43,7 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 			col.add(gs[1], s.name, out)
 			slog.Info("proxy run", "system", s.name, "rep", rep+1, "took", time.Since(t0).Round(time.Millisecond), "metrics", fmtSample(out))
 		}
-		for _, name := range []string{sysEgressd, sysDnsmasq} {
+		for _, name := range []string{sysEgressd, sysDnsmasq, sysUnbound} {
 			if !phase("dns") || name == sysEgressd && !slices.Contains(names, sysEgressd) {
 				continue
 			}

@@ -131,6 +131,7 @@ func versions(e *env) map[string]string {
 		"squid":       {"-v"},
 		"tinyproxy":   {"-v"},
 		"dnsmasq":     {"--version"},
+		"unbound":     {"-V"},
 		"wrk":         {"-v"},
 		"smokescreen": {"--version"},
 		"egressd":     {"version"},

@@ -246,7 +246,7 @@ func startServers(ctx context.Context, e *env) (func(), error) {
 			}
 		}
 	}
-	for _, a := range []string{dnsmasqIP + ":53", egressdDNS} {
+	for _, a := range []string{dnsmasqIP + ":53", unboundIP + ":53", egressdDNS} {
 		if err := portFree(ctx, "udp", a); err != nil {
 			return nil, err
 		}

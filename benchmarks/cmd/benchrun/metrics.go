@@ -43,8 +43,8 @@ func groupDefs(proxySystems []string) []groupDef {
 			{"tunnel_cpu_us", "proxy CPU per tunnel", "µs", false, false},
 			{"idle_kib", "memory per idle tunnel (RSS, 2,000 open)", "KiB", false, false},
 		}},
-		{Name: "DNS (UDP, cached granted names and denials)", Systems: []string{sysEgressd, sysDnsmasq},
-			Peers: []string{sysDnsmasq}, Metrics: []metricDef{
+		{Name: "DNS (UDP, cached granted names and denials)", Systems: []string{sysEgressd, sysDnsmasq, sysUnbound},
+			Peers: []string{sysDnsmasq, sysUnbound}, Metrics: []metricDef{
 				{"dns_granted_qps", "granted: peak queries/s (16 in flight)", "q/s", true, false},
 				{"dns_granted_p50_us", "granted: latency p50 at fixed rate", "µs", false, false},
 				{"dns_granted_p99_us", "granted: latency p99 at fixed rate", "µs", false, false},

@@ -19,6 +19,7 @@ const (
 	tunnelPort   = "18443"
 	providerAddr = "127.0.0.2:18090" // apart from originIP: egressd reserves a provider's address for its gateway
 	dnsmasqIP    = "127.0.0.20"      // port 53: squid cannot ask any other port
+	unboundIP    = "127.0.0.21"
 	proxyPort    = "13128"
 
 	egressdIP      = "127.0.0.10"
@@ -103,6 +104,53 @@ func startDnsmasq(e *env) (*proc, error) {
 		return nil, err
 	}
 	return p, p.waitReady(10*time.Second, dnsAnswers(dnsmasqIP+":53"))
+}
+
+// startUnbound runs unbound 1.17 as the caching resolver a self-hoster
+// would put in front of an agent: granted names are forwarded to dnsmasq
+// once and answered from unbound's cache afterwards, exactly as egressd
+// answers from its own; denied.test is refused locally (NXDOMAIN), as
+// egressd refuses by policy. One thread, Debian's default, like the one
+// process of dnsmasq; no DNSSEC validation (there is no trust anchor for
+// bench.test), no logging.
+func startUnbound(e *env) (*proc, error) {
+	dir := filepath.Join(e.tmp, "unbound")
+	conf := strings.Join([]string{
+		"server:",
+		"  interface: " + unboundIP + "@53",
+		"  port: 53",
+		"  do-ip6: no",
+		"  access-control: 127.0.0.0/8 allow",
+		"  chroot: \"\"",
+		"  username: \"\"",
+		"  directory: \"" + dir + "\"",
+		"  pidfile: \"\"",
+		"  use-syslog: no",
+		"  logfile: \"\"",
+		"  verbosity: 0",
+		"  num-threads: 1",
+		"  module-config: \"iterator\"",
+		"  do-not-query-localhost: no",
+		"  local-zone: \"test.\" nodefault", // unbound refuses RFC 6761's test. itself by default
+		"  local-zone: \"denied.test.\" always_nxdomain",
+		"  domain-insecure: \"bench.test.\"",
+		"forward-zone:",
+		"  name: \"bench.test.\"",
+		"  forward-addr: " + dnsmasqIP + "@53",
+		"remote-control:",
+		"  control-enable: no",
+		"",
+	}, "\n")
+	path, err := writeFile(dir, "unbound.conf", conf)
+	if err != nil {
+		return nil, err
+	}
+	// -d: stay in the foreground, one process, so it is stopped by PID.
+	p, err := startProc(sysUnbound, filepath.Join(dir, "out.log"), nil, e.bin("unbound"), "-d", "-c", path)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.waitReady(10*time.Second, dnsAnswers(unboundIP+":53"))
 }
 
 func startSquid(e *env) (*proc, error) {

@@ -11,7 +11,10 @@ import (
 	"github.com/egressd/egressd/benchmarks/internal/load"
 )
 
-const sysDnsmasq = "dnsmasq"
+const (
+	sysDnsmasq = "dnsmasq"
+	sysUnbound = "unbound"
+)
 
 // dnsAnswers is a readiness check: the server answers origin.bench.test.
 func dnsAnswers(addr string) func() error {
@@ -32,7 +35,8 @@ func dnsAnswers(addr string) func() error {
 
 // dnsNames are the queried names: granted ones egressd answers from its
 // cache after one warm-up lookup (dnsmasq from its local records), and
-// denied ones both refuse without asking anyone.
+// denied ones all refuse without asking anyone (unbound caches the
+// granted ones the same way, from dnsmasq).
 func dnsNames(kind string) []string {
 	zone := "dns.bench.test"
 	if kind == "denied" {
@@ -49,16 +53,17 @@ func dnsNames(kind string) []string {
 // then latency at a fixed moderate rate, for granted and denied names.
 func dnsRun(ctx context.Context, e *env, name string) (sample, error) {
 	server, p := dnsmasqIP+":53", e.dnsmasq
-	if name == sysEgressd {
+	start := map[string]func(*env) (*proc, error){sysEgressd: startEgressd, sysUnbound: startUnbound}[name]
+	if start != nil {
 		var err error
-		if p, err = startEgressd(e); err != nil {
+		if p, err = start(e); err != nil {
 			if p != nil {
 				p.stop(3 * time.Second)
 			}
 			return nil, err
 		}
 		defer p.stop(5 * time.Second)
-		server = egressdDNS
+		server = map[string]string{sysEgressd: egressdDNS, sysUnbound: unboundIP + ":53"}[name]
 	}
 	out := sample{}
 	for _, kind := range []string{"granted", "denied"} {

@@ -119,7 +119,7 @@ func markdownTables(gs []groupResult) string {
 
 func goalsTable(gs []goal) string {
 	var b strings.Builder
-	b.WriteString("| goal (issue 7) | measured | status |\n|---|---|---|\n")
+	b.WriteString("| goal (issue) | measured | status |\n|---|---|---|\n")
 	for _, g := range gs {
 		status := g.Status
 		switch status {
