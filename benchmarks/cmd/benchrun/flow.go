@@ -44,7 +44,7 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 			slog.Info("proxy run", "system", s.name, "rep", rep+1, "took", time.Since(t0).Round(time.Millisecond), "metrics", fmtSample(out))
 		}
 		for _, name := range []string{sysEgressd, sysDnsmasq, sysUnbound} {
-			if !phase("dns") || name == sysEgressd && !slices.Contains(names, sysEgressd) {
+			if !phase("dns") || e.opt.systems != "" && !slices.Contains(strings.Split(e.opt.systems, ","), name) {
 				continue
 			}
 			out, err := dnsRun(ctx, e, name)

@@ -62,7 +62,7 @@ func parseFlags() options {
 	flag.StringVar(&o.readme, "readme", "benchmarks/README.md", "README whose results section is replaced (\"\" = none)")
 	flag.StringVar(&o.repo, "repo", ".", "repository root, for the decision micro-benchmarks")
 	flag.IntVar(&o.reps, "reps", 3, "runs per system; the report shows their median and range")
-	flag.StringVar(&o.systems, "systems", "", "comma-separated subset of systems (default: all)")
+	flag.StringVar(&o.systems, "systems", "", "comma-separated subset of systems, DNS servers included (default: all)")
 	flag.StringVar(&o.phases, "phases", "proxy,dns,gateway", "comma-separated phases to run")
 	flag.Float64Var(&o.quietLoad, "quiet-load", 0.7, "wait for the 1-minute load average to drop below this")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "...but for at most this long")
