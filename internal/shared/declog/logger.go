@@ -78,9 +78,11 @@ type Stats struct {
 // come one at a time (mostly the wake-up) and ~0.8 µs under load
 // (BenchmarkLoggerThroughput).
 type Logger struct {
-	clock func() time.Time
-	ch    chan Entry
-	thr   *throttle // nil when folding is off
+	clock  func() time.Time
+	ch     chan Entry
+	kick   chan struct{} // ends the writer's linger early: the queue is filling
+	kickAt int
+	thr    *throttle // nil when folding is off
 
 	closing   chan struct{}
 	done      chan struct{}
@@ -160,6 +162,8 @@ func New(opts Options) (*Logger, error) {
 		buf = DefaultBuffer
 	}
 	l.ch = make(chan Entry, buf)
+	l.kick = make(chan struct{}, 1)
+	l.kickAt = max(buf/4, 1)
 	go l.run()
 	return l, nil
 }
@@ -205,6 +209,13 @@ func (l *Logger) emit(e *Entry) {
 	case l.ch <- *e:
 	default:
 		l.dropped.Add(1)
+		return
+	}
+	if len(l.ch) >= l.kickAt {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -250,10 +261,16 @@ func (l *Logger) Close() error {
 const batchBytes = 64 << 10
 
 // flushLinger is how long the writer holds a batch that is not full for
-// more entries before writing it. At a few thousand entries a second
-// (new tunnels, DNS queries) a write per entry costs two write(2)s and a
-// wake-up each; holding for 2 ms turns them into one write per batch,
-// and a line still reaches the file long before anyone reads it.
+// more entries before writing it. At thousands of entries a second (DNS
+// queries, new tunnels, plain requests) a write per entry costs two
+// write(2)s, and taking entries off the queue one by one costs a wake-up
+// of the writer each, paid by the goroutine that recorded it: while it
+// holds, the writer does not listen to the queue at all, so the entries
+// of the next 2 ms land in the queue without waking anyone and are
+// encoded and written as one batch. A queue a quarter full (a burst)
+// kicks the writer early, so holding never drops an entry the queue
+// could have kept; a line still reaches the file long before anyone
+// reads it.
 const flushLinger = 2 * time.Millisecond
 
 // run is the writer goroutine; it ends when Close is called.
@@ -263,24 +280,17 @@ func (l *Logger) run() {
 	defer tick.Stop()
 	linger := time.NewTimer(flushLinger)
 	linger.Stop()
-	held := false // linger is running for a batch not yet written
 	for {
 		select {
 		case e := <-l.ch:
 			l.write(&e)
 			l.drain()
 			if len(l.buf) < batchBytes {
-				if !held {
-					linger.Reset(flushLinger)
-					held = true
-				}
-				continue
+				l.hold(linger)
 			}
-		case <-linger.C:
 		case <-tick.C:
 			l.housekeep()
 		case <-l.closing:
-			linger.Stop()
 			for {
 				select {
 				case e := <-l.ch:
@@ -294,12 +304,22 @@ func (l *Logger) run() {
 				}
 			}
 		}
-		if held {
-			linger.Stop()
-			held = false
-		}
 		l.flush()
 	}
+}
+
+// hold waits out the linger (or a kick, or Close) without taking entries
+// off the queue, then encodes what arrived meanwhile.
+func (l *Logger) hold(linger *time.Timer) {
+	linger.Reset(flushLinger)
+	select {
+	case <-linger.C:
+	case <-l.kick:
+		linger.Stop()
+	case <-l.closing:
+		linger.Stop()
+	}
+	l.drain()
 }
 
 // drain encodes whatever else is queued, up to one batch, without waiting.
