@@ -105,14 +105,51 @@ func appendFloat(dst []byte, f float64) []byte {
 const yearError = "!ERROR:time.Time year outside of range [0,9999]"
 
 // appendTime appends t (already UTC) as a quoted RFC 3339 time with
-// nanoseconds, trailing zeros trimmed, as slog did.
+// nanoseconds, trailing zeros trimmed, as slog did. Written out by hand
+// rather than with AppendFormat's layout interpreter: every line starts
+// with it, and this is a third of the cost.
 func appendTime(dst []byte, t time.Time) []byte {
-	if y := t.Year(); y < 0 || y >= 10000 {
+	y, mo, d := t.Date()
+	if y < 0 || y >= 10000 {
 		dst = appendString(dst, yearError, slogEscape)
+		dst = append(dst, '"')
+		dst = t.AppendFormat(dst, time.RFC3339Nano)
+		return append(dst, '"')
 	}
+	h, mi, sec := t.Clock()
 	dst = append(dst, '"')
-	dst = t.AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"')
+	dst = appendDigits(dst, y, 4)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, int(mo), 2)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, d, 2)
+	dst = append(dst, 'T')
+	dst = appendDigits(dst, h, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, mi, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, sec, 2)
+	if ns := t.Nanosecond(); ns != 0 {
+		n := 9
+		for ns%10 == 0 {
+			ns /= 10
+			n--
+		}
+		dst = append(dst, '.')
+		dst = appendDigits(dst, ns, n)
+	}
+	return append(dst, 'Z', '"')
+}
+
+// appendDigits appends v (0 <= v < 10^width) as exactly width decimal
+// digits.
+func appendDigits(dst []byte, v, width int) []byte {
+	var b [9]byte
+	for i := width - 1; i >= 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(dst, b[:width]...)
 }
 
 // appendStringField appends ,"key":"v"; key is a constant that needs no
