@@ -29,6 +29,7 @@ type metrics struct {
 
 	nProto, nVerdict, nReason int
 	decCache                  []atomic.Pointer[prometheus.Counter]
+	dnsCache                  []atomic.Pointer[prometheus.Counter] // (verdict, reason), one per DNS query
 
 	provMu    sync.Mutex
 	providers map[string]struct{}
@@ -96,6 +97,7 @@ func newMetrics(reg prometheus.Registerer, tunnelsOpen func() int) *metrics {
 	m.nVerdict = enumSize(func(i int) string { return vocab.Verdict(i).String() })
 	m.nReason = enumSize(func(i int) string { return vocab.Reason(i).String() })
 	m.decCache = make([]atomic.Pointer[prometheus.Counter], m.nProto*m.nVerdict*m.nReason)
+	m.dnsCache = make([]atomic.Pointer[prometheus.Counter], m.nVerdict*m.nReason)
 	return m
 }
 
@@ -109,6 +111,21 @@ func (m *metrics) decision(p vocab.Proto, v vocab.Verdict, r vocab.Reason) prome
 		return *c
 	}
 	c := m.decisions.WithLabelValues(p.String(), v.String(), r.String())
+	slot.Store(&c)
+	return c
+}
+
+// dnsQuery is dnsQueries' counter for (v, r), cached like decision's:
+// every DNS query counts in both.
+func (m *metrics) dnsQuery(v vocab.Verdict, r vocab.Reason) prometheus.Counter {
+	if int(v) >= m.nVerdict || int(r) >= m.nReason {
+		return m.dnsQueries.WithLabelValues(v.String(), r.String())
+	}
+	slot := &m.dnsCache[int(v)*m.nReason+int(r)]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := m.dnsQueries.WithLabelValues(v.String(), r.String())
 	slot.Store(&c)
 	return c
 }
@@ -140,7 +157,7 @@ func (m *metrics) record(e *declog.Entry) {
 		}
 		m.decision(e.Proto, e.Verdict, e.Reason).Add(n)
 		if e.Proto == vocab.ProtoDNS {
-			m.dnsQueries.WithLabelValues(e.Verdict.String(), e.Reason.String()).Add(n)
+			m.dnsQuery(e.Verdict, e.Reason).Add(n)
 		}
 		if e.Reason == vocab.ReasonRateLimited {
 			m.rateLimited.WithLabelValues(e.Proto.String()).Add(n)
