@@ -101,6 +101,7 @@ type Logger struct {
 	file          *rotator
 	stdout        io.Writer
 	errLog        *slog.Logger
+	cur           Entry  // the entry being encoded: a local would escape, one allocation per line
 	buf           []byte // lines encoded but not yet written
 	pending       uint64 // entries in buf (the drop note is not one)
 	tickEvery     time.Duration
@@ -282,8 +283,8 @@ func (l *Logger) run() {
 	linger.Stop()
 	for {
 		select {
-		case e := <-l.ch:
-			l.write(&e)
+		case l.cur = <-l.ch:
+			l.write(&l.cur)
 			l.drain()
 			if len(l.buf) < batchBytes {
 				l.hold(linger)
@@ -293,8 +294,8 @@ func (l *Logger) run() {
 		case <-l.closing:
 			for {
 				select {
-				case e := <-l.ch:
-					l.write(&e)
+				case l.cur = <-l.ch:
+					l.write(&l.cur)
 					l.drain()
 					l.flush()
 				default:
@@ -326,8 +327,8 @@ func (l *Logger) hold(linger *time.Timer) {
 func (l *Logger) drain() {
 	for len(l.buf) < batchBytes {
 		select {
-		case e := <-l.ch:
-			l.write(&e)
+		case l.cur = <-l.ch:
+			l.write(&l.cur)
 		default:
 			return
 		}
