@@ -69,6 +69,12 @@ func (c *upClient) RoundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Resp
 		closeBody(req)
 		return nil, errNotHTTP
 	}
+	if err := context.Cause(req.Context()); err != nil {
+		// The client is gone already: no pooled connection should be
+		// spent (closed by the cancellation) on it.
+		closeBody(req)
+		return nil, err
+	}
 	key := poolKeyOf(req.URL)
 	hc := c.pool.take(key)
 	for {

@@ -73,16 +73,19 @@ func TestUpstreamRetriesDeadPooledConnection(t *testing.T) {
 			}
 		})
 	}
+}
 
-	t.Run("fresh connection", func(t *testing.T) {
-		f := newRawFixture(t, func(_ net.Conn, br *bufio.Reader) { _, _ = http.ReadRequest(br) })
-		if _, err := f.send(t, context.Background(), "GET", "/", nil); err == nil {
-			t.Fatal("round trip: got no error, want the connection's EOF")
-		}
-		if got := f.dials(); got != 1 {
-			t.Errorf("dials: got %d, want 1", got)
-		}
-	})
+// TestUpstreamFreshConnectionNotRetried: a request that fails on the
+// connection just dialed for it gets the error; only a pooled connection
+// can have died unseen.
+func TestUpstreamFreshConnectionNotRetried(t *testing.T) {
+	f := newRawFixture(t, func(_ net.Conn, br *bufio.Reader) { _, _ = http.ReadRequest(br) })
+	if _, err := f.send(t, context.Background(), "GET", "/", nil); err == nil {
+		t.Fatal("round trip: got no error, want the connection's EOF")
+	}
+	if got := f.dials(); got != 1 {
+		t.Errorf("dials: got %d, want 1", got)
+	}
 }
 
 // TestUpstreamProbesPooledConnection: a pooled connection that the
@@ -155,10 +158,10 @@ func (f *rawFixture) waitPooledReadable(t *testing.T) {
 	}
 }
 
-// TestUpstreamCancelled: a request whose client goes away (or whose
-// context ends) closes its upstream connection, wherever the round trip
-// was: waiting for the head, streaming the body, or sending the request
-// body. Nothing is left behind: no connection, no goroutine.
+// TestUpstreamCancelled: a request whose client goes away closes its
+// upstream connection, wherever the round trip was: waiting for the head,
+// streaming the body, or sending the request body. Nothing is left behind:
+// no connection, no goroutine.
 func TestUpstreamCancelled(t *testing.T) {
 	cases := []struct {
 		name string
@@ -207,8 +210,12 @@ func TestUpstreamCancelled(t *testing.T) {
 			})
 		})
 	}
+}
 
-	t.Run("context", func(t *testing.T) {
+// TestUpstreamContext: the round trip ends with its context, closing its
+// connection; a context that ended before spends no pooled connection.
+func TestUpstreamContext(t *testing.T) {
+	t.Run("ends while waiting", func(t *testing.T) {
 		arrived := make(chan struct{}, 1)
 		f := newRawFixture(t, func(_ net.Conn, br *bufio.Reader) {
 			if _, err := http.ReadRequest(br); err == nil {
@@ -225,6 +232,23 @@ func TestUpstreamCancelled(t *testing.T) {
 			t.Errorf("round trip: got %v, want context.Canceled", err)
 		}
 		waitFor(t, "no upstream connection", func() bool { return f.srv.Len() == 0 })
+	})
+
+	t.Run("context ended before", func(t *testing.T) {
+		f := newRawFixture(t, serveScript(ok2, ok2))
+		resp, err := f.send(t, context.Background(), "GET", "/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = readBody(t, resp)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := f.send(t, ctx, "GET", "/", nil); !errors.Is(err, context.Canceled) {
+			t.Errorf("round trip: got %v, want context.Canceled", err)
+		}
+		if n := f.srv.Len(); n != 1 {
+			t.Errorf("open upstream connections: got %d, want the pooled one left alone", n)
+		}
 	})
 }
 

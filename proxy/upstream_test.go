@@ -98,6 +98,23 @@ func serveScript(answers ...string) func(net.Conn, *bufio.Reader) {
 	}
 }
 
+// answerThenOK is a script whose first connection gives answer, then ok2
+// if it is reused (or closes, when closes says the answer ends that way);
+// later connections give ok2.
+func answerThenOK(answer string, closes bool) func(net.Conn, *bufio.Reader) {
+	var conns atomic.Int32
+	return func(conn net.Conn, br *bufio.Reader) {
+		switch {
+		case conns.Add(1) > 1:
+			serveScript(ok2)(conn, br)
+		case closes:
+			serveScript(answer)(conn, br)
+		default:
+			serveScript(answer, ok2)(conn, br)
+		}
+	}
+}
+
 const ok2 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 // TestUpstreamFraming: every response framing reads to the right end,
@@ -128,20 +145,7 @@ func TestUpstreamFraming(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			// The first connection gives the answer, then ok2 if it is
-			// reused (or closes, for a close-delimited answer); later ones
-			// give ok2.
-			var conns atomic.Int32
-			f := newRawFixture(t, func(conn net.Conn, br *bufio.Reader) {
-				switch {
-				case conns.Add(1) > 1:
-					serveScript(ok2)(conn, br)
-				case c.closes:
-					serveScript(c.answer)(conn, br)
-				default:
-					serveScript(c.answer, ok2)(conn, br)
-				}
-			})
+			f := newRawFixture(t, answerThenOK(c.answer, c.closes))
 			resp, err := f.send(t, context.Background(), c.method, "/", nil, c.header...)
 			if err != nil {
 				t.Fatalf("round trip: %v", err)
