@@ -115,10 +115,10 @@ func (c *upClient) dial(req *http.Request, key poolKey) (*hconn, error) {
 	return nil, errRevoked
 }
 
-// dialHTTP is the upstream client's dialer. It dials the addresses the pipeline
-// checked for the request that triggered the dial; when decide left them
-// to the dial (it expected a pooled connection), it resolves and checks
-// them here first. Keep-alive reuse and new connections alike only ever
+// dialHTTP is the upstream client's dialer. It dials the addresses the
+// pipeline checked for the request that triggered the dial; when decide
+// left them to the dial (it expected a pooled connection), it resolves and
+// checks them here first. Keep-alive reuse and new connections alike only ever
 // reach checked addresses.
 func (s *Server) dialHTTP(ctx context.Context, _, _ string) (net.Conn, error) {
 	rq := requestFrom(ctx)
