@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,10 +25,13 @@ import (
 
 // newGoproxy configures goproxy as the request engine: it relays bodies
 // and upgrades (tunnels are relayed by serveTunnel); every decision
-// happened before it runs.
+// happened before it runs. Requests go upstream through s.up, set on each
+// one (goproxy's per-request RoundTripper); gp.Tr is never used for a
+// request and refuses to dial, so no fallback of goproxy's reaches the
+// network unchecked.
 func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = s.tr
+	gp.Tr = &http.Transport{Proxy: nil, DialContext: refuseDial, DialTLSContext: refuseDial}
 	gp.Logger = printfLogger{s.log}
 	gp.KeepAcceptEncoding = true
 	gp.ConnectDial = nil // the default reads HTTPS_PROXY from the environment
@@ -35,9 +39,17 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "egressd: not a proxy request", http.StatusBadRequest)
 	})
+	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		ctx.RoundTripper = s.up
+		return r, nil
+	})
 	gp.OnResponse().DoFunc(s.answerDialDenied)
 	gp.OnResponse().DoFunc(s.filterResponse)
 	return gp
+}
+
+func refuseDial(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("egressd dials only through its checked upstream client")
 }
 
 // printfLogger sends goproxy's chatter (mostly copy errors on closed
@@ -50,7 +62,7 @@ func (p printfLogger) Printf(format string, v ...any) {
 	}
 }
 
-// filterResponse turns transport errors into a 502 that names no URL, and
+// filterResponse turns upstream errors into a 502 that names no URL, and
 // strips hop-by-hop response headers (keeping a 101's upgrade headers).
 func (s *Server) filterResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
 	if resp != nil {
@@ -134,9 +146,8 @@ func errCause(err error) string {
 // answerDialDenied is the first response filter: a request whose dial
 // dialHTTP refused gets the answer an early denial gets (status,
 // X-Egressd-Reason, one line with the hint), logged as a denial after its
-// allow line. Logging here rather than in dialHTTP keeps the log true when
-// the transport served the request on a pooled connection after all and
-// dropped the dial's error.
+// allow line. Logging here rather than in dialHTTP logs the refusal once,
+// with the status it was answered with.
 func (s *Server) answerDialDenied(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
 	if resp != nil {
 		return resp // before dd, which escapes: no allocation per response

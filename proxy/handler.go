@@ -90,7 +90,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *reques
 }
 
 // serveHTTP decides an absolute-URI request and lets goproxy relay it
-// through the transport, whose only dialer is dialHTTP.
+// through the upstream client (upstream.go), whose only dialer is dialHTTP.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn, head httphead.Record) {
 	if dn := parseAbsolute(r, rq); dn.denied() {
 		s.deny(w, rq, dn, false)
@@ -121,9 +121,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, rq *request, 
 		// logged as a denial after the allow above. filterResponse answered
 		// it with 400 and Connection: close unless the upstream had already
 		// answered. In that case net/http would keep the connection: the
-		// transport closed the body after the failure, and since r.Body is
-		// our wrapper net/http takes a closed body for a consumed one and
-		// would read the next request from wherever the body broke.
+		// upstream client closed the body after the failure, and since
+		// r.Body is our wrapper net/http takes a closed body for a consumed
+		// one and would read the next request from wherever the body broke.
 		reason = vocab.ReasonBadRequest
 		s.recordLateDenial(rq, reason, rw.status)
 		if !rq.badBody {
@@ -163,7 +163,7 @@ func parseAbsolute(r *http.Request, rq *request) denial {
 }
 
 // prepareOutbound rewrites the request for the upstream: canonical host in
-// the URL (which the transport also sends as Host), no hop-by-hop or proxy
+// the URL (which the upstream client also sends as Host), no hop-by-hop or proxy
 // headers.
 func prepareOutbound(r *http.Request, rq *request) {
 	if rq.port == 80 {

@@ -150,7 +150,7 @@ func (e *env) dropPooled() {
 	e.t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		e.srv.tr.CloseIdleConnections()
+		e.srv.up.pool.closeIdle()
 		n := e.srv.Len()
 		if n == 0 {
 			return

@@ -111,12 +111,12 @@ func (s *Server) limitClient(rq *request) denial {
 // verdict to log and rq.targets the addresses the dial may use.
 //
 // A plain HTTP request to a destination egressd already holds a connection
-// to (in use, or idle in the transport's pool) skips steps 8 and 9 here:
-// the transport most likely reuses that connection, whose address was
+// to (in use, or idle in the upstream client's pool) skips steps 8 and 9
+// here: the client most likely reuses that connection, whose address was
 // checked when it was dialed and is re-checked on every policy swap
 // (Revoke), and the pool is keyed by the canonical host and port, so no
 // other destination's connection can serve it. rq.targets stays nil and
-// dialHTTP resolves and checks if the transport dials after all.
+// dialHTTP resolves and checks if the client dials after all.
 func (s *Server) decide(ctx context.Context, rq *request) denial {
 	rq.d = rq.pol.Decide(rq.policyRequest())
 	if !rq.d.Verdict.Allowed() {

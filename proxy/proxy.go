@@ -32,7 +32,7 @@
 //     SNI is checked.
 //
 // A plain HTTP request to a destination egressd already holds a connection
-// to runs steps 8 and 9 only if the transport dials (see Server.decide): a
+// to runs steps 8 and 9 only if the upstream client dials (see Server.decide): a
 // pooled connection's address was checked when it was dialed and again at
 // every reload (Revoke). A refusal there is answered and logged like any
 // other, after the request's allow line.
@@ -87,7 +87,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -156,7 +155,7 @@ type Server struct {
 	epoch time.Time // monotonic base for idle tracking
 
 	gp  *goproxy.ProxyHttpServer
-	tr  *http.Transport
+	up  *upClient // goproxy's client for plain HTTP (upstream.go)
 	srv *http.Server
 
 	clientRL *ratelimit.Table[netip.Addr]
@@ -199,7 +198,7 @@ func New(cfg Config) (*Server, error) {
 	s.clientRL = ratelimit.NewTable[netip.Addr](0, 0)
 	s.hostRL = ratelimit.NewTable[string](0, 0)
 	c := cfg.Policy().Config()
-	s.tr = s.newTransport(c.Timeouts.Idle)
+	s.up = newUpClient(s, c.Timeouts.Idle)
 	s.gp = s.newGoproxy()
 	s.srv = &http.Server{
 		Handler:           s,
@@ -235,33 +234,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.reg.closeAll(vocab.ReasonNone)
 		_ = s.srv.Close()
 	}
-	s.tr.CloseIdleConnections()
+	s.up.pool.closeIdle()
 	return err
 }
 
 // policy returns the current policy.
 func (s *Server) policy() *policy.Policy { return s.cfg.Policy() }
-
-// newTransport is the upstream transport for plain HTTP. Its only dialer
-// takes the addresses the request pipeline already checked, so nothing in
-// it resolves a name; it never proxies, never speaks TLS (https targets go
-// through CONNECT) and does not touch the payload encoding.
-func (s *Server) newTransport(idle time.Duration) *http.Transport {
-	return &http.Transport{
-		Proxy:       nil,
-		DialContext: s.dialHTTP,
-		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
-			return nil, errors.New("egressd does not originate tls")
-		},
-		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxIdleConns:           4096,
-		MaxIdleConnsPerHost:    256,
-		IdleConnTimeout:        idle,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-}
 
 // busyCounter counts running handlers and open tunnels so Shutdown can wait
 // for them (http.Server.Shutdown does not track hijacked connections).

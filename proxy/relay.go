@@ -227,7 +227,8 @@ func closeRead(c net.Conn) error {
 }
 
 // countingBody counts request body bytes sent upstream and keeps the first
-// error reading them. It is read by the transport's goroutine.
+// error reading them. The upstream client reads it in a goroutine of its
+// own, while the handler relays the response.
 type countingBody struct {
 	io.ReadCloser
 	n   atomic.Int64

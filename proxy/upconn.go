@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"math"
@@ -16,7 +15,6 @@ import (
 	"github.com/egressd/egressd/internal/lib/bufpool"
 	"github.com/egressd/egressd/proxy/internal/sni"
 
-	"github.com/egressd/egressd/internal/shared/safedial"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -32,7 +30,7 @@ var (
 )
 
 // upConn is a connection egressd dialed: the far end of a CONNECT tunnel
-// or a pooled HTTP transport connection. It counts bytes, closes itself
+// or a pooled plain-HTTP upstream connection. It counts bytes, closes itself
 // after timeouts.idle without a byte in either direction, is registered by
 // destination for Revoke and Shutdown, and for tunnels to names withholds
 // the client's first bytes until their TLS SNI is checked. A tunnel's
@@ -43,7 +41,8 @@ type upConn struct {
 	rq   *request // the request that dialed it; only its immutable fields are read
 	key  destKey
 	addr netip.AddrPort
-	tun  *tunnel                       // the client end; nil for HTTP transport connections
+	tun  *tunnel                       // the client end; nil for HTTP upstream connections
+	hc   *hconn                        // the HTTP client's state for it; set once under mu (attach)
 	pol  atomic.Pointer[policy.Policy] // policy it was last checked against
 
 	up, down atomic.Int64
@@ -78,7 +77,7 @@ type destKey struct {
 	proto vocab.Proto
 }
 
-// newUpConn wraps a freshly dialed HTTP transport connection and
+// newUpConn wraps a freshly dialed plain-HTTP upstream connection and
 // registers it; nil if a policy swap since the decision revoked it.
 func (s *Server) newUpConn(c net.Conn, ap netip.AddrPort, rq *request) *upConn {
 	u := &upConn{Conn: c, s: s, rq: rq, addr: ap, idle: rq.pol.Config().Timeouts.Idle}
@@ -204,7 +203,7 @@ func (u *upConn) checkIdle() {
 	if u.tun != nil {
 		next = u.tun.checkIdle()
 	} else {
-		next = u.idle - (time.Since(u.s.epoch) - time.Duration(u.last.Load()))
+		next = u.idle - u.quiet()
 	}
 	if next <= 0 {
 		u.end(vocab.ReasonNone)
@@ -241,8 +240,12 @@ func (u *upConn) end(reason vocab.Reason) bool {
 	if reason != vocab.ReasonNone {
 		u.s.recordLateDenial(u.rq, reason, 0)
 	}
+	hc := u.hc
 	u.mu.Unlock()
 	_ = u.Conn.Close()
+	if hc != nil {
+		hc.pool.forget(hc)
+	}
 	if u.tun != nil {
 		u.tun.closeClient()
 	}
@@ -253,6 +256,23 @@ func (u *upConn) end(reason vocab.Reason) bool {
 	return true
 }
 
+// attach ties the HTTP client's state to u, so that ending u drops it from
+// the pool; false if u has already ended.
+func (u *upConn) attach(hc *hconn) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.ending.Load() {
+		return false
+	}
+	u.hc = hc
+	return true
+}
+
+// quiet is how long no byte has crossed u.
+func (u *upConn) quiet() time.Duration {
+	return time.Since(u.s.epoch) - time.Duration(u.last.Load())
+}
+
 // endReason is why the connection was ended (ReasonNone if by a close).
 func (u *upConn) endReason() vocab.Reason {
 	u.mu.Lock()
@@ -260,7 +280,7 @@ func (u *upConn) endReason() vocab.Reason {
 	return u.reason
 }
 
-// WriteTo lets the transport's io.Copy use a pooled buffer.
+// WriteTo lets an io.Copy from u use a pooled buffer.
 func (u *upConn) WriteTo(w io.Writer) (int64, error) { return bufpool.Copy(w, u) }
 
 // CloseWrite half-closes the upstream when the client finished sending.
@@ -268,34 +288,6 @@ func (u *upConn) CloseWrite() error { return closeWrite(u.Conn) }
 
 // CloseRead half-closes the read side.
 func (u *upConn) CloseRead() error { return closeRead(u.Conn) }
-
-// dialHTTP is the transport's dialer. It dials the addresses the pipeline
-// checked for the request that triggered the dial; when decide left them
-// to the dial (it expected a pooled connection), it resolves and checks
-// them here first. Keep-alive reuse and new connections alike only ever
-// reach checked addresses.
-func (s *Server) dialHTTP(ctx context.Context, _, _ string) (net.Conn, error) {
-	rq := requestFrom(ctx)
-	if rq == nil {
-		return nil, errors.New("dial without a decision")
-	}
-	targets := rq.targets
-	if targets == nil {
-		var dn denial
-		if targets, dn = s.checkedTargets(ctx, rq); dn.denied() {
-			return nil, &dialDenied{reason: dn.reason}
-		}
-	}
-	c, ap, err := safedial.DialFirst(ctx, s.cfg.Dial, "tcp", targets, safedial.DialTimeout(rq.pol))
-	if err != nil {
-		return nil, err
-	}
-	u := s.newUpConn(c, ap, rq)
-	if u == nil {
-		return nil, errRevoked
-	}
-	return u, nil
-}
 
 // registry holds every open upConn by destination.
 type registry struct {

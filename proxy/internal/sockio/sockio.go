@@ -1,7 +1,8 @@
 // Package sockio owns the kernel side of egressd's tunnel relay: whether
 // this system can splice between TCP sockets and report their traffic
 // (TCP_INFO), the reading of that report, and a socket reader that holds
-// no buffer while it waits for bytes.
+// no buffer while it waits for bytes. It also probes pooled plain-HTTP
+// connections before reuse (Probe).
 package sockio
 
 import (

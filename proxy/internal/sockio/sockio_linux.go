@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,4 +72,23 @@ func TCPState(rc syscall.RawConn) (State, error) {
 		Pending: info.Unacked > 0 || info.Notsent_bytes > 0,
 		Acked:   info.Bytes_acked,
 	}, nil
+}
+
+// canPeek: Probe can look at a socket here.
+const canPeek = true
+
+// peekNow is one non-blocking recv(2) with MSG_PEEK: EAGAIN when nothing
+// is waiting, nil when bytes or the peer's FIN are.
+func peekNow(fd uintptr, p []byte) error {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case syscall.EINTR:
+			continue
+		}
+		return errno
+	}
 }
