@@ -39,7 +39,7 @@ type options struct {
 	quietWait                    time.Duration
 	skipMicro                    bool
 	render                       string
-	perfDir                      string
+	perfDir, statDir             string
 
 	httpConns, httpMax     int
 	httpDur                time.Duration
@@ -69,6 +69,7 @@ func parseFlags() options {
 	flag.BoolVar(&o.skipMicro, "skip-micro", false, "skip the decision micro-benchmarks")
 	flag.StringVar(&o.render, "render", "", "measure nothing: redraw the report, chart and README section from this latest.json")
 	flag.StringVar(&o.perfDir, "perf", "", "record `perf` profiles of egressd per step into this directory (skews the numbers)")
+	flag.StringVar(&o.statDir, "perf-stat", "", "count system calls and context switches of every system per step into this directory")
 	flag.IntVar(&o.httpConns, "http-conns", 32, "wrk keep-alive connections")
 	flag.DurationVar(&o.httpDur, "http-dur", 4*time.Second, "wrk duration per run")
 	flag.IntVar(&o.httpMax, "http-max", 2_000_000, "request cap per wrk run")
