@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -27,6 +28,9 @@ func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, 
 	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
 		return []netip.Addr{a.Unmap()}, nil
 	}
+	if addrs, err, ok := r.lookupCached(host); ok {
+		return addrs, err
+	}
 	type result struct {
 		addrs []netip.Addr
 		err   error
@@ -38,7 +42,59 @@ func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, 
 	}()
 	v4, err4 := r.lookupType(ctx, host, dns.TypeA)
 	res := <-six
-	v6, err6 := res.addrs, res.err
+	return joinFamilies(host, v4, err4, res.addrs, res.err)
+}
+
+// lookupCached is LookupNetIP when both families' answers are cached and
+// hold the end of their CNAME chains: read in place, without copying the
+// messages or starting a goroutine, as every CONNECT and new upstream
+// dial to a name the agent just looked up does. ok is false when either
+// answer is missing or its chain goes on past it; the caller then takes
+// the way that asks.
+func (r *Resolver) lookupCached(host string) (addrs []netip.Addr, err error, ok bool) {
+	now := r.clock()
+	name := dns.Fqdn(host)
+	v4, err4, ok4 := r.cachedType(host, name, dns.TypeA, now)
+	if !ok4 {
+		return nil, nil, false
+	}
+	v6, err6, ok6 := r.cachedType(host, name, dns.TypeAAAA, now)
+	if !ok6 {
+		return nil, nil, false
+	}
+	addrs, err = joinFamilies(host, v4, err4, v6, err6)
+	return addrs, err, true
+}
+
+// cachedType is lookupType's first hop read from the cache in place
+// (entries are never changed once stored); ok is false when the answer is
+// not cached or names a chain end it does not hold.
+func (r *Resolver) cachedType(host, name string, qtype uint16, now time.Time) ([]netip.Addr, error, bool) {
+	k, err := makeKey(name, qtype)
+	if err != nil {
+		return nil, nil, false
+	}
+	e := r.cache.get(k, now)
+	if e == nil {
+		return nil, nil, false
+	}
+	m := e.msg
+	end, ok := ChainEnd(m.Answer, name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: cname loop", ErrNotFound, host), true
+	}
+	if addrs := Addrs(m.Answer, end, qtype); len(addrs) > 0 {
+		return addrs, nil, true
+	}
+	if m.Rcode != dns.RcodeSuccess || strings.EqualFold(end, name) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, host), true
+	}
+	return nil, nil, false
+}
+
+// joinFamilies is LookupNetIP's answer from its two lookups: the IPv4
+// then IPv6 addresses, else the upstream failure, else not found.
+func joinFamilies(host string, v4 []netip.Addr, err4 error, v6 []netip.Addr, err6 error) ([]netip.Addr, error) {
 	addrs := append(v4, v6...)
 	if len(addrs) > 0 {
 		return addrs, nil

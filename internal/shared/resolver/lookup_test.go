@@ -45,8 +45,23 @@ func TestLookupNetIP(t *testing.T) {
 			t.Errorf("LookupNetIP(%q) = %v, want %v", tc.host, got, tc.want)
 		}
 	}
-	// Proxy and DNS share the cache: the names looked up above are cached.
+	// A second round is answered from the cache in place (lookupCached):
+	// the same addresses and errors, and no query upstream.
 	before := up.Total()
+	for _, tc := range tests {
+		got, err := r.LookupNetIP(context.Background(), tc.host)
+		if !errors.Is(err, tc.wantErr) || !equalAddrs(got, tc.want) {
+			t.Errorf("cached LookupNetIP(%q) = %v, %v; want %v, %v", tc.host, got, err, tc.want, tc.wantErr)
+		}
+	}
+	if up.Total() != before {
+		t.Errorf("second round reached the upstream %d times; want none", up.Total()-before)
+	}
+	if _, _, ok := r.lookupCached("www.example"); !ok {
+		t.Errorf("lookupCached(www.example): not answered from the cache")
+	}
+	// Proxy and DNS share the cache: the names looked up above are cached.
+	before = up.Total()
 	mustExchange(t, r, "www.example", dns.TypeA)
 	if up.Total() != before {
 		t.Errorf("Exchange after LookupNetIP reached the upstream; want a cache hit")
