@@ -4,6 +4,7 @@ package hardening
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,12 +36,8 @@ type trap struct {
 	n  atomic.Int64
 }
 
-func listenTrap(t testing.TB, addr string) *trap {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("trap on %s: %v", addr, err)
-	}
+// serveTrap counts and closes every connection ln accepts.
+func serveTrap(t testing.TB, ln net.Listener) *trap {
 	tr := &trap{ln: ln}
 	go func() {
 		for {
@@ -58,14 +56,52 @@ func listenTrap(t testing.TB, addr string) *trap {
 // traps guards one port on every address that is not the upstream's.
 type traps []*trap
 
-func listenTraps(t testing.TB, port int) traps {
+// trapAddrs are the addresses that must never see a connection.
+var trapAddrs = []string{"127.0.0.1", trapIP, "::1"}
+
+// listenGuarded listens on an ephemeral port of upstreamIP and puts a trap
+// on the same port of every trap address. The kernel picks the port for
+// upstreamIP alone, so it may be in use on 127.0.0.1 (another test's
+// client socket); such a port is given back and another one tried.
+func listenGuarded(t testing.TB) (net.Listener, int, traps) {
 	t.Helper()
-	p := strconv.Itoa(port)
-	return traps{
-		listenTrap(t, net.JoinHostPort("127.0.0.1", p)),
-		listenTrap(t, net.JoinHostPort(trapIP, p)),
-		listenTrap(t, net.JoinHostPort("::1", p)),
+	for attempt := 0; attempt < 20; attempt++ {
+		ln, err := net.Listen("tcp", upstreamIP+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		lns, err := listenAll(port)
+		if err == nil {
+			ts := make(traps, len(lns))
+			for i, l := range lns {
+				ts[i] = serveTrap(t, l)
+			}
+			return ln, port, ts
+		}
+		ln.Close()
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("traps on port %d: %v", port, err)
+		}
 	}
+	t.Fatal("no port free on the upstream and every trap address after 20 tries")
+	return nil, 0, nil
+}
+
+// listenAll listens on port at every trap address, or on none.
+func listenAll(port int) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range trapAddrs {
+		ln, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(port)))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("trap on %s: %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }
 
 func (ts traps) hits() int64 {
@@ -96,12 +132,8 @@ type web struct {
 // "hello" naming the path.
 func startWeb(t testing.TB) *web {
 	t.Helper()
-	ln, err := net.Listen("tcp", upstreamIP+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &web{addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port}
-	w.traps = listenTraps(t, w.port)
+	ln, port, ts := listenGuarded(t)
+	w := &web{addr: ln.Addr().String(), port: port, traps: ts}
 	srv := &http.Server{Handler: http.HandlerFunc(w.serve), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -161,12 +193,8 @@ type echo struct {
 
 func startEcho(t testing.TB) *echo {
 	t.Helper()
-	ln, err := net.Listen("tcp", upstreamIP+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &echo{addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port}
-	e.traps = listenTraps(t, e.port)
+	ln, port, ts := listenGuarded(t)
+	e := &echo{addr: ln.Addr().String(), port: port, traps: ts}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
