@@ -2,13 +2,12 @@ package dnsfilter
 
 import (
 	"bytes"
-	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/dnsfilter/internal/udpserve"
-	"github.com/egressd/egressd/internal/lib/netaddr"
 )
 
 // Datagram answers one datagram (udpserve.Handler). A plain query
@@ -18,7 +17,7 @@ import (
 // reply for this policy that has not expired, and the rest waits for the
 // resolver. Any other datagram goes the full way (full). Either way the
 // reply and the decision line are the ones ServeDNS would write.
-func (h *udpHandler) Datagram(b *udpserve.Batch, pkt []byte, from net.Addr, now time.Time) {
+func (h *udpHandler) Datagram(b *udpserve.Batch, pkt []byte, from netip.AddrPort, now time.Time) {
 	s := h.s
 	h.b, h.pkt, h.from = b, pkt, from
 	if !parseQuery(pkt, &h.wq) {
@@ -37,7 +36,7 @@ func (h *udpHandler) Datagram(b *udpserve.Batch, pkt []byte, from net.Addr, now 
 	} else {
 		host = string(h.wq.host())
 	}
-	h.q = query{p: p, client: netaddr.Of(from), start: now, name: host, host: host, qtype: h.wq.qtype}
+	h.q = query{p: p, client: from.Addr().Unmap(), start: now, name: host, host: host, qtype: h.wq.qtype}
 	s.serve(&h.q, h)
 }
 

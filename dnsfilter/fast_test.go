@@ -73,7 +73,7 @@ func newTestReader(s *Server, dst netip.Addr) *testReader {
 	return &testReader{h: s.newUDPHandler(), b: udpserve.NewBatch(pc, dst), pc: pc}
 }
 
-var testClient net.Addr = &net.UDPAddr{IP: net.IPv4(172, 30, 0, 2), Port: 40000}
+var testClient = netip.MustParseAddrPort("172.30.0.2:40000")
 
 // handle runs one datagram as a reader does: answer, then the batch sent.
 func (tr *testReader) handle(pkt []byte, now time.Time) {
@@ -111,10 +111,10 @@ func fullAsk(tb testing.TB, s *Server, pkt []byte) []byte {
 	tb.Helper()
 	m := new(dns.Msg)
 	if len(pkt) < headerLen || m.Unpack(pkt) != nil {
-		s.malformed(testClient)
+		s.malformedFrom(testClient.Addr())
 		return nil
 	}
-	w := &testWriter{remote: testClient}
+	w := &testWriter{remote: net.UDPAddrFromAddrPort(testClient)}
 	s.ServeDNS(w, m)
 	return w.raw
 }

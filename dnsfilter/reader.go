@@ -3,6 +3,7 @@ package dnsfilter
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
@@ -67,11 +68,13 @@ func (r checkedReader) ok(m []byte, from net.Addr) bool {
 
 // malformed logs a message from from that does not parse: a bad_request
 // decision naming the sender, and nothing else (it is not answered).
-func (s *Server) malformed(from net.Addr) {
+func (s *Server) malformed(from net.Addr) { s.malformedFrom(netaddr.Of(from)) }
+
+func (s *Server) malformedFrom(from netip.Addr) {
 	s.rec.Record(declog.Entry{
 		Time:    s.clock(),
 		Event:   vocab.EventDecision,
-		Client:  netaddr.String(netaddr.Of(from)),
+		Client:  netaddr.String(from),
 		Proto:   vocab.ProtoDNS,
 		Verdict: vocab.Deny,
 		Reason:  vocab.ReasonBadRequest,

@@ -40,7 +40,7 @@ type udpHandler struct {
 	// The datagram being answered.
 	b    *udpserve.Batch
 	pkt  []byte
-	from net.Addr
+	from netip.AddrPort
 	kept *packedReply
 }
 
@@ -71,7 +71,7 @@ func (h *udpHandler) Sent() {
 	}
 	clear(h.logs) // drop the strings until the next batch
 	h.logs = h.logs[:0]
-	h.b, h.pkt, h.from, h.kept = nil, nil, nil, nil
+	h.b, h.pkt, h.from, h.kept = nil, nil, netip.AddrPort{}, nil
 }
 
 // full answers a datagram the fast path does not read, as miekg's server
@@ -82,7 +82,7 @@ func (h *udpHandler) full(now time.Time) {
 	s, pkt := h.s, h.pkt
 	m := new(dns.Msg)
 	if len(pkt) < headerLen || m.Unpack(pkt) != nil {
-		s.malformed(h.from)
+		s.malformedFrom(h.from.Addr().Unmap())
 		return
 	}
 	w := &batchWriter{b: h.b, remote: h.from}
@@ -95,7 +95,7 @@ func (h *udpHandler) full(now time.Time) {
 		}
 		return
 	}
-	q := newMsgQuery(s.policy(), netaddr.Of(h.from), m, now)
+	q := newMsgQuery(s.policy(), h.from.Addr().Unmap(), m, now)
 	s.serve(q, &msgAnswer{s: s, w: w, later: h.later})
 }
 
@@ -186,11 +186,11 @@ func rejectReply(m *dns.Msg, action dns.MsgAcceptAction) *dns.Msg {
 // reply joins the reader's batch.
 type batchWriter struct {
 	b      *udpserve.Batch
-	remote net.Addr
+	remote netip.AddrPort
 }
 
 func (w *batchWriter) LocalAddr() net.Addr  { return w.b.LocalAddr() }
-func (w *batchWriter) RemoteAddr() net.Addr { return w.remote }
+func (w *batchWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.remote) }
 func (w *batchWriter) WriteMsg(m *dns.Msg) error {
 	return writeMsg(w, m)
 }

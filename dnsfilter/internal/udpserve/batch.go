@@ -3,8 +3,6 @@ package udpserve
 import (
 	"net"
 	"net/netip"
-
-	"golang.org/x/net/ipv4"
 )
 
 // Batch collects the replies of one batch of datagrams. A Handler queues a
@@ -12,17 +10,17 @@ import (
 type Batch struct {
 	pc      net.PacketConn
 	pktinfo bool
-	out     []ipv4.Message
+	out     []message
 	n       int
 	dst     netip.Addr // where the datagram being answered was sent
 }
 
 func newBatch(pc net.PacketConn, pktinfo bool) Batch {
-	b := Batch{pc: pc, pktinfo: pktinfo, out: make([]ipv4.Message, BatchSize)}
+	b := Batch{pc: pc, pktinfo: pktinfo, out: make([]message, BatchSize)}
 	for i := range b.out {
-		b.out[i].Buffers = [][]byte{make([]byte, 0, MaxSize)}
+		b.out[i].buf = make([]byte, 0, MaxSize)
 		if pktinfo {
-			b.out[i].OOB = make([]byte, 0, oobSize)
+			b.out[i].oob = make([]byte, 0, oobSize)
 		}
 	}
 	return b
@@ -42,7 +40,7 @@ func NewBatch(pc net.PacketConn, dst netip.Addr) *Batch {
 // messages (the source address, when known).
 func (b *Batch) Replies() (replies, oob [][]byte) {
 	for _, m := range b.out[:b.n] {
-		replies, oob = append(replies, m.Buffers[0]), append(oob, m.OOB)
+		replies, oob = append(replies, m.buf), append(oob, m.oob)
 	}
 	return replies, oob
 }
@@ -52,23 +50,23 @@ func (b *Batch) Reset() { b.n = 0 }
 
 // Reply returns the buffer for the next reply, empty, with room for MaxSize
 // bytes.
-func (b *Batch) Reply() []byte { return b.out[b.n].Buffers[0][:0] }
+func (b *Batch) Reply() []byte { return b.out[b.n].buf[:0] }
 
 // Commit queues p (built on Reply's buffer, or any bytes) for to, the
 // sender of the datagram being answered, from the address it was sent to.
-func (b *Batch) Commit(to net.Addr, p []byte) {
+func (b *Batch) Commit(to netip.AddrPort, p []byte) {
 	m := &b.out[b.n]
-	m.Buffers[0] = append(m.Buffers[0][:0], p...)
-	m.Addr = to
+	m.buf = append(m.buf[:0], p...)
+	m.addr = to
 	if b.pktinfo {
-		m.OOB = appendPktinfo(m.OOB[:0], b.dst)
+		m.oob = appendPktinfo(m.oob[:0], b.dst)
 	}
 	b.n++
 }
 
 // Later returns a Writer that answers the datagram being handled after the
 // reader has moved on: straight to the socket, from the same address.
-func (b *Batch) Later(to net.Addr) Writer {
+func (b *Batch) Later(to netip.AddrPort) Writer {
 	return Writer{pc: b.pc, to: to, src: b.dst}
 }
 
@@ -79,18 +77,17 @@ func (b *Batch) LocalAddr() net.Addr { return b.pc.LocalAddr() }
 // query was sent to when that is known.
 type Writer struct {
 	pc  net.PacketConn
-	to  net.Addr
+	to  netip.AddrPort
 	src netip.Addr
 }
 
 // Write sends p to the query's sender.
 func (w Writer) Write(p []byte) (int, error) {
 	c, ok := w.pc.(*net.UDPConn)
-	to, isUDP := w.to.(*net.UDPAddr)
-	if !ok || !isUDP || !w.src.IsValid() {
-		return w.pc.WriteTo(p, w.to)
+	if !ok {
+		return w.pc.WriteTo(p, w.RemoteAddr())
 	}
-	n, _, err := c.WriteMsgUDP(p, appendPktinfo(nil, w.src), to)
+	n, _, err := c.WriteMsgUDPAddrPort(p, appendPktinfo(nil, w.src), w.to)
 	return n, err
 }
 
@@ -98,4 +95,4 @@ func (w Writer) Write(p []byte) (int, error) {
 func (w Writer) LocalAddr() net.Addr { return w.pc.LocalAddr() }
 
 // RemoteAddr is the query's sender.
-func (w Writer) RemoteAddr() net.Addr { return w.to }
+func (w Writer) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.to) }

@@ -1,6 +1,6 @@
-// Package udpserve owns the UDP side of egressd's DNS server: a few reader
-// goroutines that own the socket, read datagrams in batches (recvmmsg on
-// Linux), hand each to a Handler, and write the replies as one batch
+// Package udpserve owns the UDP side of egressd's DNS server: a reader
+// goroutine that owns the socket, reads datagrams in batches (recvmmsg on
+// Linux), hands each to a Handler, and writes the replies as one batch
 // (sendmmsg), from the address each query was sent to. It knows bytes and
 // addresses only; what a reply says is the Handler's.
 package udpserve
@@ -14,9 +14,6 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // BatchSize is how many datagrams one read or write system call moves at
@@ -33,7 +30,7 @@ const MaxSize = 1232
 type Handler interface {
 	// Datagram answers pkt, read from from, valid only during the call.
 	// It queues at most one reply on b.
-	Datagram(b *Batch, pkt []byte, from net.Addr, now time.Time)
+	Datagram(b *Batch, pkt []byte, from netip.AddrPort, now time.Time)
 	// Sent runs once the replies of the batch are written: work that must
 	// not delay a reply (a decision line) waits for it.
 	Sent()
@@ -52,7 +49,6 @@ type Config struct {
 // Server is the UDP side of one Serve.
 type Server struct {
 	cfg     Config
-	conn    batchConn
 	pktinfo bool // datagrams carry their destination, replies their source
 	readers sync.WaitGroup
 }
@@ -77,7 +73,7 @@ func Serve(ctx context.Context, cfg Config, errc chan<- error) *Server {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg}
-	s.conn, s.pktinfo = newBatchConn(cfg.Conn)
+	s.pktinfo = wantPktinfo(cfg.Conn)
 	for range Readers() {
 		r := s.newReader(cfg.Handler())
 		s.readers.Go(func() {
@@ -96,69 +92,23 @@ func (s *Server) Stop() {
 	s.readers.Wait()
 }
 
-// batchConn moves datagrams in batches. *ipv4.PacketConn and
-// *ipv6.PacketConn implement it; plainConn adapts any net.PacketConn one
-// datagram at a time.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-// newBatchConn returns pc as a batchConn and whether its datagrams come
-// with their destination address (see pktinfo).
-func newBatchConn(pc net.PacketConn) (batchConn, bool) {
-	c, ok := pc.(*net.UDPConn)
-	if !ok {
-		return plainConn{pc}, false
-	}
-	a, _ := c.LocalAddr().(*net.UDPAddr)
-	// Only a socket bound to every address needs the destination of each
-	// datagram: one bound to a single address (compose binds egressd's)
-	// always answers from it, and the control messages would cost every
-	// datagram a parse in the kernel and here.
-	pktinfo := a != nil && a.IP.IsUnspecified() && enablePktinfo(c)
-	if a != nil && a.IP.To4() == nil {
-		return ipv6.NewPacketConn(c), pktinfo
-	}
-	return ipv4.NewPacketConn(c), pktinfo
-}
-
-type plainConn struct{ pc net.PacketConn }
-
-func (c plainConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
-	n, from, err := c.pc.ReadFrom(ms[0].Buffers[0])
-	if err != nil {
-		return 0, err
-	}
-	ms[0].N, ms[0].Addr = n, from
-	return 1, nil
-}
-
-func (c plainConn) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
-	for i, m := range ms {
-		if _, err := c.pc.WriteTo(m.Buffers[0], m.Addr); err != nil {
-			return i, err
-		}
-	}
-	return len(ms), nil
-}
-
 // reader is one reader goroutine's buffers, reused across batches so a
 // datagram answered inline allocates nothing.
 type reader struct {
-	s  *Server
-	h  Handler
-	in []ipv4.Message
-	b  Batch
+	s    *Server
+	h    Handler
+	conn batchConn
+	in   []message
+	b    Batch
 }
 
 func (s *Server) newReader(h Handler) *reader {
-	r := &reader{s: s, h: h, in: make([]ipv4.Message, BatchSize)}
+	r := &reader{s: s, h: h, conn: newBatchConn(s.cfg.Conn), in: make([]message, BatchSize)}
 	r.b = newBatch(s.cfg.Conn, s.pktinfo)
 	for i := range r.in {
-		r.in[i].Buffers = [][]byte{make([]byte, MaxSize)}
+		r.in[i].buf = make([]byte, MaxSize)
 		if s.pktinfo {
-			r.in[i].OOB = make([]byte, oobSize)
+			r.in[i].oob = make([]byte, oobSize)
 		}
 	}
 	return r
@@ -167,7 +117,7 @@ func (s *Server) newReader(h Handler) *reader {
 // run reads and answers batches until ctx ends (nil) or the socket fails.
 func (r *reader) run(ctx context.Context) error {
 	for {
-		n, err := r.s.conn.ReadBatch(r.in, 0)
+		n, err := r.conn.readBatch(r.in)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -185,9 +135,9 @@ func (r *reader) run(ctx context.Context) error {
 			m := &r.in[i]
 			r.b.dst = netip.Addr{}
 			if r.s.pktinfo {
-				r.b.dst = pktinfoDst(m.OOB[:m.NN])
+				r.b.dst = pktinfoDst(m.oob[:m.nn])
 			}
-			r.h.Datagram(&r.b, m.Buffers[0][:m.N], m.Addr, now)
+			r.h.Datagram(&r.b, m.buf[:m.n], m.addr, now)
 		}
 		r.flush()
 		r.h.Sent()
@@ -199,10 +149,10 @@ func (r *reader) run(ctx context.Context) error {
 func (r *reader) flush() {
 	ms := r.b.out[:r.b.n]
 	for len(ms) > 0 {
-		n, err := r.s.conn.WriteBatch(ms, 0)
+		n, err := r.conn.writeBatch(ms)
 		n = max(n, 0)
 		if err != nil {
-			r.s.cfg.Logger.Debug("dns reply not written", "client", ms[n].Addr, "err", err)
+			r.s.cfg.Logger.Debug("dns reply not written", "client", ms[n].addr, "err", err)
 			n++
 		}
 		ms = ms[min(n, len(ms)):]
