@@ -346,3 +346,17 @@ func BenchmarkWriteLine(b *testing.B) {
 		})
 	}
 }
+
+// FuzzAppendMillis: the integer path writes what the float formatter
+// writes, for every microsecond count.
+func FuzzAppendMillis(f *testing.F) {
+	for _, us := range []int64{0, 1, 10, 999, 1000, 1001, 1234567, -5, maxExactMicros - 1, maxExactMicros, 1 << 62} {
+		f.Add(us)
+	}
+	f.Fuzz(func(t *testing.T, us int64) {
+		got, want := appendMillis(nil, us), appendFloat(nil, float64(us)/1000)
+		if string(got) != string(want) {
+			t.Fatalf("appendMillis(%d) = %s, want %s", us, got, want)
+		}
+	})
+}
