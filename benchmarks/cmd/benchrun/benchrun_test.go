@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,6 +159,32 @@ func TestCommand(t *testing.T) {
 	for _, tt := range tests {
 		if got := command(tt.in); got != tt.want {
 			t.Errorf("command(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestCompareSystem: -compare adds egressd-b beside egressd, whatever
+// -systems picks, in the proxy and DNS tables alike.
+func TestCompareSystem(t *testing.T) {
+	tests := []struct {
+		systems, compare string
+		want             []string
+	}{
+		{"egressd,squid", "", []string{sysDirect, sysEgressd, "squid"}},
+		{"egressd,squid", "/tmp/b", []string{sysDirect, sysEgressd, sysEgressdB, "squid"}},
+		{"squid", "/tmp/b", []string{sysDirect, sysEgressdB, "squid"}},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, s := range selected(options{systems: tt.systems, compare: tt.compare}) {
+			got = append(got, s.name)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("selected(systems %q, compare %q) = %v, want %v", tt.systems, tt.compare, got, tt.want)
+		}
+		dns := groupDefs(got)[2].Systems
+		if has := slices.Contains(dns, sysEgressdB); has != (tt.compare != "") {
+			t.Errorf("DNS systems %v with compare %q", dns, tt.compare)
 		}
 	}
 }

@@ -87,15 +87,21 @@ allow:
 	return b.String()
 }
 
-func startEgressd(e *env) (*proc, error) {
-	dir := filepath.Join(e.tmp, "egressd")
+func startEgressd(e *env) (*proc, error) { return startEgressdBin(e, sysEgressd, e.bin("egressd")) }
+
+// startEgressdB starts the build given with -compare, on egressd's
+// addresses and policy: the two never run at once.
+func startEgressdB(e *env) (*proc, error) { return startEgressdBin(e, sysEgressdB, e.opt.compare) }
+
+func startEgressdBin(e *env, name, bin string) (*proc, error) {
+	dir := filepath.Join(e.tmp, name)
 	path, err := writeFile(dir, "policy.yaml", egressdPolicy(dir))
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProcOut(sysEgressd, filepath.Join(dir, "out.log"), true,
+	p, err := startProcOut(name, filepath.Join(dir, "out.log"), true,
 		[]string{"BENCH_PROVIDER_KEY=" + providerKey, "BENCH_AGENT_TOKEN=" + agentToken},
-		e.bin("egressd"), "serve", "--config", path)
+		bin, "serve", "--config", path)
 	if err != nil {
 		return nil, err
 	}

@@ -43,8 +43,8 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 			col.add(gs[1], s.name, out)
 			slog.Info("proxy run", "system", s.name, "rep", rep+1, "took", time.Since(t0).Round(time.Millisecond), "metrics", fmtSample(out))
 		}
-		for _, name := range []string{sysEgressd, sysDnsmasq, sysUnbound} {
-			if !phase("dns") || e.opt.systems != "" && !slices.Contains(strings.Split(e.opt.systems, ","), name) {
+		for _, name := range gs[2].Systems {
+			if !phase("dns") || e.opt.systems != "" && name != sysEgressdB && !slices.Contains(strings.Split(e.opt.systems, ","), name) {
 				continue
 			}
 			out, err := dnsRun(ctx, e, name)

@@ -34,6 +34,7 @@ type options struct {
 	binDir, outDir, readme, repo string
 	reps                         int
 	systems                      string
+	compare                      string
 	phases                       string
 	quietLoad                    float64
 	quietWait                    time.Duration
@@ -64,6 +65,7 @@ func parseFlags() options {
 	flag.IntVar(&o.reps, "reps", 3, "runs per system; the report shows their median and range")
 	flag.StringVar(&o.systems, "systems", "", "comma-separated subset of systems, DNS servers included (default: all)")
 	flag.StringVar(&o.phases, "phases", "proxy,dns,gateway", "comma-separated phases to run")
+	flag.StringVar(&o.compare, "compare", "", "a second egressd `binary`, measured as system egressd-b beside egressd in the proxy and DNS phases")
 	flag.Float64Var(&o.quietLoad, "quiet-load", 0.7, "wait for the 1-minute load average to drop below this")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "...but for at most this long")
 	flag.BoolVar(&o.skipMicro, "skip-micro", false, "skip the decision micro-benchmarks")
@@ -163,13 +165,17 @@ func main() {
 
 func selected(opt options) []system {
 	all := allSystems()
+	if opt.compare != "" {
+		b := system{name: sysEgressdB, ip: egressdIP, http: true, targetHost: originHost, start: startEgressdB}
+		all = slices.Insert(all, 2, b)
+	}
 	if opt.systems == "" {
 		return all
 	}
 	want := strings.Split(opt.systems, ",")
 	var out []system
 	for _, s := range all {
-		if slices.Contains(want, s.name) || s.name == sysDirect {
+		if slices.Contains(want, s.name) || s.name == sysDirect || s.name == sysEgressdB {
 			out = append(out, s)
 		}
 	}

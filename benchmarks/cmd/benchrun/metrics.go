@@ -27,6 +27,11 @@ type groupDef struct {
 
 func groupDefs(proxySystems []string) []groupDef {
 	peers := []string{"squid", "tinyproxy", "smokescreen"}
+	dns := []string{sysEgressd}
+	if slices.Contains(proxySystems, sysEgressdB) {
+		dns = append(dns, sysEgressdB)
+	}
+	dns = append(dns, sysDnsmasq, sysUnbound)
 	return []groupDef{
 		{Name: "HTTP forwarding, keep-alive", Systems: withHTTP(proxySystems), Peers: peers, Metrics: []metricDef{
 			{"http_rps", "requests/s", "req/s", true, true},
@@ -43,7 +48,7 @@ func groupDefs(proxySystems []string) []groupDef {
 			{"tunnel_cpu_us", "proxy CPU per tunnel", "µs", false, false},
 			{"idle_kib", "memory per idle tunnel (RSS, 2,000 open)", "KiB", false, false},
 		}},
-		{Name: "DNS (UDP, cached granted names and denials)", Systems: []string{sysEgressd, sysDnsmasq, sysUnbound},
+		{Name: "DNS (UDP, cached granted names and denials)", Systems: dns,
 			Peers: []string{sysDnsmasq, sysUnbound}, Metrics: []metricDef{
 				{"dns_granted_qps", "granted: peak queries/s (16 in flight)", "q/s", true, false},
 				{"dns_granted_p50_us", "granted: latency p50 at fixed rate", "µs", false, false},

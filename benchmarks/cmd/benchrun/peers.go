@@ -61,8 +61,12 @@ func (s system) tunnelTarget() string {
 const (
 	sysDirect  = "DIRECT"
 	sysEgressd = "egressd"
-	sysGoproxy = "goproxy"
-	sysTunnel  = "go-tunnel"
+	// sysEgressdB is a second egressd build (-compare), measured in the
+	// same repetitions as the first: a change's effect is then read from
+	// runs minutes apart, not from two tables an hour apart.
+	sysEgressdB = "egressd-b"
+	sysGoproxy  = "goproxy"
+	sysTunnel   = "go-tunnel"
 )
 
 // allSystems in report order.

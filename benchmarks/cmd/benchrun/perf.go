@@ -19,7 +19,7 @@ func (e *env) profile(p *proc, system, step string) func() {
 	if e.opt.statDir != "" && p != nil {
 		return e.countCalls(p, system, step)
 	}
-	if e.opt.perfDir == "" || p == nil || system != sysEgressd {
+	if e.opt.perfDir == "" || p == nil || system != sysEgressd && system != sysEgressdB {
 		return func() {}
 	}
 	if err := os.MkdirAll(e.opt.perfDir, 0o755); err != nil {

@@ -53,7 +53,7 @@ func dnsNames(kind string) []string {
 // then latency at a fixed moderate rate, for granted and denied names.
 func dnsRun(ctx context.Context, e *env, name string) (sample, error) {
 	server, p := dnsmasqIP+":53", e.dnsmasq
-	start := map[string]func(*env) (*proc, error){sysEgressd: startEgressd, sysUnbound: startUnbound}[name]
+	start := map[string]func(*env) (*proc, error){sysEgressd: startEgressd, sysEgressdB: startEgressdB, sysUnbound: startUnbound}[name]
 	if start != nil {
 		var err error
 		if p, err = start(e); err != nil {
@@ -63,7 +63,7 @@ func dnsRun(ctx context.Context, e *env, name string) (sample, error) {
 			return nil, err
 		}
 		defer p.stop(5 * time.Second)
-		server = map[string]string{sysEgressd: egressdDNS, sysUnbound: unboundIP + ":53"}[name]
+		server = map[string]string{sysEgressd: egressdDNS, sysEgressdB: egressdDNS, sysUnbound: unboundIP + ":53"}[name]
 	}
 	out := sample{}
 	for _, kind := range []string{"granted", "denied"} {
