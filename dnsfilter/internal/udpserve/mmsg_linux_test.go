@@ -81,16 +81,7 @@ func TestMmsgRoundTrip(t *testing.T) {
 // TestMmsgWrongFamily: an IPv4 socket cannot answer an IPv6 peer; the
 // batch says so for that reply and still sends the ones before it.
 func TestMmsgWrongFamily(t *testing.T) {
-	srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	mc, err := newMmsgConn(srv.(*net.UDPConn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := dialUDP(t, srv.LocalAddr().(*net.UDPAddr).AddrPort())
+	mc, cl := loopbackPair(t)
 	out := newMessages(2, 0)
 	out[0].buf, out[0].addr = []byte("ok"), cl.LocalAddr().(*net.UDPAddr).AddrPort()
 	out[1].buf, out[1].addr = []byte("no"), netip.MustParseAddrPort("[2001:db8::1]:53")
@@ -104,16 +95,7 @@ func TestMmsgWrongFamily(t *testing.T) {
 
 // TestMmsgAllocs: reading and answering a batch allocates nothing.
 func TestMmsgAllocs(t *testing.T) {
-	srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	mc, err := newMmsgConn(srv.(*net.UDPConn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := dialUDP(t, srv.LocalAddr().(*net.UDPAddr).AddrPort())
+	mc, cl := loopbackPair(t)
 	in, out := newMessages(BatchSize, MaxSize), newMessages(BatchSize, 0)
 	q, buf := []byte("query"), make([]byte, MaxSize)
 	const k = 8
@@ -139,6 +121,22 @@ func TestMmsgAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per batch of %d, want 0", allocs, k)
 	}
+}
+
+// loopbackPair is an mmsgConn on an IPv4 loopback socket and a client
+// connected to it.
+func loopbackPair(t *testing.T) (batchConn, *net.UDPConn) {
+	t.Helper()
+	srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	mc, err := newMmsgConn(srv.(*net.UDPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mc, dialUDP(t, srv.LocalAddr().(*net.UDPAddr).AddrPort())
 }
 
 func same(a netip.AddrPort) netip.AddrPort { return a }
