@@ -16,8 +16,9 @@ import (
 )
 
 // measureAll runs every phase reps times. Within a repetition the order
-// of systems rotates, so a slow drift of the machine (another job, heat)
-// does not always land on the same system.
+// of systems (proxies and DNS servers alike) rotates, so a slow drift of
+// the machine (another job, heat) does not always land on the same
+// system, nor does what the one before left behind.
 func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, col *collector) error {
 	names := make([]string, len(systems))
 	for i, s := range systems {
@@ -43,7 +44,9 @@ func measureAll(ctx context.Context, e *env, systems []system, gs []groupDef, co
 			col.add(gs[1], s.name, out)
 			slog.Info("proxy run", "system", s.name, "rep", rep+1, "took", time.Since(t0).Round(time.Millisecond), "metrics", fmtSample(out))
 		}
-		for _, name := range gs[2].Systems {
+		dns := gs[2].Systems
+		for i := range dns {
+			name := dns[(i+rep)%len(dns)]
 			if !phase("dns") || e.opt.systems != "" && name != sysEgressdB && !slices.Contains(strings.Split(e.opt.systems, ","), name) {
 				continue
 			}
