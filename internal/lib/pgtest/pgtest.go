@@ -66,15 +66,30 @@ func Start() (*Cluster, error) {
 		c.Remove()
 		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
 	}
-	if c.Port, err = freePort(); err != nil {
-		c.Remove()
-		return nil, err
-	}
-	if err := c.Restart(); err != nil {
+	if err := c.startOnFreePort(); err != nil {
 		c.Remove()
 		return nil, err
 	}
 	return c, nil
+}
+
+// errPortTaken: the port freePort found was taken before postgres bound
+// it (by any socket on the machine, a client's among them).
+var errPortTaken = errors.New("pgtest: the port was taken before postgres bound it")
+
+// startOnFreePort starts the server on a port the kernel reports free,
+// and on another one if something took that port first.
+func (c *Cluster) startOnFreePort() error {
+	for attempt := 1; ; attempt++ {
+		var err error
+		if c.Port, err = freePort(); err != nil {
+			return err
+		}
+		err = c.Restart()
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == 5 {
+			return err
+		}
+	}
 }
 
 func findBin() (string, error) {
@@ -155,7 +170,11 @@ func (c *Cluster) Restart() error {
 		}
 		select {
 		case <-c.exit:
-			return fmt.Errorf("pgtest: postgres exited at start: %s", c.logTail())
+			tail := c.logTail()
+			if strings.Contains(tail, "Address already in use") {
+				return fmt.Errorf("%w: %s", errPortTaken, tail)
+			}
+			return fmt.Errorf("pgtest: postgres exited at start: %s", tail)
 		default:
 		}
 		if time.Now().After(deadline) {
