@@ -3,6 +3,7 @@
 package udpserve
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -64,21 +65,14 @@ func newMmsgConn(c *net.UDPConn) (batchConn, error) {
 	}
 	var sa unix.Sockaddr
 	cerr := rc.Control(func(fd uintptr) { sa, err = unix.Getsockname(int(fd)) })
-	if cerr != nil || err != nil {
-		return nil, fmt.Errorf("udpserve: getsockname: %w", cmpErr(cerr, err))
+	if err := errors.Join(cerr, err); err != nil {
+		return nil, fmt.Errorf("udpserve: getsockname: %w", err)
 	}
 	_, v6 := sa.(*unix.SockaddrInet6)
 	mc := &mmsgConn{rc: rc, v6: v6, rd: newMmsgBufs(), wr: newMmsgBufs()}
 	mc.recv = func(fd uintptr) bool { return mc.rd.call(unix.SYS_RECVMMSG, fd) }
 	mc.send = func(fd uintptr) bool { return mc.wr.call(unix.SYS_SENDMMSG, fd) }
 	return mc, nil
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // point sets hdr i of bufs to carry p and oob, with the name buffer.
