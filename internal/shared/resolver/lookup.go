@@ -54,11 +54,11 @@ func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, 
 func (r *Resolver) lookupCached(host string) (addrs []netip.Addr, err error, ok bool) {
 	now := r.clock()
 	name := dns.Fqdn(host)
-	v4, err4, ok4 := r.cachedType(host, name, dns.TypeA, now)
+	v4, err4, ok4 := r.cachedType(name, dns.TypeA, now)
 	if !ok4 {
 		return nil, nil, false
 	}
-	v6, err6, ok6 := r.cachedType(host, name, dns.TypeAAAA, now)
+	v6, err6, ok6 := r.cachedType(name, dns.TypeAAAA, now)
 	if !ok6 {
 		return nil, nil, false
 	}
@@ -69,7 +69,7 @@ func (r *Resolver) lookupCached(host string) (addrs []netip.Addr, err error, ok 
 // cachedType is lookupType's first hop read from the cache in place
 // (entries are never changed once stored); ok is false when the answer is
 // not cached or names a chain end it does not hold.
-func (r *Resolver) cachedType(host, name string, qtype uint16, now time.Time) ([]netip.Addr, error, bool) {
+func (r *Resolver) cachedType(name string, qtype uint16, now time.Time) ([]netip.Addr, error, bool) {
 	k, err := makeKey(name, qtype)
 	if err != nil {
 		return nil, nil, false
@@ -78,16 +78,19 @@ func (r *Resolver) cachedType(host, name string, qtype uint16, now time.Time) ([
 	if e == nil {
 		return nil, nil, false
 	}
+	// A family without addresses is the bare ErrNotFound: joinFamilies
+	// names the host if the other family has none either, and when it has
+	// some (an IPv4-only name on every CONNECT) nothing was formatted.
 	m := e.msg
 	end, ok := ChainEnd(m.Answer, name)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s: cname loop", ErrNotFound, host), true
+		return nil, ErrNotFound, true
 	}
 	if addrs := Addrs(m.Answer, end, qtype); len(addrs) > 0 {
 		return addrs, nil, true
 	}
 	if m.Rcode != dns.RcodeSuccess || strings.EqualFold(end, name) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, host), true
+		return nil, ErrNotFound, true
 	}
 	return nil, nil, false
 }

@@ -68,6 +68,25 @@ func TestLookupNetIP(t *testing.T) {
 	}
 }
 
+// An IPv4-only name read from the cache costs its fully qualified spelling
+// and its address slice, and nothing for the missing family, whose
+// not-found is never formatted.
+func TestLookupCachedIPv4OnlyAllocs(t *testing.T) {
+	up := resolvertest.Start(t, resolvertest.Zone(soa, "v4only.example. 60 IN A 192.0.2.4"))
+	r := newTestResolver(t, nil, up)
+	if _, err := r.LookupNetIP(context.Background(), "v4only.example"); err != nil {
+		t.Fatalf("LookupNetIP: %v", err)
+	}
+	got := testing.AllocsPerRun(100, func() {
+		if _, _, ok := r.lookupCached("v4only.example"); !ok {
+			t.Fatal("lookupCached: not cached")
+		}
+	})
+	if got > 2 {
+		t.Errorf("lookupCached of an IPv4-only name: got %v allocations, want at most 2 (name, address slice)", got)
+	}
+}
+
 func TestLookupNetIPChasesIncompleteChain(t *testing.T) {
 	// An upstream that returns only the CNAME (as some forwarders do).
 	up := resolvertest.Start(t, func(_ string, q *dns.Msg) *dns.Msg {
