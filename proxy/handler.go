@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
@@ -41,7 +42,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rq.proto == vocab.ProtoConnect {
-		s.serveConnect(w, r, rq, cc)
+		cr := connectCall{ctx: r.Context(), w: w, http10: r.ProtoMajor == 1 && r.ProtoMinor == 0}
+		if dn := connectTarget(r.RequestURI, rq); dn.denied() {
+			s.deny(w, rq, dn, true)
+			return
+		}
+		s.serveConnect(cr, rq, cc)
 		return
 	}
 	s.serveHTTP(w, r, rq, cc, head)
@@ -70,23 +76,36 @@ func (s *Server) admit(r *http.Request, cc *clientConn, rq *request) (httphead.R
 	return head, denial{}
 }
 
-// serveConnect decides a CONNECT and relays the tunnel (serveTunnel).
-func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn) {
-	host, port, err := net.SplitHostPort(r.RequestURI)
-	if err != nil || strings.ContainsAny(r.RequestURI, "@/?#") {
-		s.deny(w, rq, denial{reason: vocab.ReasonBadRequest, detail: "CONNECT target must be host:port"}, true)
-		return
+// connectCall is a CONNECT as serveConnect needs it, read by net/http
+// (w is its ResponseWriter, and hijacking takes the connection) or by the
+// front reader (front.go: w writes to the connection, which is the
+// client's already, with early the bytes read past the head).
+type connectCall struct {
+	ctx    context.Context
+	w      http.ResponseWriter
+	http10 bool
+	front  bool
+	early  []byte
+}
+
+// connectTarget is step 4 for a CONNECT: host:port and nothing else.
+func connectTarget(target string, rq *request) denial {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil || strings.ContainsAny(target, "@/?#") {
+		return denial{reason: vocab.ReasonBadRequest, detail: "CONNECT target must be host:port"}
 	}
-	if dn := rq.setTarget(host, port); dn.denied() {
-		s.deny(w, rq, dn, true)
-		return
-	}
-	if dn := s.decide(r.Context(), rq); dn.denied() {
-		s.deny(w, rq, dn, true)
+	return rq.setTarget(host, port)
+}
+
+// serveConnect decides a CONNECT whose target is set and relays the
+// tunnel (serveTunnel).
+func (s *Server) serveConnect(cr connectCall, rq *request, cc *clientConn) {
+	if dn := s.decide(cr.ctx, rq); dn.denied() {
+		s.deny(cr.w, rq, dn, true)
 		return
 	}
 	s.recordDecision(rq)
-	s.serveTunnel(w, r, rq, cc)
+	s.serveTunnel(cr, rq, cc)
 }
 
 // serveHTTP decides an absolute-URI request and lets goproxy relay it

@@ -109,6 +109,13 @@ type env struct {
 // port known (policyYAML gets it), and serves until the test ends.
 func startProxy(t testing.TB, policyYAML func(proxyPort int) string, mod func(*Config)) *env {
 	t.Helper()
+	return startProxyWith(t, policyYAML, mod, nil)
+}
+
+// startProxyWith is startProxy with smod run on the Server before it
+// serves.
+func startProxyWith(t testing.TB, policyYAML func(proxyPort int) string, mod func(*Config), smod func(*Server)) *env {
+	t.Helper()
 	ln, err := tcplisten.Listen("127.0.0.1:0") // as the daemon listens
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +136,9 @@ func startProxy(t testing.TB, policyYAML func(proxyPort int) string, mod func(*C
 	e.srv, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if smod != nil {
+		smod(e.srv)
 	}
 	go func() { e.done <- e.srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -395,6 +405,7 @@ type fixOpts struct {
 	extraTop   string                  // more top-level sections
 	httpH      http.HandlerFunc
 	mod        func(*Config)
+	smod       func(*Server) // runs before the Server serves
 }
 
 func newFixture(t testing.TB, o fixOpts) *fixture {
@@ -414,7 +425,7 @@ func newFixture(t testing.TB, o fixOpts) *fixture {
 	if o.extraAllow != nil {
 		extra = o.extraAllow(f)
 	}
-	f.env = startProxy(t, func(proxyPort int) string {
+	f.env = startProxyWith(t, func(proxyPort int) string {
 		return "version: 1\nmode: " + o.mode + "\nallow:\n" +
 			"  - {host: granted.test, ports: " + up + "}\n" +
 			"  - {host: other.test, ports: " + up + "}\n" +
@@ -425,7 +436,7 @@ func newFixture(t testing.TB, o fixOpts) *fixture {
 			extra +
 			"networks:\n  allow: [127.0.0.0/8]\n  deny: [127.0.0.3/32]\n" +
 			"limits:\n" + o.limits + "timeouts:\n" + o.timeouts + o.extraTop
-	}, o.mod)
+	}, o.mod, o.smod)
 	for _, n := range []string{"granted.test", "other.test", "a.wild.test", "a.b.wild.test", "wild.test",
 		"evilwild.test", "evil.test", "slow.test", "self.test"} {
 		f.res.set(n, "127.0.0.1")

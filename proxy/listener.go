@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/egressd/egressd/internal/shared/vocab"
 
@@ -101,11 +102,27 @@ type clientConn struct {
 	refused atomic.Bool // egressd answered a request net/http refused
 
 	line statusline.Rewriter // the reason phrase of egressd's refusals (armRefusal)
+
+	// pre is what the front reader read before handing the connection to
+	// net/http, which reads it first; only the reading goroutine uses it.
+	pre []byte
+	// headBy (Unix nanoseconds, 0 for none) is the front reader's
+	// timeouts.header deadline, which the first head net/http reads keeps
+	// (SetReadDeadline) until connState sees it read.
+	headBy atomic.Int64
 }
 
 var connectPrefix = []byte("CONNECT ")
 
 func (c *clientConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.observe(p[:n])
+		if c.pre = c.pre[n:]; len(c.pre) == 0 {
+			c.pre = nil
+		}
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.observe(p[:n])
@@ -130,6 +147,17 @@ func (c *clientConn) observe(p []byte) {
 	}
 }
 
+// SetReadDeadline keeps a deadline net/http sets while it reads the first
+// head no later than the front reader's, so a client gets one
+// timeouts.header for its first head, not one per reader. Clearing a
+// deadline is never held back.
+func (c *clientConn) SetReadDeadline(t time.Time) error {
+	if by := c.headBy.Load(); by != 0 && !t.IsZero() && t.UnixNano() > by {
+		t = time.Unix(0, by)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
 // parser returns the connection's Host-header parser, nil after detach or
 // for a connection that opened with CONNECT.
 func (c *clientConn) parser() *httphead.Parser {
@@ -146,6 +174,16 @@ func (c *clientConn) startServing() {
 		c.serving.Store(true)
 		c.line.Disarm()
 	}
+}
+
+// takePre returns and forgets what is left of the front reader's bytes.
+func (c *clientConn) takePre() []byte {
+	if c == nil {
+		return nil
+	}
+	p := c.pre
+	c.pre = nil
+	return p
 }
 
 // detach stops the parser: the bytes that follow are a tunnel's.

@@ -5,6 +5,11 @@
 // address is classified with CheckAddr, and egressd dials exactly the
 // address it checked. It is the only package that imports goproxy.
 //
+// A connection's first bytes are read by the front reader (front.go): a
+// connection that opens with a plain CONNECT (httphead.ParseConnect) is
+// served there, through the same steps below; every other one goes to
+// net/http with what was read, and ServeHTTP runs the steps.
+//
 // The order of checks for every request, written down once here:
 //
 //  0. heads net/http itself refuses never reach the handler; egressd
@@ -161,6 +166,7 @@ type Server struct {
 	clientRL *ratelimit.Table[netip.Addr]
 	hostRL   *ratelimit.Table[string]
 	conns    connCounter
+	fronts   frontSet
 	reg      registry
 	self     *safedial.SelfSet
 	busy     busyCounter
@@ -216,17 +222,12 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts proxy clients on ln until Shutdown. Like http.Server it
-// returns http.ErrServerClosed after Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(&listener{Listener: ln, s: s})
-}
-
 // Shutdown stops accepting, lets in-flight requests and open tunnels finish
 // until ctx is done, then closes whatever is still open. It returns
 // ctx.Err() when it had to cut connections.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
+	s.fronts.close()
 	if err == nil {
 		err = s.busy.wait(ctx)
 	}

@@ -157,8 +157,15 @@ func armRefusal(rq *request, status int, dn denial) {
 // serving again; net/http calls it on the connection's own goroutine, in
 // order with its writes.
 func (s *Server) connState(c net.Conn, st http.ConnState) {
-	if cc, ok := c.(*clientConn); ok && (st == http.StateIdle || st == http.StateActive) {
+	cc, ok := c.(*clientConn)
+	if !ok {
+		return
+	}
+	if st == http.StateIdle || st == http.StateActive {
 		cc.serving.Store(false)
+	}
+	if st != http.StateNew {
+		cc.headBy.Store(0) // the first head is read (see clientConn.SetReadDeadline)
 	}
 }
 

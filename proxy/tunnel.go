@@ -66,15 +66,19 @@ type tunnel struct {
 }
 
 // serveTunnel carries out an allowed CONNECT: it takes the connection from
-// net/http, dials the checked addresses, answers 200 and starts the relay.
-// The handler returns then, so net/http's per-connection state (its read
-// and write buffers) is not held for the tunnel's life.
-func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, rq *request, cc *clientConn) {
-	conn, early, ok := s.hijack(w, rq, cc)
+// net/http (unless the front reader read it), dials the checked addresses,
+// answers 200 and starts the relay. The handler returns then, so
+// net/http's per-connection state (its read and write buffers) is not held
+// for the tunnel's life.
+func (s *Server) serveTunnel(cr connectCall, rq *request, cc *clientConn) {
+	conn, early, ok := net.Conn(cc), cr.early, true
+	if !cr.front {
+		conn, early, ok = s.hijack(cr.w, rq, cc)
+	}
 	if !ok {
 		return
 	}
-	up, ap, err := s.dialChecked(r.Context(), rq)
+	up, ap, err := s.dialChecked(cr.ctx, rq)
 	if err != nil {
 		s.log.Warn("proxy dial failed", "proto", "connect", "host", rq.host, "port", rq.port, "err", err)
 		s.recordClose(rq, vocab.ReasonNone, http.StatusBadGateway, 0, 0)
@@ -98,7 +102,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, rq *request
 		return
 	}
 	reply := established11
-	if r.ProtoMajor == 1 && r.ProtoMinor == 0 {
+	if cr.http10 {
 		reply = established10
 	}
 	if _, err := t.client.Write(reply); err != nil {
@@ -138,6 +142,10 @@ func (s *Server) hijack(w http.ResponseWriter, rq *request, cc *clientConn) (net
 	var early []byte
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ = brw.Reader.Peek(n)
+	}
+	if rest := cc.takePre(); rest != nil {
+		// What the front reader read and net/http had not yet taken.
+		early = append(early[:len(early):len(early)], rest...)
 	}
 	return conn, early, true
 }
