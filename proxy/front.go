@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -87,6 +88,7 @@ func (s *Server) accept(ln *listener, h *handoff) error {
 // CONNECT or hands the connection to net/http.
 func (s *Server) serveFront(cc *clientConn, h *handoff) {
 	defer s.busy.add(-1)
+	defer s.recoverFront(cc)
 	buf := frontBufs.Get().(*[]byte)
 	n, head, st, err := s.readFront(cc, *buf)
 	if !s.fronts.remove(cc) {
@@ -114,6 +116,16 @@ func (s *Server) serveFront(cc *clientConn, h *handoff) {
 	default:
 		// Nothing read, or a head cut off by timeouts.header: net/http
 		// closes such a connection without an answer, and so does this.
+		_ = cc.Close()
+	}
+}
+
+// recoverFront contains a panic to its connection, as net/http does for a
+// handler's: logged with its stack, the connection closed, the proxy
+// serving on.
+func (s *Server) recoverFront(cc *clientConn) {
+	if v := recover(); v != nil {
+		s.log.Error("proxy: panic serving a connection", "client", cc.name, "panic", v, "stack", string(debug.Stack()))
 		_ = cc.Close()
 	}
 }

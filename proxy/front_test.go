@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -241,3 +243,29 @@ type tempErr struct{}
 func (tempErr) Error() string   { return "accept: too many open files" }
 func (tempErr) Timeout() bool   { return false }
 func (tempErr) Temporary() bool { return true }
+
+// panicResolver panics for one name, as a bug in the pipeline would.
+type panicResolver struct{ *fakeResolver }
+
+func (r panicResolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	if host == "boom.test" {
+		panic("resolver bug")
+	}
+	return r.fakeResolver.LookupNetIP(ctx, host)
+}
+
+// TestFrontPanic: a panic while serving one connection closes that
+// connection, as net/http does for a handler, and the proxy serves on.
+func TestFrontPanic(t *testing.T) {
+	f := newFixture(t, fixOpts{
+		extraAllow: func(f *fixture) string { return "  - {host: boom.test, ports: [" + strconv.Itoa(f.echo) + "]}\n" },
+		mod:        func(c *Config) { c.Resolver = panicResolver{c.Resolver.(*fakeResolver)} },
+	})
+	c := f.dial()
+	if _, err := io.WriteString(c, connectReq(f.ep("boom.test"))); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c, c)
+	ok, br := f.connect(f.ep("granted.test"))
+	echo(t, ok, br, "still serving")
+}
