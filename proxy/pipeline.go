@@ -193,13 +193,31 @@ func (s *Server) resolve(ctx context.Context, rq *request) ([]netip.Addr, denial
 	if rq.ip.IsValid() {
 		return []netip.Addr{rq.ip}, denial{}
 	}
-	ctx, cancel := context.WithTimeout(ctx, safedial.DialTimeout(rq.pol))
-	defer cancel()
-	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, rq.host)
+	addrs, err := s.lookup(ctx, rq)
 	if err != nil || len(addrs) == 0 {
 		return nil, denial{reason: vocab.ReasonResolveFailed}
 	}
 	return addrs, denial{}
+}
+
+// cachedLookup is a Resolver that can answer from its cache without
+// waiting, as egressd's does: such an answer needs no deadline, whose
+// context and timer were a measurable part of a new tunnel's cost.
+type cachedLookup interface {
+	LookupCached(host string) (addrs []netip.Addr, ok bool, err error)
+}
+
+// lookup resolves rq.host, from the cache when it can, else within
+// timeouts.dial.
+func (s *Server) lookup(ctx context.Context, rq *request) ([]netip.Addr, error) {
+	if cl, ok := s.cfg.Resolver.(cachedLookup); ok {
+		if addrs, ok, err := cl.LookupCached(rq.host); ok {
+			return addrs, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, safedial.DialTimeout(rq.pol))
+	defer cancel()
+	return s.cfg.Resolver.LookupNetIP(ctx, rq.host)
 }
 
 // deniedReason is the reason of safedial.Check's refusal. Check only

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -62,5 +63,43 @@ func TestSharedResolverRebinding(t *testing.T) {
 	}
 	if n := queries.Load(); n != 2 {
 		t.Errorf("A queries: got %d, want 2 (one per request, none between check and dial)", n)
+	}
+}
+
+// cachingResolver answers some names from a "cache" (LookupCached) and
+// counts how often it is asked.
+type cachingResolver struct {
+	*fakeResolver
+	cached map[string][]netip.Addr
+}
+
+func (r cachingResolver) LookupCached(host string) ([]netip.Addr, bool, error) {
+	a, ok := r.cached[host]
+	return a, ok, nil
+}
+
+// TestCachedLookup: a name the resolver holds in its cache is answered
+// from there without asking, and its addresses are checked like any
+// others; a name it does not hold is asked for.
+func TestCachedLookup(t *testing.T) {
+	var res cachingResolver
+	f := newFixture(t, fixOpts{mod: func(c *Config) {
+		res = cachingResolver{c.Resolver.(*fakeResolver), map[string][]netip.Addr{
+			"granted.test":   {netip.MustParseAddr("127.0.0.1")},
+			"private.b.test": {netip.MustParseAddr("10.9.9.9")},
+		}}
+		c.Resolver = res
+	}})
+	c, br := f.connect(f.ep("granted.test"))
+	echo(t, c, br, "cached")
+	if n := res.callCount("granted.test"); n != 0 {
+		t.Errorf("cached name: asked %d times, want 0", n)
+	}
+	checkDenied(t, f.env, denyCase{"cached private", connectReq(f.ep("private.b.test")), 403,
+		vocab.ReasonPrivateAddress, "private.b.test", "private"})
+	c, br = f.connect(f.ep("other.test"))
+	echo(t, c, br, "asked")
+	if n := res.callCount("other.test"); n != 1 {
+		t.Errorf("name not cached: asked %d times, want 1", n)
 	}
 }

@@ -28,7 +28,7 @@ func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, 
 	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
 		return []netip.Addr{a.Unmap()}, nil
 	}
-	if addrs, err, ok := r.lookupCached(host); ok {
+	if addrs, ok, err := r.LookupCached(host); ok {
 		return addrs, err
 	}
 	type result struct {
@@ -45,25 +45,25 @@ func (r *Resolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, 
 	return joinFamilies(host, v4, err4, res.addrs, res.err)
 }
 
-// lookupCached is LookupNetIP when both families' answers are cached and
-// hold the end of their CNAME chains: read in place, without copying the
-// messages or starting a goroutine, as every CONNECT and new upstream
-// dial to a name the agent just looked up does. ok is false when either
-// answer is missing or its chain goes on past it; the caller then takes
-// the way that asks.
-func (r *Resolver) lookupCached(host string) (addrs []netip.Addr, err error, ok bool) {
+// LookupCached is LookupNetIP for a name (not an IP literal) when both
+// families' answers are cached and hold the end of their CNAME chains:
+// read in place, without copying the messages or starting a goroutine, as
+// every CONNECT and new upstream dial to a name the agent just looked up
+// does. It never waits, so it takes no context. ok is false when either
+// answer is missing or its chain goes on past it: LookupNetIP then asks.
+func (r *Resolver) LookupCached(host string) (addrs []netip.Addr, ok bool, err error) {
 	now := r.clock()
 	name := dns.Fqdn(host)
 	v4, err4, ok4 := r.cachedType(name, dns.TypeA, now)
 	if !ok4 {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	v6, err6, ok6 := r.cachedType(name, dns.TypeAAAA, now)
 	if !ok6 {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	addrs, err = joinFamilies(host, v4, err4, v6, err6)
-	return addrs, err, true
+	return addrs, true, err
 }
 
 // cachedType is lookupType's first hop read from the cache in place

@@ -45,7 +45,7 @@ func TestLookupNetIP(t *testing.T) {
 			t.Errorf("LookupNetIP(%q) = %v, want %v", tc.host, got, tc.want)
 		}
 	}
-	// A second round is answered from the cache in place (lookupCached):
+	// A second round is answered from the cache in place (LookupCached):
 	// the same addresses and errors, and no query upstream.
 	before := up.Total()
 	for _, tc := range tests {
@@ -57,8 +57,8 @@ func TestLookupNetIP(t *testing.T) {
 	if up.Total() != before {
 		t.Errorf("second round reached the upstream %d times; want none", up.Total()-before)
 	}
-	if _, _, ok := r.lookupCached("www.example"); !ok {
-		t.Errorf("lookupCached(www.example): not answered from the cache")
+	if _, ok, _ := r.LookupCached("www.example"); !ok {
+		t.Errorf("LookupCached(www.example): not answered from the cache")
 	}
 	// Proxy and DNS share the cache: the names looked up above are cached.
 	before = up.Total()
@@ -78,12 +78,12 @@ func TestLookupCachedIPv4OnlyAllocs(t *testing.T) {
 		t.Fatalf("LookupNetIP: %v", err)
 	}
 	got := testing.AllocsPerRun(100, func() {
-		if _, _, ok := r.lookupCached("v4only.example"); !ok {
-			t.Fatal("lookupCached: not cached")
+		if _, ok, _ := r.LookupCached("v4only.example"); !ok {
+			t.Fatal("LookupCached: not cached")
 		}
 	})
 	if got > 2 {
-		t.Errorf("lookupCached of an IPv4-only name: got %v allocations, want at most 2 (name, address slice)", got)
+		t.Errorf("LookupCached of an IPv4-only name: got %v allocations, want at most 2 (name, address slice)", got)
 	}
 }
 
