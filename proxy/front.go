@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -126,6 +126,7 @@ func (s *Server) serveFront(cc *clientConn, h *handoff) {
 func (s *Server) recoverFront(cc *clientConn) {
 	if v := recover(); v != nil {
 		s.log.Error("proxy: panic serving a connection", "client", cc.name, "panic", v, "stack", string(debug.Stack()))
+		s.fronts.remove(cc)
 		_ = cc.Close()
 	}
 }
@@ -228,9 +229,15 @@ func (s *Server) serveFrontConnect(cc *clientConn, rq *request, head httphead.Co
 	cc.startServing()
 	w := &frontResponse{cc: cc, http10: head.HTTP10}
 	if dn := s.limitClient(rq); dn.denied() {
+		// ServeHTTP limits the client (step 3) before it parses the
+		// target (step 4): the same answer and line, without a target.
+		rq.host, rq.ip, rq.port = "", netip.Addr{}, 0
 		s.deny(w, rq, dn, true)
 	} else {
-		s.serveConnect(connectCall{ctx: context.Background(), w: w, http10: head.HTTP10, front: true, early: early}, rq, cc)
+		// s.life, not a request context: nothing here notices a client
+		// that hangs up before its answer, so a lookup or dial for it
+		// runs to its timeouts.dial, as a bound on what it can hold.
+		s.serveConnect(connectCall{ctx: s.life, w: w, http10: head.HTTP10, front: true, early: early}, rq, cc)
 	}
 	if w.status != 0 {
 		lingerClose(cc)

@@ -74,6 +74,84 @@ func TestFrontRouting(t *testing.T) {
 	if n := served.Load(); n != 2 {
 		t.Errorf("after a CONNECT that is not plain: net/http served %d connections, want 2", n)
 	}
+
+	// Plain but longer than the front reader's buffer: net/http reads
+	// the rest of the head.
+	c = f.dial()
+	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nX-Long: "+strings.Repeat("a", frontBufSize)+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br = bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT with a long head: got %v %v, want 200", resp, err)
+	}
+	echo(t, c, br, "long head")
+	if n := served.Load(); n != 3 {
+		t.Errorf("after a head longer than the front buffer: net/http served %d connections, want 3", n)
+	}
+}
+
+// TestFrontRateLimited: a client over its rate gets the same refusal
+// from the front reader as from net/http's path.
+func TestFrontRateLimited(t *testing.T) {
+	f := newFixture(t, fixOpts{limits: "  client: {rps: 0.001, burst: 1}\n  host: {rps: 100000, burst: 100000}\n"})
+	target := f.ep("granted.test")
+	c, br := f.connect(target)
+	echo(t, c, br, "the one token")
+	front, frontBody := f.roundTrip(connectReq(target))
+	viaHTTP, httpBody := f.roundTrip("CONNECT " + target + " HTTP/1.1\r\nX-Odd: caf\xe9\r\n\r\n")
+	if front.StatusCode != http.StatusTooManyRequests || front.Status != viaHTTP.Status || frontBody != httpBody {
+		t.Errorf("front: %q %q; net/http: %q %q; want the same 429", front.Status, frontBody, viaHTTP.Status, httpBody)
+	}
+	if a, b := front.Header.Get("Retry-After"), viaHTTP.Header.Get("Retry-After"); a == "" || a != b {
+		t.Errorf("Retry-After: front %q, net/http %q", a, b)
+	}
+}
+
+// blockingResolver holds lookups of hang.test until release is closed,
+// whatever their context says.
+type blockingResolver struct {
+	*fakeResolver
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r blockingResolver) LookupNetIP(ctx context.Context, host string) ([]netip.Addr, error) {
+	if host == "hang.test" {
+		r.entered <- struct{}{}
+		<-r.release
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	return r.fakeResolver.LookupNetIP(ctx, host)
+}
+
+// TestFrontShutdownGivesUp: a CONNECT still being decided when Shutdown
+// runs out of time never becomes a tunnel afterwards.
+func TestFrontShutdownGivesUp(t *testing.T) {
+	res := blockingResolver{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f := newFixture(t, fixOpts{
+		extraAllow: func(f *fixture) string { return "  - {host: hang.test, ports: [" + strconv.Itoa(f.echo) + "]}\n" },
+		mod: func(c *Config) {
+			res.fakeResolver = c.Resolver.(*fakeResolver)
+			c.Resolver = res
+		},
+	})
+	c := f.dial()
+	if _, err := io.WriteString(c, connectReq(f.ep("hang.test"))); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, res.entered, "the lookup never started")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := f.srv.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil while a CONNECT was held; want its context's error")
+	}
+	close(res.release)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatal("CONNECT became a tunnel after Shutdown gave up")
+	}
+	waitFor(t, "no open upstream connection", func() bool { return f.srv.Len() == 0 })
 }
 
 // TestFrontDrippedHead: a plain CONNECT head that arrives a byte at a

@@ -170,6 +170,11 @@ type Server struct {
 	reg      registry
 	self     *safedial.SelfSet
 	busy     busyCounter
+
+	// life ends when Shutdown gives up waiting: work not tied to a
+	// net/http request (a CONNECT the front reader read) stops with it.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // ErrConfig is wrapped by New's errors.
@@ -199,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	s.self = safedial.NewSelfSet(cfg.Self)
 	s.reg.init()
 	s.clientRL = ratelimit.NewTable[netip.Addr](0, 0)
@@ -232,6 +238,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = s.busy.wait(ctx)
 	}
 	if err != nil {
+		s.endLife() // before closeAll: see serveTunnel
 		s.reg.closeAll(vocab.ReasonNone)
 		_ = s.srv.Close()
 	}

@@ -101,6 +101,15 @@ func (s *Server) serveTunnel(cr connectCall, rq *request, cc *clientConn) {
 		t.finish(http.StatusBadGateway)
 		return
 	}
+	if s.life.Err() != nil {
+		// Shutdown gave up and closed every tunnel registered before it
+		// ended s.life; this one was registered after, or it would be
+		// closed already, so it closes itself.
+		s.connectFailed(conn, rq, errShutdown)
+		u.end(vocab.ReasonNone)
+		t.finish(http.StatusBadGateway)
+		return
+	}
 	reply := established11
 	if cr.http10 {
 		reply = established10
@@ -159,6 +168,8 @@ func (s *Server) connectFailed(conn net.Conn, rq *request, err error) {
 		"Content-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
 	_ = conn.Close()
 }
+
+var errShutdown = errors.New("egressd is shutting down")
 
 // noConnectDial is goproxy's CONNECT dialer. CONNECT never reaches goproxy
 // (serveTunnel relays tunnels), and should one ever, goproxy must not dial

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 func TestParseConnect(t *testing.T) {
@@ -115,12 +117,13 @@ func FuzzParseConnect(f *testing.F) {
 		"CONNECT a:1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
 		"GET / HTTP/1.1\r\n\r\n",
 		"CONNECT [a]:1 HTTP/1.1\r\n\r\n",
+		"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nX-A: b\tc\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, st := ParseConnect(b)
-		for i := range min(c.Len, 64) {
+		for i := range c.Len {
 			if _, pst := ParseConnect(b[:i]); pst != ConnectMore {
 				t.Fatalf("prefix %q of plain head %q: got state %d, want More", b[:i], b, pst)
 			}
@@ -138,6 +141,21 @@ func FuzzParseConnect(f *testing.F) {
 		}
 		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 || r.Header.Get("Expect") != "" {
 			t.Fatalf("plain head %q has a body or expectation for net/http", b)
+		}
+		// What net/http's server checks beyond ReadRequest: the Host
+		// header and every header line.
+		if hs, ok := r.Header["Host"]; ok && (len(hs) != 1 || !httpguts.ValidHostHeader(hs[0])) {
+			t.Fatalf("plain head %q: net/http's server refuses its Host %q", b, hs)
+		}
+		for k, vs := range r.Header {
+			if !httpguts.ValidHeaderFieldName(k) {
+				t.Fatalf("plain head %q: invalid header name %q", b, k)
+			}
+			for _, v := range vs {
+				if !httpguts.ValidHeaderFieldValue(v) {
+					t.Fatalf("plain head %q: invalid header value %q", b, v)
+				}
+			}
 		}
 		if rest := br.Buffered(); rest != len(b)-c.Len {
 			t.Fatalf("plain head %q: net/http left %d bytes after the head, ParseConnect %d", b, rest, len(b)-c.Len)
