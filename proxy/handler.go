@@ -42,12 +42,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rq.proto == vocab.ProtoConnect {
-		cr := connectCall{ctx: r.Context(), w: w, http10: r.ProtoMajor == 1 && r.ProtoMinor == 0}
 		if dn := connectTarget(r.RequestURI, rq); dn.denied() {
 			s.deny(w, rq, dn, true)
 			return
 		}
-		s.serveConnect(cr, rq, cc)
+		s.serveConnect(connectCall{ctx: r.Context(), w: w, http10: r.ProtoMajor == 1 && r.ProtoMinor == 0}, rq, cc)
 		return
 	}
 	s.serveHTTP(w, r, rq, cc, head)
