@@ -162,3 +162,32 @@ func TestAskOnceKeepsItsTunnel(t *testing.T) {
 	f.srv.Revoke()
 	expectClosed(t, c, br)
 }
+
+// waitingAsker holds every question until its context ends, and reports
+// both moments.
+type waitingAsker struct {
+	held, released chan struct{}
+}
+
+func (a waitingAsker) Hold(ctx context.Context, _ policy.Request, _ policy.Decision) (vocab.Reason, time.Duration, string) {
+	a.held <- struct{}{}
+	<-ctx.Done()
+	a.released <- struct{}{}
+	return vocab.ReasonApprovalPending, time.Second, "gone"
+}
+
+// TestAskHoldEndsWhenTheClientHangsUp: a held CONNECT, even one whose
+// head the front reader could serve, ends its hold when the client hangs
+// up, rather than keeping a person's question and a slot for nobody.
+func TestAskHoldEndsWhenTheClientHangsUp(t *testing.T) {
+	a := waitingAsker{held: make(chan struct{}, 1), released: make(chan struct{}, 1)}
+	f := newFixture(t, fixOpts{extraTop: "ask: {}\n", mod: func(c *Config) { c.Ask = a }})
+	f.res.set("asked.test", "127.0.0.1")
+	c := f.dial()
+	if _, err := c.Write([]byte(connectReq(f.ep("asked.test")))); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, a.held, "the CONNECT was never held")
+	_ = c.Close()
+	wait(t, a.released, "the hold outlived its client")
+}
